@@ -1,0 +1,92 @@
+package repo
+
+import (
+	"bytes"
+	"testing"
+)
+
+func FuzzDecodeChunk(f *testing.F) {
+	f.Add(EncodeChunk(bytes.Repeat([]byte("abc"), 100)))
+	f.Add(EncodeChunk([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}))
+	f.Add([]byte("RKC1\x01\x00\x00\x00\xff\xff\xff\xff"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		data, err := decodeChunkPayload(raw)
+		if err != nil {
+			return
+		}
+		if len(data) == 0 || len(data) > MaxChunkSize {
+			t.Fatalf("decoded %d bytes", len(data))
+		}
+		// Whatever decodes must be returned only under its own digest.
+		if _, err := DecodeChunk(Sum(data), raw); err != nil {
+			t.Fatal(err)
+		}
+		wrong := Sum(append(data, 0))
+		if _, err := DecodeChunk(wrong, raw); err == nil {
+			t.Fatal("accepted under wrong digest")
+		}
+	})
+}
+
+func FuzzDecodeIndex(f *testing.F) {
+	x := NewIndex(64<<10, 200000)
+	x.Chunks[1] = Sum([]byte("a"))
+	f.Add(x.Encode())
+	f.Add(NewIndex(1<<20, 0).Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		x, err := DecodeIndex(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(x.Encode(), b) {
+			t.Fatal("decode/encode not identical")
+		}
+		if int64(len(x.Chunks))*int64(x.ChunkSize) < x.Size {
+			t.Fatal("index does not cover its size")
+		}
+	})
+}
+
+func FuzzDecodeRestorePoint(f *testing.F) {
+	f.Add([]byte(`{"format":1,"id":"20261121T230748Z-3f9a2c","vm":{"name":"web01"},"created":"2026-11-21T23:07:48Z","files":[{"name":"web01.vmx","size":1,"inline":"YQ=="}],"disks":[{"name":"web01","controller":"scsi0:0","size":1048576,"index":"` + Sum(nil).String() + `"}]}`))
+	f.Add([]byte(`{"format":2}`))
+	f.Add([]byte(`{"format":1,"id":"20261121T230748Z-3f9a2c","vm":{"name":"../x"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeRestorePoint(b)
+		if err != nil {
+			return
+		}
+		if err := ValidName(p.VM.Name); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range p.Disks {
+			if d.Size <= 0 || d.Index.IsZero() || ValidName(d.Name) != nil {
+				t.Fatalf("invalid disk accepted: %+v", d)
+			}
+		}
+		for _, f := range p.Files {
+			if bytes.ContainsAny([]byte(f.Name), "/\x00") || f.Name == ".." {
+				t.Fatalf("file name %q accepted", f.Name)
+			}
+		}
+	})
+}
+
+func FuzzDecodeApp(f *testing.F) {
+	f.Add([]byte(`{"format":1,"name":"shop","members":[{"vm":"db01","group":1,"wait_for_guest":true},{"vm":"web01","group":2}]}`))
+	f.Add([]byte(`{"format":1,"name":"shop","members":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := DecodeApp(b)
+		if err != nil {
+			return
+		}
+		if len(a.Members) == 0 || ValidName(a.Name) != nil {
+			t.Fatalf("invalid app accepted: %+v", a)
+		}
+		for _, m := range a.Members {
+			if m.Group < 1 {
+				t.Fatalf("group %d accepted", m.Group)
+			}
+		}
+	})
+}

@@ -1,0 +1,280 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+)
+
+// Cache is a bounded cache of decompressed chunks shared by every reader of
+// a process. Chunks are named by content, so one cache may serve several
+// repositories. Loads of the same chunk by concurrent readers are merged; no
+// lock is held while a chunk is read from disk.
+type Cache struct {
+	lru      *lru.Cache[Digest, []byte]
+	group    singleflight.Group
+	ahead    chan struct{} // bounds readahead fetches in flight
+	window   int
+	maxBytes int64
+
+	hits, misses, bytes atomic.Int64
+}
+
+// CacheOptions size a Cache.
+type CacheOptions struct {
+	MaxBytes  int64 // upper bound on decompressed bytes held; default 256 MiB
+	ChunkSize int   // the largest chunk size it will hold; default DefaultChunkSize
+	Readahead int   // chunks fetched ahead of a sequential reader; default 8, -1 off
+	Parallel  int   // readahead fetches in flight across all readers; default 2×GOMAXPROCS
+}
+
+// NewCache returns a cache holding at most opts.MaxBytes of chunk data.
+func NewCache(opts CacheOptions) *Cache {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 256 << 20
+	}
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.Readahead == 0 {
+		opts.Readahead = 8
+	}
+	if opts.Readahead < 0 {
+		opts.Readahead = 0
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 2 * runtime.GOMAXPROCS(0)
+	}
+	n := int(opts.MaxBytes / int64(opts.ChunkSize))
+	if n < 2 {
+		n = 2
+	}
+	c := &Cache{ahead: make(chan struct{}, opts.Parallel), window: opts.Readahead, maxBytes: opts.MaxBytes}
+	c.lru, _ = lru.NewWithEvict(n, func(_ Digest, v []byte) { c.bytes.Add(-int64(len(v))) })
+	return c
+}
+
+// CacheStats are a cache's counters.
+type CacheStats struct {
+	Hits, Misses int64
+	Bytes        int64 // decompressed bytes held now
+	MaxBytes     int64
+	Entries      int
+}
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.bytes.Load(), MaxBytes: c.maxBytes, Entries: c.lru.Len()}
+}
+
+// Get returns the decompressed chunk d of repository r. The slice is shared:
+// callers must not modify it.
+func (c *Cache) Get(r *Repo, d Digest) ([]byte, error) {
+	if v, ok := c.lru.Get(d); ok {
+		c.hits.Add(1)
+		return v, nil
+	}
+	c.misses.Add(1)
+	return c.load(r, d)
+}
+
+func (c *Cache) load(r *Repo, d Digest) ([]byte, error) {
+	v, err, _ := c.group.Do(string(d[:]), func() (any, error) {
+		if v, ok := c.lru.Peek(d); ok {
+			return v, nil
+		}
+		b, err := r.GetChunk(d)
+		if err != nil {
+			return nil, err
+		}
+		c.bytes.Add(int64(len(b)))
+		c.lru.Add(d, b)
+		return b, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+// prefetch loads d in the background unless it is cached or the readahead
+// budget is spent: readahead never makes a caller wait.
+func (c *Cache) prefetch(r *Repo, d Digest) {
+	if c.lru.Contains(d) {
+		return
+	}
+	select {
+	case c.ahead <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-c.ahead }()
+		_, _ = c.load(r, d) // errors surface to the reader that needs the chunk
+	}()
+}
+
+// DiskReader reads one disk (or file) version of a repository through the
+// shared cache. It implements io.ReaderAt and is safe for concurrent use.
+type DiskReader struct {
+	repo  *Repo
+	idx   *Index
+	cache *Cache
+	name  string
+
+	mu      sync.Mutex
+	streams [4]stream
+	next    int
+}
+
+// stream is one sequential reader seen by a DiskReader: the chunk it is
+// expected to read next and how far ahead chunks were already requested.
+type stream struct {
+	next, ahead int64
+	hits        int
+}
+
+// NewDiskReader returns a reader of idx. name is used in error messages
+// ("disk web01 of point …").
+func NewDiskReader(r *Repo, idx *Index, cache *Cache, name string) *DiskReader {
+	dr := &DiskReader{repo: r, idx: idx, cache: cache, name: name}
+	for i := range dr.streams {
+		dr.streams[i].next = -100
+	}
+	return dr
+}
+
+// OpenDisk opens the disk whose index is d.
+func (r *Repo) OpenDisk(d Digest, cache *Cache, name string) (*DiskReader, error) {
+	idx, err := r.LoadIndex(d)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return NewDiskReader(r, idx, cache, name), nil
+}
+
+// Size is the disk's size in bytes.
+func (dr *DiskReader) Size() int64 { return dr.idx.Size }
+
+// Index is the disk's chunk index.
+func (dr *DiskReader) Index() *Index { return dr.idx }
+
+// ReadAt reads len(p) bytes at off. Zero chunks read as zeros without I/O;
+// a damaged or missing chunk is an error, never wrong bytes.
+func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset %d", dr.name, off)
+	}
+	if off >= dr.idx.Size {
+		return 0, io.EOF
+	}
+	var eof error
+	if rest := dr.idx.Size - off; int64(len(p)) > rest {
+		p = p[:rest]
+		eof = io.EOF
+	}
+	if len(p) == 0 {
+		return 0, eof
+	}
+	cs := int64(dr.idx.ChunkSize)
+	first, last := off/cs, (off+int64(len(p))-1)/cs
+	dr.readahead(first, last)
+
+	fill := func(i int64) error {
+		lo := max(off, i*cs)
+		hi := min(off+int64(len(p)), (i+1)*cs)
+		dst := p[lo-off : hi-off]
+		d := dr.idx.Chunks[i]
+		if d.IsZero() {
+			clear(dst)
+			return nil
+		}
+		b, err := dr.cache.Get(dr.repo, d)
+		if err != nil {
+			return fmt.Errorf("%s: offset %d: %w", dr.name, i*cs, err)
+		}
+		if int64(len(b)) < hi-i*cs {
+			return fmt.Errorf("%s: chunk %s holds %d bytes, index needs %d: %w", dr.name, d.Short(), len(b), hi-i*cs, ErrCorrupt)
+		}
+		copy(dst, b[lo-i*cs:hi-i*cs])
+		return nil
+	}
+	if first == last {
+		if err := fill(first); err != nil {
+			return 0, err
+		}
+		return len(p), eof
+	}
+	var g errgroup.Group
+	for i := first; i <= last; i++ {
+		g.Go(func() error { return fill(i) })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return len(p), eof
+}
+
+// readahead notes an access to chunks [first, last] and, when it continues a
+// sequential stream, starts fetching the chunks after it.
+func (dr *DiskReader) readahead(first, last int64) {
+	window := int64(dr.cache.window)
+	if window == 0 {
+		return
+	}
+	dr.mu.Lock()
+	var s *stream
+	for i := range dr.streams {
+		// Clients keep several reads in flight, so a sequential stream's
+		// requests arrive slightly out of order.
+		if t := &dr.streams[i]; first >= t.next-2 && first <= t.next+2 {
+			s = t
+			break
+		}
+	}
+	if s == nil {
+		s = &dr.streams[dr.next]
+		dr.next = (dr.next + 1) % len(dr.streams)
+		*s = stream{next: last + 1, ahead: last + 1}
+		dr.mu.Unlock()
+		return
+	}
+	s.hits++
+	s.next = max(s.next, last+1)
+	from, to := max(s.ahead, last+1), min(last+window, int64(len(dr.idx.Chunks))-1)
+	if to >= from {
+		s.ahead = to + 1
+	}
+	dr.mu.Unlock()
+	for i := from; i <= to; i++ {
+		if d := dr.idx.Chunks[i]; !d.IsZero() {
+			dr.cache.prefetch(dr.repo, d)
+		}
+	}
+}
+
+// ReadFull reads a whole small file (config file) of a restore point.
+func (r *Repo) ReadFile(f ConfigFile, cache *Cache) ([]byte, error) {
+	if f.Inline != nil || f.Size == 0 {
+		return f.Inline, nil
+	}
+	dr, err := r.OpenDisk(f.Index, cache, "file "+f.Name)
+	if err != nil {
+		return nil, err
+	}
+	if dr.Size() != f.Size {
+		return nil, fmt.Errorf("file %s: index size %d, manifest says %d: %w", f.Name, dr.Size(), f.Size, ErrCorrupt)
+	}
+	b := make([]byte, f.Size)
+	if _, err := dr.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,388 @@
+package repo
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is returned (wrapped) when a chunk, index, point or app is not
+// in the repository.
+var ErrNotFound = errors.New("not found")
+
+// Repo is an open repository. It is safe for concurrent use; several
+// processes may write to one repository at once because every object is
+// content-addressed or uniquely named.
+type Repo struct {
+	Dir    string
+	Config Config
+}
+
+// Open opens the repository in dir. It fails with a clear error when dir holds
+// no repository or one of a newer format.
+func Open(dir string) (*Repo, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := readConfig(abs)
+	if err != nil {
+		return nil, err
+	}
+	r := &Repo{Dir: abs, Config: *cfg}
+	for _, d := range layoutDirs {
+		if fi, err := os.Stat(filepath.Join(abs, d)); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("open repository %s: folder %s missing: the repository is damaged", abs, d)
+		}
+	}
+	r.removeStaleTemp()
+	return r, nil
+}
+
+// ChunkSize is the repository's chunk size in bytes.
+func (r *Repo) ChunkSize() int { return r.Config.ChunkSize }
+
+func (r *Repo) tmpDir() string { return filepath.Join(r.Dir, "tmp") }
+
+// ChunkPath is where the chunk named d is stored.
+func (r *Repo) ChunkPath(d Digest) string {
+	s := d.String()
+	return filepath.Join(r.Dir, "chunks", s[:2], s)
+}
+
+func (r *Repo) indexPath(d Digest) string {
+	s := d.String()
+	return filepath.Join(r.Dir, "indexes", s[:2], s)
+}
+
+func (r *Repo) pointPath(id string) string { return filepath.Join(r.Dir, "points", id+".json") }
+func (r *Repo) appPath(name string) string { return filepath.Join(r.Dir, "apps", name+".json") }
+
+// HasChunk reports whether chunk d is stored (it does not check its content).
+func (r *Repo) HasChunk(d Digest) bool {
+	_, err := os.Stat(r.ChunkPath(d))
+	return err == nil
+}
+
+// PutChunk stores data as the chunk named d unless it is already stored. It
+// returns the stored size and whether it wrote. It does not fsync: callers
+// call Sync before writing anything that names the chunk.
+func (r *Repo) PutChunk(d Digest, data []byte) (stored int64, wrote bool, err error) {
+	p := r.ChunkPath(d)
+	if _, err := os.Stat(p); err == nil {
+		return 0, false, nil
+	}
+	enc := EncodeChunk(data)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
+	}
+	if err := writeFileAtomic(r.tmpDir(), p, enc, false); err != nil {
+		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
+	}
+	return int64(len(enc)), true, nil
+}
+
+// ReadChunkRaw returns the stored bytes of chunk d, undecoded.
+func (r *Repo) ReadChunkRaw(d Digest) ([]byte, error) {
+	b, err := os.ReadFile(r.ChunkPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunk %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	return b, nil
+}
+
+// GetChunk reads, decodes and checks chunk d.
+func (r *Repo) GetChunk(d Digest) ([]byte, error) {
+	raw, err := r.ReadChunkRaw(d)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeChunk(d, raw)
+}
+
+// Sync flushes everything written so far to stable storage. Writers call it
+// after storing chunks and before writing the index or manifest naming them:
+// one syncfs costs far less than an fsync per chunk.
+func (r *Repo) Sync() error {
+	f, err := os.Open(r.Dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync repository %s: %w", r.Dir, err)
+	}
+	return nil
+}
+
+// PutIndex stores x durably and returns its name.
+func (r *Repo) PutIndex(x *Index) (Digest, error) {
+	b := x.Encode()
+	d := Sum(b)
+	p := r.indexPath(d)
+	if _, err := os.Stat(p); err == nil {
+		return d, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return d, fmt.Errorf("store index %s: %w", d, err)
+	}
+	if err := writeFileAtomic(r.tmpDir(), p, b, true); err != nil {
+		return d, fmt.Errorf("store index %s: %w", d, err)
+	}
+	return d, nil
+}
+
+// LoadIndex reads and checks index d.
+func (r *Repo) LoadIndex(d Digest) (*Index, error) {
+	b, err := os.ReadFile(r.indexPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("index %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", d, err)
+	}
+	if Sum(b) != d {
+		return nil, fmt.Errorf("index %s: %w: checksum mismatch", d, ErrCorrupt)
+	}
+	x, err := DecodeIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w: %v", d, ErrCorrupt, err)
+	}
+	if x.ChunkSize != r.ChunkSize() {
+		return nil, fmt.Errorf("index %s: chunk size %d differs from the repository's %d", d, x.ChunkSize, r.ChunkSize())
+	}
+	return x, nil
+}
+
+// NewPointID returns a fresh restore point id: UTC time and 24 random bits,
+// so ids sort by creation time.
+func NewPointID(t time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// SavePoint writes a restore point manifest durably. Every chunk and index it
+// names must already be stored and synced.
+func (r *Repo) SavePoint(p *RestorePoint) error {
+	if p.Format == 0 {
+		p.Format = ManifestFormat
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := r.pointPath(p.ID)
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("restore point %s already exists", p.ID)
+	}
+	if err := writeFileAtomic(r.tmpDir(), path, append(b, '\n'), true); err != nil {
+		return fmt.Errorf("save restore point %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// Point loads restore point id.
+func (r *Repo) Point(id string) (*RestorePoint, error) {
+	if !ValidPointID(id) {
+		return nil, fmt.Errorf("restore point %q: %w (ids look like 20261121T230748Z-3f9a2c)", id, ErrNotFound)
+	}
+	b, err := os.ReadFile(r.pointPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("restore point %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore point %s: %w", id, err)
+	}
+	p, err := DecodeRestorePoint(b)
+	if err != nil {
+		return nil, fmt.Errorf("restore point %s: %w", id, err)
+	}
+	if p.ID != id {
+		return nil, fmt.Errorf("restore point %s: manifest names itself %s", id, p.ID)
+	}
+	return p, nil
+}
+
+// Points loads every restore point, oldest first.
+func (r *Repo) Points() ([]*RestorePoint, error) {
+	names, err := listNames(filepath.Join(r.Dir, "points"), ".json")
+	if err != nil {
+		return nil, err
+	}
+	var out []*RestorePoint
+	for _, n := range names {
+		p, err := r.Point(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// LatestPoint returns the newest restore point of vm, or ErrNotFound.
+func (r *Repo) LatestPoint(vm string) (*RestorePoint, error) {
+	pts, err := r.Points()
+	if err != nil {
+		return nil, err
+	}
+	for i := len(pts) - 1; i >= 0; i-- {
+		if pts[i].VM.Name == vm {
+			return pts[i], nil
+		}
+	}
+	return nil, fmt.Errorf("vm %q has no restore point: %w", vm, ErrNotFound)
+}
+
+// SaveApp records (or replaces) an app manifest.
+func (r *Repo) SaveApp(a *App) error {
+	if a.Format == 0 {
+		a.Format = ManifestFormat
+	}
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(r.tmpDir(), r.appPath(a.Name), append(b, '\n'), true); err != nil {
+		return fmt.Errorf("save app %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// App loads the app named name.
+func (r *Repo) App(name string) (*App, error) {
+	if ValidName(name) != nil {
+		return nil, fmt.Errorf("app %q: %w", name, ErrNotFound)
+	}
+	b, err := os.ReadFile(r.appPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("app %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("app %q: %w", name, err)
+	}
+	a, err := DecodeApp(b)
+	if err != nil {
+		return nil, fmt.Errorf("app %q: %w", name, err)
+	}
+	return a, nil
+}
+
+// Apps loads every app, by name.
+func (r *Repo) Apps() ([]*App, error) {
+	names, err := listNames(filepath.Join(r.Dir, "apps"), ".json")
+	if err != nil {
+		return nil, err
+	}
+	var out []*App
+	for _, n := range names {
+		a, err := r.App(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func listNames(dir, suffix string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, suffix) && !e.IsDir() {
+			out = append(out, strings.TrimSuffix(n, suffix))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// writeFileAtomic writes b to a temporary file in tmp, optionally fsyncs it,
+// renames it to path and, when durable, fsyncs path's folder.
+func writeFileAtomic(tmp, path string, b []byte, durable bool) error {
+	f, err := os.CreateTemp(tmp, strconv.Itoa(os.Getpid())+"-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(name)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(name, path); err != nil {
+		return err
+	}
+	ok = true
+	if durable {
+		return syncDir(filepath.Dir(path))
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeStaleTemp deletes temporary files left by writers that are no longer
+// running (their pid prefixes the name). Live writers' files are kept.
+func (r *Repo) removeStaleTemp() {
+	ents, err := os.ReadDir(r.tmpDir())
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pidStr, _, ok := strings.Cut(e.Name(), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil {
+			continue
+		}
+		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(r.tmpDir(), e.Name()))
+		}
+	}
+}
