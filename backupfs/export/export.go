@@ -112,7 +112,7 @@ func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.
 		return err
 	}
 	x := dr.Index()
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Workers)
 	for i, c := range x.Chunks {
 		n := int64(x.ChunkLen(i))
@@ -120,7 +120,7 @@ func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.
 			report(opts, done.Add(n), total)
 			continue
 		}
-		if ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
 		g.Go(func() error {

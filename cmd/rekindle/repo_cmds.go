@@ -1,0 +1,331 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rekindle/rekindle/backupfs/export"
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+)
+
+var (
+	repoFlag    = &cli.StringFlag{Name: "repo", Usage: "repository folder", EnvVars: []string{"REKINDLE_REPO"}, Required: true}
+	catalogFlag = &cli.StringFlag{Name: "catalog", Usage: "catalog database (default REPO/catalog.db)", EnvVars: []string{"REKINDLE_CATALOG"}}
+	quietFlag   = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"}
+)
+
+func repoCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name: "init", Usage: "create a repository",
+			Flags: []cli.Flag{repoFlag, &cli.IntFlag{Name: "chunk-size", Usage: "chunk size in bytes (power of two, 64 KiB to 16 MiB)", Value: repo.DefaultChunkSize}},
+			Action: func(c *cli.Context) error {
+				r, err := repo.Init(c.String("repo"), repo.InitOptions{ChunkSize: c.Int("chunk-size")})
+				if err != nil {
+					return err
+				}
+				fmt.Printf("created repository %s (id %s, chunk size %s)\n", r.Dir, r.Config.ID, humanBytes(int64(r.ChunkSize())))
+				return nil
+			},
+		},
+		{
+			Name: "backup", Usage: "put backups into the repository",
+			Subcommands: []*cli.Command{{
+				Name: "import", Usage: "import a VM folder (.vmx, .nvram, disks) as a new restore point", ArgsUsage: "SRC",
+				Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag,
+					&cli.StringFlag{Name: "vm", Usage: "VM name in the repository (default: the vmx displayName)"},
+					&cli.StringFlag{Name: "app", Usage: "vApp the VM belongs to"}},
+				Action: backupImport,
+			}},
+		},
+		{
+			Name: "app", Usage: "distributed applications (vApps)",
+			Subcommands: []*cli.Command{{
+				Name: "define", Usage: "record a vApp from a YAML definition", ArgsUsage: "FILE.yaml",
+				Flags: []cli.Flag{repoFlag, catalogFlag},
+				Action: appDefine,
+			}},
+		},
+		{
+			Name: "export", Usage: "write a restore point back out as a VM folder (full restore)",
+			Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag,
+				&cli.StringFlag{Name: "point", Required: true, Usage: "restore point id"},
+				&cli.StringFlag{Name: "to", Required: true, Usage: "destination folder (created; must be empty)"}},
+			Action: exportCmd,
+		},
+		{
+			Name: "catalog", Usage: "the catalog database",
+			Subcommands: []*cli.Command{{
+				Name: "rebuild", Usage: "recreate the catalog from the repository alone",
+				Flags: []cli.Flag{repoFlag, catalogFlag},
+				Action: func(c *cli.Context) error {
+					r, cat, err := openRepoCatalog(c)
+					if err != nil {
+						return err
+					}
+					defer cat.Close()
+					st, err := cat.Rebuild(c.Context, r)
+					if err != nil {
+						return err
+					}
+					fmt.Printf("catalog %s rebuilt: %d restore points, %d apps\n", cat.Path(), st.Points, st.Apps)
+					return nil
+				},
+			}},
+		},
+		{
+			Name: "list", Usage: "list what the repository holds",
+			Subcommands: []*cli.Command{
+				{Name: "vms", Usage: "VMs with restore points", Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag}, Action: listCmd},
+				{Name: "points", Usage: "restore points, newest first", Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag,
+					&cli.StringFlag{Name: "vm", Usage: "points of this VM only"}}, Action: listCmd},
+				{Name: "apps", Usage: "vApps", Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag}, Action: listCmd},
+			},
+		},
+		{
+			Name: "verify", Usage: "re-read and re-hash every chunk the selected restore points use",
+			Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id (repeatable; default all)"}},
+			Action: verifyCmd,
+		},
+	}
+}
+
+// openRepoCatalog opens the repository and its catalog. A catalog created
+// just now is filled from the repository, so a lost catalog heals itself.
+func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
+	r, err := repo.Open(c.String("repo"))
+	if err != nil {
+		return nil, nil, err
+	}
+	path := c.String("catalog")
+	if path == "" {
+		path = filepath.Join(r.Dir, "catalog.db")
+	}
+	_, statErr := os.Stat(path)
+	cat, err := catalog.Open(c.Context, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if errors.Is(statErr, os.ErrNotExist) && c.Command.Name != "rebuild" {
+		if _, err := cat.Rebuild(c.Context, r); err != nil {
+			cat.Close()
+			return nil, nil, fmt.Errorf("new catalog %s: fill from repository: %w", path, err)
+		}
+	}
+	return r, cat, nil
+}
+
+func backupImport(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return &exitError{2, "backup import: give exactly one SRC folder"}
+	}
+	r, cat, err := openRepoCatalog(c)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	src := c.Args().First()
+	pr := newProgress("import "+filepath.Base(src), c.Bool("quiet") || c.Bool("json"))
+	p, err := ingest.Import(c.Context, r, src, ingest.Options{
+		VM: c.String("vm"), App: c.String("app"),
+		Progress: func(s ingest.Progress) { pr.update(s.Done, s.Total) },
+	})
+	pr.finish()
+	if err != nil {
+		return err
+	}
+	if err := cat.IndexPoint(c.Context, p); err != nil {
+		return fmt.Errorf("restore point %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", p.ID, err)
+	}
+	st := p.Stats
+	if c.Bool("json") {
+		out := map[string]any{"point": p.ID, "vm": p.VM.Name, "parent": p.Parent, "stats": st, "dedup_ratio": nil}
+		if st.BytesNew > 0 {
+			out["dedup_ratio"] = float64(st.BytesRead) / float64(st.BytesNew)
+		}
+		return printJSON(os.Stdout, out)
+	}
+	fmt.Println(p.ID)
+	fmt.Fprintf(os.Stderr, "vm %s: %d disks, %s logical, %s read, %s new (%s stored), %s\n",
+		p.VM.Name, len(p.Disks), humanBytes(st.BytesLogical), humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+		humanBytes(st.BytesStored), dedup(st))
+	return nil
+}
+
+// dedup says how much of what was read was already in the repository.
+func dedup(st repo.IngestStats) string {
+	switch {
+	case st.BytesRead == 0:
+		return "no data"
+	case st.BytesNew == 0:
+		return "nothing new (all chunks already stored)"
+	default:
+		return fmt.Sprintf("dedup ratio %.1fx (%.1f%% new)", float64(st.BytesRead)/float64(st.BytesNew), 100*float64(st.BytesNew)/float64(st.BytesRead))
+	}
+}
+
+func appDefine(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return &exitError{2, "app define: give exactly one FILE.yaml"}
+	}
+	b, err := os.ReadFile(c.Args().First())
+	if err != nil {
+		return err
+	}
+	a, err := repo.ParseAppDefinition(b, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Args().First(), err)
+	}
+	r, cat, err := openRepoCatalog(c)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	if err := r.SaveApp(a); err != nil {
+		return err
+	}
+	if err := cat.IndexApp(c.Context, a); err != nil {
+		return fmt.Errorf("app %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", a.Name, err)
+	}
+	fmt.Printf("app %s: %d members in %d startup groups\n", a.Name, len(a.Members), len(a.StartupGroups()))
+	return nil
+}
+
+func exportCmd(c *cli.Context) error {
+	r, err := repo.Open(c.String("repo"))
+	if err != nil {
+		return err
+	}
+	p, err := r.Point(c.String("point"))
+	if err != nil {
+		return err
+	}
+	pr := newProgress("export "+p.VM.Name, c.Bool("quiet"))
+	err = export.Export(c.Context, r, p, c.String("to"), export.Options{Progress: pr.update})
+	pr.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("exported %s (%s) to %s\n", p.ID, p.VM.Name, c.String("to"))
+	return nil
+}
+
+func listCmd(c *cli.Context) error {
+	what := c.Command.Name
+	_, cat, err := openRepoCatalog(c)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	ctx := c.Context
+	asJSON := c.Bool("json")
+	switch what {
+	case "vms":
+		vms, err := cat.VMs(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(os.Stdout, nonNil(vms))
+		}
+		var rows [][]string
+		for _, v := range vms {
+			rows = append(rows, []string{v.Name, dash(v.App), fmt.Sprint(v.Points), v.LatestPoint, humanBytes(v.LogicalBytes)})
+		}
+		table(os.Stdout, []string{"VM", "APP", "POINTS", "LATEST", "SIZE"}, rows)
+	case "points":
+		pts, err := cat.Points(ctx, c.String("vm"))
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(os.Stdout, nonNil(pts))
+		}
+		var rows [][]string
+		for _, p := range pts {
+			rows = append(rows, []string{p.ID, p.VM, dash(p.App), p.Created.Local().Format(time.DateTime), fmt.Sprint(p.Disks),
+				humanBytes(p.LogicalBytes), humanBytes(p.NewBytes), dash(p.Parent)})
+		}
+		table(os.Stdout, []string{"POINT", "VM", "APP", "CREATED", "DISKS", "SIZE", "NEW", "PARENT"}, rows)
+	case "apps":
+		apps, err := cat.Apps(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(os.Stdout, nonNil(apps))
+		}
+		var rows [][]string
+		for _, a := range apps {
+			rows = append(rows, []string{a.Name, fmt.Sprint(a.Members), fmt.Sprint(a.Groups), a.Updated.Local().Format(time.DateTime)})
+		}
+		table(os.Stdout, []string{"APP", "MEMBERS", "GROUPS", "UPDATED"}, rows)
+	}
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func verifyCmd(c *cli.Context) error {
+	r, err := repo.Open(c.String("repo"))
+	if err != nil {
+		return err
+	}
+	var pts []*repo.RestorePoint
+	if ids := c.StringSlice("point"); len(ids) > 0 {
+		for _, id := range ids {
+			p, err := r.Point(id)
+			if err != nil {
+				return err
+			}
+			pts = append(pts, p)
+		}
+	} else if pts, err = r.Points(); err != nil {
+		return err
+	}
+	pr := newProgressUnit("verify chunks", c.Bool("quiet") || c.Bool("json"), true)
+	rep, err := r.Verify(c.Context, pts, func(done, total int64) { pr.update(done, total) })
+	pr.finish()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := printJSON(os.Stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Printf("checked %d restore points: %d indexes, %d chunks, %s\n", rep.Points, rep.Indexes, rep.Chunks, humanBytes(rep.Bytes))
+		for _, p := range rep.Problems {
+			fmt.Printf("%s %s: %s\n  needed by restore points: %s\n  files: %s\n", p.Kind, p.Digest, p.Error,
+				strings.Join(p.Points, ", "), strings.Join(p.Files, ", "))
+		}
+	}
+	if !rep.OK() {
+		return &exitError{1, fmt.Sprintf("verify: %d damaged or missing objects affect restore points (see above); restore those points from another copy of the repository or take new backups", len(rep.Problems))}
+	}
+	if !c.Bool("json") {
+		fmt.Println("all ok")
+	}
+	return nil
+}
+
