@@ -37,8 +37,8 @@ func mkPoint(vm, app string, created time.Time, parent string, disks int) *repo.
 		ID:     id,
 		VM: repo.VMIdentity{
 			Name:         vm,
-			UUID:         "42" + repo.Sum([]byte("bios"+vm)).String()[:30],
-			InstanceUUID: "50" + repo.Sum([]byte("vc"+vm)).String()[:30],
+			UUID:         "42" + repo.Sum([]byte("bios" + vm)).String()[:30],
+			InstanceUUID: "50" + repo.Sum([]byte("vc" + vm)).String()[:30],
 			GuestOS:      "ubuntu-64",
 			NumCPU:       2,
 			MemoryMB:     4096,
@@ -422,7 +422,7 @@ func TestIndexRejectsInvalid(t *testing.T) {
 	c, _ := openTemp(t)
 	good := func() *repo.RestorePoint { return mkPoint("web01", "", t0, "", 1) }
 	tests := []struct {
-		name  string
+		name    string
 		breakIt func(p *repo.RestorePoint)
 	}{
 		{"bad id", func(p *repo.RestorePoint) { p.ID = "yesterday" }},

@@ -13,29 +13,34 @@ import (
 
 // VMSummary is one backed-up VM.
 type VMSummary struct {
-	Name, App, UUID string // App and UUID as of the latest point
-	Points          int
-	LatestPoint     string
-	LatestTime      time.Time
-	LogicalBytes    int64 // disk sizes of the latest point
+	Name         string    `json:"name"`
+	App          string    `json:"app,omitempty"`  // as of the latest point
+	UUID         string    `json:"uuid,omitempty"` // as of the latest point
+	Points       int       `json:"points"`
+	LatestPoint  string    `json:"latest_point"`
+	LatestTime   time.Time `json:"latest_time"`
+	LogicalBytes int64     `json:"logical_bytes"` // disk sizes of the latest point
 }
 
 // PointSummary is one restore point without its file and disk details.
 type PointSummary struct {
-	ID, VM, App, Parent string
-	Created             time.Time
-	Disks               int
-	LogicalBytes        int64 // sum of the disk sizes
-	NewBytes            int64 // uncompressed bytes of chunks this backup added
-	StoredBytes         int64 // compressed bytes those chunks take
+	ID           string    `json:"id"`
+	VM           string    `json:"vm"`
+	App          string    `json:"app,omitempty"`
+	Parent       string    `json:"parent,omitempty"`
+	Created      time.Time `json:"created"`
+	Disks        int       `json:"disks"`
+	LogicalBytes int64     `json:"logical_bytes"` // sum of the disk sizes
+	NewBytes     int64     `json:"new_bytes"`     // uncompressed bytes of chunks this backup added
+	StoredBytes  int64     `json:"stored_bytes"`  // compressed bytes those chunks take
 }
 
 // AppSummary is one app.
 type AppSummary struct {
-	Name    string
-	Members int
-	Groups  int // distinct startup groups
-	Updated time.Time
+	Name    string    `json:"name"`
+	Members int       `json:"members"`
+	Groups  int       `json:"groups"` // distinct startup groups
+	Updated time.Time `json:"updated"`
 }
 
 // VMs lists the VMs that have restore points, sorted by name.

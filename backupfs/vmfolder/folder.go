@@ -268,7 +268,10 @@ func pathInFolder(dir, key, name string) (string, error) {
 		return "", fmt.Errorf("%s = %q: absolute path; only files inside the VM folder can be imported", key, name)
 	}
 	clean := filepath.Clean(name)
-	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+	if clean == "." {
+		return "", fmt.Errorf("%s = %q: names the VM folder itself, not a file", key, name)
+	}
+	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", fmt.Errorf("%s = %q: points outside the VM folder", key, name)
 	}
 	return filepath.Join(dir, clean), nil

@@ -134,7 +134,13 @@ func ParseCall(rec []byte) (Call, error) {
 // with ErrRecordTooLarge before its body is read. The returned slice reuses buf
 // when it is large enough.
 func ReadRecord(r io.Reader, max int, buf []byte) ([]byte, error) {
-	rec := buf[:0]
+	return AppendRecord(buf[:0], r, max)
+}
+
+// AppendRecord is ReadRecord appending the record to dst; on success the result
+// is dst followed by the record.
+func AppendRecord(dst []byte, r io.Reader, max int) ([]byte, error) {
+	rec := dst
 	total := 0
 	var mark [4]byte
 	for {

@@ -1,0 +1,74 @@
+# rekindle: build, test, benchmark.  `make test` is the full test run.
+#
+# Variables (override on the command line, e.g. `make test GOFLAGS=-race`):
+#   GO            go command                      (go)
+#   GOFLAGS       passed to every go command      (environment)
+#   PKGS          packages for `test`             (./... plus the Go packages under testdata/)
+#   TESTFLAGS     extra `go test` flags           (e.g. -run TestX -v)
+#   TEST_TIMEOUT  go test -timeout                (40m)
+#   BENCH         -bench regexp                   (.)
+#   BENCHTIME     -benchtime                      (1s)
+#   BENCHCOUNT    -count for benchmarks           (3)
+#   FUZZTIME      time per fuzz target            (30s)
+
+GO           ?= go
+TEST_TIMEOUT ?= 40m
+TESTFLAGS    ?=
+BENCH        ?= .
+BENCHTIME    ?= 1s
+BENCHCOUNT   ?= 3
+FUZZTIME     ?= 30s
+export GOFLAGS
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# `./...` skips directories named testdata: name the Go packages under it explicitly.
+TESTDATA_PKGS := $(sort $(patsubst %/,./%,$(dir $(shell find testdata -name '*.go' -not -path 'testdata/cache/*' 2>/dev/null))))
+PKGS ?= ./... $(TESTDATA_PKGS)
+
+.PHONY: all build deps deps-bench test vet bench bench-nfs demo fuzz testvm clean distclean
+
+all: build
+
+build:
+	$(GO) build -o bin/rekindle ./cmd/rekindle
+
+deps:
+	scripts/install-deps
+
+deps-bench:
+	scripts/install-deps --bench
+
+vet:
+	$(GO) vet ./... $(TESTDATA_PKGS)
+
+# The test VM is built outside the network namespace: it downloads the kernel package.
+testvm:
+	testdata/testvm/build.sh
+
+test: deps
+	@$(MAKE) --no-print-directory testvm
+	@$(MAKE) --no-print-directory vet
+	scripts/netns-run $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+
+bench:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 10m ./backupfs/... | tee bin/bench.txt
+	@echo "figures saved in bin/bench.txt"
+
+bench-nfs: deps-bench
+	bench/nfs.sh
+
+demo:
+	$(GO) run ./cmd/rekindle demo
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz
+
+clean:
+	rm -rf bin
+	rm -f coverage.out coverage.html cover.out *.coverprofile *.test
+
+distclean: clean
+	rm -rf testdata/cache bench/build

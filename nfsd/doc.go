@@ -1,0 +1,41 @@
+// Package nfsd is rekindle's NFS service: it serves billy.Filesystem views as
+// NFSv3 exports that ESXi and QEMU mount as datastores.
+//
+// Vocabulary:
+//
+//   - The front is this package's own ONC RPC server on TCP. It reads each client
+//     connection's calls, enforces the allow-lists, answers MOUNT (program 100005,
+//     versions 1-3) and the portmapper itself, and hands NFS calls (program 100003
+//     version 3) to go-nfs.
+//   - A pipe is an in-memory connection between the front and go-nfs. go-nfs
+//     answers one call at a time per connection, so the front gives every client
+//     connection several pipes (Config.PipesPerConn) and sends each call to the
+//     least busy one: a READ waiting on a slow backend holds up only its own pipe.
+//     WRITE, SETATTR and COMMIT calls for a file handle that already has such a
+//     call in flight follow it onto the same pipe, so one file's writes are applied
+//     in the order they arrived. Replies go back to the client whole, under a write
+//     lock, with go-nfs's echo of the call's XID.
+//   - An export is a filesystem published under a path (Export). A client may use
+//     it when the server's allow-list, the export's allow-list, any subtree rule
+//     covering the path (SetSubtreeAllow) and Config.Authorize all admit the
+//     client's address. The front checks every handle and every name of every NFS
+//     call, not only MNT, so a rule changed at run time applies at once.
+//   - A file handle is 17 bytes: version, export id, stable file id, checksum (see
+//     handle.go). File ids come from the filesystem when it implements FileIDer;
+//     otherwise from a handle table persisted under Config.StateDir. Handles are
+//     never random and survive restarts.
+//
+// Refusals. A client outside the server's allow-list keeps its connection and gets
+// clean errors: MNT answers MNT3ERR_ACCES, EXPORT and DUMP answer empty lists, MOUNT
+// NULL answers, and every NFS call is denied with AUTH_ERROR (AUTH_TOOWEAK). A client
+// outside an export's allow-list, or outside a subtree's, gets MNT3ERR_ACCES on MNT
+// and NFS3ERR_ACCES on any call that names a file there. Malformed file handles get
+// NFS3ERR_BADHANDLE; handles of removed exports or files get NFS3ERR_STALE; names
+// that are empty, ".." (except in LOOKUP), contain "/" or NUL get NFS3ERR_INVAL.
+// Bytes that are not an RPC call, and records over the size limit, close the
+// connection.
+//
+// Durability. go-nfs answers every WRITE with FILE_SYNC. Unless Config.Unsafe is set,
+// every write and truncate is followed by the file's Sync before the reply leaves,
+// and new handle-table entries are fsynced before the reply that carries them.
+package nfsd

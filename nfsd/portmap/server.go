@@ -1,0 +1,190 @@
+package portmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/rekindle/rekindle/nfsd/rpc"
+)
+
+// maxRecord bounds a portmapper call: the largest legal one is a few hundred bytes.
+const maxRecord = 8 << 10
+
+// idleTimeout closes a TCP portmapper connection that has gone quiet.
+const idleTimeout = 2 * time.Minute
+
+// Server serves a Table over TCP and UDP on one address.
+type Server struct {
+	table *Table
+	tcp   net.Listener
+	udp   *net.UDPConn
+	log   *slog.Logger
+	// Observe, when set, is told of every answered call.
+	Observe func(proc string, d time.Duration)
+	// Garbage, when set, is told of every undecodable call.
+	Garbage func()
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// Listen binds TCP and UDP on addr (host:port; port 0 picks a TCP port and binds
+// UDP to the same number). Serve starts answering.
+func Listen(addr string, table *Table, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("portmap: listen tcp %s: %w", addr, err)
+	}
+	ta := l.Addr().(*net.TCPAddr)
+	ua := &net.UDPAddr{IP: ta.IP, Port: ta.Port, Zone: ta.Zone}
+	u, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("portmap: listen udp %s: %w", ua, err)
+	}
+	enablePktinfo(u)
+	return &Server{table: table, tcp: l, udp: u, log: log, conns: map[net.Conn]struct{}{}}, nil
+}
+
+// TCPAddr is the bound TCP address.
+func (s *Server) TCPAddr() net.Addr { return s.tcp.Addr() }
+
+// UDPAddr is the bound UDP address.
+func (s *Server) UDPAddr() net.Addr { return s.udp.LocalAddr() }
+
+// Close stops listening and drops open connections.
+func (s *Server) Close() error {
+	err := errors.Join(s.tcp.Close(), s.udp.Close())
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// Serve answers until ctx is cancelled, then closes everything and returns.
+func (s *Server) Serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.serveUDP() }()
+	go func() { defer wg.Done(); s.serveTCP(&wg) }()
+	<-ctx.Done()
+	s.Close()
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) serveTCP(wg *sync.WaitGroup) {
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	local := addrOf(c.LocalAddr())
+	buf := make([]byte, 0, 512)
+	for {
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		rec, err := rpc.ReadRecord(c, maxRecord, buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("portmap: tcp connection ends", "client", c.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		reply, ok := s.answer(rec, local)
+		if !ok {
+			return
+		}
+		c.SetWriteDeadline(time.Now().Add(idleTimeout))
+		if _, err := c.Write(rpc.Frame(reply)); err != nil {
+			return
+		}
+	}
+}
+
+// answer decodes and answers one call; ok is false when the input is garbage and
+// the caller should give up on the transport.
+func (s *Server) answer(rec []byte, local netip.Addr) ([]byte, bool) {
+	start := time.Now()
+	call, err := rpc.ParseCall(rec)
+	if errors.Is(err, rpc.ErrRPCVersion) {
+		return rpc.RPCMismatchReply(call.XID), true
+	}
+	if err != nil {
+		if s.Garbage != nil {
+			s.Garbage()
+		}
+		return nil, false
+	}
+	reply, name := s.table.Handle(call, local)
+	if s.Observe != nil {
+		s.Observe(name, time.Since(start))
+	}
+	return reply, true
+}
+
+func (s *Server) serveUDP() {
+	buf := make([]byte, maxRecord)
+	oob := make([]byte, 256)
+	fallback := addrOf(s.udp.LocalAddr())
+	for {
+		n, oobn, _, from, err := s.udp.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		local := pktinfoDst(oob[:oobn])
+		if !local.IsValid() {
+			local = fallback
+		}
+		reply, ok := s.answer(buf[:n], local)
+		if !ok {
+			continue
+		}
+		s.udp.WriteToUDPAddrPort(reply, from)
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
