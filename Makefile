@@ -41,7 +41,7 @@ deps-bench:
 	scripts/install-deps --bench
 
 vet:
-	$(GO) vet ./... $(TESTDATA_PKGS)
+	$(GO) vet $(PKGS)
 
 # The test VM is built outside the network namespace: it downloads the kernel package.
 testvm:
@@ -68,7 +68,7 @@ fuzz:
 
 clean:
 	rm -rf bin
-	rm -f coverage.out coverage.html cover.out *.coverprofile *.test
+	rm -f coverage* cover.out cover.html *.coverprofile *.test
 
 distclean: clean
 	rm -rf testdata/cache bench/build

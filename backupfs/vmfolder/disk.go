@@ -163,9 +163,9 @@ func openExtents(path string, desc *descriptor) (*disk, error) {
 		default:
 			return fail(fmt.Errorf("%s: extent %s: extent type %s not supported", path, e.file, e.kind))
 		}
-		extPath, err := pathInFolder(dir, "extent", e.file)
+		extPath, err := pathInFolder(dir, e.file)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", path, err))
+			return fail(fmt.Errorf("%s: extent %q: %w", path, e.file, err))
 		}
 		f, err := os.Open(extPath)
 		if err != nil {
@@ -184,12 +184,12 @@ func openExtents(path string, desc *descriptor) (*disk, error) {
 			return fail(fmt.Errorf("%s: extent %s: not a regular file", path, e.file))
 		}
 		if e.kind == "SPARSE" {
-			sp, err := openSparse(extPath, f, st.Size())
+			sp, err := openSparse(fmt.Sprintf("%s: extent %s", path, e.file), f, st.Size())
 			if err != nil {
-				return fail(fmt.Errorf("%s: extent %s: %w", path, e.file, err))
+				return fail(err)
 			}
 			if int64(sp.h.capacity) < e.sectors {
-				return fail(fmt.Errorf("%s: extent %s: descriptor says %d sectors but the sparse extent holds %d", path, e.file, e.sectors, sp.h.capacity))
+				return fail(fmt.Errorf("%s: extent %s: descriptor says %d sectors but the sparse extent holds only %d sectors", path, e.file, e.sectors, sp.h.capacity))
 			}
 			if sp.h.compressed() {
 				format = FormatStreamOptimized

@@ -35,7 +35,7 @@ func fsHasHoles(t *testing.T, dir string) bool {
 }
 
 // checkDisk reads d every way a caller may and compares with want.
-func checkDisk(t *testing.T, d SourceDisk, want []byte, format string, holesDetected bool) {
+func checkDisk(t *testing.T, d SourceDisk, want []byte, format string, holes []span) {
 	t.Helper()
 	if d.Size() != int64(len(want)) {
 		t.Fatalf("Size() = %d, want %d", d.Size(), len(want))
@@ -103,15 +103,13 @@ func checkDisk(t *testing.T, d SourceDisk, want []byte, format string, holesDete
 	if has, err := d.HasData(int64(len(want)), 4096); err != nil || has {
 		t.Errorf("HasData(beyond the end) = %v, %v; want false", has, err)
 	}
-	if holesDetected {
-		for _, h := range testHoles {
-			// Grain-align the hole: a grain touching data is allocated.
-			from := (h.off + window - 1) / window * window
-			to := (h.off + h.n) / window * window
-			has, err := d.HasData(from, to-from)
-			if err != nil || has {
-				t.Errorf("HasData(hole [%d, %d)) = %v, %v; want false", from, to, has, err)
-			}
+	for _, h := range holes {
+		// Grain-align the hole: a grain touching data is allocated.
+		from := (h.off + window - 1) / window * window
+		to := (h.off + h.n) / window * window
+		has, err := d.HasData(from, to-from)
+		if err != nil || has {
+			t.Errorf("HasData(hole [%d, %d)) = %v, %v; want false", from, to, has, err)
 		}
 	}
 }
@@ -120,7 +118,10 @@ func TestOpenDiskFormats(t *testing.T) {
 	dir := t.TempDir()
 	rawPath := filepath.Join(dir, "src.raw")
 	want := makeRawImage(t, rawPath)
-	holes := fsHasHoles(t, dir)
+	var holes []span // the holes a raw or flat file keeps, if the file system can tell
+	if fsHasHoles(t, dir) {
+		holes = testHoles
+	}
 
 	// Split flat disks with an offset and a short last extent. qemu-img
 	// (7.2) skips ZERO and RDONLY extent lines, so it checks the variant
@@ -164,17 +165,17 @@ RW 7 FLAT "m-f3.vmdk" 0
 		subformat string // for qemu-img; empty: path is a fixture above
 		path      string
 		format    string
-		holes     bool // HasData must find the big holes
+		holes     []span // HasData must find these holes
 	}{
 		{name: "raw", path: rawPath, format: FormatRaw, holes: holes},
 		{name: "monolithicFlat", subformat: "monolithicFlat", format: FormatMonolithicFlat, holes: holes},
 		{name: "twoGbMaxExtentFlat", subformat: "twoGbMaxExtentFlat", format: FormatMonolithicFlat, holes: holes},
-		{name: "monolithicSparse", subformat: "monolithicSparse", format: FormatMonolithicSparse, holes: true},
-		{name: "twoGbMaxExtentSparse", subformat: "twoGbMaxExtentSparse", format: FormatMonolithicSparse, holes: true},
-		{name: "streamOptimized", subformat: "streamOptimized", format: FormatStreamOptimized, holes: true},
-		{name: "stream with GD at end", path: stream, format: FormatStreamOptimized, holes: true},
+		{name: "monolithicSparse", subformat: "monolithicSparse", format: FormatMonolithicSparse, holes: testHoles},
+		{name: "twoGbMaxExtentSparse", subformat: "twoGbMaxExtentSparse", format: FormatMonolithicSparse, holes: testHoles},
+		{name: "streamOptimized", subformat: "streamOptimized", format: FormatStreamOptimized, holes: testHoles},
+		{name: "stream with GD at end", path: stream, format: FormatStreamOptimized, holes: testHoles},
 		{name: "multi-extent flat", path: filepath.Join(multi, "m-qemu.vmdk"), format: FormatMonolithicFlat},
-		{name: "multi-extent flat with ZERO", path: filepath.Join(multi, "m.vmdk"), format: FormatMonolithicFlat, holes: true},
+		{name: "multi-extent flat with ZERO", path: filepath.Join(multi, "m.vmdk"), format: FormatMonolithicFlat, holes: testHoles[1:]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -530,6 +531,7 @@ func TestOpenDiskErrors(t *testing.T) {
 					d.Close()
 					t.Fatalf("OpenDisk: no error, want one containing %q", tt.open)
 				}
+				t.Log(err)
 				for _, s := range tt.open {
 					if !strings.Contains(err.Error(), s) {
 						t.Errorf("OpenDisk error %q does not contain %q", err, s)
@@ -545,6 +547,7 @@ func TestOpenDiskErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("ReadAt whole disk: no error, want one containing %q", tt.read)
 			}
+			t.Log(err)
 			for _, s := range tt.read {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("ReadAt error %q does not contain %q", err, s)
@@ -670,5 +673,5 @@ func TestFlatDescriptorReadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	checkDisk(t, d, want, FormatMonolithicFlat, false)
+	checkDisk(t, d, want, FormatMonolithicFlat, nil)
 }

@@ -181,9 +181,12 @@ func disks(vmx *VMX, dir string) ([]DiskRef, error) {
 		}
 		fileKey := dev + ".fileName"
 		name, _ := vmx.Get(fileKey)
-		path, err := pathInFolder(dir, fileKey, name)
+		if strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("%s is empty", fileKey)
+		}
+		path, err := pathInFolder(dir, name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s = %q: %w", fileKey, name, err)
 		}
 		st, err := os.Stat(path)
 		switch {
@@ -258,21 +261,22 @@ func diskBaseName(path string) string {
 	return name
 }
 
-// pathInFolder resolves the file a vmx key names relative to the VM folder,
-// refusing names that leave it.
-func pathInFolder(dir, key, name string) (string, error) {
+// pathInFolder resolves a file name read from a vmx or descriptor relative
+// to the VM folder, refusing names that leave it. The caller says which key
+// or line the name came from.
+func pathInFolder(dir, name string) (string, error) {
 	switch {
 	case strings.TrimSpace(name) == "":
-		return "", fmt.Errorf("%s is empty", key)
+		return "", errors.New("empty file name")
 	case filepath.IsAbs(name) || strings.HasPrefix(name, "/"):
-		return "", fmt.Errorf("%s = %q: absolute path; only files inside the VM folder can be imported", key, name)
+		return "", errors.New("absolute path; only files inside the VM folder can be imported")
 	}
 	clean := filepath.Clean(name)
 	if clean == "." {
-		return "", fmt.Errorf("%s = %q: names the VM folder itself, not a file", key, name)
+		return "", errors.New("names the VM folder itself, not a file")
 	}
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("%s = %q: points outside the VM folder", key, name)
+		return "", errors.New("points outside the VM folder")
 	}
 	return filepath.Join(dir, clean), nil
 }
@@ -344,9 +348,9 @@ func configFiles(vmx *VMX, dir, vmxPath, base string) ([]string, error) {
 		} else {
 			key = "file"
 		}
-		path, err := pathInFolder(dir, key, name)
+		path, err := pathInFolder(dir, name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s = %q: %w", key, name, err)
 		}
 		st, err := os.Stat(path)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -216,6 +216,7 @@ func TestOpenErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no error, want one containing %q", tt.want)
 			}
+			t.Log(err)
 			for _, s := range tt.want {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("error %q does not contain %q", err, s)

@@ -55,6 +55,9 @@ func Listen(addr string, table *Table, log *slog.Logger) (*Server, error) {
 	return &Server{table: table, tcp: l, udp: u, log: log, conns: map[net.Conn]struct{}{}}, nil
 }
 
+// SetTable replaces the table answered from; call it before Serve.
+func (s *Server) SetTable(t *Table) { s.table = t }
+
 // TCPAddr is the bound TCP address.
 func (s *Server) TCPAddr() net.Addr { return s.tcp.Addr() }
 
@@ -146,7 +149,11 @@ func (s *Server) answer(rec []byte, local netip.Addr) ([]byte, bool) {
 		}
 		return nil, false
 	}
-	reply, name := s.table.Handle(call, local)
+	table := s.table
+	if table == nil {
+		table = NewTable(nil)
+	}
+	reply, name := table.Handle(call, local)
 	if s.Observe != nil {
 		s.Observe(name, time.Since(start))
 	}

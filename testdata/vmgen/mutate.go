@@ -200,9 +200,13 @@ func readEmbeddedCID(path string) (uint32, error) {
 
 // Copy copies the VM folder src to the folder dst (created; must not exist),
 // keeping holes, so that Mutate can turn the copy into a later version of the VM.
+// dst's parent is created if needed.
 func Copy(src, dst string) error {
 	ents, err := os.ReadDir(src)
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dst, 0o755); err != nil {

@@ -1,0 +1,73 @@
+package nfsd
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons counted by rekindle_nfs_refused_total.
+const (
+	refusedClient  = "client"  // address outside the server's allow-list
+	refusedExport  = "export"  // address outside an export's allow-list, or no such export
+	refusedPath    = "path"    // refused by a subtree rule or Config.Authorize
+	refusedHandle  = "handle"  // malformed file handle
+	refusedStale   = "stale"   // handle of a removed export or file
+	refusedName    = "name"    // empty, "..", "/" or NUL in a name
+	refusedAuth    = "auth"    // unsupported credential flavor
+	refusedGarbage = "garbage" // not an RPC call, too large, or undecodable arguments
+	refusedROFS    = "rofs"    // change on a read-only export
+)
+
+type metrics struct {
+	calls      *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	readBytes  prometheus.Counter
+	writeBytes prometheus.Counter
+	conns      prometheus.Gauge
+	refused    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rekindle_nfs_calls_total",
+			Help: "RPC calls answered, by procedure (NFS procedures by name, MOUNT and portmapper ones prefixed).",
+		}, []string{"proc"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rekindle_nfs_call_duration_seconds",
+			Help:    "Time from reading a call to writing its reply, by procedure.",
+			Buckets: []float64{50e-6, 200e-6, 1e-3, 5e-3, 20e-3, 100e-3, 500e-3, 2, 10},
+		}, []string{"proc"}),
+		readBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rekindle_nfs_read_bytes_total",
+			Help: "Bytes returned by successful NFS READ calls.",
+		}),
+		writeBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rekindle_nfs_write_bytes_total",
+			Help: "Bytes written by successful NFS WRITE calls.",
+		}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rekindle_nfs_connections",
+			Help: "Open client TCP connections to the NFS port.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rekindle_nfs_refused_total",
+			Help: "Calls and connections refused, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.calls, m.duration, m.readBytes, m.writeBytes, m.conns, m.refused} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("nfsd: metrics already registered (one server per registry): %w", err)
+			}
+			return nil, fmt.Errorf("nfsd: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
