@@ -20,7 +20,7 @@
 //     covering the path (SetSubtreeAllow) and Config.Authorize all admit the
 //     client's address. The front checks every handle and every name of every NFS
 //     call, not only MNT, so a rule changed at run time applies at once.
-//   - A file handle is 17 bytes: version, export id, stable file id, checksum (see
+//   - A file handle is 20 bytes: version, export id, stable file id, checksum (see
 //     handle.go). File ids come from the filesystem when it implements FileIDer;
 //     otherwise from a handle table persisted under Config.StateDir. Handles are
 //     never random and survive restarts.

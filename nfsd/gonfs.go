@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -32,11 +31,7 @@ func (h *goHandler) Change(fs billy.Filesystem) billy.Change {
 	if !ok || efs.readOnly {
 		return nil
 	}
-	ch, ok := efs.Filesystem.(billy.Change)
-	if !ok {
-		return nil
-	}
-	return &checkedChange{fs: efs, ch: ch}
+	return newAttrChanger(efs)
 }
 
 func (h *goHandler) FSStat(_ context.Context, fs billy.Filesystem, st *nfs.FSStat) error {
@@ -111,40 +106,6 @@ func (h *goHandler) InvalidateHandle(fs billy.Filesystem, fh []byte) error {
 // HandleLimit is large: handles are computed, not cached. go-nfs caps a READDIR
 // at half of it.
 func (h *goHandler) HandleLimit() int { return 1 << 30 }
-
-// checkedChange applies the export's path checks to attribute changes.
-type checkedChange struct {
-	fs *exportFS
-	ch billy.Change
-}
-
-func (c *checkedChange) Chmod(name string, mode os.FileMode) error {
-	if err := c.fs.checkWrite("chmod", name); err != nil {
-		return err
-	}
-	return c.ch.Chmod(name, mode)
-}
-
-func (c *checkedChange) Lchown(name string, uid, gid int) error {
-	if err := c.fs.checkWrite("lchown", name); err != nil {
-		return err
-	}
-	return c.ch.Lchown(name, uid, gid)
-}
-
-func (c *checkedChange) Chown(name string, uid, gid int) error {
-	if err := c.fs.checkWrite("chown", name); err != nil {
-		return err
-	}
-	return c.ch.Chown(name, uid, gid)
-}
-
-func (c *checkedChange) Chtimes(name string, atime, mtime time.Time) error {
-	if err := c.fs.checkWrite("chtimes", name); err != nil {
-		return err
-	}
-	return c.ch.Chtimes(name, atime, mtime)
-}
 
 // pipeListener hands the go-nfs server one end of each in-memory pipe.
 type pipeListener struct {
@@ -229,10 +190,16 @@ func (g *goNFSLogger) Debug(a ...interface{})                  { g.log(slog.Leve
 func (g *goNFSLogger) Trace(a ...interface{})                  {}
 func (g *goNFSLogger) Print(a ...interface{})                  { g.log(slog.LevelDebug, fmt.Sprint(a...)) }
 func (g *goNFSLogger) Panicf(f string, a ...interface{})       { panic(fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Fatalf(f string, a ...interface{})       { g.log(slog.LevelError, fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Errorf(f string, a ...interface{})       { g.log(slog.LevelWarn, fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Warnf(f string, a ...interface{})        { g.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Infof(f string, a ...interface{})        { g.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Debugf(f string, a ...interface{})       { g.log(slog.LevelDebug-4, fmt.Sprintf(f, a...)) }
-func (g *goNFSLogger) Tracef(string, ...interface{})           {}
-func (g *goNFSLogger) Printf(f string, a ...interface{})       { g.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
+func (g *goNFSLogger) Fatalf(f string, a ...interface{}) {
+	g.log(slog.LevelError, fmt.Sprintf(f, a...))
+}
+func (g *goNFSLogger) Errorf(f string, a ...interface{}) { g.log(slog.LevelWarn, fmt.Sprintf(f, a...)) }
+func (g *goNFSLogger) Warnf(f string, a ...interface{})  { g.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
+func (g *goNFSLogger) Infof(f string, a ...interface{})  { g.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
+func (g *goNFSLogger) Debugf(f string, a ...interface{}) {
+	g.log(slog.LevelDebug-4, fmt.Sprintf(f, a...))
+}
+func (g *goNFSLogger) Tracef(string, ...interface{}) {}
+func (g *goNFSLogger) Printf(f string, a ...interface{}) {
+	g.log(slog.LevelDebug, fmt.Sprintf(f, a...))
+}

@@ -8,13 +8,18 @@ import (
 	"strings"
 )
 
-// A file handle is 17 bytes:
+// A file handle is 20 bytes:
 //
 //	offset size  field
 //	0      1     version, 1
-//	1      4     export id, big endian
-//	5      8     file id within the export, big endian
-//	13     4     CRC-32 (IEEE) of bytes 0..12
+//	1      3     zero
+//	4      4     export id, big endian
+//	8      8     file id within the export, big endian
+//	16     4     CRC-32 (IEEE) of bytes 0..15
+//
+// The length is a multiple of 4 on purpose: go-nfs reads some handles without
+// consuming XDR padding, which misreads the next argument after a handle of any
+// other length.
 //
 // The checksum only tells corrupt or foreign handles (NFS3ERR_BADHANDLE) from
 // handles of files that no longer exist (NFS3ERR_STALE); it is no secret. Nothing
@@ -22,7 +27,7 @@ import (
 // its id and the file keeps its file id.
 const (
 	handleVersion = 1
-	handleLen     = 17
+	handleLen     = 20
 	// maxHandleLen is the longest handle the wire allows (fhandle3) and the longest
 	// the front will look at; anything longer is garbage.
 	maxHandleLen = 64
@@ -33,20 +38,20 @@ var errBadHandle = errors.New("nfsd: malformed file handle")
 func encodeHandle(exportID uint32, fileID uint64) []byte {
 	h := make([]byte, handleLen)
 	h[0] = handleVersion
-	binary.BigEndian.PutUint32(h[1:5], exportID)
-	binary.BigEndian.PutUint64(h[5:13], fileID)
-	binary.BigEndian.PutUint32(h[13:17], crc32.ChecksumIEEE(h[:13]))
+	binary.BigEndian.PutUint32(h[4:8], exportID)
+	binary.BigEndian.PutUint64(h[8:16], fileID)
+	binary.BigEndian.PutUint32(h[16:20], crc32.ChecksumIEEE(h[:16]))
 	return h
 }
 
 func decodeHandle(h []byte) (exportID uint32, fileID uint64, err error) {
-	if len(h) != handleLen || h[0] != handleVersion {
+	if len(h) != handleLen || h[0] != handleVersion || h[1]|h[2]|h[3] != 0 {
 		return 0, 0, errBadHandle
 	}
-	if binary.BigEndian.Uint32(h[13:17]) != crc32.ChecksumIEEE(h[:13]) {
+	if binary.BigEndian.Uint32(h[16:20]) != crc32.ChecksumIEEE(h[:16]) {
 		return 0, 0, errBadHandle
 	}
-	return binary.BigEndian.Uint32(h[1:5]), binary.BigEndian.Uint64(h[5:13]), nil
+	return binary.BigEndian.Uint32(h[4:8]), binary.BigEndian.Uint64(h[8:16]), nil
 }
 
 // slashPath renders path components as the path inside an export that FileID,

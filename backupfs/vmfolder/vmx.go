@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 )
 
@@ -14,8 +13,8 @@ import (
 // being read whole into memory.
 const MaxVMXSize = 4 << 20
 
-// VMX is a parsed .vmx file. Keys are compared case-insensitively, as VMware
-// does; when a key appears twice the last value wins, as it does for VMware.
+// VMX is a parsed .vmx file. Keys are compared case-insensitively (ASCII),
+// as VMware does; when a key appears twice the last value wins, as it does for VMware.
 type VMX struct {
 	values map[string]string // lower-case key -> decoded value
 	keys   []string          // keys as first written, in file order
@@ -45,7 +44,7 @@ func ParseVMX(r io.Reader) (*VMX, error) {
 		if !ok {
 			continue
 		}
-		lk := strings.ToLower(key)
+		lk := lowerASCII(key)
 		if _, seen := v.values[lk]; !seen {
 			v.keys = append(v.keys, key)
 		}
@@ -143,13 +142,32 @@ func clip(s string) string {
 	return s[:max] + "…"
 }
 
-// Get returns the value of key, compared case-insensitively.
+// Get returns the value of key; ASCII letters in keys compare
+// case-insensitively.
 func (v *VMX) Get(key string) (string, bool) {
 	if v == nil {
 		return "", false
 	}
-	s, ok := v.values[strings.ToLower(key)]
+	s, ok := v.values[lowerASCII(key)]
 	return s, ok
+}
+
+// lowerASCII folds the case of ASCII letters only. VMware's keys are ASCII;
+// Unicode case mapping is not reversible (ToLower(ToUpper(k)) != k for some
+// runes), which would make lookups depend on how a caller spells a key.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // Keys returns every key once, as first spelled in the file, in file order.
@@ -158,19 +176,6 @@ func (v *VMX) Keys() []string {
 		return nil
 	}
 	return append([]string(nil), v.keys...)
-}
-
-// keysWithPrefix returns the lower-case keys starting with the lower-case
-// prefix, sorted.
-func (v *VMX) keysWithPrefix(prefix string) []string {
-	var out []string
-	for k := range v.values {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // isFalse reports whether a vmx boolean is explicitly false. VMware writes

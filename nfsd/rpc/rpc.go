@@ -255,8 +255,8 @@ func ParseReply(rec []byte) (Reply, error) {
 	switch d.Uint32() {
 	case replyAccepted:
 		r.Accepted = true
-		d.Uint32()              // verifier flavor
-		d.Opaque(MaxAuthBody)   // verifier body
+		d.Uint32()            // verifier flavor
+		d.Opaque(MaxAuthBody) // verifier body
 		r.Stat = AcceptStat(d.Uint32())
 	case replyDenied:
 		r.RejectStat = d.Uint32()
