@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	billy "github.com/go-git/go-billy/v5"
 	nfs "github.com/willscott/go-nfs"

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rekindle-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "rekindle")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs the rekindle binary and returns stdout; it fails the test on a
+// non-zero exit unless wantFail.
+func run(t *testing.T, wantFail bool, args ...string) (string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if (err != nil) != wantFail {
+		t.Fatalf("rekindle %s: err %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), stderr.String()
+}
+
+func TestOperatorFlow(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	run(t, false, "init", "--repo", repoDir)
+	if _, stderr := run(t, true, "init", "--repo", repoDir); !strings.Contains(stderr, "already exists") {
+		t.Fatalf("second init: %q", stderr)
+	}
+
+	var ids []string
+	for _, vm := range []string{"db01", "app01", "web01"} {
+		folder, err := vmgen.Generate(filepath.Join(dir, "src"), vmgen.Spec{Name: vm, Seed: int64(len(vm)),
+			Disks: []vmgen.DiskSpec{{Size: 3<<20 + 512, Fill: vmgen.FillMixed, Format: vmgen.FormatFlat}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, stderr := run(t, false, "backup", "import", "--repo", repoDir, "--app", "shop", folder)
+		id = strings.TrimSpace(id)
+		if !strings.Contains(stderr, "vm "+vm) || len(id) != 23 {
+			t.Fatalf("import printed id %q, stderr %q", id, stderr)
+		}
+		ids = append(ids, id)
+	}
+	out, _ := run(t, false, "app", "define", "--repo", repoDir, "../../testdata/apps/shop.yaml")
+	if !strings.Contains(out, "app shop: 3 members in 3 startup groups") {
+		t.Fatalf("app define: %q", out)
+	}
+
+	// Second import of an unchanged VM stores nothing new.
+	folder := filepath.Join(dir, "src", "web01")
+	out, _ = run(t, false, "backup", "import", "--repo", repoDir, "--json", folder)
+	var imp struct {
+		Point, Parent string
+		Stats         struct{ BytesNew int64 `json:"bytes_new"` }
+	}
+	json.Unmarshal([]byte(out), &imp)
+	if imp.Parent != ids[2] || imp.Stats.BytesNew != 0 {
+		t.Fatalf("re-import: %s", out)
+	}
+
+	listings := func() []string {
+		var all []string
+		for _, what := range []string{"vms", "points", "apps"} {
+			out, _ := run(t, false, "list", what, "--repo", repoDir, "--json")
+			all = append(all, out)
+		}
+		return all
+	}
+	before := listings()
+	var pts []map[string]any
+	json.Unmarshal([]byte(before[1]), &pts)
+	if len(pts) != 4 {
+		t.Fatalf("list points: %s", before[1])
+	}
+
+	// Losing the catalog loses nothing: rebuilt from the repository alone.
+	os.Remove(filepath.Join(repoDir, "catalog.db"))
+	os.Remove(filepath.Join(repoDir, "catalog.db-wal"))
+	os.Remove(filepath.Join(repoDir, "catalog.db-shm"))
+	out, _ = run(t, false, "catalog", "rebuild", "--repo", repoDir)
+	if !strings.Contains(out, "4 restore points, 1 apps") {
+		t.Fatalf("rebuild: %q", out)
+	}
+	if after := listings(); !equal(before, after) {
+		t.Fatalf("catalog answers differ after rebuild:\n%v\n%v", before, after)
+	}
+
+	// Full restore is byte-identical and sparse.
+	dest := filepath.Join(dir, "out")
+	run(t, false, "export", "--repo", repoDir, "--point", ids[0], "--to", dest, "-q")
+	want, _ := os.ReadFile(filepath.Join(dir, "src", "db01", "db01-flat.vmdk"))
+	got, _ := os.ReadFile(filepath.Join(dest, "db01-flat.vmdk"))
+	if !bytes.Equal(want, got) {
+		t.Fatal("exported extent differs from the source")
+	}
+	for _, f := range []string{"db01.vmx", "db01.nvram"} {
+		a, _ := os.ReadFile(filepath.Join(dir, "src", "db01", f))
+		b, _ := os.ReadFile(filepath.Join(dest, f))
+		if !bytes.Equal(a, b) {
+			t.Fatalf("exported %s differs", f)
+		}
+	}
+	run(t, true, "export", "--repo", repoDir, "--point", ids[0], "--to", dest, "-q") // not empty
+
+	out, _ = run(t, false, "verify", "--repo", repoDir)
+	if !strings.Contains(out, "all ok") {
+		t.Fatalf("verify: %q", out)
+	}
+	// Damage one chunk of web01: verify names both of web01's points and fails.
+	var chunk string
+	filepath.WalkDir(filepath.Join(repoDir, "chunks"), func(p string, d os.DirEntry, _ error) error {
+		if d != nil && !d.IsDir() && chunk == "" {
+			chunk = p
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(chunk)
+	b[len(b)-1] ^= 0xff
+	os.WriteFile(chunk, b, 0o644)
+	out, stderr := run(t, true, "verify", "--repo", repoDir)
+	if !strings.Contains(out, filepath.Base(chunk)) || !strings.Contains(out, "needed by restore points") || !strings.Contains(stderr, "damaged or missing") {
+		t.Fatalf("verify after damage:\n%s\n%s", out, stderr)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
