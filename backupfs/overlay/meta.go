@@ -115,7 +115,7 @@ func parseID(s string) (uint64, error) {
 }
 
 // encodeMeta renders st as the meta file, nodes and whiteouts sorted by path.
-func encodeMeta(st *state) []byte {
+func encodeMeta(st *state) ([]byte, error) {
 	mf := metaFile{
 		Version:   metaVersion,
 		Salt:      st.salt,
@@ -138,8 +138,7 @@ func encodeMeta(st *state) []byte {
 	sort.Strings(mf.Whiteouts)
 	body, err := json.MarshalIndent(&mf, "", " ")
 	if err != nil {
-		// Every field is a plain string, number or bool.
-		panic("overlay: encoding metadata: " + err.Error())
+		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
 	body = append(body, '\n')
 	sum := sha256.Sum256(body)
@@ -148,7 +147,7 @@ func encodeMeta(st *state) []byte {
 	out = append(out, "sha256 "...)
 	out = hex.AppendEncode(out, sum[:])
 	out = append(out, '\n')
-	return append(out, body...)
+	return append(out, body...), nil
 }
 
 // decodeMeta checks the header and checksum of a meta file and decodes it.
