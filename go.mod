@@ -3,6 +3,7 @@ module github.com/rekindle/rekindle
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.5.0 // indirect
 	github.com/anchore/go-lzo v0.1.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -521,3 +521,28 @@ func (c *Catalog) DeleteSession(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// SetSessionExport records where session id is exported (nfsPath, empty once
+// withdrawn) and which clients it admits.
+func (c *Catalog) SetSessionExport(ctx context.Context, id, nfsPath string, allow []string) error {
+	for _, a := range allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return fmt.Errorf("catalog: session %s: allow %q: not an address or CIDR", id, a)
+			}
+		}
+	}
+	if allow == nil {
+		allow = []string{}
+	}
+	b, _ := json.Marshal(allow)
+	err := c.inTx(ctx, func(r runner) error {
+		res, err := r.exec(ctx, `UPDATE sessions SET nfs_path = ?, allow = ?, updated = ? WHERE id = ?`,
+			nfsPath, string(b), c.now().UnixNano(), id)
+		return mustAffect(res, err)
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: session %s: set export: %w", id, err)
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ type testServer struct {
 	*Server
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 // startServer runs a server with cfg (Listen defaults to 127.0.0.1:0) and the
@@ -57,12 +59,17 @@ func startServer(t *testing.T, cfg Config, exports ...Export) *testServer {
 }
 
 func (ts *testServer) stop() {
-	ts.cancel()
-	select {
-	case <-ts.done:
-	case <-time.After(30 * time.Second):
-		panic("nfsd test server did not stop within 30s")
-	}
+	ts.once.Do(func() {
+		ts.cancel()
+		select {
+		case err := <-ts.done:
+			if err != nil {
+				panic("nfsd test server: Serve: " + err.Error())
+			}
+		case <-time.After(30 * time.Second):
+			panic("nfsd test server did not stop within 30s")
+		}
+	})
 }
 
 func (ts *testServer) port() int { return ts.Addr().(*net.TCPAddr).Port }

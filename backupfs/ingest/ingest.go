@@ -46,11 +46,11 @@ type Options struct {
 
 // Progress is a snapshot of a running import.
 type Progress struct {
-	Disk             string
-	Done, Total      int64 // logical bytes (holes included)
-	BytesRead        int64
-	BytesNew         int64
-	ElapsedSeconds   float64
+	Disk           string
+	Done, Total    int64 // logical bytes (holes included)
+	BytesRead      int64
+	BytesNew       int64
+	ElapsedSeconds float64
 }
 
 // Source is a disk to import, whatever its on-disk format.
@@ -199,9 +199,9 @@ type writer struct {
 	total int64
 	start time.Time
 
-	disk                                      atomic.Value
+	disk                                       atomic.Value
 	done, read, new, stored, chunks, newChunks atomic.Int64
-	fileIndexes                               map[string]*repo.Index
+	fileIndexes                                map[string]*repo.Index
 }
 
 func (w *writer) snapshot() Progress {
@@ -278,7 +278,7 @@ type fileSource struct {
 	size int64
 }
 
-func (f fileSource) Size() int64                      { return f.size }
+func (f fileSource) Size() int64                        { return f.size }
 func (f fileSource) HasData(off, n int64) (bool, error) { return true, nil }
 
 type piece struct {

@@ -49,11 +49,11 @@ type ConfigFile struct {
 
 // Disk is one virtual disk of a restore point.
 type Disk struct {
-	Name         string `json:"name"`       // base name without extension, e.g. "web01_1"
-	Controller   string `json:"controller"` // vmx device key, e.g. "scsi0:1"
-	Adapter      string `json:"adapter,omitempty"` // lsilogic, pvscsi, ide, sata, nvme
-	Size         int64  `json:"size"`              // bytes, as seen by the guest
-	Index        Digest `json:"index"`             // flat index of this disk version
+	Name         string `json:"name"`                    // base name without extension, e.g. "web01_1"
+	Controller   string `json:"controller"`              // vmx device key, e.g. "scsi0:1"
+	Adapter      string `json:"adapter,omitempty"`       // lsilogic, pvscsi, ide, sata, nvme
+	Size         int64  `json:"size"`                    // bytes, as seen by the guest
+	Index        Digest `json:"index"`                   // flat index of this disk version
 	SourceFormat string `json:"source_format,omitempty"` // monolithicFlat, monolithicSparse, streamOptimized, raw
 	Thin         bool   `json:"thin,omitempty"`
 }
@@ -65,7 +65,7 @@ type NIC struct {
 	Type        string `json:"type,omitempty"` // vmxnet3, e1000, ...
 	MAC         string `json:"mac,omitempty"`
 	AddressType string `json:"address_type,omitempty"` // generated, static, vpx
-	IPAddress   string `json:"ip_address,omitempty"`    // when known (static guests)
+	IPAddress   string `json:"ip_address,omitempty"`   // when known (static guests)
 }
 
 // IngestStats records what the import that made a point cost.

@@ -14,7 +14,7 @@ import (
 
 // Problem is one damaged or missing object and every restore point it hurts.
 type Problem struct {
-	Kind   string   `json:"kind"`   // "chunk" or "index"
+	Kind   string   `json:"kind"` // "chunk" or "index"
 	Digest Digest   `json:"digest"`
 	Error  string   `json:"error"`  // what is wrong with it
 	Points []string `json:"points"` // ids of the restore points that need it

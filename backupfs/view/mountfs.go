@@ -51,10 +51,10 @@ func (s *subFS) Join(elem ...string) string          { return path.Join(elem...)
 func (s *subFS) TempFile(dir, prefix string) (billy.File, error) {
 	return s.base.TempFile(s.full(dir), prefix)
 }
-func (s *subFS) ReadDir(p string) ([]os.FileInfo, error)  { return s.base.ReadDir(s.full(p)) }
+func (s *subFS) ReadDir(p string) ([]os.FileInfo, error)   { return s.base.ReadDir(s.full(p)) }
 func (s *subFS) MkdirAll(p string, perm os.FileMode) error { return s.base.MkdirAll(s.full(p), perm) }
-func (s *subFS) Symlink(target, link string) error        { return s.base.Symlink(target, s.full(link)) }
-func (s *subFS) Readlink(link string) (string, error)     { return s.base.Readlink(s.full(link)) }
+func (s *subFS) Symlink(target, link string) error         { return s.base.Symlink(target, s.full(link)) }
+func (s *subFS) Readlink(link string) (string, error)      { return s.base.Readlink(s.full(link)) }
 func (s *subFS) Chroot(p string) (billy.Filesystem, error) { return Sub(s, p) }
 func (s *subFS) Root() string                              { return "/" }
 func (s *subFS) Capabilities() billy.Capability            { return billy.Capabilities(s.base) }

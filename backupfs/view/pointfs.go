@@ -33,10 +33,10 @@ type PointFS struct {
 
 type pnode struct {
 	info
-	children []string      // sorted, for directories
-	data     []byte        // small files: config files, descriptors
-	index    repo.Digest   // disk extents and large config files
-	label    string        // for error messages
+	children []string    // sorted, for directories
+	data     []byte      // small files: config files, descriptors
+	index    repo.Digest // disk extents and large config files
+	label    string      // for error messages
 }
 
 // NewPointFS returns the view of every restore point in r.
@@ -227,7 +227,7 @@ func (fs *PointFS) Readlink(link string) (string, error) {
 	return "", &os.PathError{Op: "readlink", Path: link, Err: errors.New("not a symlink")}
 }
 func (fs *PointFS) Chroot(p string) (billy.Filesystem, error) { return Sub(fs, p) }
-func (fs *PointFS) Root() string                             { return "/" }
+func (fs *PointFS) Root() string                              { return "/" }
 func (fs *PointFS) Capabilities() billy.Capability {
 	return billy.ReadCapability | billy.SeekCapability
 }
@@ -309,4 +309,3 @@ func (f *roFile) Unlock() error { return nil }
 func (f *roFile) Truncate(int64) error {
 	return &os.PathError{Op: "truncate", Path: f.name, Err: errReadOnly}
 }
-

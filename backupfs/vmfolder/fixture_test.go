@@ -70,13 +70,13 @@ func makeRawImage(t *testing.T, path string) []byte {
 			t.Fatal(err)
 		}
 	}
-	fill(0, 64<<10, false)                                // first grain
-	fill(1600<<10+1000, 3000, false)                      // small unaligned write
-	fill(2560<<10, 512<<10, true)                         // compressible
-	fill(2560<<10+100, 10, false)                         //   with a dent
-	fill(5<<20, testImageSize-5<<20, false)               // the partial last grain
-	zeros := make([]byte, 256<<10)                        // allocated zeros: data to the
-	if _, err := f.WriteAt(zeros, 1792<<10); err != nil { // file system, zeros to qemu
+	fill(0, 64<<10, false)                  // first grain
+	fill(1600<<10+1000, 3000, false)        // small unaligned write
+	fill(2560<<10, 512<<10, true)           // compressible
+	fill(2560<<10+100, 10, false)           //   with a dent
+	fill(5<<20, testImageSize-5<<20, false) // the partial last grain
+	// Allocated zeros: data to the file system, a hole to qemu-img.
+	if _, err := f.WriteAt(make([]byte, 256<<10), 1792<<10); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {

@@ -169,6 +169,8 @@ func disks(vmx *VMX, dir string) ([]DiskRef, error) {
 		unit, _ := strconv.Atoi(m[3])
 		dev := fmt.Sprintf("%s%d:%d", bus, ctrl, unit)
 		ctrlKey := fmt.Sprintf("%s%d", bus, ctrl)
+		// A disk is skipped only when explicitly absent: backing up a file
+		// the VM may not use costs less than losing one it does.
 		if p, ok := vmx.Get(dev + ".present"); ok && isFalse(p) {
 			continue
 		}
@@ -303,6 +305,8 @@ func nics(vmx *VMX) []repo.NIC {
 			s, _ := vmx.Get(key + "." + field)
 			return strings.TrimSpace(s)
 		}
+		// A NIC exists only when present says so; leftover keys of a
+		// removed NIC are common.
 		if p, ok := vmx.Get(key + ".present"); !ok || isFalse(p) {
 			continue
 		}

@@ -131,7 +131,7 @@ func tinySparse(compressed bool) []byte {
 func FuzzSparse(f *testing.F) {
 	f.Add(tinySparse(false))
 	f.Add(tinySparse(true))
-	f.Add(writeStream(bytes.Repeat([]byte("rekindle"), 256), streamOptions{grainSize: 1, gtEntries: 2}))
+	f.Add(writeStream(bytes.Repeat([]byte("rekindle"), 64), streamOptions{grainSize: 1, gtEntries: 1}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sp, err := openSparse("fuzz.vmdk", bytes.NewReader(data), int64(len(data)))
 		if err != nil {

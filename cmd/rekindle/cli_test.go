@@ -75,7 +75,9 @@ func TestOperatorFlow(t *testing.T) {
 	out, _ = run(t, false, "backup", "import", "--repo", repoDir, "--json", folder)
 	var imp struct {
 		Point, Parent string
-		Stats         struct{ BytesNew int64 `json:"bytes_new"` }
+		Stats         struct {
+			BytesNew int64 `json:"bytes_new"`
+		}
 	}
 	json.Unmarshal([]byte(out), &imp)
 	if imp.Parent != ids[2] || imp.Stats.BytesNew != 0 {

@@ -63,7 +63,7 @@ func newApp() *cli.App {
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
 			return nil
 		},
-		Commands:             repoCommands(),
+		Commands:             append(repoCommands(), serveCommands()...),
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors once
 	}

@@ -50,7 +50,7 @@ func repoCommands() []*cli.Command {
 			Name: "app", Usage: "distributed applications (vApps)",
 			Subcommands: []*cli.Command{{
 				Name: "define", Usage: "record a vApp from a YAML definition", ArgsUsage: "FILE.yaml",
-				Flags: []cli.Flag{repoFlag, catalogFlag},
+				Flags:  []cli.Flag{repoFlag, catalogFlag},
 				Action: appDefine,
 			}},
 		},
@@ -92,7 +92,7 @@ func repoCommands() []*cli.Command {
 		},
 		{
 			Name: "verify", Usage: "re-read and re-hash every chunk the selected restore points use",
-			Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id (repeatable; default all)"}},
+			Flags:  []cli.Flag{repoFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id (repeatable; default all)"}},
 			Action: verifyCmd,
 		},
 	}
@@ -328,4 +328,3 @@ func verifyCmd(c *cli.Context) error {
 	}
 	return nil
 }
-

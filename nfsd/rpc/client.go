@@ -128,6 +128,26 @@ func (c *Client) StartWithCred(prog, vers, proc uint32, cred Auth, args []byte) 
 	return &Pending{XID: xid, ch: ch}, nil
 }
 
+// StartRecord sends a ready-made call record (for tests of odd headers) and
+// waits for a reply with the given XID.
+func (c *Client) StartRecord(xid uint32, rec []byte) (*Pending, error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return nil, c.err
+	}
+	ch := make(chan result, 1)
+	c.pending[xid] = ch
+	c.mu.Unlock()
+	if err := c.SendRaw(Frame(rec)); err != nil {
+		c.mu.Lock()
+		delete(c.pending, xid)
+		c.mu.Unlock()
+		return nil, err
+	}
+	return &Pending{XID: xid, ch: ch}, nil
+}
+
 // SendRaw writes bytes to the connection as they are: for tests of malformed input.
 func (c *Client) SendRaw(b []byte) error {
 	c.wmu.Lock()

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd/datastore"
+)
+
+const defaultAPI = "127.0.0.1:7480"
+
+var serverFlag = &cli.StringFlag{Name: "server", Value: defaultAPI, Usage: "address of the rekindle server's API", EnvVars: []string{"REKINDLE_SERVER"}}
+
+func serveCommands() []*cli.Command {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML file with any of these flags as keys (flags and REKINDLE_* variables win)", EnvVars: []string{"REKINDLE_CONFIG"}},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "repo", Usage: "repository folder", EnvVars: []string{"REKINDLE_REPO"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "catalog", Usage: "catalog database (default REPO/catalog.db)", EnvVars: []string{"REKINDLE_CATALOG"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "state", Usage: "folder for session overlays (default REPO/state)", EnvVars: []string{"REKINDLE_STATE"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "nfs", Value: ":2049", Usage: "NFS and MOUNT listen address", EnvVars: []string{"REKINDLE_NFS"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "portmap", Value: ":111", Usage: "portmapper listen address, or off", EnvVars: []string{"REKINDLE_PORTMAP"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "api", Value: defaultAPI, Usage: "HTTP API listen address", EnvVars: []string{"REKINDLE_API"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Value: "127.0.0.1:7481", Usage: "Prometheus /metrics listen address, or off", EnvVars: []string{"REKINDLE_METRICS"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "server-name", Usage: "host name or address hypervisors use to reach this server (default: the NFS address's host, else 127.0.0.1)", EnvVars: []string{"REKINDLE_SERVER_NAME"}}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allow", Usage: "CIDR admitted to the read-only /points export (repeatable; default loopback)", EnvVars: []string{"REKINDLE_ALLOW"}}),
+		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
+	}
+	return []*cli.Command{
+		{
+			Name: "serve", Usage: "serve restore points and sessions over NFS, with an HTTP API",
+			Flags:  flags,
+			Before: altsrc.InitInputSourceWithContext(flags, configSource),
+			Action: serveCmd,
+		},
+		{
+			Name: "publish", Usage: "publish a session: a read-write NFS folder per VM over a restore point",
+			Flags: []cli.Flag{serverFlag, jsonFlag,
+				&cli.StringSliceFlag{Name: "vm", Required: true, Usage: "VM to publish (repeatable)"},
+				&cli.StringSliceFlag{Name: "point", Usage: "restore point id per --vm, in order (default: latest)"},
+				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"}},
+			Action: publishCmd,
+		},
+		{
+			Name: "sessions", Usage: "list, inspect and discard sessions",
+			Subcommands: []*cli.Command{
+				{Name: "list", Usage: "every session, newest first", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsList},
+				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsShow},
+				{Name: "discard", Usage: "withdraw a session's export and delete what was written to it", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag}, Action: sessionsDiscard},
+			},
+		},
+	}
+}
+
+// configSource reads --config when given; without it there is no file.
+func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
+	if c.String("config") == "" {
+		return altsrc.NewMapInputSource("", map[any]any{}), nil
+	}
+	return altsrc.NewYamlSourceFromFlagFunc("config")(c)
+}
+
+func serveCmd(c *cli.Context) error {
+	if c.String("repo") == "" {
+		return &exitError{2, "serve: --repo (or REKINDLE_REPO, or repo: in --config) is required"}
+	}
+	r, err := repo.Open(c.String("repo"))
+	if err != nil {
+		return err
+	}
+	catPath := c.String("catalog")
+	if catPath == "" {
+		catPath = filepath.Join(r.Dir, "catalog.db")
+	}
+	_, statErr := os.Stat(catPath)
+	cat, err := catalog.Open(c.Context, catPath)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	if errors.Is(statErr, os.ErrNotExist) {
+		if _, err := cat.Rebuild(c.Context, r); err != nil {
+			return err
+		}
+	}
+	state := c.String("state")
+	if state == "" {
+		state = filepath.Join(r.Dir, "state")
+	}
+	var allow []netip.Prefix
+	for _, a := range c.StringSlice("allow") {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return &exitError{2, fmt.Sprintf("--allow %q: not a CIDR (e.g. 10.0.0.0/24)", a)}
+		}
+		allow = append(allow, p)
+	}
+	portmap := c.String("portmap")
+	if portmap == "off" {
+		portmap = ""
+	}
+	name := c.String("server-name")
+	if name == "" {
+		if h, _, err := net.SplitHostPort(c.String("nfs")); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			name = h
+		} else {
+			name = "127.0.0.1"
+		}
+	}
+	log := slog.Default()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := datastore.New(c.Context, datastore.Config{
+		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
+		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),
+		Logger: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	if c.Bool("unsafe-writes") {
+		log.Warn("unsafe writes: NFS writes are acknowledged before they reach stable storage; a crash may lose them")
+	}
+	g, ctx := errgroup.WithContext(c.Context)
+	g.Go(func() error { return svc.Serve(ctx) })
+	servers := []*http.Server{{Addr: c.String("api"), Handler: svc.Handler(version), ReadHeaderTimeout: 10 * time.Second}}
+	if m := c.String("metrics"); m != "off" && m != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		servers = append(servers, &http.Server{Addr: m, Handler: mux, ReadHeaderTimeout: 10 * time.Second})
+	}
+	for _, hs := range servers {
+		ln, err := net.Listen("tcp", hs.Addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", hs.Addr, err)
+		}
+		g.Go(func() error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+	pm := "off"
+	if a := svc.PortmapAddr(); a != nil {
+		pm = a.String()
+	}
+	log.Info("serving", "repo", r.Dir, "nfs", svc.NFSAddr().String(), "portmap", pm, "api", c.String("api"),
+		"metrics", c.String("metrics"), "exports", datastore.PointsExport+" "+datastore.SessionsExport, "server_name", name)
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) || c.Context.Err() != nil {
+		log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+func publishCmd(c *cli.Context) error {
+	vms, points := c.StringSlice("vm"), c.StringSlice("point")
+	if len(points) > len(vms) {
+		return &exitError{2, "publish: more --point than --vm flags"}
+	}
+	req := datastore.PublishRequest{Allow: c.StringSlice("allow")}
+	for i, vm := range vms {
+		pv := datastore.PublishVM{VM: vm}
+		if i < len(points) {
+			pv.Point = points[i]
+		}
+		req.VMs = append(req.VMs, pv)
+	}
+	info, err := datastore.NewClient(c.String("server")).Publish(c.Context, req)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(os.Stdout, info)
+	}
+	fmt.Println(info.ID)
+	fmt.Println(info.NFSPath)
+	for _, v := range info.VMs {
+		fmt.Fprintf(os.Stderr, "  %s  point %s  vmx %s\n", v.Folder, v.Point, v.VMX)
+	}
+	fmt.Fprintf(os.Stderr, "mount %s (NFS v3) as a datastore; clients admitted: %s\n", info.NFSPath, strings.Join(info.Allow, ", "))
+	return nil
+}
+
+func sessionsList(c *cli.Context) error {
+	list, err := datastore.NewClient(c.String("server")).Sessions(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(os.Stdout, nonNil(list))
+	}
+	var rows [][]string
+	for _, s := range list {
+		var vms []string
+		for _, v := range s.VMs {
+			vms = append(vms, v.Folder)
+		}
+		rows = append(rows, []string{s.ID, s.Kind, s.State, s.Created.Local().Format(time.DateTime), strings.Join(vms, ","), dash(s.NFSPath)})
+	}
+	table(os.Stdout, []string{"SESSION", "KIND", "STATE", "CREATED", "VMS", "NFS PATH"}, rows)
+	return nil
+}
+
+func sessionsShow(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return &exitError{2, "sessions show: give one session ID"}
+	}
+	s, err := datastore.NewClient(c.String("server")).Session(c.Context, c.Args().First())
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(os.Stdout, s)
+	}
+	fmt.Printf("session %s (%s): %s\n", s.ID, s.Kind, s.State)
+	if s.Error != "" {
+		fmt.Printf("error: %s\n", s.Error)
+	}
+	fmt.Printf("nfs path: %s\nclients:  %s\ncreated:  %s\n", dash(s.NFSPath), strings.Join(s.Allow, ", "), s.Created.Local().Format(time.DateTime))
+	for _, v := range s.VMs {
+		fmt.Printf("vm %s: point %s, folder %s, host %s\n", v.VM, v.Point, v.Folder, dash(v.Host))
+	}
+	for _, st := range s.Steps {
+		d := ""
+		if !st.Ended.IsZero() {
+			d = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
+		}
+		fmt.Printf("  %2d %-12s %-8s %8s %s\n", st.Seq, st.Name, st.State, d, st.Error)
+	}
+	return nil
+}
+
+func sessionsDiscard(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return &exitError{2, "sessions discard: give one session ID"}
+	}
+	if err := datastore.NewClient(c.String("server")).Discard(c.Context, c.Args().First()); err != nil {
+		return err
+	}
+	fmt.Printf("session %s discarded: export withdrawn, overlay deleted\n", c.Args().First())
+	return nil
+}

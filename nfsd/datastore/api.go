@@ -1,0 +1,197 @@
+package datastore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// API routes, all JSON:
+//
+//	GET    /v1/status               server, exports, cache
+//	GET    /v1/sessions             every session, newest first
+//	POST   /v1/sessions             publish: PublishRequest -> SessionInfo
+//	GET    /v1/sessions/{id}        one session with its steps
+//	DELETE /v1/sessions/{id}        discard: withdraw the export, delete the overlay
+//
+// Errors are {"error": "..."} with 400 (bad request), 404 (unknown session,
+// VM or point) or 500.
+
+// Status is the server's state as GET /v1/status reports it.
+type Status struct {
+	Version  string   `json:"version"`
+	NFS      string   `json:"nfs"`
+	Portmap  string   `json:"portmap,omitempty"`
+	Server   string   `json:"server"`
+	Exports  []string `json:"exports"`
+	Sessions int      `json:"sessions"`
+	Cache    struct {
+		Hits     int64 `json:"hits"`
+		Misses   int64 `json:"misses"`
+		Bytes    int64 `json:"bytes"`
+		MaxBytes int64 `json:"max_bytes"`
+	} `json:"cache"`
+}
+
+// Handler serves the HTTP API.
+func (s *Service) Handler(version string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		var st Status
+		st.Version, st.NFS, st.Server = version, s.NFSAddr().String(), s.cfg.ServerName
+		if a := s.PortmapAddr(); a != nil {
+			st.Portmap = a.String()
+		}
+		st.Exports = []string{PointsExport, SessionsExport}
+		s.mu.Lock()
+		st.Sessions = len(s.sessions)
+		s.mu.Unlock()
+		cs := s.cache.Stats()
+		st.Cache.Hits, st.Cache.Misses, st.Cache.Bytes, st.Cache.MaxBytes = cs.Hits, cs.Misses, cs.Bytes, cs.MaxBytes
+		reply(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		list, err := s.Sessions(r.Context())
+		replyErr(w, list, err)
+	})
+	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		var req PublishRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			reply(w, http.StatusBadRequest, map[string]string{"error": "publish request: " + err.Error()})
+			return
+		}
+		info, err := s.Publish(r.Context(), req)
+		replyErr(w, info, err)
+	})
+	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		info, err := s.Session(r.Context(), r.PathValue("id"))
+		replyErr(w, info, err)
+	})
+	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		err := s.Discard(r.Context(), r.PathValue("id"))
+		replyErr(w, map[string]string{"discarded": r.PathValue("id")}, err)
+	})
+	return mux
+}
+
+func replyErr(w http.ResponseWriter, v any, err error) {
+	switch {
+	case err == nil:
+		reply(w, http.StatusOK, v)
+	case errors.Is(err, ErrNotFound):
+		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+	case errors.Is(err, ErrInvalid):
+		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	default:
+		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+	}
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Client talks to a server's API.
+type Client struct {
+	Base string // e.g. "http://127.0.0.1:7480"
+	HTTP *http.Client
+}
+
+// NewClient returns a client of the API at base.
+func NewClient(base string) *Client {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Timeout: 5 * time.Minute}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("rekindle server at %s: %w (is `rekindle serve` running? set --server or REKINDLE_SERVER)", c.Base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			err = errors.New(e.Error)
+		} else {
+			err = fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		}
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %v", ErrNotFound, err)
+		case http.StatusBadRequest:
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return err
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// Publish asks the server for a session.
+func (c *Client) Publish(ctx context.Context, req PublishRequest) (*SessionInfo, error) {
+	var info SessionInfo
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions", req, &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// Session fetches one session.
+func (c *Client) Session(ctx context.Context, id string) (*SessionInfo, error) {
+	var info SessionInfo
+	if err := c.do(ctx, http.MethodGet, "/v1/sessions/"+id, nil, &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// Sessions lists sessions.
+func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
+	var list []SessionInfo
+	return list, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &list)
+}
+
+// Discard withdraws a session.
+func (c *Client) Discard(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+id, nil, nil)
+}
+
+// Status fetches the server's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}

@@ -1,0 +1,508 @@
+// Package datastore is what `rekindle serve` runs: the repository's restore
+// points exported read-only over NFS (/points/<vm>/<point>/), sessions
+// exported read-write (/rekindle/<session>/<vm>/) over copy-on-write
+// overlays whose upper layers live in the state folder, an HTTP JSON API to
+// publish and discard sessions, and Prometheus metrics.
+//
+// A session is published for a set of client networks; only they may mount
+// or use its folder. Sessions survive restarts: the service re-exports every
+// session whose overlay is in the state folder, and every NFS file handle a
+// client held stays valid.
+package datastore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-billy/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rekindle/rekindle/backupfs/overlay"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/backupfs/view"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd"
+)
+
+// Export paths and their stable ids.
+const (
+	PointsExport   = "/points"
+	SessionsExport = "/rekindle"
+	pointsID       = 1
+	sessionsID     = 2
+)
+
+// Config configures a Service.
+type Config struct {
+	Repo        *repo.Repo
+	Catalog     *catalog.Catalog
+	StateDir    string // session overlays; not part of the repository format
+	NFSListen   string // e.g. ":2049"
+	PortmapAddr string // e.g. ":111"; empty turns the portmapper off
+	// ServerName is the host name or address hypervisors use to reach this
+	// server; it goes into the NFS paths the API hands out.
+	ServerName string
+	// PointsAllow admits clients to the read-only /points export (default
+	// loopback). Sessions admit the networks they are published for.
+	PointsAllow []netip.Prefix
+	CacheBytes  int64
+	// Unsafe acknowledges writes before they reach stable storage.
+	Unsafe   bool
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Service is a running datastore.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	cache  *repo.Cache
+	points *view.PointFS
+	root   *view.MountFS
+	nfs    *nfsd.Server
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+type session struct {
+	id      string
+	allow   []netip.Prefix
+	overlay *overlay.Overlay
+	vms     []catalog.SessionVM
+	created time.Time
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// New opens the views, re-exports the sessions found in the state folder and
+// binds the NFS listeners. Run serves.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PointsAllow == nil {
+		cfg.PointsAllow = loopback
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = "127.0.0.1"
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o755); err != nil {
+		return nil, fmt.Errorf("state folder: %w", err)
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
+	s.cache = repo.NewCache(repo.CacheOptions{MaxBytes: cfg.CacheBytes, ChunkSize: cfg.Repo.ChunkSize()})
+	var err error
+	if s.points, err = view.NewPointFS(cfg.Repo, s.cache); err != nil {
+		return nil, err
+	}
+	s.root = view.NewMountFS("sessions")
+	s.nfs, err = nfsd.New(nfsd.Config{
+		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
+		Logger: cfg.Logger, Registry: cfg.Registry, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.nfs.AddExport(nfsd.Export{Path: PointsExport, FS: s.points, ReadOnly: true, Allow: cfg.PointsAllow, ID: pointsID}); err != nil {
+		return nil, err
+	}
+	if err := s.nfs.AddExport(nfsd.Export{Path: SessionsExport, FS: s.root, ID: sessionsID}); err != nil {
+		return nil, err
+	}
+	// The sessions root itself admits nobody but loopback; each session's
+	// folder admits its own networks.
+	if err := s.nfs.SetExportAllow(SessionsExport, nil); err != nil {
+		return nil, err
+	}
+	if err := s.restoreSessions(ctx); err != nil {
+		s.nfs.Close()
+		return nil, err
+	}
+	if cfg.Registry != nil {
+		s.registerMetrics(cfg.Registry)
+	}
+	return s, nil
+}
+
+// NFSAddr is the address NFS and MOUNT listen on.
+func (s *Service) NFSAddr() net.Addr { return s.nfs.Addr() }
+
+// PortmapAddr is the portmapper's address, nil when off.
+func (s *Service) PortmapAddr() net.Addr { return s.nfs.PortmapAddr() }
+
+// Serve serves NFS until ctx ends.
+func (s *Service) Serve(ctx context.Context) error { return s.nfs.Serve(ctx) }
+
+// Close stops serving and releases the overlays (their content stays).
+func (s *Service) Close() error {
+	err := s.nfs.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		err = errors.Join(err, ss.overlay.Close())
+	}
+	return err
+}
+
+// CacheStats reports the chunk cache.
+func (s *Service) CacheStats() repo.CacheStats { return s.cache.Stats() }
+
+// PublishRequest asks for a session.
+type PublishRequest struct {
+	// ID attaches the export to an existing catalog session (the
+	// orchestrator's); empty creates a new session.
+	ID   string      `json:"id,omitempty"`
+	Kind string      `json:"kind,omitempty"` // catalog session kind; default "vm"
+	VMs  []PublishVM `json:"vms"`
+	// Allow lists the client networks (CIDRs or addresses) that may mount the
+	// session; default loopback.
+	Allow []string `json:"allow,omitempty"`
+}
+
+// PublishVM is one VM of a session.
+type PublishVM struct {
+	VM    string `json:"vm"`
+	Point string `json:"point,omitempty"` // default: the VM's latest restore point
+	// As is the folder name in the session (a test clone's new name);
+	// default the VM's name.
+	As string `json:"as,omitempty"`
+}
+
+// SessionInfo describes a published session.
+type SessionInfo struct {
+	ID       string          `json:"id"`
+	Kind     string          `json:"kind"`
+	State    string          `json:"state"`
+	NFSPath  string          `json:"nfs_path"` // server:/rekindle/<id>
+	Server   string          `json:"server"`
+	Export   string          `json:"export"` // /rekindle/<id>
+	Allow    []string        `json:"allow"`
+	VMs      []SessionVMInfo `json:"vms"`
+	Created  time.Time       `json:"created"`
+	Error    string          `json:"error,omitempty"`
+	Steps    []catalog.Step  `json:"steps,omitempty"`
+	Exported bool            `json:"exported"`
+}
+
+// SessionVMInfo is one VM folder of a session.
+type SessionVMInfo struct {
+	VM     string `json:"vm"`
+	Point  string `json:"point"`
+	Folder string `json:"folder"` // folder in the session, e.g. "web01"
+	VMX    string `json:"vmx"`    // path of the .vmx inside the export
+	Host   string `json:"host,omitempty"`
+}
+
+// ErrNotFound is returned (wrapped) for unknown sessions, VMs and points.
+var ErrNotFound = errors.New("not found")
+
+// ErrInvalid is returned (wrapped) for requests that cannot be carried out as
+// asked.
+var ErrInvalid = errors.New("invalid request")
+
+func newSessionID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "rk-" + hex.EncodeToString(b)
+}
+
+func parseAllow(allow []string) ([]netip.Prefix, error) {
+	if len(allow) == 0 {
+		return slices.Clone(loopback), nil
+	}
+	var out []netip.Prefix
+	for _, a := range allow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(a)
+			if aerr != nil {
+				return nil, fmt.Errorf("%w: allow %q: not an address or CIDR", ErrInvalid, a)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// Publish creates a session exporting the requested VMs' restore points
+// read-write, over a fresh copy-on-write overlay.
+func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo, error) {
+	if len(req.VMs) == 0 {
+		return nil, fmt.Errorf("%w: publish: name at least one VM", ErrInvalid)
+	}
+	allow, err := parseAllow(req.Allow)
+	if err != nil {
+		return nil, err
+	}
+	if req.Kind == "" {
+		req.Kind = catalog.KindVM
+	}
+	var vms []catalog.SessionVM
+	seen := map[string]bool{}
+	for _, v := range req.VMs {
+		p, err := s.resolvePoint(ctx, v.VM, v.Point)
+		if err != nil {
+			return nil, err
+		}
+		folder := v.As
+		if folder == "" {
+			folder = p.VM.Name
+		}
+		if err := repo.ValidName(folder); err != nil {
+			return nil, fmt.Errorf("%w: folder %v", ErrInvalid, err)
+		}
+		if seen[folder] {
+			return nil, fmt.Errorf("%w: two VMs would share the folder %q: give one another name", ErrInvalid, folder)
+		}
+		seen[folder] = true
+		vms = append(vms, catalog.SessionVM{VM: p.VM.Name, PointID: p.ID, Name: folder})
+	}
+	id := req.ID
+	if id == "" {
+		id = newSessionID()
+		if err := s.cfg.Catalog.CreateSession(ctx, &catalog.Session{ID: id, Kind: req.Kind, State: catalog.SessionRunning,
+			Allow: prefixStrings(allow), VMs: vms}); err != nil {
+			return nil, err
+		}
+	} else {
+		if _, err := s.cfg.Catalog.Session(ctx, id); err != nil {
+			return nil, fmt.Errorf("%w: session %s: %v", ErrNotFound, id, err)
+		}
+		if err := s.cfg.Catalog.SetSessionVMs(ctx, id, vms); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	_, exists := s.sessions[id]
+	s.mu.Unlock()
+	if !exists {
+		if err := s.export(id, vms, allow); err != nil {
+			if req.ID == "" {
+				s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionFailed, err.Error())
+			}
+			return nil, err
+		}
+	}
+	if err := s.cfg.Catalog.SetSessionExport(ctx, id, s.nfsPath(id), prefixStrings(allow)); err != nil {
+		return nil, err
+	}
+	s.log.Info("session published", "session", id, "vms", len(vms), "allow", prefixStrings(allow))
+	return s.Session(ctx, id)
+}
+
+func (s *Service) nfsPath(id string) string {
+	return s.cfg.ServerName + ":" + SessionsExport + "/" + id
+}
+
+func (s *Service) resolvePoint(ctx context.Context, vm, point string) (*repo.RestorePoint, error) {
+	var p *repo.RestorePoint
+	var err error
+	if point != "" {
+		p, err = s.cfg.Repo.Point(point)
+		if err == nil && vm != "" && p.VM.Name != vm {
+			return nil, fmt.Errorf("%w: restore point %s belongs to %s, not %s", ErrInvalid, point, p.VM.Name, vm)
+		}
+	} else {
+		p, err = s.cfg.Catalog.LatestPoint(ctx, vm, time.Time{})
+	}
+	if err != nil {
+		if errors.Is(err, repo.ErrNotFound) || errors.Is(err, catalog.ErrNotFound) {
+			return nil, fmt.Errorf("%w: vm %q point %q: %v", ErrNotFound, vm, point, err)
+		}
+		return nil, err
+	}
+	// A point imported after the server started is not in the view yet.
+	if _, err := s.points.Stat("/" + p.VM.Name + "/" + p.ID); err != nil {
+		if err := s.points.Refresh(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// export builds the session's overlay and puts it under /rekindle/<id>.
+func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefix) error {
+	base := view.NewMountFS("base:" + id)
+	for _, v := range vms {
+		sub, err := view.Sub(s.points, "/"+v.VM+"/"+v.PointID)
+		if err != nil {
+			return fmt.Errorf("session %s: vm %s point %s: %w", id, v.VM, v.PointID, err)
+		}
+		if err := base.Mount(v.Name, sub); err != nil {
+			return err
+		}
+	}
+	ov, err := overlay.New(base, filepath.Join(s.cfg.StateDir, "sessions", id), overlay.Options{Salt: id, Sync: !s.cfg.Unsafe})
+	if err != nil {
+		return fmt.Errorf("session %s: overlay: %w", id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.root.Mount(id, ov); err != nil {
+		ov.Close()
+		return err
+	}
+	s.sessions[id] = &session{id: id, allow: allow, overlay: ov, vms: vms, created: time.Now()}
+	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, allow); err != nil {
+		return err
+	}
+	s.updateAllowLocked()
+	return nil
+}
+
+// updateAllowLocked admits every client that some export admits.
+func (s *Service) updateAllowLocked() {
+	all := slices.Clone(s.cfg.PointsAllow)
+	for _, ss := range s.sessions {
+		all = append(all, ss.allow...)
+	}
+	s.nfs.SetAllow(all)
+}
+
+// restoreSessions re-exports the sessions whose overlays are in the state
+// folder and that the catalog still lists as live.
+func (s *Service) restoreSessions(ctx context.Context) error {
+	ents, err := os.ReadDir(filepath.Join(s.cfg.StateDir, "sessions"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		id := e.Name()
+		cs, err := s.cfg.Catalog.Session(ctx, id)
+		if err != nil {
+			s.log.Warn("session folder without catalog record: left alone", "session", id, "err", err)
+			continue
+		}
+		if cs.State == catalog.SessionStopped || cs.State == catalog.SessionDone {
+			continue
+		}
+		allow, err := parseAllow(cs.Allow)
+		if err != nil {
+			return err
+		}
+		if err := s.export(id, cs.VMs, allow); err != nil {
+			s.log.Error("session could not be re-exported", "session", id, "err", err)
+			s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionFailed, "re-export after restart: "+err.Error())
+			continue
+		}
+		s.log.Info("session re-exported", "session", id)
+	}
+	return nil
+}
+
+// Discard withdraws the session's export and deletes its overlay (everything
+// written to it). The restore points are untouched.
+func (s *Service) Discard(ctx context.Context, id string) error {
+	cs, err := s.cfg.Catalog.Session(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%w: session %s", ErrNotFound, id)
+	}
+	s.mu.Lock()
+	ss := s.sessions[id]
+	delete(s.sessions, id)
+	s.root.Unmount(id)
+	s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, nil)
+	s.updateAllowLocked()
+	s.mu.Unlock()
+	if ss != nil {
+		if err := ss.overlay.Discard(); err != nil {
+			return fmt.Errorf("session %s: discard overlay: %w", id, err)
+		}
+	} else if err := os.RemoveAll(filepath.Join(s.cfg.StateDir, "sessions", id)); err != nil {
+		return fmt.Errorf("session %s: %w", id, err)
+	}
+	if err := s.cfg.Catalog.SetSessionExport(ctx, id, "", cs.Allow); err != nil {
+		return err
+	}
+	if cs.State == catalog.SessionRunning || cs.State == catalog.SessionPlanned {
+		if err := s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionStopped, ""); err != nil {
+			return err
+		}
+	}
+	s.log.Info("session discarded", "session", id)
+	return nil
+}
+
+// Session describes one session.
+func (s *Service) Session(ctx context.Context, id string) (*SessionInfo, error) {
+	cs, err := s.cfg.Catalog.Session(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: session %s", ErrNotFound, id)
+	}
+	return s.info(cs), nil
+}
+
+// Sessions lists every session, newest first.
+func (s *Service) Sessions(ctx context.Context) ([]SessionInfo, error) {
+	list, err := s.cfg.Catalog.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SessionInfo, 0, len(list))
+	for i := range list {
+		out = append(out, *s.info(&list[i]))
+	}
+	return out, nil
+}
+
+func (s *Service) info(cs *catalog.Session) *SessionInfo {
+	s.mu.Lock()
+	_, exported := s.sessions[cs.ID]
+	s.mu.Unlock()
+	si := &SessionInfo{ID: cs.ID, Kind: cs.Kind, State: cs.State, NFSPath: cs.NFSPath, Server: s.cfg.ServerName,
+		Allow: cs.Allow, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported}
+	if exported {
+		si.Export = SessionsExport + "/" + cs.ID
+	}
+	for _, v := range cs.VMs {
+		si.VMs = append(si.VMs, SessionVMInfo{VM: v.VM, Point: v.PointID, Folder: v.Name, Host: v.Host,
+			VMX: SessionsExport + "/" + cs.ID + "/" + v.Name + "/" + v.VM + ".vmx"})
+	}
+	return si
+}
+
+// Overlay returns a session's filesystem (for in-process file-level access
+// and tests).
+func (s *Service) Overlay(id string) (billy.Filesystem, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	if !ok {
+		return nil, false
+	}
+	return ss.overlay, true
+}
+
+func (s *Service) registerMetrics(reg *prometheus.Registry) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rekindle_cache_hits_total", Help: "Chunk cache hits."},
+			func() float64 { return float64(s.cache.Stats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rekindle_cache_misses_total", Help: "Chunk cache misses (chunks read from the repository)."},
+			func() float64 { return float64(s.cache.Stats().Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rekindle_cache_bytes", Help: "Decompressed chunk bytes held by the cache."},
+			func() float64 { return float64(s.cache.Stats().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rekindle_sessions", Help: "Sessions exported now."},
+			func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(len(s.sessions)) }),
+	)
+}
