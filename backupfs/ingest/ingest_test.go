@@ -270,3 +270,24 @@ func countChunks(r *repo.Repo) int {
 	})
 	return n
 }
+
+func TestDisplayNameOverride(t *testing.T) {
+	dir := t.TempDir()
+	folder, err := vmgen.Generate(dir, vmgen.Spec{Name: "web01", Seed: 2,
+		Disks: []vmgen.DiskSpec{{Size: 1 << 20, Fill: vmgen.FillRandom, Format: vmgen.FormatFlat}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmx := filepath.Join(folder, "web01.vmx")
+	b, _ := os.ReadFile(vmx)
+	b = bytes.Replace(b, []byte(`displayName = "web01"`), []byte(`displayName = "web/01 (prod)"`), 1)
+	os.WriteFile(vmx, b, 0o644)
+	r := newRepo(t, 1<<20)
+	if _, err := Import(context.Background(), r, folder, Options{}); err == nil || !strings.Contains(err.Error(), "--vm") {
+		t.Fatalf("import of a VM whose name cannot be a folder: %v", err)
+	}
+	p, err := Import(context.Background(), r, folder, Options{VM: "web01"})
+	if err != nil || p.VM.Name != "web01" {
+		t.Fatalf("import with --vm: %v", err)
+	}
+}

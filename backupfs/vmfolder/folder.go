@@ -96,12 +96,9 @@ func findVMX(dir string) (string, error) {
 
 func identity(vmx *VMX, base string) (repo.VMIdentity, error) {
 	id := repo.VMIdentity{Name: base}
-	key := "vmx file name"
+	// The name is not validated here: the importer may replace it (--vm).
 	if s, ok := vmx.Get("displayName"); ok && strings.TrimSpace(s) != "" {
-		id.Name, key = s, "displayName"
-	}
-	if err := repo.ValidName(id.Name); err != nil {
-		return id, fmt.Errorf("%s: %w", key, err)
+		id.Name = s
 	}
 	id.UUID = vmwareUUID(vmx, "uuid.bios")
 	id.InstanceUUID = vmwareUUID(vmx, "vc.uuid")

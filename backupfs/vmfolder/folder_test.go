@@ -195,7 +195,6 @@ func TestOpenErrors(t *testing.T) {
 		{"folder itself", map[string]string{"web01.vmx": disk("sub/..")}, []string{"scsi0:1.fileName", "not a file"}},
 		{"disk is a directory", map[string]string{"web01.vmx": disk("sub"), "sub/x": ""}, []string{"scsi0:1.fileName", "not a regular file"}},
 		{"nvram outside", map[string]string{"web01.vmx": "nvram = \"../x.nvram\"\n"}, []string{"nvram", "outside the VM folder"}},
-		{"bad display name", map[string]string{"web01.vmx": "displayName = \"web/01\"\n"}, []string{"web01.vmx", "displayName", "web/01"}},
 		{"bad number", map[string]string{"web01.vmx": "numvcpus = \"two\"\n"}, []string{"numvcpus", "two"}},
 		{"two disks one name", map[string]string{
 			"web01.vmx": "scsi0:0.fileName = \"d.vmdk\"\nscsi0:1.fileName = \"d.img\"\n",

@@ -1,0 +1,587 @@
+package overlay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-git/go-billy/v5"
+)
+
+const (
+	bitmapMagic     = "RKOVBM01"
+	bitmapHeaderLen = 16
+)
+
+// content is the bytes of one file, shared by all its handles and keyed by
+// file id, so a rename never disturbs an open file. Its lock is per file:
+// reads share it, writes and truncation hold it alone. Lock order:
+// content.mu, then Overlay.mu, then mapMu.
+type content struct {
+	o       *Overlay
+	id      uint64
+	refs    int // guarded by Overlay.mu
+	removed atomic.Bool
+
+	mu        sync.RWMutex
+	upper     bool   // a node exists: the data file is authoritative
+	origin    string // base path read through unmarked blocks
+	baseLimit int64
+	baseSize  int64 // without a node: the base file's size
+	loaded    bool
+	data      *os.File
+	size      int64
+	bits      []byte // marked blocks below the base limit; nil without origin
+
+	baseMu sync.Mutex
+	base   billy.File
+
+	mapMu   sync.Mutex
+	mapf    *os.File
+	durable []byte // the bits known to be in the bitmap file
+}
+
+// acquireLocked returns the content of id, counting a reference. n is the
+// node when there is one; otherwise basePath and bi name the base file.
+func (o *Overlay) acquireLocked(id uint64, n *node, basePath string, bi os.FileInfo) *content {
+	c := o.contents[id]
+	if c == nil {
+		c = &content{o: o, id: id}
+		if n != nil {
+			c.upper, c.origin, c.baseLimit = true, n.Origin, n.BaseLimit
+		} else {
+			c.origin, c.baseSize = basePath, bi.Size()
+		}
+		o.contents[id] = c
+	}
+	c.refs++
+	return c
+}
+
+// release drops a reference; an unreferenced content stays cached, with its
+// descriptors open, unless its file is gone or the cache is full.
+func (o *Overlay) release(c *content) {
+	o.mu.Lock()
+	c.refs--
+	evict := c.refs == 0 && (c.removed.Load() || len(o.contents) > maxCachedContents)
+	if evict && o.contents[c.id] == c {
+		delete(o.contents, c.id)
+	}
+	o.mu.Unlock()
+	if evict {
+		c.closeFiles()
+	}
+}
+
+func (c *content) closeFiles() error {
+	var errs []error
+	c.mu.Lock()
+	if c.data != nil {
+		errs = append(errs, c.data.Close())
+		c.data, c.loaded = nil, false
+	}
+	c.mu.Unlock()
+	c.mapMu.Lock()
+	if c.mapf != nil {
+		errs = append(errs, c.mapf.Close())
+		c.mapf = nil
+	}
+	c.mapMu.Unlock()
+	c.baseMu.Lock()
+	if c.base != nil {
+		errs = append(errs, c.base.Close())
+		c.base = nil
+	}
+	c.baseMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// lock takes the content exclusively, loading its upper state first.
+func (c *content) lock() error {
+	c.mu.Lock()
+	if c.upper && !c.loaded {
+		if err := c.load(); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+	}
+	return nil
+}
+
+// rlock takes the content shared, loading its upper state first.
+func (c *content) rlock() error {
+	for {
+		c.mu.RLock()
+		if !c.upper || c.loaded {
+			return nil
+		}
+		c.mu.RUnlock()
+		if err := c.lock(); err != nil {
+			return err
+		}
+		c.mu.Unlock()
+	}
+}
+
+// load opens the data file, creating it if nothing was written yet, and
+// reads the bitmap. c.mu is held exclusively.
+func (c *content) load() error {
+	if c.removed.Load() {
+		return os.ErrNotExist
+	}
+	o := c.o
+	name := o.dataPath(c.id)
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = c.createData(name)
+	}
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	var bits []byte
+	if c.origin != "" && c.baseLimit > 0 {
+		nblocks := (c.baseLimit + o.bs - 1) / o.bs
+		bits = make([]byte, (nblocks+7)/8)
+		if err := c.readBitmap(bits); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	c.data, c.size, c.bits, c.loaded = f, fi.Size(), bits, true
+	c.mapMu.Lock()
+	c.durable = bytes.Clone(bits)
+	c.mapMu.Unlock()
+	return nil
+}
+
+// createData makes the data file of a node that has none yet: a hole as
+// long as the file, carrying the node's mtime. It appears whole (rename) so
+// Stat never sees it half made.
+func (c *content) createData(name string) (*os.File, error) {
+	o := c.o
+	size := int64(0)
+	if c.origin != "" {
+		size = c.baseLimit
+	}
+	mtime := time.Now()
+	o.mu.Lock()
+	if p, ok := o.byID[c.id]; ok {
+		mtime = time.Unix(0, o.st.nodes[p].MTime)
+	}
+	o.mu.Unlock()
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	err = f.Truncate(size)
+	if err == nil && o.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chtimes(tmp, mtime, mtime)
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err == nil && o.sync {
+		err = syncDir(o.dataDir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return os.OpenFile(name, os.O_RDWR, 0)
+}
+
+// readBitmap fills bits from the bitmap file; a missing file or missing
+// bytes are unmarked blocks.
+func (c *content) readBitmap(bits []byte) error {
+	name := c.o.mapPath(c.id)
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(b) < bitmapHeaderLen || string(b[:8]) != bitmapMagic {
+		return fmt.Errorf("%s: %w: bad bitmap header", name, ErrCorruptMeta)
+	}
+	if bs := binary.LittleEndian.Uint32(b[8:12]); int64(bs) != c.o.bs {
+		return fmt.Errorf("%s: %w: bitmap block size %d, overlay uses %d", name, ErrCorruptMeta, bs, c.o.bs)
+	}
+	copy(bits, b[bitmapHeaderLen:])
+	return nil
+}
+
+func (c *content) marked(b int64) bool { return c.bits[b>>3]&(1<<(b&7)) != 0 }
+
+// sizeNow returns the file's size.
+func (c *content) sizeNow() (int64, error) {
+	if err := c.rlock(); err != nil {
+		return 0, err
+	}
+	defer c.mu.RUnlock()
+	if !c.upper {
+		return c.baseSize, nil
+	}
+	return c.size, nil
+}
+
+// readAt reads like io.ReaderAt.
+func (c *content) readAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if err := c.rlock(); err != nil {
+		return 0, err
+	}
+	defer c.mu.RUnlock()
+	size := c.baseSize
+	if c.upper {
+		size = c.size
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	var eof error
+	if int64(len(p)) > size-off {
+		p, eof = p[:size-off], io.EOF
+	}
+	var err error
+	if c.upper {
+		err = c.readUpper(p, off)
+	} else {
+		err = c.readOrigin(p, off, size)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), eof
+}
+
+// readUpper fills p from the data file for marked blocks and everything at
+// or beyond the base limit, and from the origin for the rest.
+func (c *content) readUpper(p []byte, off int64) error {
+	bs := c.o.bs
+	end := off + int64(len(p))
+	for x := off; x < end; {
+		if c.bits == nil || x >= c.baseLimit {
+			return c.readData(p[x-off:], x)
+		}
+		b := x / bs
+		m := c.marked(b)
+		run := (b + 1) * bs
+		for run < end && run < c.baseLimit && c.marked(run/bs) == m {
+			run += bs
+		}
+		run = min(run, end)
+		if !m {
+			run = min(run, c.baseLimit)
+		}
+		seg := p[x-off : run-off]
+		var err error
+		if m {
+			err = c.readData(seg, x)
+		} else {
+			err = c.readOrigin(seg, x, c.baseLimit)
+		}
+		if err != nil {
+			return err
+		}
+		x = run
+	}
+	return nil
+}
+
+func (c *content) readData(p []byte, off int64) error {
+	n, err := c.data.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	clear(p[n:])
+	return nil
+}
+
+// readOrigin fills p with the origin's bytes at off; those at or beyond
+// limit, or past the origin's end, are zeros.
+func (c *content) readOrigin(p []byte, off, limit int64) error {
+	n := 0
+	if off < limit {
+		n = int(min(int64(len(p)), limit-off))
+	}
+	if n > 0 {
+		bf, err := c.baseFile()
+		if err != nil {
+			return err
+		}
+		m, err := bf.ReadAt(p[:n], off)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("base %s: %w", c.origin, err)
+		}
+		clear(p[m:n])
+	}
+	clear(p[n:])
+	return nil
+}
+
+func (c *content) baseFile() (billy.File, error) {
+	c.baseMu.Lock()
+	defer c.baseMu.Unlock()
+	if c.base == nil {
+		f, err := c.o.base.Open(c.origin)
+		if err != nil {
+			return nil, fmt.Errorf("base: %w", err)
+		}
+		c.base = f
+	}
+	return c.base, nil
+}
+
+// writeAt writes p at off (at the end with appendMode) and returns the
+// offset used. Unmarked blocks below the base limit that p covers only in
+// part are first filled from the origin, so a marked block is whole.
+func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
+	if err := c.lock(); err != nil {
+		return 0, err
+	}
+	if !c.upper {
+		c.mu.Unlock()
+		return 0, syscall.EBADF
+	}
+	if appendMode {
+		off = c.size
+	}
+	if off < 0 {
+		c.mu.Unlock()
+		return 0, syscall.EINVAL
+	}
+	o := c.o
+	bs := o.bs
+	end := off + int64(len(p))
+	var first, last int64 = 0, -1 // blocks to mark
+	if c.bits != nil && off < c.baseLimit && len(p) > 0 {
+		first, last = off/bs, (min(end, c.baseLimit)-1)/bs
+		for b := first; b <= last; b++ {
+			if c.marked(b) {
+				continue
+			}
+			bStart, bEnd := b*bs, min((b+1)*bs, c.baseLimit)
+			if off <= bStart && end >= bEnd {
+				continue
+			}
+			if err := c.fillBlock(p, off, bStart, bEnd); err != nil {
+				c.mu.Unlock()
+				return 0, err
+			}
+		}
+	}
+	if _, err := c.data.WriteAt(p, off); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	var newBits int64
+	for b := first; b <= last; b++ {
+		if !c.marked(b) {
+			c.bits[b>>3] |= 1 << (b & 7)
+			newBits++
+		}
+	}
+	var lo int64
+	var snap []byte
+	if newBits > 0 {
+		lo = first >> 3
+		snap = bytes.Clone(c.bits[lo : last>>3+1])
+	}
+	c.size = max(c.size, end)
+	removed := c.removed.Load()
+	data := c.data
+	c.mu.Unlock()
+
+	o.bytesWritten.Add(int64(len(p)))
+	o.blocksRedirected.Add(newBits)
+	// Data reaches the disk before the bit that makes it visible; the
+	// bits were snapshot after their data was written, so this sync
+	// covers them even if another write's sync persists them.
+	if o.sync {
+		if err := fdatasync(data); err != nil {
+			return 0, err
+		}
+	}
+	if snap != nil && !removed {
+		if err := c.persistBits(lo, snap); err != nil {
+			return 0, err
+		}
+	}
+	return off, nil
+}
+
+// fillBlock writes block [bStart, bEnd) to the data file as the origin has
+// it, overlaid with the part of p (written at off) that falls inside.
+func (c *content) fillBlock(p []byte, off, bStart, bEnd int64) error {
+	bp := c.o.blocks.Get().(*[]byte)
+	defer c.o.blocks.Put(bp)
+	buf := (*bp)[:bEnd-bStart]
+	if err := c.readOrigin(buf, bStart, c.baseLimit); err != nil {
+		return err
+	}
+	from, to := max(off, bStart), min(off+int64(len(p)), bEnd)
+	if from < to {
+		copy(buf[from-bStart:], p[from-off:to-off])
+	}
+	_, err := c.data.WriteAt(buf, bStart)
+	return err
+}
+
+// persistBits ORs snap (bitmap bytes from index lo) into the bitmap file.
+// Bits are only ever set, so writes landing out of order lose nothing.
+func (c *content) persistBits(lo int64, snap []byte) error {
+	c.mapMu.Lock()
+	defer c.mapMu.Unlock()
+	if c.mapf == nil {
+		f, err := c.openBitmap()
+		if err != nil {
+			return err
+		}
+		c.mapf = f
+	}
+	d := c.durable[lo : lo+int64(len(snap))]
+	for i, v := range snap {
+		d[i] |= v
+	}
+	if _, err := c.mapf.WriteAt(d, bitmapHeaderLen+lo); err != nil {
+		return err
+	}
+	if c.o.sync {
+		return fdatasync(c.mapf)
+	}
+	return nil
+}
+
+// openBitmap opens the bitmap file, making it (header and no marks) first
+// if needed. mapMu is held.
+func (c *content) openBitmap() (*os.File, error) {
+	o := c.o
+	name := o.mapPath(c.id)
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if !errors.Is(err, os.ErrNotExist) {
+		return f, err
+	}
+	hdr := make([]byte, bitmapHeaderLen)
+	copy(hdr, bitmapMagic)
+	binary.LittleEndian.PutUint32(hdr[8:], uint32(o.bs))
+	tmp := name + ".tmp"
+	f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.Write(hdr)
+	if err == nil {
+		err = f.Truncate(int64(bitmapHeaderLen + len(c.durable)))
+	}
+	if err == nil && o.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err == nil && o.sync {
+		err = syncDir(o.dataDir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return os.OpenFile(name, os.O_RDWR, 0)
+}
+
+// truncate sets the file's size. Shrinking below the base limit lowers it
+// (in the metadata, before the data file shrinks) so that a later extension
+// reads zeros, not the origin.
+func (c *content) truncate(size int64) error {
+	if size < 0 {
+		return syscall.EINVAL
+	}
+	if err := c.lock(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	if !c.upper {
+		return syscall.EBADF
+	}
+	if c.origin != "" && size < c.baseLimit {
+		if err := c.o.setBaseLimit(c.id, size); err != nil {
+			return err
+		}
+		c.baseLimit = size
+	}
+	if err := c.data.Truncate(size); err != nil {
+		return err
+	}
+	c.size = size
+	if c.o.sync {
+		return fdatasync(c.data)
+	}
+	return nil
+}
+
+func (o *Overlay) setBaseLimit(id uint64, limit int64) error {
+	o.mu.Lock()
+	p, ok := o.byID[id]
+	if !ok {
+		o.mu.Unlock()
+		return nil // removed while open: nothing to persist
+	}
+	o.st.nodes[p].BaseLimit = limit
+	save := o.commitLocked()
+	o.mu.Unlock()
+	return save()
+}
+
+// sync flushes written data, then the bitmap.
+func (c *content) sync() error {
+	if err := c.rlock(); err != nil {
+		return err
+	}
+	upper, data := c.upper, c.data
+	c.mu.RUnlock()
+	if !upper {
+		return nil
+	}
+	if err := fdatasync(data); err != nil {
+		return err
+	}
+	c.mapMu.Lock()
+	defer c.mapMu.Unlock()
+	if c.mapf != nil {
+		return fdatasync(c.mapf)
+	}
+	return nil
+}
+
+func (c *content) chtimes(atime, mtime time.Time) error {
+	if err := c.lock(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	return os.Chtimes(c.o.dataPath(c.id), atime, mtime)
+}
