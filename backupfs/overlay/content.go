@@ -133,6 +133,9 @@ func (c *content) rlock() error {
 // load opens the data file, creating it if nothing was written yet, and
 // reads the bitmap. c.mu is held exclusively.
 func (c *content) load() error {
+	if c.o.closed.Load() {
+		return os.ErrClosed
+	}
 	if c.removed.Load() {
 		return os.ErrNotExist
 	}

@@ -108,10 +108,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.root = view.NewMountFS("sessions")
-	s.nfs, err = nfsd.New(nfsd.Config{
+	ncfg := nfsd.Config{
 		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
-		Logger: cfg.Logger, Registry: cfg.Registry, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow,
-	})
+		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow,
+	}
+	if cfg.Registry != nil { // a nil *Registry must not become a non-nil Registerer
+		ncfg.Registry = cfg.Registry
+	}
+	s.nfs, err = nfsd.New(ncfg)
 	if err != nil {
 		return nil, err
 	}
