@@ -149,9 +149,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return fmt.Errorf("%w: %v", ErrNotFound, err)
+			return &apiError{err.Error(), ErrNotFound}
 		case http.StatusBadRequest:
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
+			return &apiError{err.Error(), ErrInvalid}
 		}
 		return err
 	}
@@ -160,6 +160,16 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// apiError is the server's message, matching ErrNotFound or ErrInvalid with
+// errors.Is.
+type apiError struct {
+	msg  string
+	kind error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.kind }
 
 // Publish asks the server for a session.
 func (c *Client) Publish(ctx context.Context, req PublishRequest) (*SessionInfo, error) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,5 +263,45 @@ func TestQemuThroughPortmapper(t *testing.T) {
 	rep, err := e.repo.Verify(context.Background(), []*repo.RestorePoint{e.point}, nil)
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify after session writes: %+v %v", rep, err)
+	}
+}
+
+func TestHTTPAPI(t *testing.T) {
+	e := newEnv(t, "")
+	srv := httptest.NewServer(e.svc.Handler("test"))
+	defer srv.Close()
+	c := NewClient(srv.URL)
+	ctx := context.Background()
+	info, err := c.Publish(ctx, PublishRequest{VMs: []PublishVM{{VM: "web01", Point: e.point.ID}}, Allow: []string{"10.1.2.3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Allow) != 1 || info.Allow[0] != "10.1.2.3/32" || !info.Exported {
+		t.Fatalf("publish reply: %+v", info)
+	}
+	list, err := c.Sessions(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != info.ID {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Sessions != 1 || st.Version != "test" {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if err := c.Discard(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Session(ctx, info.ID)
+	if err != nil || got.State != "stopped" || got.Exported {
+		t.Fatalf("after discard: %+v %v", got, err)
+	}
+	if _, err := c.Session(ctx, "rk-missing"); !errors.Is(err, ErrNotFound) || strings.Count(err.Error(), "not found") != 1 {
+		t.Fatalf("unknown session: %v", err)
+	}
+	if _, err := c.Publish(ctx, PublishRequest{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty publish: %v", err)
+	}
+	resp, err := http.Post(srv.URL+"/v1/sessions", "application/json", strings.NewReader(`{"vms":[{"vm":"web01"}],"bogus":1}`))
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("unknown field: %v %v", resp.Status, err)
 	}
 }
