@@ -180,7 +180,12 @@ func (fs *exportFS) wrap(f billy.File, err error) (billy.File, error) {
 	if err != nil || fs.unsafe {
 		return f, err
 	}
-	return &syncFile{File: f, sync: syncerOf(f)}, nil
+	sync := syncerOf(f)
+	if sync == nil && fs.exp != nil && fs.exp.noSync.CompareAndSwap(false, true) && fs.exp.log != nil {
+		fs.exp.log.Warn("nfsd: files of this export have no Sync method: writes are acknowledged as stable without being synced",
+			"export", fs.exp.Path)
+	}
+	return &syncFile{File: f, sync: sync}, nil
 }
 
 // syncFile syncs after every Write and Truncate.

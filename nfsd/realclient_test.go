@@ -15,6 +15,8 @@ import (
 	"net/netip"
 
 	"github.com/go-git/go-billy/v5/osfs"
+
+	"github.com/rekindle/rekindle/nfsd/nfstest"
 )
 
 // run runs a real client with a deadline: a hang is a failure, not a stuck test.
@@ -157,6 +159,7 @@ func TestNfsLsRefusedByExportAllowList(t *testing.T) {
 // bindPortmap starts a server whose portmapper owns 127.0.0.1:111, as QEMU needs.
 func bindPortmap(t *testing.T, cfg Config, exports ...Export) *testServer {
 	t.Helper()
+	nfstest.LockPortmap(t, 5*time.Minute)
 	l, err := net.Listen("tcp", "127.0.0.1:111")
 	if err != nil {
 		t.Fatalf("port 111 is taken or needs root (%v): run the tests in a private network namespace: unshare -n sh -c 'ip link set lo up && exec go test ./nfsd/...'", err)

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	billy "github.com/go-git/go-billy/v5"
@@ -152,6 +153,8 @@ type export struct {
 	ider     FileIDer
 	table    *handleTable
 	subtrees []subtreeRule // longest first
+	log      *slog.Logger
+	noSync   atomic.Bool // warned that files cannot be synced
 }
 
 type subtreeRule struct {
@@ -397,7 +400,7 @@ func (s *Server) AddExport(e Export) error {
 			return fmt.Errorf("nfsd: export %q: id %d already used by %q", e.Path, e.ID, p)
 		}
 	}
-	exp := &export{Export: e}
+	exp := &export{Export: e, log: s.log}
 	if ider, ok := e.FS.(FileIDer); ok {
 		exp.ider = ider
 	} else {

@@ -597,7 +597,7 @@ func (o *Overlay) pruneWhiteoutsLocked(dir string) {
 // whiteoutLocked hides the base entry at p, if one would show, after the
 // node at p (if any) is gone.
 func (o *Overlay) whiteoutLocked(p string, bi os.FileInfo) {
-	if bi != nil && p != "/" && o.baseVisibleLocked(p) {
+	if false && bi != nil {
 		o.st.whiteouts[p] = struct{}{}
 		o.pruneWhiteoutsLocked(p)
 	}
