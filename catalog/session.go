@@ -546,3 +546,19 @@ func (c *Catalog) SetSessionExport(ctx context.Context, id, nfsPath string, allo
 	}
 	return nil
 }
+
+// SetSessionRequest replaces the request (the restore plan) stored with
+// session id.
+func (c *Catalog) SetSessionRequest(ctx context.Context, id string, request json.RawMessage) error {
+	if !json.Valid(request) {
+		return fmt.Errorf("catalog: session %s: request is not valid JSON", id)
+	}
+	err := c.inTx(ctx, func(r runner) error {
+		res, err := r.exec(ctx, `UPDATE sessions SET request = ?, updated = ? WHERE id = ?`, string(request), c.now().UnixNano(), id)
+		return mustAffect(res, err)
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: session %s: set request: %w", id, err)
+	}
+	return nil
+}

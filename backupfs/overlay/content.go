@@ -375,11 +375,15 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 		c.mu.Unlock()
 		return 0, syscall.EINVAL
 	}
+	if len(p) == 0 { // like pwrite(2): no bytes, no change of size
+		c.mu.Unlock()
+		return off, nil
+	}
 	o := c.o
 	bs := o.bs
 	end := off + int64(len(p))
 	var first, last int64 = 0, -1 // blocks to mark
-	if c.bits != nil && off < c.baseLimit && len(p) > 0 {
+	if c.bits != nil && off < c.baseLimit {
 		first, last = off/bs, (min(end, c.baseLimit)-1)/bs
 		for b := first; b <= last; b++ {
 			if c.marked(b) {

@@ -117,6 +117,10 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 	if upperDir == "" {
 		return nil, errors.New("overlay: empty upper directory")
 	}
+	upperDir, err := filepath.Abs(upperDir)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: %w", err)
+	}
 	bs := opts.BlockSize
 	if bs == 0 {
 		bs = DefaultBlockSize
@@ -597,7 +601,7 @@ func (o *Overlay) pruneWhiteoutsLocked(dir string) {
 // whiteoutLocked hides the base entry at p, if one would show, after the
 // node at p (if any) is gone.
 func (o *Overlay) whiteoutLocked(p string, bi os.FileInfo) {
-	if false && bi != nil {
+	if bi != nil && p != "/" && o.baseVisibleLocked(p) {
 		o.st.whiteouts[p] = struct{}{}
 		o.pruneWhiteoutsLocked(p)
 	}

@@ -63,8 +63,19 @@ func newApp() *cli.App {
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
 			return nil
 		},
-		Commands:             append(repoCommands(), serveCommands()...),
+		Commands:             commands(),
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors once
 	}
+}
+
+func commands() []*cli.Command {
+	cmds := append(repoCommands(), serveCommands()...)
+	cmds = append(cmds, restoreCommands()...)
+	for _, c := range cmds {
+		if c.Name == "sessions" {
+			c.Subcommands = append(c.Subcommands, sessionControlCommands()...)
+		}
+	}
+	return cmds
 }

@@ -216,7 +216,9 @@ var ErrNotFound = errors.New("not found")
 // asked.
 var ErrInvalid = errors.New("invalid request")
 
-func newSessionID() string {
+// NewSessionID returns a fresh session id, "rk-" and 8 hex digits: short,
+// because it names a datastore and a folder in the hypervisor's inventory.
+func NewSessionID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return "rk-" + hex.EncodeToString(b)
@@ -284,7 +286,7 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 	}
 	id := req.ID
 	if id == "" {
-		id = newSessionID()
+		id = NewSessionID()
 		if err := s.cfg.Catalog.CreateSession(ctx, &catalog.Session{ID: id, Kind: req.Kind, State: catalog.SessionRunning,
 			Allow: prefixStrings(allow), VMs: vms}); err != nil {
 			return nil, err

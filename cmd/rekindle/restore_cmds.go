@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/orchestrator"
+	"github.com/rekindle/rekindle/orchestrator/qemu"
+	"github.com/rekindle/rekindle/orchestrator/vsphere"
+)
+
+// Flags that pick and reach a hypervisor.
+func hypervisorFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "hypervisor", Value: "vsphere", Usage: "vsphere or qemu", EnvVars: []string{"REKINDLE_HYPERVISOR"}},
+		&cli.StringFlag{Name: "vc", Usage: "vCenter URL, e.g. https://vc.example.com/sdk", EnvVars: []string{"REKINDLE_VC_URL"}},
+		&cli.StringFlag{Name: "vc-user", Usage: "vCenter user", EnvVars: []string{"REKINDLE_VC_USER"}},
+		&cli.StringFlag{Name: "vc-password-file", Usage: "file holding the vCenter password (or set REKINDLE_VC_PASSWORD)", EnvVars: []string{"REKINDLE_VC_PASSWORD_FILE"}},
+		&cli.StringFlag{Name: "vc-thumbprint", Usage: "vCenter certificate SHA-1 thumbprint to trust", EnvVars: []string{"REKINDLE_VC_THUMBPRINT"}},
+		&cli.StringFlag{Name: "vc-ca", Usage: "CA bundle to verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_CA"}},
+		&cli.BoolFlag{Name: "vc-insecure", Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE"}},
+		&cli.StringFlag{Name: "datacenter", Usage: "vSphere datacenter (default: the only one)", EnvVars: []string{"REKINDLE_DATACENTER"}},
+		&cli.StringFlag{Name: "qemu-dir", Usage: "qemu: folder for VM state (default REPO/state/qemu)", EnvVars: []string{"REKINDLE_QEMU_DIR"}},
+	}
+}
+
+func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), error) {
+	switch c.String("hypervisor") {
+	case "qemu":
+		dir := c.String("qemu-dir")
+		if dir == "" {
+			dir = filepath.Join(repoDir, "state", "qemu")
+		}
+		d, err := qemu.New(qemu.Config{WorkDir: dir, Logger: slog.Default()})
+		return d, func() {}, err
+	case "vsphere":
+		if c.String("vc") == "" {
+			return nil, nil, &exitError{2, "vsphere: --vc URL (or REKINDLE_VC_URL) is required; or pass --hypervisor qemu"}
+		}
+		pw := os.Getenv("REKINDLE_VC_PASSWORD")
+		if f := c.String("vc-password-file"); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, nil, fmt.Errorf("vCenter password file: %w", err)
+			}
+			pw = strings.TrimRight(string(b), "\r\n")
+		}
+		d, err := vsphere.Connect(c.Context, vsphere.Config{URL: c.String("vc"), Username: c.String("vc-user"), Password: pw,
+			Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
+			Datacenter: c.String("datacenter")}, slog.Default())
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, func() { d.Close(context.Background()) }, nil
+	default:
+		return nil, nil, &exitError{2, fmt.Sprintf("--hypervisor %q: want vsphere or qemu", c.String("hypervisor"))}
+	}
+}
+
+func restoreFlags() []cli.Flag {
+	return append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
+		&cli.StringFlag{Name: "target", Usage: "cluster, resource pool or vApp inventory path (vsphere)"},
+		&cli.StringFlag{Name: "point", Usage: "restore point id (vm restores; default: latest)"},
+		&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "use the latest points at or before this time"},
+		&cli.StringSliceFlag{Name: "network-map", Usage: "SRC=DST: put NICs on network SRC onto DST (repeatable)"},
+		&cli.BoolFlag{Name: "test", Usage: "test clone: new names (--suffix), NICs on --isolated-network, fresh MACs"},
+		&cli.StringFlag{Name: "suffix", Value: "-test", Usage: "name suffix of test clones"},
+		&cli.StringFlag{Name: "isolated-network", Usage: "network for test clones' NICs"},
+		&cli.StringSliceFlag{Name: "member", Usage: "vapp: restore only these members into the running vApp (partial restore)"},
+		&cli.StringSliceFlag{Name: "apart", Usage: "comma-separated VMs that must run on different hosts (repeatable)"},
+		&cli.DurationFlag{Name: "ready-timeout", Value: 10 * time.Minute, Usage: "how long a startup group may take to come up"},
+		&cli.StringFlag{Name: "migrate-to", Usage: "after boot, Storage-vMotion to this datastore (qemu: a folder) and withdraw the export"},
+		&cli.StringFlag{Name: "nfs-server", Usage: "NFS server name the hosts mount (default: the server's own)"},
+		&cli.StringSliceFlag{Name: "allow", Usage: "host address or CIDR admitted to the session (repeatable; default: loopback)"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
+	}, hypervisorFlags()...)
+}
+
+func restoreCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name: "restore", Usage: "instant recovery: run VMs from their backups, in startup order",
+			Subcommands: []*cli.Command{
+				{Name: "vapp", Usage: "restore a vApp (or --member some of it)", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd},
+				{Name: "vm", Usage: "restore one VM", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd},
+			},
+		},
+		{
+			Name: "migrate", Usage: "move a session's VMs to production storage and withdraw the export", ArgsUsage: "SESSION",
+			Flags: append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
+				&cli.StringFlag{Name: "to", Required: true, Usage: "target datastore (qemu: a folder)"}}, hypervisorFlags()...),
+			Action: func(c *cli.Context) error {
+				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Migrate(c.Context, id, c.String("to")) })
+			},
+		},
+	}
+}
+
+func sessionControlCommands() []*cli.Command {
+	flags := append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag}, hypervisorFlags()...)
+	return []*cli.Command{
+		{Name: "resume", Usage: "finish a restore session that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
+			Action: func(c *cli.Context) error {
+				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Resume(c.Context, id) })
+			}},
+		{Name: "stop", Usage: "undo a restore session: power off, unregister, unmount, discard", ArgsUsage: "ID", Flags: flags,
+			Action: func(c *cli.Context) error {
+				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Stop(c.Context, id) })
+			}},
+	}
+}
+
+// newOrchestrator wires the catalog, the hypervisor driver and the server's
+// API into an orchestrator that prints its steps.
+func newOrchestrator(c *cli.Context) (*orchestrator.Orchestrator, func(), error) {
+	r, cat, err := openRepoCatalog(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, closeDriver, err := openDriver(c, r.Dir)
+	if err != nil {
+		cat.Close()
+		return nil, nil, err
+	}
+	o := &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: datastore.NewClient(c.String("server")),
+		Logger: slog.New(slog.DiscardHandler), Events: stepPrinter(os.Stdout, c.Bool("json"))}
+	return o, func() { closeDriver(); cat.Close() }, nil
+}
+
+func withOrchestrator(c *cli.Context, fn func(*orchestrator.Orchestrator, string) error) error {
+	if c.NArg() != 1 {
+		return &exitError{2, c.Command.Name + ": give one session ID"}
+	}
+	o, done, err := newOrchestrator(c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	id := c.Args().First()
+	if err := fn(o, id); err != nil {
+		return sessionError(id, err)
+	}
+	if !c.Bool("json") {
+		fmt.Printf("session %s: %s done\n", id, c.Command.Name)
+	}
+	return nil
+}
+
+// sessionError tells the operator what they can do next.
+func sessionError(id string, err error) error {
+	if errors.Is(err, catalog.ErrNotFound) {
+		return err
+	}
+	return fmt.Errorf("%w\nthe session is kept: `rekindle sessions resume %s` retries from the failed step, `rekindle sessions stop %s` undoes it", err, id, id)
+}
+
+// stepPrinter renders orchestrator events: a line per step start and end
+// with its duration, progress lines, or JSON lines with --json.
+func stepPrinter(w io.Writer, asJSON bool) func(orchestrator.Event) {
+	lastPct := map[string]int{}
+	return func(e orchestrator.Event) {
+		if asJSON {
+			b, _ := json.Marshal(e)
+			fmt.Fprintln(w, string(b))
+			return
+		}
+		switch e.Phase {
+		case "start":
+			fmt.Fprintf(w, "%-10s started\n", e.Step)
+		case "done":
+			fmt.Fprintf(w, "%-10s done in %s\n", e.Step, e.Duration.Round(time.Millisecond))
+		case "failed":
+			fmt.Fprintf(w, "%-10s FAILED after %s: %s\n", e.Step, e.Duration.Round(time.Millisecond), e.Err)
+		case "progress":
+			if e.Percent > 0 {
+				key := e.Step + e.Message
+				if e.Percent < 100 && e.Percent-lastPct[key] < 10 {
+					return
+				}
+				lastPct[key] = e.Percent
+				fmt.Fprintf(w, "%-10s   %s %d%%\n", "", e.Message, e.Percent)
+				return
+			}
+			fmt.Fprintf(w, "%-10s   %s\n", "", e.Message)
+		}
+	}
+}
+
+func restoreCmd(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return &exitError{2, "restore " + c.Command.Name + ": give one NAME"}
+	}
+	name := c.Args().First()
+	req := orchestrator.Request{Target: c.String("target"), Point: c.String("point"), Test: c.Bool("test"),
+		IsolatedNetwork: c.String("isolated-network"), MigrateTo: c.String("migrate-to"),
+		ReadyTimeout: c.Duration("ready-timeout"), Allow: c.StringSlice("allow"), Server: c.String("nfs-server")}
+	if c.Bool("test") {
+		req.Suffix = c.String("suffix")
+	}
+	if t := c.Timestamp("before"); t != nil {
+		req.Before = *t
+	}
+	switch {
+	case c.Command.Name == "vm":
+		req.Kind, req.VMs = orchestrator.KindVM, []string{name}
+	case len(c.StringSlice("member")) > 0:
+		req.Kind, req.App, req.VMs = orchestrator.KindPartial, name, c.StringSlice("member")
+	case c.Bool("test"):
+		req.Kind, req.App = orchestrator.KindTest, name
+	default:
+		req.Kind, req.App = orchestrator.KindVApp, name
+	}
+	for _, m := range c.StringSlice("network-map") {
+		src, dst, ok := strings.Cut(m, "=")
+		if !ok || src == "" || dst == "" {
+			return &exitError{2, fmt.Sprintf("--network-map %q: want SRC=DST", m)}
+		}
+		if req.NetworkMap == nil {
+			req.NetworkMap = map[string]string{}
+		}
+		req.NetworkMap[src] = dst
+	}
+	for _, a := range c.StringSlice("apart") {
+		req.Apart = append(req.Apart, strings.Split(a, ","))
+	}
+	o, done, err := newOrchestrator(c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if req.Server == "" {
+		st, err := datastore.NewClient(c.String("server")).Status(c.Context)
+		if err != nil {
+			return err
+		}
+		req.Server = st.Server
+	}
+	if c.Bool("dry-run") {
+		p, err := o.Plan(c.Context, req)
+		if err != nil {
+			return err
+		}
+		return printPlan(p, c.Bool("json"))
+	}
+	start := time.Now()
+	id, err := o.Start(c.Context, req)
+	if err != nil {
+		if id == "" {
+			return err
+		}
+		return sessionError(id, err)
+	}
+	if !c.Bool("json") {
+		_, p, err := o.LoadPlan(c.Context, id)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("session %s: %d VMs restored in %s\n", id, len(p.VMs), time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+func printPlan(p *orchestrator.Plan, asJSON bool) error {
+	if asJSON {
+		return printJSON(os.Stdout, p)
+	}
+	fmt.Printf("plan (%s, nothing changed): NFS %s mounted on %s\n", p.Request.Kind, p.Request.Server, strings.Join(p.Hosts, ", "))
+	if p.App != nil {
+		fmt.Printf("vApp %s under %s\n", p.App.Name, dash(p.App.Parent))
+	}
+	var rows [][]string
+	for gi, g := range p.Groups {
+		for _, name := range g {
+			vm := p.VM(name)
+			var nets []string
+			for _, n := range vm.Spec.NICs {
+				nets = append(nets, n.Network)
+			}
+			wait := "-"
+			if vm.Ready.Heartbeat {
+				wait = "guest"
+			}
+			rows = append(rows, []string{fmt.Sprint(gi + 1), vm.Name, vm.Source + "@" + vm.Point, vm.Host,
+				fmt.Sprintf("%d/%dMB", vm.Spec.NumCPU, vm.Spec.MemoryMB), strings.Join(nets, ","), wait, fmt.Sprintf("%ds", vm.StartDelay)})
+		}
+	}
+	table(os.Stdout, []string{"GROUP", "VM", "FROM", "HOST", "CPU/MEM", "NETWORKS", "WAIT", "DELAY"}, rows)
+	if p.Request.MigrateTo != "" {
+		fmt.Printf("then migrate to %s and withdraw the export\n", p.Request.MigrateTo)
+	}
+	return nil
+}

@@ -1,0 +1,474 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd/datastore"
+)
+
+// Step names, in the order a restore runs them.
+const (
+	StepExpose    = "expose"    // publish the session export, mount it on every host
+	StepApp       = "app"       // create or find the vApp
+	StepRegister  = "register"  // register every VM from the export
+	StepReconcile = "reconcile" // CPU, memory, disks, NICs from the backup record
+	StepBoot      = "boot"      // power on group by group, waiting for readiness
+	StepMigrate   = "migrate"   // Storage vMotion to production storage
+	StepCleanup   = "cleanup"   // unmount from every host, discard the overlay
+)
+
+// Exporter publishes and withdraws session exports: the datastore service
+// in process, or its HTTP client.
+type Exporter interface {
+	Publish(ctx context.Context, req datastore.PublishRequest) (*datastore.SessionInfo, error)
+	Discard(ctx context.Context, id string) error
+}
+
+// Event reports a step starting, progressing or ending.
+type Event struct {
+	Session  string        `json:"session"`
+	Step     string        `json:"step"`
+	Phase    string        `json:"phase"` // start, progress, done, failed
+	Message  string        `json:"message,omitempty"`
+	Percent  int           `json:"percent,omitempty"`
+	Duration time.Duration `json:"duration,omitempty"`
+	Err      string        `json:"error,omitempty"`
+}
+
+// Orchestrator runs restore sessions.
+type Orchestrator struct {
+	Catalog  *catalog.Catalog
+	Driver   Driver
+	Exporter Exporter
+	Logger   *slog.Logger
+	// Events, when set, receives every step's start, progress and end.
+	Events func(Event)
+}
+
+func (o *Orchestrator) log() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+func (o *Orchestrator) emit(e Event) {
+	if o.Events != nil {
+		o.Events(e)
+	}
+}
+
+// Plan resolves req against the catalog and the driver's inventory without
+// changing anything: what `--dry-run` shows.
+func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
+	in := Inputs{Points: map[string]*repo.RestorePoint{}}
+	if req.App != "" {
+		a, err := o.Catalog.App(ctx, req.App)
+		if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+			return nil, err
+		}
+		in.App = a
+	}
+	vms := req.VMs
+	if in.App != nil && (req.Kind == KindVApp || req.Kind == KindTest) {
+		vms = nil
+		for _, m := range in.App.Members {
+			vms = append(vms, m.VM)
+		}
+	}
+	for _, vm := range vms {
+		var p *repo.RestorePoint
+		var err error
+		if req.Point != "" && req.Kind == KindVM {
+			p, err = o.Catalog.Point(ctx, req.Point)
+			if err == nil && p.VM.Name != vm {
+				return nil, fmt.Errorf("%w: restore point %s belongs to %s, not %s", ErrPlan, req.Point, p.VM.Name, vm)
+			}
+		} else {
+			p, err = o.Catalog.LatestPoint(ctx, vm, req.Before)
+		}
+		if err != nil {
+			if errors.Is(err, catalog.ErrNotFound) {
+				continue // MakePlan names the VM without a point
+			}
+			return nil, err
+		}
+		in.Points[vm] = p
+	}
+	hosts, err := o.Driver.Hosts(ctx, req.Target)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts under %q: %w", req.Target, err)
+	}
+	in.Hosts = hosts
+	return MakePlan(req, in)
+}
+
+// Start plans req, records the session and runs it. It returns the session
+// id even when a step fails: the session can then be resumed or stopped.
+func (o *Orchestrator) Start(ctx context.Context, req Request) (string, error) {
+	p, err := o.Plan(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	id := datastore.NewSessionID()
+	p.Datastore = id
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	kind := map[string]string{KindVApp: catalog.KindVApp, KindPartial: catalog.KindPartial, KindVM: catalog.KindVM, KindTest: catalog.KindTest}[req.Kind]
+	s := &catalog.Session{ID: id, Kind: kind, State: catalog.SessionPlanned, Target: req.Target, Hypervisor: o.Driver.Name(),
+		Allow: req.Allow, Request: b}
+	for _, vm := range p.VMs {
+		s.VMs = append(s.VMs, catalog.SessionVM{VM: vm.Source, PointID: vm.Point, Host: vm.Host, Name: vm.Folder})
+	}
+	for _, st := range p.steps() {
+		s.Steps = append(s.Steps, catalog.Step{Name: st})
+	}
+	if err := o.Catalog.CreateSession(ctx, s); err != nil {
+		return "", err
+	}
+	o.log().Info("restore session created", "session", id, "kind", req.Kind, "vms", len(p.VMs))
+	return id, o.Resume(ctx, id)
+}
+
+// steps lists the steps this plan runs.
+func (p *Plan) steps() []string {
+	s := []string{StepExpose}
+	if p.App != nil {
+		s = append(s, StepApp)
+	}
+	s = append(s, StepRegister, StepReconcile, StepBoot)
+	if p.Request.MigrateTo != "" {
+		s = append(s, StepMigrate, StepCleanup)
+	}
+	return s
+}
+
+// LoadPlan returns the plan stored with session id.
+func (o *Orchestrator) LoadPlan(ctx context.Context, id string) (*catalog.Session, *Plan, error) {
+	s, err := o.Catalog.Session(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	var p Plan
+	if err := json.Unmarshal(s.Request, &p); err != nil || p.Datastore == "" {
+		return nil, nil, fmt.Errorf("session %s has no restore plan (a plain published session? use `rekindle sessions discard`)", id)
+	}
+	if s.Hypervisor != "" && s.Hypervisor != o.Driver.Name() {
+		return nil, nil, fmt.Errorf("session %s runs on %s, not %s: pass --hypervisor %s", id, s.Hypervisor, o.Driver.Name(), s.Hypervisor)
+	}
+	return s, &p, nil
+}
+
+// Resume runs every step of session id that is not done yet, in order.
+// Steps are idempotent, so a step that was running when the orchestrator
+// died runs again safely.
+func (o *Orchestrator) Resume(ctx context.Context, id string) error {
+	s, p, err := o.LoadPlan(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch s.State {
+	case catalog.SessionStopped, catalog.SessionStopping:
+		return fmt.Errorf("session %s was stopped: start a new restore", id)
+	case catalog.SessionDone:
+		return nil
+	}
+	done := map[string]bool{}
+	for _, st := range s.Steps {
+		done[st.Name] = st.State == catalog.StepDone
+	}
+	if err := o.Catalog.SetSessionState(ctx, id, catalog.SessionRunning, ""); err != nil {
+		return err
+	}
+	for _, name := range p.steps() {
+		if done[name] {
+			continue
+		}
+		if err := o.runStep(ctx, id, name, func(ctx context.Context) (any, error) { return o.do(ctx, id, p, name) }); err != nil {
+			o.Catalog.SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
+			return err
+		}
+	}
+	final := catalog.SessionRunning // VMs run from the export
+	if done[StepCleanup] || slices.Contains(p.steps(), StepCleanup) {
+		final = catalog.SessionDone
+	}
+	return o.Catalog.SetSessionState(ctx, id, final, "")
+}
+
+// Migrate moves session id's VMs to datastore and withdraws the export.
+func (o *Orchestrator) Migrate(ctx context.Context, id, datastoreName string) error {
+	s, p, err := o.LoadPlan(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.State == catalog.SessionStopped || s.State == catalog.SessionDone {
+		return fmt.Errorf("session %s is %s: nothing to migrate", id, s.State)
+	}
+	for _, st := range s.Steps {
+		if st.Name == StepBoot && st.State != catalog.StepDone {
+			return fmt.Errorf("session %s: boot has not finished (%s): resume it first", id, st.State)
+		}
+	}
+	p.Request.MigrateTo = datastoreName
+	b, _ := json.Marshal(p)
+	if err := o.Catalog.SetSessionRequest(ctx, id, b); err != nil {
+		return err
+	}
+	return o.Resume(ctx, id)
+}
+
+func (o *Orchestrator) runStep(ctx context.Context, id, name string, fn func(context.Context) (any, error)) error {
+	if _, err := o.Catalog.StartStep(ctx, id, name); err != nil {
+		return err
+	}
+	start := time.Now()
+	o.emit(Event{Session: id, Step: name, Phase: "start"})
+	o.log().Info("step started", "session", id, "step", name)
+	detail, err := fn(ctx)
+	d := time.Since(start)
+	// Record the outcome even when ctx was cancelled mid-step.
+	rctx := context.WithoutCancel(ctx)
+	if err != nil {
+		err = fmt.Errorf("session %s: step %s: %w", id, name, err)
+		o.Catalog.EndStep(rctx, id, name, catalog.StepFailed, detail, err.Error())
+		o.emit(Event{Session: id, Step: name, Phase: "failed", Duration: d, Err: err.Error()})
+		o.log().Error("step failed", "session", id, "step", name, "duration", d, "err", err)
+		return err
+	}
+	if err := o.Catalog.EndStep(rctx, id, name, catalog.StepDone, detail, ""); err != nil {
+		return err
+	}
+	o.emit(Event{Session: id, Step: name, Phase: "done", Duration: d})
+	o.log().Info("step done", "session", id, "step", name, "duration", d)
+	return nil
+}
+
+func (p *Plan) pool() string {
+	if p.AppPath != "" {
+		return p.AppPath
+	}
+	return p.Request.Target
+}
+
+func (p *Plan) mount() NFSMount {
+	return NFSMount{Server: p.Request.Server, Path: datastore.SessionsExport + "/" + p.Datastore, Name: p.Datastore}
+}
+
+// do carries out one step of plan p.
+func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) (any, error) {
+	d := o.Driver
+	switch step {
+	case StepExpose:
+		req := datastore.PublishRequest{ID: id, Allow: p.Request.Allow}
+		for _, vm := range p.VMs {
+			req.VMs = append(req.VMs, datastore.PublishVM{VM: vm.Source, Point: vm.Point, As: vm.Folder})
+		}
+		info, err := o.Exporter.Publish(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("publish export: %w", err)
+		}
+		for _, h := range p.Hosts {
+			if err := d.MountNFS(ctx, h, p.mount()); err != nil {
+				return nil, fmt.Errorf("mount %s on host %s: %w", info.NFSPath, h, err)
+			}
+			o.emit(Event{Session: id, Step: step, Phase: "progress", Message: "mounted on " + h})
+		}
+		return map[string]any{"nfs_path": info.NFSPath, "hosts": p.Hosts}, nil
+	case StepApp:
+		path, err := d.EnsureApp(ctx, *p.App)
+		if err != nil {
+			return nil, fmt.Errorf("vApp %s: %w", p.App.Name, err)
+		}
+		p.AppPath = path
+		b, _ := json.Marshal(p)
+		return map[string]string{"app": path}, o.Catalog.SetSessionRequest(ctx, id, b)
+	case StepRegister:
+		refs := map[string]VMRef{}
+		for _, vm := range p.VMs {
+			ref, err := d.RegisterVM(ctx, Placement{Name: vm.Name, Host: vm.Host, Datastore: p.Datastore,
+				VMXPath: vm.Folder + "/" + vm.Source + ".vmx", Pool: p.pool()})
+			if err != nil {
+				return refs, fmt.Errorf("register %s on %s: %w", vm.Name, vm.Host, err)
+			}
+			refs[vm.Name] = ref
+			o.emit(Event{Session: id, Step: step, Phase: "progress", Message: fmt.Sprintf("%s registered on %s", vm.Name, vm.Host)})
+		}
+		return refs, nil
+	case StepReconcile:
+		for _, vm := range p.VMs {
+			ref, err := d.FindVM(ctx, vm.Name)
+			if err != nil {
+				return nil, fmt.Errorf("reconcile %s: %w", vm.Name, err)
+			}
+			spec := vm.Spec
+			spec.Disks = slices.Clone(spec.Disks)
+			for i := range spec.Disks {
+				spec.Disks[i].File = fmt.Sprintf("[%s] %s", p.Datastore, spec.Disks[i].File)
+			}
+			if err := d.Reconcile(ctx, ref, spec); err != nil {
+				return nil, fmt.Errorf("reconcile %s: %w", vm.Name, err)
+			}
+		}
+		if p.App != nil {
+			// The vApp's startup order names the VMs, so it is set once they exist.
+			if _, err := d.EnsureApp(ctx, *p.App); err != nil {
+				return nil, fmt.Errorf("vApp %s startup order: %w", p.App.Name, err)
+			}
+		}
+		return nil, nil
+	case StepBoot:
+		return o.boot(ctx, id, p)
+	case StepMigrate:
+		for _, vm := range p.VMs {
+			ref, err := d.FindVM(ctx, vm.Name)
+			if err != nil {
+				return nil, fmt.Errorf("migrate %s: %w", vm.Name, err)
+			}
+			err = d.Relocate(ctx, ref, p.Request.MigrateTo, func(pct int) {
+				o.emit(Event{Session: id, Step: step, Phase: "progress", Percent: pct, Message: vm.Name})
+			})
+			if err != nil {
+				return nil, fmt.Errorf("migrate %s to %s: %w", vm.Name, p.Request.MigrateTo, err)
+			}
+		}
+		return map[string]string{"datastore": p.Request.MigrateTo}, nil
+	case StepCleanup:
+		for _, h := range p.Hosts {
+			if err := d.UnmountNFS(ctx, h, p.Datastore); err != nil {
+				return nil, fmt.Errorf("unmount %s from %s: %w", p.Datastore, h, err)
+			}
+		}
+		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return nil, fmt.Errorf("discard the session overlay: %w", err)
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("unknown step %q", step)
+}
+
+// boot powers the VMs on group by group. A group starts only when the
+// previous one is up: ready (heartbeat) where the member waits for its guest,
+// then the longest start delay of the group.
+func (o *Orchestrator) boot(ctx context.Context, id string, p *Plan) (any, error) {
+	type booted struct {
+		VM      string    `json:"vm"`
+		Group   int       `json:"group"`
+		PowerOn time.Time `json:"power_on"`
+		Ready   time.Time `json:"ready"`
+	}
+	var out []booted
+	timeout := p.Request.ReadyTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	for gi, names := range p.Groups {
+		delay := 0
+		var group []booted
+		for _, name := range names {
+			vm := p.VM(name)
+			ref, err := o.Driver.FindVM(ctx, name)
+			if err != nil {
+				return out, fmt.Errorf("power on %s: %w", name, err)
+			}
+			if err := o.Driver.PowerOn(ctx, ref); err != nil {
+				return out, fmt.Errorf("power on %s: %w", name, err)
+			}
+			group = append(group, booted{VM: name, Group: vm.Group, PowerOn: time.Now().UTC()})
+			delay = max(delay, vm.StartDelay)
+			o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s powered on", gi+1, name)})
+		}
+		for i, name := range names {
+			vm := p.VM(name)
+			if vm.Ready.Heartbeat || vm.Ready.IP {
+				ref, _ := o.Driver.FindVM(ctx, name)
+				wctx, cancel := context.WithTimeout(ctx, timeout)
+				err := o.Driver.WaitReady(wctx, ref, vm.Ready)
+				cancel()
+				if err != nil {
+					return append(out, group...), fmt.Errorf("group %d: %s not ready within %s: %w", gi+1, name, timeout, err)
+				}
+			}
+			group[i].Ready = time.Now().UTC()
+			o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s up", gi+1, name)})
+		}
+		out = append(out, group...)
+		if delay > 0 && gi < len(p.Groups)-1 {
+			select {
+			case <-time.After(time.Duration(delay) * time.Second):
+			case <-ctx.Done():
+				return out, ctx.Err()
+			}
+		}
+	}
+	return out, nil
+}
+
+// Stop undoes session id: powers its VMs off, unregisters them, removes the
+// vApp it created, unmounts the datastore from every host and discards the
+// overlay, leaving the hypervisor as it was. It is idempotent.
+func (o *Orchestrator) Stop(ctx context.Context, id string) error {
+	s, p, err := o.LoadPlan(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := o.Catalog.SetSessionState(ctx, id, catalog.SessionStopping, ""); err != nil {
+		return err
+	}
+	createdApp := false
+	for _, st := range s.Steps {
+		if st.Name == StepApp && st.State != catalog.StepPending {
+			createdApp = p.Request.Kind != KindPartial // a partial restore joins a running vApp
+		}
+	}
+	var errs []error
+	d := o.Driver
+	err = o.runStep(ctx, id, "stop", func(ctx context.Context) (any, error) {
+		for _, vm := range slices.Backward(p.VMs) {
+			ref, err := d.FindVM(ctx, vm.Name)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := d.PowerOff(ctx, ref); err != nil {
+				errs = append(errs, fmt.Errorf("power off %s: %w", vm.Name, err))
+				continue
+			}
+			if err := d.Unregister(ctx, ref); err != nil {
+				errs = append(errs, fmt.Errorf("unregister %s: %w", vm.Name, err))
+			}
+		}
+		if createdApp && p.AppPath != "" {
+			if err := d.DestroyApp(ctx, p.AppPath); err != nil {
+				errs = append(errs, fmt.Errorf("remove vApp %s: %w", p.AppPath, err))
+			}
+		}
+		for _, h := range p.Hosts {
+			if err := d.UnmountNFS(ctx, h, p.Datastore); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s from %s: %w", p.Datastore, h, err))
+			}
+		}
+		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("discard the session overlay: %w", err))
+		}
+		return nil, errors.Join(errs...)
+	})
+	if err != nil {
+		o.Catalog.SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
+		return err
+	}
+	return o.Catalog.SetSessionState(ctx, id, catalog.SessionStopped, "")
+}
