@@ -153,7 +153,8 @@ func (pipeAddr) String() string  { return "go-nfs" }
 
 // goNFSLogger routes go-nfs's package-level logger to the most recent
 // non-nil Config.Logger. go-nfs calls many client mistakes errors, so its errors
-// are logged as warnings and its warnings as debug.
+// are logged as warnings and its warnings as debug; go-nfs never asks to panic or
+// exit, and this logger would only log if it did.
 type goNFSLogger struct{ l atomic.Pointer[slog.Logger] }
 
 var goNFSLog = &goNFSLogger{}
@@ -180,7 +181,7 @@ func (g *goNFSLogger) log(level slog.Level, msg string) {
 func (g *goNFSLogger) SetLevel(nfs.LogLevel)                   {}
 func (g *goNFSLogger) GetLevel() nfs.LogLevel                  { return nfs.DebugLevel }
 func (g *goNFSLogger) ParseLevel(string) (nfs.LogLevel, error) { return nfs.InfoLevel, nil }
-func (g *goNFSLogger) Panic(a ...interface{})                  { panic(fmt.Sprint(a...)) }
+func (g *goNFSLogger) Panic(a ...interface{})                  { g.log(slog.LevelError, fmt.Sprint(a...)) }
 func (g *goNFSLogger) Fatal(a ...interface{})                  { g.log(slog.LevelError, fmt.Sprint(a...)) }
 func (g *goNFSLogger) Error(a ...interface{})                  { g.log(slog.LevelWarn, fmt.Sprint(a...)) }
 func (g *goNFSLogger) Warn(a ...interface{})                   { g.log(slog.LevelDebug, fmt.Sprint(a...)) }
@@ -188,7 +189,9 @@ func (g *goNFSLogger) Info(a ...interface{})                   { g.log(slog.Leve
 func (g *goNFSLogger) Debug(a ...interface{})                  { g.log(slog.LevelDebug-4, fmt.Sprint(a...)) }
 func (g *goNFSLogger) Trace(a ...interface{})                  {}
 func (g *goNFSLogger) Print(a ...interface{})                  { g.log(slog.LevelDebug, fmt.Sprint(a...)) }
-func (g *goNFSLogger) Panicf(f string, a ...interface{})       { panic(fmt.Sprintf(f, a...)) }
+func (g *goNFSLogger) Panicf(f string, a ...interface{}) {
+	g.log(slog.LevelError, fmt.Sprintf(f, a...))
+}
 func (g *goNFSLogger) Fatalf(f string, a ...interface{}) {
 	g.log(slog.LevelError, fmt.Sprintf(f, a...))
 }

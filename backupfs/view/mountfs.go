@@ -95,6 +95,7 @@ type MountFS struct {
 	mu    sync.RWMutex
 	subs  map[string]billy.Filesystem
 	mtime time.Time
+	space func() (total, free, avail uint64, err error)
 }
 
 // NewMountFS returns an empty MountFS; ns keeps its root's id apart from
@@ -376,4 +377,34 @@ func (m *MountFS) PathOf(id uint64) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("file id %016x: %w", id, os.ErrNotExist)
+}
+
+// SetSpace sets what Space reports (the NFS server's FSSTAT).
+func (m *MountFS) SetSpace(fn func() (total, free, avail uint64, err error)) {
+	m.mu.Lock()
+	m.space = fn
+	m.mu.Unlock()
+}
+
+// Space reports the capacity set with SetSpace.
+func (m *MountFS) Space() (total, free, avail uint64, err error) {
+	m.mu.RLock()
+	fn := m.space
+	m.mu.RUnlock()
+	if fn == nil {
+		return 0, 0, 0, errors.New("capacity unknown")
+	}
+	return fn()
+}
+
+// FolderSpace reports the capacity of the filesystem holding dir.
+func FolderSpace(dir string) func() (total, free, avail uint64, err error) {
+	return func() (uint64, uint64, uint64, error) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			return 0, 0, 0, err
+		}
+		bs := uint64(st.Bsize)
+		return st.Blocks * bs, st.Bfree * bs, st.Bavail * bs, nil
+	}
 }

@@ -309,3 +309,10 @@ func (f *roFile) Unlock() error { return nil }
 func (f *roFile) Truncate(int64) error {
 	return &os.PathError{Op: "truncate", Path: f.name, Err: errReadOnly}
 }
+
+// Space reports the repository's filesystem as full: restore points take no
+// writes.
+func (fs *PointFS) Space() (total, free, avail uint64, err error) {
+	total, _, _, err = FolderSpace(fs.repo.Dir)()
+	return total, 0, 0, err
+}

@@ -178,3 +178,27 @@ func TestMountFS(t *testing.T) {
 		t.Fatalf("after unmount: %v", err)
 	}
 }
+
+func TestWritableModes(t *testing.T) {
+	r, p := storePoint(t, randBytes(1000))
+	pfs, _ := NewPointFS(r, repo.NewCache(repo.CacheOptions{}))
+	sub, _ := Sub(pfs, "/web01/"+p.ID)
+	w := Writable(sub)
+	fi, err := w.Stat("/web01.vmx")
+	if err != nil || fi.Mode() != 0o644 {
+		t.Fatalf("file mode %v %v", fi.Mode(), err)
+	}
+	root, _ := w.Stat("/")
+	ents, _ := w.ReadDir("/")
+	if root.Mode() != os.ModeDir|0o755 || len(ents) != 3 || ents[0].Mode() != 0o644 {
+		t.Fatalf("modes: root %v, entries %v", root.Mode(), ents)
+	}
+	id, _ := w.(IDer).FileID("/web01.vmx")
+	pid, _ := pfs.FileID("/web01/" + p.ID + "/web01.vmx")
+	if id != pid {
+		t.Fatal("wrapper changed the file id")
+	}
+	if _, err := w.Create("/x"); !errors.Is(err, os.ErrPermission) {
+		t.Fatalf("wrapper made the view writable: %v", err)
+	}
+}

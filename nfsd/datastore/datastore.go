@@ -108,6 +108,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.root = view.NewMountFS("sessions")
+	// Sessions write into the state folder: its free space is the datastore's.
+	s.root.SetSpace(view.FolderSpace(cfg.StateDir))
 	ncfg := nfsd.Config{
 		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
 		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow,
@@ -355,7 +357,7 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 		if err != nil {
 			return fmt.Errorf("session %s: vm %s point %s: %w", id, v.VM, v.PointID, err)
 		}
-		if err := base.Mount(v.Name, sub); err != nil {
+		if err := base.Mount(v.Name, view.Writable(sub)); err != nil {
 			return err
 		}
 	}

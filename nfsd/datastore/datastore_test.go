@@ -18,6 +18,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/ingest"
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd/nfstest"
 	"github.com/rekindle/rekindle/testdata/vmgen"
 )
 
@@ -41,6 +42,10 @@ func newEnv(t *testing.T, portmap string) *env {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found: run `make deps` first", tool)
 		}
+	}
+	if portmap != "" {
+		// Other packages' tests bind port 111 in the same namespace.
+		nfstest.LockPortmap(t, 5*time.Minute)
 	}
 	dir := t.TempDir()
 	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})

@@ -379,7 +379,7 @@ func (b *specBuilder) nics(nics []orchestrator.NICSpec, networks map[string]type
 				ec.AddressType = string(types.VirtualEthernetCardMacTypeManual)
 				ec.MacAddress = macs[i]
 			}
-			b.change(types.VirtualDeviceConfigSpecOperationEdit, edited)
+			b.change(types.VirtualDeviceConfigSpecOperationEdit, edited.(types.BaseVirtualDevice))
 			continue
 		}
 		if old != nil {
