@@ -49,13 +49,14 @@
 //	{"version":1,"salt":"…","blockSize":65536,"nextSeq":3,
 //	 "nodes":[{"path":"/web01/web01.vmx","id":"9f3a…","kind":"file",
 //	           "mode":420,"uid":0,"gid":0,"mtimeNs":…,
-//	           "origin":"/web01/web01.vmx","baseLimit":2904,"opaque":false}, …],
+//	           "origin":"/web01/web01.vmx","baseLimit":2904}, …],
 //	 "whiteouts":["/web01/web01.vmx.lck"]}
 //
 // Paths are clean and absolute ("/" is the root); kind is "file" or "dir";
 // mode holds permission bits only; mtimeNs is the modification time of
-// directories (and of files that have no data file yet). nextSeq is the
-// counter the next created node's id is derived from.
+// directories (and of files that have no data file yet); origin, baseLimit
+// and opaque are left out when empty. nextSeq is the counter the next
+// created node's id is derived from. Nodes and whiteouts are sorted by path.
 //
 // A data file's size is the file's size and its mtime the file's mtime; a
 // missing data file means "nothing written yet" (size baseLimit, or 0 for a

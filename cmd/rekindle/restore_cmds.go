@@ -17,7 +17,6 @@ import (
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
-	"github.com/rekindle/rekindle/orchestrator/qemu"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
 )
 
@@ -36,6 +35,9 @@ func hypervisorFlags() []cli.Flag {
 	}
 }
 
+// newQEMUDriver opens the qemu driver (set by driver_qemu.go).
+var newQEMUDriver func(workDir string) (orchestrator.Driver, error)
+
 func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), error) {
 	switch c.String("hypervisor") {
 	case "qemu":
@@ -43,7 +45,10 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 		if dir == "" {
 			dir = filepath.Join(repoDir, "state", "qemu")
 		}
-		d, err := qemu.New(qemu.Config{WorkDir: dir, Logger: slog.Default()})
+		if newQEMUDriver == nil {
+			return nil, nil, errors.New("this rekindle was built without the qemu driver")
+		}
+		d, err := newQEMUDriver(dir)
 		return d, func() {}, err
 	case "vsphere":
 		if c.String("vc") == "" {

@@ -179,11 +179,14 @@ func (s *HostDatastoreSystem) RemoveDatastore(ctx *simulator.Context, req *types
 
 	// The compute resource lists a datastore while any of its hosts mounts it.
 	if s.Host.Parent != nil {
-		if cr := computeResource(ctx.Map.Get(*s.Host.Parent)); cr != nil {
+		obj := ctx.Map.Get(*s.Host.Parent)
+		if cr := computeResource(obj); cr != nil {
 			still := slices.ContainsFunc(mounts, func(m types.DatastoreHostMount) bool { return slices.Contains(cr.Host, m.Key) })
 			if !still {
-				ctx.WithLock(cr, func() {
-					ctx.Update(cr, []types.PropertyChange{{Name: "datastore", Val: without(cr.Datastore, ds.Self)}})
+				// Update the registry's object: the property type info
+				// follows its managed object type.
+				ctx.WithLock(obj, func() {
+					ctx.Update(obj, []types.PropertyChange{{Name: "datastore", Val: without(cr.Datastore, ds.Self)}})
 				})
 			}
 		}
