@@ -51,6 +51,7 @@ func TestConnect(t *testing.T) {
 	wrongPass := good
 	wrongPass.Password = "not-the-" + simPassword
 	_, err = Connect(ctx, wrongPass, testLogger(t))
+	t.Logf("wrong password: %v", err)
 	if err == nil || strings.Contains(err.Error(), wrongPass.Password) {
 		t.Fatalf("wrong password: want an error that does not show the password, got %v", err)
 	}
@@ -270,7 +271,9 @@ func TestRestore(t *testing.T) {
 	mustNotFound(t, err, "start order of an unregistered member")
 
 	// The export cannot go while the VM is registered from it.
-	if err := d.UnmountNFS(ctx, "DC0_C0_H0", "rekindle"); err == nil || !strings.Contains(err.Error(), "web01") {
+	err = d.UnmountNFS(ctx, "DC0_C0_H0", "rekindle")
+	t.Logf("unmount in use: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "web01") {
 		t.Fatalf("unmount under a registered VM: %v", err)
 	}
 	if err := d.DestroyApp(ctx, appPath); err == nil || !strings.Contains(err.Error(), "web01") {
@@ -313,6 +316,7 @@ func TestRestore(t *testing.T) {
 	short, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
 	err = d.WaitReady(short, vm, check)
 	cancel()
+	t.Logf("gray heartbeat: %v", err)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "heartbeat") {
 		t.Fatalf("WaitReady with a gray heartbeat: %v", err)
 	}
@@ -453,6 +457,7 @@ func TestFaults(t *testing.T) {
 		Enabled:     true,
 	})
 	err = d.PowerOff(ctx, vm)
+	t.Logf("injected fault: %v", err)
 	if err == nil || !strings.Contains(err.Error(), msg) || !strings.HasPrefix(err.Error(), "power off DC0_H0_VM0: ") {
 		t.Fatalf("injected fault: %v", err)
 	}
@@ -475,6 +480,7 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = d.PowerOn(ctx, vm)
+	t.Logf("task fault: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "power on DC0_H0_VM0: InvalidState") {
 		t.Fatalf("power on in maintenance mode: %v", err)
 	}
