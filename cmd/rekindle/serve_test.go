@@ -5,6 +5,7 @@ import (
 	"context"
 	le "encoding/binary"
 	"io"
+	"os"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -174,5 +175,41 @@ func TestKillDashNine(t *testing.T) {
 	out, _ := run(t, false, "sessions", "show", "--server", api, info.ID)
 	if !strings.Contains(out, "running") {
 		t.Fatalf("session after restart:\n%s", out)
+	}
+}
+
+// TestServeConfigFile: settings come from a YAML file and from REKINDLE_*
+// variables, and flags win over both.
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	run(t, false, "init", "--repo", repoDir)
+	api, nfs := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "rekindle.yaml")
+	os.WriteFile(cfg, []byte("repo: "+repoDir+"\nnfs: "+nfs+"\nportmap: \"off\"\nmetrics: \"off\"\napi: 127.0.0.1:1\nserver-name: nfs1.example.com\n"), 0o644)
+	s := &server{t: t, api: api, args: []string{"serve", "--config", cfg, "--api", api}}
+	s.start()
+	defer s.kill()
+	st, err := datastore.NewClient(api).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NFS != nfs || st.Server != "nfs1.example.com" || st.Portmap != "" {
+		t.Fatalf("config file not applied: %+v", st)
+	}
+	s.kill()
+
+	// The environment works too.
+	api2 := freePort(t)
+	s2 := &server{t: t, api: api2, args: []string{"serve", "--portmap", "off", "--metrics", "off", "--api", api2, "--nfs", freePort(t)}}
+	os.Setenv("REKINDLE_REPO", repoDir)
+	os.Setenv("REKINDLE_SERVER_NAME", "nfs2.example.com")
+	defer os.Unsetenv("REKINDLE_REPO")
+	defer os.Unsetenv("REKINDLE_SERVER_NAME")
+	s2.start()
+	defer s2.kill()
+	st, err = datastore.NewClient(api2).Status(context.Background())
+	if err != nil || st.Server != "nfs2.example.com" {
+		t.Fatalf("environment not applied: %+v %v", st, err)
 	}
 }
