@@ -1,7 +1,497 @@
 #!/usr/bin/env bash
-# NFS benchmarks: rekindle's NFS export against NFS-Ganesha serving the same bytes
-# and a local read, through fio's libnfs engine and QEMU's nfs:// driver.
-# Run with `make bench-nfs` (installs the benchmark packages first).
+# NFS read and write throughput: rekindle serving a restore point (and a session for
+# writes) against NFS-Ganesha (VFS FSAL) serving the same disk as a plain file, both
+# read by the same client, fio's `nfs` (libnfs) engine; plus a local page-cache read
+# of the raw file with fio's psync engine as the ceiling.
+#
+#   bench/nfs.sh            (make bench-nfs runs it after `make deps-bench`)
+#
+# Environment:
+#   BENCH_RUNS      runs per test and server; medians are reported   (5)
+#   BENCH_DISK      disk size (genvm SIZE)                            (1G)
+#   BENCH_RAND_IO   bytes per warm random-read run                    (128M)
+#   BENCH_COLD_RAND bytes per cold random-read run                    (32M)
+#   BENCH_WRITE     bytes per write run                               (512M)
+#   BENCH_WORK      scratch folder (deleted and recreated)            (bench/build/work)
+#   BENCH_DOC       markdown file to update, or empty for none        (docs/benchmarks.md)
+#   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (180)
+#
+# Everything runs as root inside private network, mount and PID namespaces: rpcbind,
+# Ganesha (NFS 2049, MOUNT 20048) and rekindle (NFS+MOUNT 20490, API 7480) bind
+# nothing outside, /run and /var/lib/nfs are private tmpfs (rpcbind's socket and
+# Ganesha's state never touch the host's), and every process dies with the run.
+# Results: bench/build/results/ (fio JSON of every run, values.tsv, table.md).
 set -euo pipefail
-echo "bench/nfs.sh: not yet implemented" >&2
-exit 1
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+: "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
+: "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=180}"
+: "${BENCH_DOC=docs/benchmarks.md}"
+export BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+
+FIO=$root/bench/build/fio-nfs
+RK=$root/bin/rekindle
+RES=$root/bench/build/results
+VM=bench01
+DISKFILE=$VM-flat.vmdk
+RK_PORT=20490
+RK_API=127.0.0.1:7480
+G_PORT=2049
+G_MNT=20048
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { echo "bench-nfs: $*" >&2; exit 1; }
+
+bytes() { # 1G, 512M, 64K, 4096 -> bytes
+	local v=$1 n u
+	n=${v%[KMGTkmgt]}
+	u=${v#"$n"}
+	case "$u" in
+	'') echo "$n" ;; [Kk]) echo $((n << 10)) ;; [Mm]) echo $((n << 20)) ;;
+	[Gg]) echo $((n << 30)) ;; [Tt]) echo $((n << 40)) ;;
+	esac
+}
+
+# ---------------------------------------------------------------- outer phase
+
+outer() {
+	[ "$(id -u)" = 0 ] || die "run as root: it starts rpcbind and NFS-Ganesha in private namespaces and drops the page cache"
+	local missing=()
+	for c in ganesha.nfsd rpcbind rpcinfo nfs-ls jq unshare ip timeout go awk sha256sum; do
+		command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+	done
+	[ ${#missing[@]} -eq 0 ] || die "missing commands: ${missing[*]} — run 'make deps-bench' (scripts/install-deps --bench)"
+	find /usr/lib -name libfsalvfs.so 2>/dev/null | grep -q . ||
+		die "NFS-Ganesha's VFS FSAL (libfsalvfs.so) is missing — run 'make deps-bench' (package nfs-ganesha-vfs)"
+	unshare -n -m -p --fork true 2>/dev/null ||
+		die "cannot create network/mount/PID namespaces (unshare -n -m -p): needs root with CAP_SYS_ADMIN (docker: --privileged)"
+
+	local t0=$SECONDS
+	"$here/build-fio.sh"
+	log "go build bin/rekindle"
+	go build -o "$RK" ./cmd/rekindle
+
+	rm -rf "$BENCH_WORK" "$RES"
+	mkdir -p "$BENCH_WORK" "$RES/json"
+	local W=$BENCH_WORK
+	log "genvm: $VM, $BENCH_DISK mixed flat disk (seed 1)"
+	go run ./testdata/genvm -dir "$W/vms" -name $VM -seed 1 -disk "$BENCH_DISK:mixed:flat" -max-data "$BENCH_DISK" >/dev/null
+	"$RK" init --repo "$W/repo" >/dev/null
+	log "rekindle backup import"
+	"$RK" backup import --repo "$W/repo" "$W/vms/$VM" 2>/dev/null | grep "^vm $VM:" >"$RES/import.txt" || true
+	local point
+	point=$("$RK" list points --repo "$W/repo" --json | jq -r --arg vm $VM '[.[] | select(.vm == $vm)][0].id')
+	[ -n "$point" ] && [ "$point" != null ] || die "no restore point after import"
+	"$RK" list points --repo "$W/repo" --json >"$RES/points.json"
+	log "rekindle export (the plain file Ganesha serves)"
+	"$RK" export --repo "$W/repo" --point "$point" --to "$W/export" -q
+	cmp "$W/export/$DISKFILE" "$W/vms/$VM/$DISKFILE" || die "exported disk differs from the source disk"
+	mkdir -p "$W/ganesha/export" "$W/local"
+	# plain files as a thin-provisioned datastore holds them: zeros are holes
+	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/$DISKFILE"
+	rm -rf "$W/export"
+	{
+		echo "disk_bytes=$(stat -c %s "$W/vms/$VM/$DISKFILE")"
+		echo "disk_alloc=$(($(stat -c %b "$W/vms/$VM/$DISKFILE") * $(stat -c %B "$W/vms/$VM/$DISKFILE")))"
+		echo "point=$point"
+	} >"$RES/data.env"
+
+	log "setup took $((SECONDS - t0)) s; measuring in private namespaces"
+	export BENCH_POINT=$point
+	unshare -n -m -p --fork --kill-child --mount-proc \
+		bash "$here/nfs.sh" --inner
+	report
+	log "total $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------- inner phase
+
+RK_PID='' G_PID='' RPCB_PID='' RK_FLAGS=''
+
+stop_pid() { # pid name
+	local pid=$1 i
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+		sleep 0.1
+	done
+	log "$2 did not stop on SIGTERM; killing it"
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	stop_pid "$RK_PID" rekindle
+	stop_pid "$G_PID" ganesha
+	stop_pid "$RPCB_PID" rpcbind
+}
+
+wait_nfs() { # url name log
+	local i
+	for i in $(seq 150); do
+		nfs-ls "$1" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	die "$2 does not answer at $1 (log: $3)"
+}
+
+rk_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$RK_PORT&mountport=$RK_PORT"; }
+g_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$G_PORT&mountport=$G_MNT"; }
+
+start_rekindle() { # extra serve flags
+	RK_FLAGS="$*"
+	"$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
+		--api $RK_API --metrics off "$@" >>"$RES/rekindle.log" 2>&1 &
+	RK_PID=$!
+	wait_nfs "$(rk_url /points)" rekindle "$RES/rekindle.log"
+}
+
+restart_rekindle() {
+	stop_pid "$RK_PID" rekindle
+	RK_PID=''
+	# shellcheck disable=SC2086
+	start_rekindle $RK_FLAGS
+}
+
+start_ganesha() {
+	local gw=$BENCH_WORK/ganesha plugins
+	plugins=$(dirname "$(find /usr/lib -name libfsalvfs.so | head -n1)")
+	cat >"$gw/ganesha.conf" <<EOF
+# written by bench/nfs.sh
+NFS_CORE_PARAM {
+	NFS_Port = $G_PORT;
+	MNT_Port = $G_MNT;
+	Protocols = 3;
+	Enable_NLM = false;
+	Enable_RQUOTA = false;
+	Enable_UDP = false;
+	Plugins_Dir = "$plugins";
+}
+NFSV4 { Graceless = true; }
+NFS_KRB5 { Active_krb5 = false; }
+EXPORT {
+	Export_Id = 1;
+	Path = "$gw/export";
+	Pseudo = /bench;
+	Access_Type = RW;
+	Squash = No_Root_Squash;
+	Protocols = 3;
+	Transports = TCP;
+	SecType = sys;
+	FSAL { Name = VFS; }
+}
+LOG { Default_Log_Level = EVENT; }
+EOF
+	rpcbind -f >>"$RES/rpcbind.log" 2>&1 &
+	RPCB_PID=$!
+	local i
+	for i in $(seq 50); do rpcinfo -p 127.0.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
+	rpcinfo -p 127.0.0.1 >/dev/null 2>&1 || die "rpcbind does not answer (log: $RES/rpcbind.log)"
+	# no system D-Bus here: Ganesha logs CRIT lines about it and carries on
+	ganesha.nfsd -F -f "$gw/ganesha.conf" -L "$RES/ganesha.log" -p "$gw/ganesha.pid" >>"$RES/ganesha.log" 2>&1 &
+	G_PID=$!
+	wait_nfs "$(g_url "$gw/export")" ganesha "$RES/ganesha.log"
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks (the whole process, all threads)
+	[ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+drop_caches() {
+	sync
+	[ "$CAN_DROP" = 1 ] && echo 3 >/proc/sys/vm/drop_caches
+	return 0
+}
+
+# run_test TEST SERVER REP DIR UNIT EXPECT_BYTES SETUP -- FIO_ARGS...
+#   SERVER: rekindle, ganesha, local. DIR: read or write. UNIT: MiB/s or IOPS.
+#   SETUP: warm, cold (drop caches; restart rekindle) or write (fresh target, sync).
+# Appends "TEST SERVER REP VALUE CPU_US_PER_REQ" to values.tsv. A run that fails,
+# times out or moves fewer bytes than asked is retried (3 attempts).
+run_test() {
+	local test=$1 server=$2 rep=$3 dir=$4 unit=$5 expect=$6 setup=$7
+	shift 8
+	local attempt out url file sid='' pid c0 c1 ok rc
+	for attempt in 1 2 3; do
+		out=$RES/json/$test.$server.$rep.$attempt.json
+		sid=''
+		case "$setup" in
+		cold)
+			[ "$server" = rekindle ] && restart_rekindle
+			drop_caches ;;
+		write) ;;
+		esac
+		case "$server:$dir" in
+		rekindle:read) url=$(rk_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
+		rekindle:write)
+			sid=$("$RK" publish --server $RK_API --vm $VM --json | jq -r .id)
+			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
+		ganesha:read) url=$(g_url "$BENCH_WORK/ganesha/export") file=$DISKFILE ;;
+		ganesha:write)
+			rm -f "$BENCH_WORK/ganesha/export/w-flat.vmdk"
+			truncate -s "$BENCH_DISK" "$BENCH_WORK/ganesha/export/w-flat.vmdk"
+			url=$(g_url "$BENCH_WORK/ganesha/export") file=w-flat.vmdk ;;
+		local:read) url='' file=$BENCH_WORK/ganesha/export/$DISKFILE ;;
+		local:write)
+			rm -f "$BENCH_WORK/local/w-flat.vmdk"
+			truncate -s "$BENCH_DISK" "$BENCH_WORK/local/w-flat.vmdk"
+			url='' file=$BENCH_WORK/local/w-flat.vmdk ;;
+		esac
+		[ "$dir" = write ] && sync
+		case $server in rekindle) pid=$RK_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
+		c0=$(cpu_ticks "$pid")
+		rc=0
+		if [ -n "$url" ]; then
+			timeout -k 5 "$BENCH_TIMEOUT" unshare --pid --fork --kill-child \
+				"$FIO" --name="$test" --ioengine=nfs --nfs_url="$url" --filename="$file" \
+				--size="$BENCH_DISK" "$@" --output-format=json --output="$out" \
+				>"$out.log" 2>&1 || rc=$?
+		else
+			timeout -k 5 "$BENCH_TIMEOUT" "$FIO" --name="$test" --ioengine=psync --filename="$file" \
+				--size="$BENCH_DISK" --invalidate=0 --fallocate=none "$@" \
+				--output-format=json --output="$out" >"$out.log" 2>&1 || rc=$?
+		fi
+		c1=$(cpu_ticks "$pid")
+		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
+			'if (.jobs[0].error == 0 and .jobs[0][$d].io_bytes == $e) then "ok" else "short" end' \
+			"$out" 2>/dev/null || echo bad)
+		if [ "$rc" = 0 ] && [ "$ok" = ok ]; then
+			jq -r --arg d "$dir" --arg u "$unit" --arg t "$test" --arg s "$server" --arg r "$rep" \
+				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" \
+				'.jobs[0][$d] as $x | [$t, $s, $r,
+				  (if $u == "IOPS" then $x.iops else $x.bw_bytes / 1048576 end),
+				  (if $x.total_ios > 0 then $cpu / $x.total_ios else 0 end)] | @tsv' \
+				"$out" >>"$RES/values.tsv"
+			return 0
+		fi
+		log "$test $server run $rep attempt $attempt: fio exit $rc, result $ok (see $out.log); retrying"
+		grep -m3 -i 'fail\|error' "$out.log" >&2 || true
+		[ "$server" = rekindle ] && ! kill -0 "$RK_PID" 2>/dev/null && die "rekindle died (log: $RES/rekindle.log)"
+		[ "$server" = ganesha ] && ! kill -0 "$G_PID" 2>/dev/null && die "ganesha died (log: $RES/ganesha.log)"
+	done
+	log "$test $server run $rep: no good result in 3 attempts; left out"
+}
+
+# each TEST: name|dir|unit|setup|servers|expect|fio args
+tests_warm() {
+	local D R
+	D=$(bytes "$BENCH_DISK") R=$(bytes "$BENCH_RAND_IO")
+	cat <<EOF
+seqread-qd1|read|MiB/s|warm|rekindle ganesha local|$D|--rw=read --bs=1M --iodepth=1
+seqread-qd8|read|MiB/s|warm|rekindle ganesha|$D|--rw=read --bs=1M --iodepth=8
+randread-qd1|read|IOPS|warm|rekindle ganesha local|$R|--rw=randread --bs=4k --iodepth=1 --io_size=$BENCH_RAND_IO
+randread-qd32|read|IOPS|warm|rekindle ganesha|$R|--rw=randread --bs=4k --iodepth=32 --io_size=$BENCH_RAND_IO
+EOF
+}
+tests_cold() {
+	local D C
+	D=$(bytes "$BENCH_DISK") C=$(bytes "$BENCH_COLD_RAND")
+	cat <<EOF
+cold-seqread-qd8|read|MiB/s|cold|rekindle ganesha local|$D|--rw=read --bs=1M --iodepth=8
+cold-randread-qd1|read|IOPS|cold|rekindle ganesha local|$C|--rw=randread --bs=4k --iodepth=1 --io_size=$BENCH_COLD_RAND
+EOF
+}
+tests_write() {
+	local W
+	W=$(bytes "$BENCH_WRITE")
+	cat <<EOF
+write-qd1|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=1 --io_size=$BENCH_WRITE
+write-qd8|write|MiB/s|write|rekindle ganesha|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE
+write-qd8-commit|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE --end_fsync=1
+EOF
+}
+tests_unsafe() {
+	local W
+	W=$(bytes "$BENCH_WRITE")
+	cat <<EOF
+write-qd8-unsafe|write|MiB/s|write|rekindle ganesha|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE
+EOF
+}
+
+run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
+	local lines=$1 rep line name dir unit setup servers expect args s order
+	while IFS= read -r line; do
+		[ -n "$line" ] || continue
+		IFS='|' read -r name dir unit setup servers expect args <<<"$line"
+		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
+		log "$name ($BENCH_RUNS runs each: $servers)"
+		for rep in $(seq "$BENCH_RUNS"); do
+			order=$servers
+			[ $((rep % 2)) = 0 ] && order=$(echo "$servers" | awk '{ for (i = NF; i > 0; i--) printf "%s%s", $i, (i > 1 ? " " : "") }')
+			for s in $order; do
+				# shellcheck disable=SC2086
+				run_test "$name" "$s" "$rep" "$dir" "$unit" "$expect" "$setup" -- $args
+			done
+		done
+	done <<<"$lines"
+}
+
+inner() {
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+	ip link set lo up
+	# private /run (rpcbind's socket and lock, Ganesha's run dir) and /var/lib/nfs
+	# (Ganesha's NFSv4 recovery dirs): nothing is left on the host
+	mount -t tmpfs -o mode=755 tmpfs /run
+	mkdir -p /run/rpcbind /run/ganesha
+	mount -t tmpfs -o mode=755 tmpfs /var/lib/nfs
+	CAN_DROP=0
+	sync
+	if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
+	echo "can_drop_caches=$CAN_DROP" >>"$RES/data.env"
+	: >"$RES/values.tsv"
+	: >"$RES/tests.tsv"
+
+	start_rekindle
+	start_ganesha
+	log "servers up: rekindle pid $RK_PID (NFS 127.0.0.1:$RK_PORT), ganesha pid $G_PID (NFS 127.0.0.1:$G_PORT)"
+
+	log "warm-up: one full read through each server and locally"
+	run_test warmup rekindle 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
+	run_test warmup ganesha 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
+	cat "$BENCH_WORK/ganesha/export/$DISKFILE" >/dev/null
+	: >"$RES/values.tsv"
+
+	run_set "$(tests_warm)"
+	if [ "$CAN_DROP" = 1 ]; then
+		run_set "$(tests_cold)"
+	else
+		log "cannot write /proc/sys/vm/drop_caches: skipping the cold-read tests"
+	fi
+	run_set "$(tests_write)"
+	log "restarting rekindle with --unsafe-writes"
+	stop_pid "$RK_PID" rekindle
+	RK_PID=''
+	start_rekindle --unsafe-writes
+	run_set "$(tests_unsafe)"
+}
+
+# ---------------------------------------------------------------- report
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+med() { # test server column(4 value, 5 cpu)
+	awk -F'\t' -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$RES/values.tsv" | median
+}
+nruns() { awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s' "$RES/values.tsv" | wc -l; }
+
+fmt() { # value unit
+	[ -n "$1" ] || { echo "n/a"; return; }
+	if [ "$2" = IOPS ]; then awk -v v="$1" 'BEGIN { printf "%.0f", v }'; else awk -v v="$1" 'BEGIN { printf "%.0f", v }'; fi
+}
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }' || echo "–"; }
+cpufmt() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.0f", v }' || echo "–"; }
+
+label() {
+	case $1 in
+	seqread-qd1) echo "seq read 1 MiB, qd 1 (warm)" ;;
+	seqread-qd8) echo "seq read 1 MiB, qd 8 (warm)" ;;
+	randread-qd1) echo "rand read 4 KiB, qd 1 (warm)" ;;
+	randread-qd32) echo "rand read 4 KiB, qd 32 (warm)" ;;
+	cold-seqread-qd8) echo "seq read 1 MiB, qd 8 (cold)" ;;
+	cold-randread-qd1) echo "rand read 4 KiB, qd 1 (cold)" ;;
+	write-qd1) echo "seq write 1 MiB, qd 1" ;;
+	write-qd8) echo "seq write 1 MiB, qd 8" ;;
+	write-qd8-commit) echo "seq write 1 MiB, qd 8, COMMIT at end" ;;
+	write-qd8-unsafe) echo "seq write 1 MiB, qd 8, rekindle --unsafe-writes" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+report() {
+	[ -s "$RES/values.tsv" ] || die "no results (see $RES)"
+	# shellcheck disable=SC1091
+	. "$RES/data.env"
+	local cpu date kernel mem ganesha libnfs commit
+	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	date=$(date -u +%Y-%m-%d)
+	kernel=$(uname -r)
+	mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+	ganesha=$(dpkg-query -W -f='${Version}' nfs-ganesha 2>/dev/null || echo '?')
+	libnfs=$(dpkg-query -W -f='${Version}' libnfs13 2>/dev/null || echo '?')
+	commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')
+	git -C "$root" diff --quiet HEAD -- . ':!bench' ':!docs' 2>/dev/null || commit="$commit+changes"
+	local stored new logical
+	logical=$(jq -r '.[0].logical_bytes' "$RES/points.json")
+	new=$(jq -r '.[0].new_bytes' "$RES/points.json")
+	stored=$(jq -r '.[0].stored_bytes' "$RES/points.json")
+	mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
+
+	{
+		echo "Run $date on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
+		echo
+		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, 1 MiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs; MiB/s for sequential, IOPS for random tests."
+		echo
+		echo '```'
+		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE"
+		echo '```'
+		echo
+		echo "| test | unit | rekindle | Ganesha | local | rekindle / Ganesha | rekindle / local | Ganesha / local | server CPU µs per request: rekindle / Ganesha |"
+		echo "|---|---|--:|--:|--:|--:|--:|--:|--:|"
+		local t unit servers r g l rc gc note
+		while IFS=$'\t' read -r t unit servers; do
+			r=$(med "$t" rekindle 4) g=$(med "$t" ganesha 4) l=''
+			rc=$(med "$t" rekindle 5) gc=$(med "$t" ganesha 5)
+			case " $servers " in *" local "*) l=$(med "$t" local 4) ;; esac
+			# qd > 1 rows: the local psync figure (qd 1) of the same kind is the ceiling
+			if [ -z "$l" ]; then
+				case $t in
+				seqread-qd8) l=$(med seqread-qd1 local 4) ;;
+				randread-qd32) l=$(med randread-qd1 local 4) ;;
+				write-qd8 | write-qd8-unsafe) l=$(med write-qd1 local 4) ;;
+				esac
+			fi
+			note=''
+			for s in $servers; do
+				[ "$(nruns "$t" "$s")" = "$BENCH_RUNS" ] || note="$note $s:$(nruns "$t" "$s")/$BENCH_RUNS runs"
+			done
+			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit") | $(fmt "$g" "$unit") | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(ratio "$r" "$l") | $(ratio "$g" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") |"
+		done <"$RES/tests.tsv"
+		echo
+		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers FILE_SYNC and fsyncs every WRITE unless run with --unsafe-writes."
+		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
+	} >"$RES/table.md"
+
+	echo
+	cat "$RES/table.md"
+	echo
+	echo "raw figures: $RES/values.tsv (test, server, run, value, server CPU µs/request); fio JSON: $RES/json/"
+
+	if [ -n "$BENCH_DOC" ]; then update_doc "$root/$BENCH_DOC"; fi
+}
+
+# Replace the generated part of the section in docs/benchmarks.md (between the
+# bench-nfs markers), keeping everything else in the file, notes included.
+update_doc() {
+	local doc=$1 heading='## NFS read and write throughput (make bench-nfs)'
+	local begin='<!-- bench-nfs:begin (generated by bench/nfs.sh; edit outside the markers) -->'
+	local end='<!-- bench-nfs:end -->'
+	mkdir -p "$(dirname "$doc")"
+	[ -f "$doc" ] || printf '# Benchmarks\n' >"$doc"
+	if ! grep -qF "$heading" "$doc"; then
+		printf '\n%s\n\n%s\n%s\n' "$heading" "$begin" "$end" >>"$doc"
+	elif ! grep -qF "$end" "$doc"; then
+		# heading present without markers: put them right under it
+		awk -v h="$heading" -v b="$begin" -v e="$end" '{ print } $0 == h { print ""; print b; print e }' "$doc" >"$doc.tmp"
+		mv "$doc.tmp" "$doc"
+	fi
+	awk -v b="$begin" -v e="$end" -v f="$RES/table.md" '
+		$0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+		$0 == e { skip = 0 }
+		!skip { print }' "$doc" >"$doc.tmp"
+	mv "$doc.tmp" "$doc"
+	log "updated $doc"
+}
+
+case "${1:-}" in
+--inner) inner ;;
+--report) report ;;
+'') outer ;;
+*) echo "usage: bench/nfs.sh" >&2; exit 2 ;;
+esac

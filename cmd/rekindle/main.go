@@ -72,6 +72,7 @@ func newApp() *cli.App {
 func commands() []*cli.Command {
 	cmds := append(repoCommands(), serveCommands()...)
 	cmds = append(cmds, restoreCommands()...)
+	cmds = append(cmds, demoCommand())
 	for _, c := range cmds {
 		if c.Name == "sessions" {
 			c.Subcommands = append(c.Subcommands, sessionControlCommands()...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
+	"github.com/rekindle/rekindle/orchestrator/simlab"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
 )
 
@@ -306,4 +308,17 @@ func printPlan(p *orchestrator.Plan, asJSON bool) error {
 		fmt.Printf("then migrate to %s and withdraw the export\n", p.Request.MigrateTo)
 	}
 	return nil
+}
+
+func demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "run the main job end to end with no vCenter: back up a 3-VM vApp, serve it, restore it on an in-process vCenter simulator, migrate it, clean up",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "keep", Usage: "keep the working folder"}},
+		Action: func(c *cli.Context) error {
+			// The demo narrates; the simulator's own HTTP server logs are noise here.
+			log.SetOutput(io.Discard)
+			return simlab.Demo(c.Context, os.Stdout, c.Bool("keep"))
+		},
+	}
 }

@@ -181,7 +181,9 @@ func TestConfigSpecEdits(t *testing.T) {
 	oneDisk := func(ctrl, file string) orchestrator.VMSpec {
 		return orchestrator.VMSpec{Disks: []orchestrator.DiskSpec{{Controller: ctrl, Adapter: "pvscsi", File: file}}}
 	}
-	oneNIC := func(n orchestrator.NICSpec) orchestrator.VMSpec { return orchestrator.VMSpec{NICs: []orchestrator.NICSpec{n}} }
+	oneNIC := func(n orchestrator.NICSpec) orchestrator.VMSpec {
+		return orchestrator.VMSpec{NICs: []orchestrator.NICSpec{n}}
+	}
 
 	tests := []struct {
 		name    string
@@ -295,4 +297,3 @@ func TestConfigSpecErrors(t *testing.T) {
 		})
 	}
 }
-

@@ -89,6 +89,7 @@ func TestHosts(t *testing.T) {
 	}
 	var names []string
 	for _, h := range hosts {
+		t.Logf("%+v", h)
 		names = append(names, h.Name)
 		if h.Cluster != "DC0_C0" || !h.Connected || h.Maintenance {
 			t.Errorf("%+v: want connected, not in maintenance, in cluster DC0_C0", h)
@@ -269,6 +270,22 @@ func TestRestore(t *testing.T) {
 	}
 	err = d.SetStartOrder(ctx, appPath, append(members, orchestrator.AppMember{VM: "db01", Group: 0}))
 	mustNotFound(t, err, "start order of an unregistered member")
+	// EnsureApp, called again once the VMs are registered, records the order
+	// too (for callers that only know the Driver interface).
+	app.Members[0].StartDelay = 45
+	if _, err := d.EnsureApp(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.pc.RetrieveOne(ctx, appRef, []string{"vAppConfig"}, &va); err != nil {
+		t.Fatal(err)
+	}
+	if ec := va.VAppConfig.EntityConfig; len(ec) != 1 || ec[0].StartDelay != 45 {
+		t.Errorf("entity config after EnsureApp %+v", ec)
+	}
+	// The vApp's hosts are its cluster's.
+	if got, err := d.Hosts(ctx, appPath); err != nil || len(got) != 3 {
+		t.Errorf("hosts of the vApp: %d, %v", len(got), err)
+	}
 
 	// The export cannot go while the VM is registered from it.
 	err = d.UnmountNFS(ctx, "DC0_C0_H0", "rekindle")

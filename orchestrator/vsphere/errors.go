@@ -50,10 +50,14 @@ func faultText(err error) string {
 		parts = append(parts, s)
 	}
 	fault.In(err, func(f types.BaseMethodFault, localized string, msgs []types.LocalizableMessage) bool {
-		add(localized)
 		for _, m := range msgs {
 			add(m.Message)
 		}
+		if localized != "" && !strings.HasPrefix(localized, "*types.") {
+			add(localized)
+			return false
+		}
+		// No text from the server: say what the fault's fields say.
 		if detail := faultDetail(f); detail != "" {
 			if name := faultName(f); name != text {
 				detail = name + ": " + detail

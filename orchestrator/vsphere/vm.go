@@ -334,7 +334,10 @@ func orNone(s string) string {
 
 // Relocate moves the VM's files and disks to datastore (RelocateVM_Task, a
 // Storage vMotion when the VM runs), reporting the task's progress in
-// percent, 100 last. A VM that is on datastore alone already is success.
+// percent, 100 last (vCenter may report few steps; the simulator reports
+// none before the end). report runs on another goroutine than the caller's,
+// one call at a time, and never after Relocate returns. A VM that is on
+// datastore alone already is success.
 func (d *Driver) Relocate(ctx context.Context, vm orchestrator.VMRef, datastore string, report func(pct int)) error {
 	v, err := d.vmInfo(ctx, vm, "datastore", "config.hardware.device")
 	if err != nil {

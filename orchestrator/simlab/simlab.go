@@ -1,0 +1,332 @@
+// Package simlab runs rekindle's vSphere path in one process, with no
+// vCenter: a repository, the datastore service (NFS and sessions),
+// govmomi's vCenter simulator extended by vcsimext, and the vsphere driver.
+// `rekindle demo` runs in it, and so do the orchestrator's integration tests.
+//
+// The simulator has no ESXi hosts behind it, so two things a host does are
+// stood in for by SimHosts, which wraps the driver and is named for what it
+// fakes:
+//
+//   - the host's NFS client: after a mount, the export's VM folders are read
+//     through a real NFS client (go-nfs-client, over rekindle's NFS server)
+//     and mirrored into the folder that backs the simulator's datastore.
+//     Config files and descriptors are copied; disk extents become sparse
+//     files of the right size, because a host reads a disk's blocks only when
+//     the guest does.
+//   - the guest: after power-on, VMware Tools' reports (running, heartbeat
+//     green, an IP address) are set through ExtraConfig, as the simulator
+//     allows.
+package simlab
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+	nfsc "github.com/willscott/go-nfs-client/nfs"
+	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/orchestrator"
+	"github.com/rekindle/rekindle/orchestrator/vsphere"
+	"github.com/rekindle/rekindle/orchestrator/vsphere/vcsimext"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// Target is the simulator's cluster, where restores land.
+const Target = "/DC0/host/DC0_C0"
+
+// Lab is a repository, a datastore service and a simulated vCenter.
+type Lab struct {
+	Dir          string
+	Repo         *repo.Repo
+	Catalog      *catalog.Catalog
+	Service      *datastore.Service
+	Model        *simulator.Model
+	Server       *simulator.Server
+	NASRoot      string
+	Driver       *vsphere.Driver
+	Hosts        *SimHosts
+	Orchestrator *orchestrator.Orchestrator
+
+	cancel context.CancelFunc
+	served chan error
+}
+
+// Options configure a Lab.
+type Options struct {
+	Dir    string // working folder (created); everything the lab makes is in it
+	Logger *slog.Logger
+	Events func(orchestrator.Event)
+}
+
+// New starts a lab: an empty repository in Dir, the NFS service on a free
+// loopback port (portmapper off) and the simulated vCenter.
+func New(ctx context.Context, opts Options) (l *Lab, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	l = &Lab{Dir: opts.Dir, NASRoot: filepath.Join(opts.Dir, "nas")}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	if l.Repo, err = repo.Init(filepath.Join(opts.Dir, "repo"), repo.InitOptions{}); err != nil {
+		return nil, err
+	}
+	if l.Catalog, err = catalog.Open(ctx, filepath.Join(l.Repo.Dir, "catalog.db")); err != nil {
+		return nil, err
+	}
+	if l.Service, err = datastore.New(ctx, datastore.Config{Repo: l.Repo, Catalog: l.Catalog,
+		StateDir: filepath.Join(l.Repo.Dir, "state"), NFSListen: "127.0.0.1:0", Logger: opts.Logger}); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	l.cancel, l.served = cancel, make(chan error, 1)
+	go func() { l.served <- l.Service.Serve(sctx) }()
+
+	l.Model = simulator.VPX()
+	l.Model.Machine = 1
+	if err = l.Model.Create(); err != nil {
+		return nil, fmt.Errorf("vCenter simulator: %w", err)
+	}
+	if err = os.MkdirAll(l.NASRoot, 0o755); err != nil {
+		return nil, err
+	}
+	vcsimext.Extend(l.Model.Map(), vcsimext.Options{NASRoot: l.NASRoot})
+	l.Model.Service.TLS = new(tls.Config)
+	l.Model.Service.Listen = &url.URL{User: url.UserPassword("rekindle", "demo-only")}
+	l.Server = l.Model.Service.NewServer()
+	u := *l.Server.URL
+	u.User = nil
+	if l.Driver, err = vsphere.Connect(ctx, vsphere.Config{URL: u.String(), Username: "rekindle", Password: "demo-only",
+		Thumbprint: soap.ThumbprintSHA1(l.Server.Certificate())}, opts.Logger); err != nil {
+		return nil, err
+	}
+	l.Hosts = &SimHosts{Driver: l.Driver, NASRoot: l.NASRoot, NFS: l.Service.NFSAddr().String()}
+	l.Orchestrator = &orchestrator.Orchestrator{Catalog: l.Catalog, Driver: l.Hosts, Exporter: l.Service,
+		Logger: opts.Logger, Events: opts.Events}
+	return l, nil
+}
+
+// Close stops everything the lab started.
+func (l *Lab) Close() {
+	if l.Driver != nil {
+		l.Driver.Close(context.Background())
+	}
+	if l.Server != nil {
+		l.Server.Close()
+	}
+	if l.Model != nil {
+		l.Model.Remove()
+	}
+	if l.cancel != nil {
+		l.cancel()
+		<-l.served
+	}
+	if l.Service != nil {
+		l.Service.Close()
+	}
+	if l.Catalog != nil {
+		l.Catalog.Close()
+	}
+}
+
+// ShopApp is the demo's vApp: web, app and database tiers in three startup
+// groups; the database must report its guest up before the app tier starts.
+const ShopApp = `name: shop
+members:
+  - {vm: db01, group: 1, wait_for_guest: true, start_delay_s: 1, stop_action: guestShutdown}
+  - {vm: app01, group: 2, wait_for_guest: true, stop_action: guestShutdown}
+  - {vm: web01, group: 3, stop_action: powerOff}
+networks: [VM Network]
+resources: {cpu_shares: normal, mem_reservation_mb: 1024, mem_limit_mb: -1}
+`
+
+// ImportShop backs up the shop vApp's three VMs (disks of diskSize bytes,
+// sparse unless mixed) and defines the app.
+func (l *Lab) ImportShop(ctx context.Context, diskSize int64, fill string) ([]*repo.RestorePoint, error) {
+	src := filepath.Join(l.Dir, "vmfs")
+	var pts []*repo.RestorePoint
+	for i, vm := range []string{"db01", "app01", "web01"} {
+		folder, err := vmgen.Generate(src, vmgen.Spec{Name: vm, Seed: int64(i + 1), MemoryMB: 1024, NumCPUs: 1,
+			Disks: []vmgen.DiskSpec{{Size: diskSize, Fill: fill, Format: vmgen.FormatFlat}},
+			NICs:  []vmgen.NICSpec{{Network: "VM Network", MAC: fmt.Sprintf("00:50:56:01:00:%02x", i+1)}}})
+		if err != nil {
+			return nil, err
+		}
+		p, err := ingest.Import(ctx, l.Repo, folder, ingest.Options{App: "shop"})
+		if err != nil {
+			return nil, err
+		}
+		if err := l.Catalog.IndexPoint(ctx, p); err != nil {
+			return nil, err
+		}
+		pts = append(pts, p)
+	}
+	a, err := repo.ParseAppDefinition([]byte(ShopApp), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Repo.SaveApp(a); err != nil {
+		return nil, err
+	}
+	return pts, l.Catalog.IndexApp(ctx, a)
+}
+
+// Request is a restore request aimed at the lab's cluster and NFS server.
+func (l *Lab) Request(kind string) orchestrator.Request {
+	host, _, _ := net.SplitHostPort(l.Service.NFSAddr().String())
+	return orchestrator.Request{Kind: kind, App: "shop", Target: Target, Server: host, ReadyTimeout: 30 * time.Second}
+}
+
+// SimHosts is the vsphere driver plus stand-ins for what the simulator
+// cannot do: hosts' NFS clients and guests (see the package comment).
+type SimHosts struct {
+	*vsphere.Driver
+	NASRoot string
+	NFS     string // address of rekindle's NFS server
+
+	mu      sync.Mutex
+	poweron []string // VM names in power-on order
+}
+
+// MountNFS mounts through the driver, then mirrors the export into the
+// simulator's datastore folder as a host's NFS client would show it.
+func (h *SimHosts) MountNFS(ctx context.Context, host string, m orchestrator.NFSMount) error {
+	if err := h.Driver.MountNFS(ctx, host, m); err != nil {
+		return err
+	}
+	return mirror(h.NFS, m.Path, filepath.Join(h.NASRoot, m.Name))
+}
+
+// PowerOn powers on through the driver, then plays the guest's tools.
+func (h *SimHosts) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
+	if err := h.Driver.PowerOn(ctx, vm); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.poweron = append(h.poweron, string(vm))
+	n := len(h.poweron)
+	h.mu.Unlock()
+	return PlayGuest(ctx, h.Driver, vm, "10.0.0."+strconv.Itoa(10+n))
+}
+
+// PlayGuest reports a running guest with tools and an IP address.
+func PlayGuest(ctx context.Context, d *vsphere.Driver, vm orchestrator.VMRef, ip string) error {
+	spec := types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+		&types.OptionValue{Key: "SET.guest.toolsRunningStatus", Value: "guestToolsRunning"},
+		&types.OptionValue{Key: "SET.guestHeartbeatStatus", Value: "green"},
+		&types.OptionValue{Key: "SET.guest.ipAddress", Value: ip},
+	}}
+	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: string(vm)}
+	task, err := object.NewVirtualMachine(d.Client(), ref).Reconfigure(ctx, spec)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("play the guest of %s: %w", vm, err)
+	}
+	return nil
+}
+
+// mirror copies the export at path on the NFS server addr into dir: files
+// whole, disk extents as sparse files of their size. It adds the empty
+// vmware.log the simulator wants beside each .vmx.
+func mirror(addr, path, dir string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	p, _ := strconv.Atoi(port)
+	client, err := nfsc.DialServiceAtPort(host, p)
+	if err != nil {
+		return fmt.Errorf("host NFS client: %w", err)
+	}
+	m := &nfsc.Mount{Client: client}
+	v, err := m.Mount(path, rpc.NewAuthUnix("esx", 0, 0).Auth())
+	if err != nil {
+		client.Close()
+		return fmt.Errorf("host NFS client: mount %s: %w", path, err)
+	}
+	defer v.Close()
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		ents, err := v.ReadDirPlus(rel)
+		if err != nil {
+			return fmt.Errorf("host NFS client: list %s: %w", rel, err)
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if name == "." || name == ".." {
+				continue
+			}
+			r := strings.TrimPrefix(rel+"/"+name, "/")
+			local := filepath.Join(dir, filepath.FromSlash(r))
+			if e.IsDir() {
+				if err := os.MkdirAll(local, 0o755); err != nil {
+					return err
+				}
+				if err := walk(r); err != nil {
+					return err
+				}
+				if strings.Count(r, "/") == 0 {
+					if f, err := os.OpenFile(filepath.Join(local, "vmware.log"), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+						f.Close()
+					}
+				}
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
+				return err
+			}
+			if strings.HasSuffix(name, "-flat.vmdk") {
+				f, err := os.Create(local)
+				if err != nil {
+					return err
+				}
+				err = f.Truncate(e.Size())
+				f.Close()
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			rf, err := v.Open(r)
+			if err != nil {
+				return fmt.Errorf("host NFS client: open %s: %w", r, err)
+			}
+			b, err := io.ReadAll(rf)
+			rf.Close()
+			if err != nil {
+				return fmt.Errorf("host NFS client: read %s: %w", r, err)
+			}
+			if err := os.WriteFile(local, b, 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return walk("")
+}
