@@ -92,6 +92,7 @@ outer() {
 	mkdir -p "$W/ganesha/export" "$W/local"
 	# plain files as a thin-provisioned datastore holds them: zeros are holes
 	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/$DISKFILE"
+	truncate -s "$BENCH_DISK" "$W/ganesha/export/w-flat.vmdk"
 	rm -rf "$W/export"
 	{
 		echo "disk_bytes=$(stat -c %s "$W/vms/$VM/$DISKFILE")"
@@ -233,7 +234,9 @@ run_test() {
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
 		ganesha:read) url=$(g_url "$BENCH_WORK/ganesha/export") file=$DISKFILE ;;
 		ganesha:write)
-			rm -f "$BENCH_WORK/ganesha/export/w-flat.vmdk"
+			# empty it in place: a new inode under the same name would leave Ganesha's
+			# cached handle stale (NFS3ERR_STALE on the next open)
+			truncate -s 0 "$BENCH_WORK/ganesha/export/w-flat.vmdk"
 			truncate -s "$BENCH_DISK" "$BENCH_WORK/ganesha/export/w-flat.vmdk"
 			url=$(g_url "$BENCH_WORK/ganesha/export") file=w-flat.vmdk ;;
 		local:read) url='' file=$BENCH_WORK/ganesha/export/$DISKFILE ;;

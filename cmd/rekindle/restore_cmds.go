@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -316,8 +315,6 @@ func demoCommand() *cli.Command {
 		Usage: "run the main job end to end with no vCenter: back up a 3-VM vApp, serve it, restore it on an in-process vCenter simulator, migrate it, clean up",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "keep", Usage: "keep the working folder"}},
 		Action: func(c *cli.Context) error {
-			// The demo narrates; the simulator's own HTTP server logs are noise here.
-			log.SetOutput(io.Discard)
 			return simlab.Demo(c.Context, os.Stdout, c.Bool("keep"))
 		},
 	}

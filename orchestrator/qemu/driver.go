@@ -46,7 +46,11 @@ type Config struct {
 	// "user,restrict=on" or "bridge,br=br0". NICs on other networks are
 	// left out (and logged): QEMU has no port groups to look them up in.
 	Networks map[string]string
-	Logger   *slog.Logger
+	// MirrorBytesPerSec caps the copy rate of each disk mirror (0: as fast
+	// as it goes), so that a migration does not starve the VMs still running
+	// from the export.
+	MirrorBytesPerSec int64
+	Logger            *slog.Logger
 }
 
 // Driver runs VMs as QEMU processes on this machine. It is safe for

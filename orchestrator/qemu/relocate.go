@@ -84,14 +84,14 @@ func (d *Driver) Relocate(ctx context.Context, vm orchestrator.VMRef, datastore 
 			return err
 		}
 		report(100)
-		d.log.Info("disk relocated", "vm", name, "disk", dk.ID, "from", dk.From(), "to", target,
+		d.log.Info("disk relocated", "vm", name, "disk", dk.ID, "from", dk.where(), "to", target,
 			"live", mon != nil, "duration", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
 
-// From says where the disk lives now, for logs.
-func (dk diskState) From() string {
+// where says where the disk lives now, for logs.
+func (dk diskState) where() string {
 	if dk.Local != "" {
 		return dk.Local
 	}
@@ -106,7 +106,7 @@ func (dk diskState) From() string {
 func (d *Driver) mirror(ctx context.Context, mon *monitor, vm string, dk diskState, target string, report func(int)) error {
 	job := "mirror-" + dk.ID
 	fail := func(what string, err error) error {
-		return fmt.Errorf("vm %s: mirror %s (%s) to %s: %s: %w", vm, dk.ID, dk.From(), target, what, err)
+		return fmt.Errorf("vm %s: mirror %s (%s) to %s: %s: %w", vm, dk.ID, dk.where(), target, what, err)
 	}
 	current := func() (string, error) {
 		var blocks []blockInfo
@@ -146,10 +146,13 @@ func (d *Driver) mirror(ctx context.Context, mon *monitor, vm string, dk diskSta
 		// QEMU creates target (mode absolute-paths) and copies every block.
 		args := map[string]any{"job-id": job, "device": dk.ID, "target": target, "format": "raw",
 			"sync": "full", "mode": "absolute-paths"}
+		if d.cfg.MirrorBytesPerSec > 0 {
+			args["speed"] = d.cfg.MirrorBytesPerSec
+		}
 		if err := mon.run(ctx, "drive-mirror", args, nil); err != nil {
 			return fail("drive-mirror", err)
 		}
-		d.log.Info("mirror started", "vm", vm, "disk", dk.ID, "from", dk.From(), "to", target)
+		d.log.Info("mirror started", "vm", vm, "disk", dk.ID, "from", dk.where(), "to", target)
 	}
 	tick := time.NewTicker(jobPoll)
 	defer tick.Stop()
@@ -241,7 +244,7 @@ func (d *Driver) copyDisk(ctx context.Context, vm string, dk diskState, target s
 	out, err := exec.CommandContext(ctx, d.cfg.QEMUImg, "convert", "--image-opts", src, "-O", "raw", tmp).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("vm %s: copy %s (%s) to %s: %w: %s", vm, dk.ID, dk.From(), target, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("vm %s: copy %s (%s) to %s: %w: %s", vm, dk.ID, dk.where(), target, err, strings.TrimSpace(string(out)))
 	}
 	return os.Rename(tmp, target)
 }

@@ -21,6 +21,7 @@ package simlab
 import (
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,7 +36,6 @@ import (
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
-	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
@@ -117,8 +117,14 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	l.Server = l.Model.Service.NewServer()
 	u := *l.Server.URL
 	u.User = nil
+	// Trust the simulator's certificate as a CA: verified on the first
+	// handshake (a thumbprint makes govmomi try, fail, then pin).
+	caFile := filepath.Join(opts.Dir, "vcsim-ca.pem")
+	if err = os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: l.Server.Certificate().Raw}), 0o644); err != nil {
+		return nil, err
+	}
 	if l.Driver, err = vsphere.Connect(ctx, vsphere.Config{URL: u.String(), Username: "rekindle", Password: "demo-only",
-		Thumbprint: soap.ThumbprintSHA1(l.Server.Certificate())}, opts.Logger); err != nil {
+		CAFile: caFile}, opts.Logger); err != nil {
 		return nil, err
 	}
 	l.Hosts = &SimHosts{Driver: l.Driver, NASRoot: l.NASRoot, NFS: l.Service.NFSAddr().String()}
@@ -289,8 +295,8 @@ func mirror(addr, path, dir string) error {
 					return err
 				}
 				if strings.Count(r, "/") == 0 {
-					if f, err := os.OpenFile(filepath.Join(local, "vmware.log"), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-						f.Close()
+					if err := simulatorFiles(local); err != nil {
+						return err
 					}
 				}
 				continue
@@ -329,4 +335,27 @@ func mirror(addr, path, dir string) error {
 		return err
 	}
 	return walk("")
+}
+
+// simulatorFiles adds what the simulator's RegisterVM wants beside a .vmx
+// and a real host does not: an empty vmware.log, and the .nvram under the
+// VM's inventory name (a test clone's folder and name differ from the
+// .vmx's; ESXi reads the nvram name from the .vmx).
+func simulatorFiles(dir string) error {
+	if f, err := os.OpenFile(filepath.Join(dir, "vmware.log"), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		f.Close()
+	}
+	want := filepath.Join(dir, filepath.Base(dir)+".nvram")
+	if _, err := os.Stat(want); err == nil {
+		return nil
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, "*.nvram"))
+	if len(found) != 1 {
+		return nil
+	}
+	b, err := os.ReadFile(found[0])
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(want, b, 0o644)
 }
