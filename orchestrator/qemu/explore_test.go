@@ -2,7 +2,9 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,9 +47,34 @@ func TestExploreOutage(t *testing.T) {
 		}
 		return st.Status + " io=" + io
 	}
+	pid := e.drv.pid("vm")
+	cpu := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		f := strings.Fields(string(b))
+		out := ""
+		if len(f) > 15 {
+			out = "utime=" + f[13] + " stime=" + f[14]
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, tk := range tasks {
+			sc, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, tk.Name()))
+			cm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", pid, tk.Name()))
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tk.Name()))
+			sf := strings.Fields(string(st))
+			u := ""
+			if len(sf) > 15 {
+				u = sf[13] + "/" + sf[14]
+			}
+			out += fmt.Sprintf("\n   %s %s cpu=%s sys=%.30s", tk.Name(), strings.TrimSpace(string(cm)), u, strings.TrimSpace(string(sc)))
+		}
+		return out
+	}
+	if os.Getenv("QMPPROBE") != "" {
+		t.Logf("status at 0: %s", status())
+	}
 	for time.Since(down) < outage {
-		t.Logf("%5.1fs down: wrote %d, status %s", time.Since(down).Seconds(), consoleCount(e.serial("vm"), testvm.WroteLine), status())
-		time.Sleep(outage / 5)
+		t.Logf("%5.1fs down: wrote %d, %s", time.Since(down).Seconds(), consoleCount(e.serial("vm"), testvm.WroteLine), cpu())
+		time.Sleep(outage / 4)
 	}
 	e.startService()
 	t.Logf("server was down %s; wrote %d before", time.Since(down), before)
