@@ -114,6 +114,16 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 // Start plans req, records the session and runs it. It returns the session
 // id even when a step fails: the session can then be resumed or stopped.
 func (o *Orchestrator) Start(ctx context.Context, req Request) (string, error) {
+	id, err := o.Create(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	return id, o.Resume(ctx, id)
+}
+
+// Create plans req and records the session with its plan and pending
+// steps, without running any: Resume runs them.
+func (o *Orchestrator) Create(ctx context.Context, req Request) (string, error) {
 	p, err := o.Plan(ctx, req)
 	if err != nil {
 		return "", err
@@ -137,7 +147,7 @@ func (o *Orchestrator) Start(ctx context.Context, req Request) (string, error) {
 		return "", err
 	}
 	o.log().Info("restore session created", "session", id, "kind", req.Kind, "vms", len(p.VMs))
-	return id, o.Resume(ctx, id)
+	return id, nil
 }
 
 // steps lists the steps this plan runs.

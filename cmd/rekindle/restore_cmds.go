@@ -99,32 +99,32 @@ func restoreCommands() []*cli.Command {
 		{
 			Name: "restore", Usage: "instant recovery: run VMs from their backups, in startup order",
 			Subcommands: []*cli.Command{
-				{Name: "vapp", Usage: "restore a vApp (or --member some of it)", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd},
-				{Name: "vm", Usage: "restore one VM", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd},
+				withConfig(&cli.Command{Name: "vapp", Usage: "restore a vApp (or --member some of it)", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd}),
+				withConfig(&cli.Command{Name: "vm", Usage: "restore one VM", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd}),
 			},
 		},
-		{
+		withConfig(&cli.Command{
 			Name: "migrate", Usage: "move a session's VMs to production storage and withdraw the export", ArgsUsage: "SESSION",
 			Flags: append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
 				&cli.StringFlag{Name: "to", Required: true, Usage: "target datastore (qemu: a folder)"}}, hypervisorFlags()...),
 			Action: func(c *cli.Context) error {
 				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Migrate(c.Context, id, c.String("to")) })
 			},
-		},
+		}),
 	}
 }
 
 func sessionControlCommands() []*cli.Command {
 	flags := append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag}, hypervisorFlags()...)
 	return []*cli.Command{
-		{Name: "resume", Usage: "finish a restore session that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
+		withConfig(&cli.Command{Name: "resume", Usage: "finish a restore session that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
 			Action: func(c *cli.Context) error {
 				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Resume(c.Context, id) })
-			}},
-		{Name: "stop", Usage: "undo a restore session: power off, unregister, unmount, discard", ArgsUsage: "ID", Flags: flags,
+			}}),
+		withConfig(&cli.Command{Name: "stop", Usage: "undo a restore session: power off, unregister, unmount, discard", ArgsUsage: "ID", Flags: flags,
 			Action: func(c *cli.Context) error {
 				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Stop(c.Context, id) })
-			}},
+			}}),
 	}
 }
 

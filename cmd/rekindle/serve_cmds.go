@@ -23,6 +23,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/orchestrator"
 )
 
 const defaultAPI = "127.0.0.1:7480"
@@ -44,9 +45,10 @@ func serveCommands() []*cli.Command {
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
+	flags = append(flags, fromConfig(hypervisorFlags())...)
 	return []*cli.Command{
 		{
-			Name: "serve", Usage: "serve restore points and sessions over NFS, with an HTTP API",
+			Name: "serve", Usage: "serve restore points and sessions over NFS, with an HTTP API (and restores, when a hypervisor is configured)",
 			Flags:  flags,
 			Before: altsrc.InitInputSourceWithContext(flags, configSource),
 			Action: serveCmd,
@@ -142,7 +144,26 @@ func serveCmd(c *cli.Context) error {
 	}
 	g, ctx := errgroup.WithContext(c.Context)
 	g.Go(func() error { return svc.Serve(ctx) })
-	servers := []*http.Server{{Addr: c.String("api"), Handler: svc.Handler(version), ReadHeaderTimeout: 10 * time.Second}}
+	handler := svc.Handler(version)
+	if c.String("vc") != "" || c.String("hypervisor") == "qemu" {
+		// Restores through the API run here, against this server's exports.
+		d, closeDriver, err := openDriver(c, r.Dir)
+		if err != nil {
+			return err
+		}
+		defer closeDriver()
+		jobs := orchestrator.NewJobs(ctx, &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: svc, Logger: log})
+		defer jobs.Wait()
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		jh := jobs.Handler()
+		for _, p := range []string{"POST /v1/restores", "POST /v1/sessions/{id}/resume", "POST /v1/sessions/{id}/stop", "POST /v1/sessions/{id}/migrate"} {
+			mux.Handle(p, jh)
+		}
+		handler = mux
+		log.Info("restores enabled on the API", "hypervisor", d.Name())
+	}
+	servers := []*http.Server{{Addr: c.String("api"), Handler: handler, ReadHeaderTimeout: 10 * time.Second}}
 	if m := c.String("metrics"); m != "off" && m != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -267,4 +288,35 @@ func sessionsDiscard(c *cli.Context) error {
 	}
 	fmt.Printf("session %s discarded: export withdrawn, overlay deleted\n", c.Args().First())
 	return nil
+}
+
+// fromConfig lets flags also be set from the --config file.
+func fromConfig(flags []cli.Flag) []cli.Flag {
+	out := make([]cli.Flag, 0, len(flags))
+	for _, f := range flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			out = append(out, altsrc.NewStringFlag(f))
+		case *cli.BoolFlag:
+			out = append(out, altsrc.NewBoolFlag(f))
+		case *cli.StringSliceFlag:
+			out = append(out, altsrc.NewStringSliceFlag(f))
+		case *cli.DurationFlag:
+			out = append(out, altsrc.NewDurationFlag(f))
+		case *cli.IntFlag:
+			out = append(out, altsrc.NewIntFlag(f))
+		default:
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+var configFlag = &cli.StringFlag{Name: "config", Usage: "YAML file with any of these flags as keys (flags and REKINDLE_* variables win)", EnvVars: []string{"REKINDLE_CONFIG"}}
+
+// withConfig adds --config to a command's flags.
+func withConfig(cmd *cli.Command) *cli.Command {
+	cmd.Flags = append([]cli.Flag{configFlag}, fromConfig(cmd.Flags)...)
+	cmd.Before = altsrc.InitInputSourceWithContext(cmd.Flags, configSource)
+	return cmd
 }

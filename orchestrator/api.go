@@ -1,0 +1,140 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/rekindle/rekindle/catalog"
+)
+
+// Jobs runs orchestrator operations for the HTTP API in the background, one
+// at a time per session, for as long as the server runs.
+type Jobs struct {
+	o   *Orchestrator
+	ctx context.Context
+
+	mu      sync.Mutex
+	running map[string]string // session -> operation
+	wg      sync.WaitGroup
+}
+
+// NewJobs returns a job runner whose operations end when ctx does.
+func NewJobs(ctx context.Context, o *Orchestrator) *Jobs {
+	return &Jobs{o: o, ctx: ctx, running: map[string]string{}}
+}
+
+// Wait returns when every running operation has returned.
+func (j *Jobs) Wait() { j.wg.Wait() }
+
+// errBusy is returned when a session already has an operation running.
+var errBusy = errors.New("busy")
+
+func (j *Jobs) run(id, op string, fn func(ctx context.Context) error) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if cur, ok := j.running[id]; ok {
+		return errors.Join(errBusy, errors.New("session "+id+" is busy with "+cur+": wait for it (GET /v1/sessions/"+id+")"))
+	}
+	j.running[id] = op
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		if err := fn(j.ctx); err != nil {
+			j.o.log().Error("operation failed", "session", id, "op", op, "err", err)
+		}
+		j.mu.Lock()
+		delete(j.running, id)
+		j.mu.Unlock()
+	}()
+	return nil
+}
+
+// Handler serves the restore operations; sessions are read through the
+// datastore API (GET /v1/sessions/{id} shows the steps):
+//
+//	POST /v1/restores                  Request (+ "dry_run": true) -> {"session": id} or the plan
+//	POST /v1/sessions/{id}/resume      -> 202 {"session": id}
+//	POST /v1/sessions/{id}/stop        -> 202
+//	POST /v1/sessions/{id}/migrate     {"to": datastore} -> 202
+//
+// Operations run in the background; 409 when the session is busy.
+func (j *Jobs) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/restores", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Request
+			DryRun bool `json:"dry_run"`
+		}
+		if err := decode(r.Body, &body); err != nil {
+			reply(w, http.StatusBadRequest, map[string]string{"error": "restore request: " + err.Error()})
+			return
+		}
+		if body.DryRun {
+			p, err := j.o.Plan(r.Context(), body.Request)
+			replyErr(w, http.StatusOK, p, err)
+			return
+		}
+		id, err := j.o.Create(r.Context(), body.Request)
+		if err != nil {
+			replyErr(w, 0, nil, err)
+			return
+		}
+		err = j.run(id, "restore", func(ctx context.Context) error { return j.o.Resume(ctx, id) })
+		replyErr(w, http.StatusAccepted, map[string]string{"session": id}, err)
+	})
+	op := func(name string, fn func(ctx context.Context, id string, body map[string]string) error) {
+		mux.HandleFunc("POST /v1/sessions/{id}/"+name, func(w http.ResponseWriter, r *http.Request) {
+			id := r.PathValue("id")
+			body := map[string]string{}
+			if err := decode(r.Body, &body); err != nil && !errors.Is(err, io.EOF) {
+				reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			if _, _, err := j.o.LoadPlan(r.Context(), id); err != nil {
+				replyErr(w, 0, nil, err)
+				return
+			}
+			err := j.run(id, name, func(ctx context.Context) error { return fn(ctx, id, body) })
+			replyErr(w, http.StatusAccepted, map[string]string{"session": id}, err)
+		})
+	}
+	op("resume", func(ctx context.Context, id string, _ map[string]string) error { return j.o.Resume(ctx, id) })
+	op("stop", func(ctx context.Context, id string, _ map[string]string) error { return j.o.Stop(ctx, id) })
+	op("migrate", func(ctx context.Context, id string, body map[string]string) error {
+		return j.o.Migrate(ctx, id, body["to"])
+	})
+	return mux
+}
+
+func decode(r io.Reader, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r, 1<<20))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func replyErr(w http.ResponseWriter, code int, v any, err error) {
+	switch {
+	case err == nil:
+		reply(w, code, v)
+	case errors.Is(err, errBusy):
+		reply(w, http.StatusConflict, map[string]string{"error": err.Error()})
+	case errors.Is(err, ErrPlan):
+		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, ErrNotFound):
+		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+	default:
+		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+	}
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
