@@ -122,6 +122,10 @@ func TestESXiFileSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, logFH, err := v.Lookup("web01/vmware.log") // a file the session created
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Restart the server: the client's old handle still names the disk.
 	e.stop()
@@ -133,6 +137,9 @@ func TestESXiFileSequence(t *testing.T) {
 	}
 	if attr.Filesize != uint64(len(e.extent)) {
 		t.Fatalf("old handle names a file of %d bytes", attr.Filesize)
+	}
+	if attr, err := v2.GetAttr(logFH); err != nil || attr.Filesize != 14 {
+		t.Fatalf("handle of a file created in the session, after the restart: %+v %v", attr, err)
 	}
 	if got := readAll(t, v2, "web01/web01-flat.vmdk"); !bytes.Equal(got, want) {
 		t.Fatal("disk content lost across the restart")

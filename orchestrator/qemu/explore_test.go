@@ -76,6 +76,16 @@ func TestExploreOutage(t *testing.T) {
 		t.Logf("%5.1fs down: wrote %d, %s", time.Since(down).Seconds(), consoleCount(e.serial("vm"), testvm.WroteLine), cpu())
 		time.Sleep(outage / 4)
 	}
+	if os.Getenv("POWEROFF") != "" {
+		st := time.Now()
+		err := e.drv.PowerOff(ctx, "vm")
+		t.Logf("PowerOff with the server down: %v after %s", err, time.Since(st))
+		e.startService()
+		return
+	}
+	if os.Getenv("NEWPORT") != "" {
+		e.nfsAddr = "127.0.0.1:0"
+	}
 	e.startService()
 	t.Logf("server was down %s; wrote %d before", time.Since(down), before)
 	for i := 0; i < 10; i++ {
