@@ -23,7 +23,7 @@ import (
 )
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	repo    *repo.Repo
 	cat     *catalog.Catalog
 	state   string
@@ -36,7 +36,7 @@ type env struct {
 }
 
 // newEnv imports a VM into a new repository and starts a service on it.
-func newEnv(t *testing.T, portmap string) *env {
+func newEnv(t testing.TB, portmap string) *env {
 	t.Helper()
 	for _, tool := range []string{"nfs-ls", "nfs-cat", "nfs-cp", "qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
