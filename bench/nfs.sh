@@ -14,7 +14,7 @@
 #   BENCH_WRITE     bytes per write run                               (512M)
 #   BENCH_WORK      scratch folder (deleted and recreated)            (bench/build/work)
 #   BENCH_DOC       markdown file to update, or empty for none        (docs/benchmarks.md)
-#   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (180)
+#   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
 #
 # Everything runs as root inside private network, mount and PID namespaces: rpcbind,
 # Ganesha (NFS 2049, MOUNT 20048) and rekindle (NFS+MOUNT 20490, API 7480) bind
@@ -28,7 +28,7 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
-: "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=180}"
+: "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}"
 : "${BENCH_DOC=docs/benchmarks.md}"
 export BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
@@ -102,8 +102,14 @@ outer() {
 
 	log "setup took $((SECONDS - t0)) s; measuring in private namespaces"
 	export BENCH_POINT=$point
-	unshare -n -m -p --fork --kill-child --mount-proc \
-		bash "$here/nfs.sh" --inner
+	# --kill-child: when unshare dies, the namespace's init dies and the kernel kills
+	# everything in it (servers, fio). unshare ignores INT and TERM while it waits for
+	# its child, so a signal to this script kills it with KILL.
+	unshare -n -m -p --fork --kill-child --mount-proc bash "$here/nfs.sh" --inner &
+	local upid=$!
+	trap 'kill -KILL $upid 2>/dev/null; wait $upid 2>/dev/null; exit 130' INT TERM
+	wait $upid || die "measurement failed (exit $?); logs in $RES"
+	trap - INT TERM
 	report
 	log "total $((SECONDS - t0)) s"
 }
@@ -341,9 +347,9 @@ inner() {
 	ip link set lo up
 	# private /run (rpcbind's socket and lock, Ganesha's run dir) and /var/lib/nfs
 	# (Ganesha's NFSv4 recovery dirs): nothing is left on the host
-	mount -t tmpfs -o mode=755 tmpfs /run
+	mount -n -t tmpfs -o mode=755 tmpfs /run
 	mkdir -p /run/rpcbind /run/ganesha
-	mount -t tmpfs -o mode=755 tmpfs /var/lib/nfs
+	mount -n -t tmpfs -o mode=755 tmpfs /var/lib/nfs
 	CAN_DROP=0
 	sync
 	if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
@@ -381,6 +387,10 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (N
 
 med() { # test server column(4 value, 5 cpu)
 	awk -F'\t' -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$RES/values.tsv" | median
+}
+spread() { # test server -> "min–max" of the values
+	awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s { v = $4 + 0; if (n++ == 0 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
+		END { if (n > 1) printf " (%.0f–%.0f)", lo, hi }' "$RES/values.tsv"
 }
 nruns() { awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s' "$RES/values.tsv" | wc -l; }
 
@@ -429,7 +439,7 @@ report() {
 	{
 		echo "Run $date on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
 		echo
-		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, 1 MiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs; MiB/s for sequential, IOPS for random tests."
+		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, 1 MiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
 		echo
 		echo '```'
 		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE"
@@ -454,7 +464,7 @@ report() {
 			for s in $servers; do
 				[ "$(nruns "$t" "$s")" = "$BENCH_RUNS" ] || note="$note $s:$(nruns "$t" "$s")/$BENCH_RUNS runs"
 			done
-			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit") | $(fmt "$g" "$unit") | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(ratio "$r" "$l") | $(ratio "$g" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") |"
+			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$g" "$unit")$(spread "$t" ganesha) | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(ratio "$r" "$l") | $(ratio "$g" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") |"
 		done <"$RES/tests.tsv"
 		echo
 		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers FILE_SYNC and fsyncs every WRITE unless run with --unsafe-writes."
