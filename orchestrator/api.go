@@ -2,13 +2,13 @@ package orchestrator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"sync"
 
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/internal/httpjson"
 )
 
 // Jobs runs orchestrator operations for the HTTP API in the background, one
@@ -69,8 +69,8 @@ func (j *Jobs) Handler() http.Handler {
 			Request
 			DryRun bool `json:"dry_run"`
 		}
-		if err := decode(r.Body, &body); err != nil {
-			reply(w, http.StatusBadRequest, map[string]string{"error": "restore request: " + err.Error()})
+		if err := httpjson.Decode(r.Body, &body); err != nil {
+			httpjson.Error(w, http.StatusBadRequest, "restore request: "+err.Error())
 			return
 		}
 		if body.DryRun {
@@ -90,8 +90,8 @@ func (j *Jobs) Handler() http.Handler {
 		mux.HandleFunc("POST /v1/sessions/{id}/"+name, func(w http.ResponseWriter, r *http.Request) {
 			id := r.PathValue("id")
 			body := map[string]string{}
-			if err := decode(r.Body, &body); err != nil && !errors.Is(err, io.EOF) {
-				reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			if err := httpjson.Decode(r.Body, &body); err != nil && !errors.Is(err, io.EOF) {
+				httpjson.Error(w, http.StatusBadRequest, err.Error())
 				return
 			}
 			if _, _, err := j.o.LoadPlan(r.Context(), id); err != nil {
@@ -110,31 +110,17 @@ func (j *Jobs) Handler() http.Handler {
 	return mux
 }
 
-func decode(r io.Reader, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r, 1<<20))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
 func replyErr(w http.ResponseWriter, code int, v any, err error) {
 	switch {
 	case err == nil:
-		reply(w, code, v)
+		httpjson.Reply(w, code, v)
 	case errors.Is(err, errBusy):
-		reply(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrPlan):
-		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, ErrNotFound):
-		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusNotFound, err.Error())
 	default:
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusInternalServerError, err.Error())
 	}
-}
-
-func reply(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }

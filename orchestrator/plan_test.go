@@ -13,7 +13,7 @@ import (
 func testInputs() Inputs {
 	pt := func(vm string, mem int, net string) *repo.RestorePoint {
 		return &repo.RestorePoint{ID: "20261121T000000Z-" + map[string]string{"db01": "000001", "app01": "000002", "web01": "000003"}[vm],
-			VM: repo.VMIdentity{Name: vm, NumCPU: 2, MemoryMB: mem},
+			VM:    repo.VMIdentity{Name: vm, NumCPU: 2, MemoryMB: mem},
 			Disks: []repo.Disk{{Name: vm, Controller: "scsi0:0", Adapter: "pvscsi", Size: 1 << 30}},
 			NICs:  []repo.NIC{{Key: "ethernet0", Network: net, Type: "vmxnet3", MAC: "00:50:56:00:00:01"}}}
 	}

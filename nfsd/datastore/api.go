@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/rekindle/rekindle/internal/httpjson"
 )
 
 // API routes, all JSON:
@@ -54,7 +56,7 @@ func (s *Service) Handler(version string) http.Handler {
 		s.mu.Unlock()
 		cs := s.cache.Stats()
 		st.Cache.Hits, st.Cache.Misses, st.Cache.Bytes, st.Cache.MaxBytes = cs.Hits, cs.Misses, cs.Bytes, cs.MaxBytes
-		reply(w, http.StatusOK, st)
+		httpjson.Reply(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		list, err := s.Sessions(r.Context())
@@ -62,10 +64,8 @@ func (s *Service) Handler(version string) http.Handler {
 	})
 	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		var req PublishRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			reply(w, http.StatusBadRequest, map[string]string{"error": "publish request: " + err.Error()})
+		if err := httpjson.Decode(r.Body, &req); err != nil {
+			httpjson.Error(w, http.StatusBadRequest, "publish request: "+err.Error())
 			return
 		}
 		info, err := s.Publish(r.Context(), req)
@@ -85,22 +85,14 @@ func (s *Service) Handler(version string) http.Handler {
 func replyErr(w http.ResponseWriter, v any, err error) {
 	switch {
 	case err == nil:
-		reply(w, http.StatusOK, v)
+		httpjson.Reply(w, http.StatusOK, v)
 	case errors.Is(err, ErrNotFound):
-		reply(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrInvalid):
-		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 	default:
-		reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		httpjson.Error(w, http.StatusInternalServerError, err.Error())
 	}
-}
-
-func reply(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }
 
 // Client talks to a server's API.

@@ -144,4 +144,3 @@ func (l *Lab) describe(ctx context.Context, out io.Writer, id string) error {
 	fmt.Fprintf(out, "   datastores now: %v\n", names)
 	return nil
 }
-

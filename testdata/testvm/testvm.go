@@ -24,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rekindle/rekindle/testdata/vmgen"
 )
 
 // Sector layout of disk.img; keep in sync with build.sh.
@@ -108,52 +110,10 @@ func Image(tb testing.TB) string {
 // Copy copies the pristine image to dst (sparse) and returns dst.
 func Copy(tb testing.TB, dst string) string {
 	tb.Helper()
-	if err := CopyFile(Image(tb), dst); err != nil {
+	if err := vmgen.CopyFile(Image(tb), dst); err != nil {
 		tb.Fatal(err)
 	}
 	return dst
-}
-
-// CopyFile copies a raw image keeping its holes.
-func CopyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
-	var off int64
-	for {
-		n, rerr := in.ReadAt(buf, off)
-		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
-			if _, err := out.WriteAt(buf[:n], off); err != nil {
-				out.Close()
-				return err
-			}
-		}
-		off += int64(n)
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			out.Close()
-			return rerr
-		}
-	}
-	if err := out.Truncate(fi.Size()); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // ConfigLine is the text SetMode writes to the config sector.
