@@ -74,6 +74,9 @@ type Service struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+
+	serving   sync.Once
+	serveDone chan struct{} // closed when Serve returns
 }
 
 type session struct {
@@ -101,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o755); err != nil {
 		return nil, fmt.Errorf("state folder: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
+	s := &Service{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, serveDone: make(chan struct{})}
 	s.cache = repo.NewCache(repo.CacheOptions{MaxBytes: cfg.CacheBytes, ChunkSize: cfg.Repo.ChunkSize()})
 	var err error
 	if s.points, err = view.NewPointFS(cfg.Repo, s.cache); err != nil {
@@ -149,11 +152,23 @@ func (s *Service) NFSAddr() net.Addr { return s.nfs.Addr() }
 func (s *Service) PortmapAddr() net.Addr { return s.nfs.PortmapAddr() }
 
 // Serve serves NFS until ctx ends.
-func (s *Service) Serve(ctx context.Context) error { return s.nfs.Serve(ctx) }
+func (s *Service) Serve(ctx context.Context) error {
+	started := false
+	s.serving.Do(func() { started = true })
+	if !started {
+		return errors.New("datastore: Serve called twice")
+	}
+	defer close(s.serveDone)
+	return s.nfs.Serve(ctx)
+}
 
-// Close stops serving and releases the overlays (their content stays).
+// Close stops serving, waits for Serve to return, and releases the overlays
+// (their content stays). Calls still in flight fail unanswered, so the
+// client retries them once the server is back.
 func (s *Service) Close() error {
 	err := s.nfs.Close()
+	s.serving.Do(func() { close(s.serveDone) }) // never served: nothing to wait for
+	<-s.serveDone
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ss := range s.sessions {

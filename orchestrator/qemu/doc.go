@@ -29,7 +29,7 @@
 //	vms/<vm>/qemu.pid         written and removed by QEMU itself
 //	vms/<vm>/qmp.sock         the QMP monitor
 //	vms/<vm>/serial.log       the guest's serial console
-//	vms/<vm>/qemu.log         QEMU's own messages (errors after it detached)
+//	vms/<vm>/qemu.log         QEMU's own messages (-D), start-up errors included
 //
 // Each VM is one QEMU process started with -daemonize: it detaches from the
 // orchestrator (new session, reparented to init) once its devices are open,
@@ -37,4 +37,12 @@
 // does not open) fails the PowerOn call with QEMU's message. A VM counts as
 // running while the pid in its pid file is alive and runs with its QMP
 // socket; PowerOn on a running VM starts nothing.
+//
+// When the export goes away (rekindle restarts or dies), QEMU's nfs://
+// driver (libnfs) reconnects by itself, to the same address and NFS port:
+// the guest's I/O waits, and carries on with nothing lost once the server is
+// back on that port (a server back on another port is never found again).
+// Meanwhile QEMU's main thread spins in the reconnect loop and its QMP
+// monitor does not answer, so PowerOff falls back to signals. Seen with
+// QEMU 7.2 and libnfs 4.0; TestServerRestartUnderGuest checks it.
 package qemu

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -91,7 +92,8 @@ func nfsURL(m *mountState, rel string) string {
 }
 
 // Reconcile records the VM's hardware; QEMU gets it at the next power-on.
-// A disk already relocated off the datastore keeps its new place.
+// A disk already relocated off the datastore keeps its new place; a
+// running VM's disks cannot change.
 func (d *Driver) Reconcile(ctx context.Context, vm orchestrator.VMRef, spec orchestrator.VMSpec) error {
 	name := string(vm)
 	var disks []diskState
@@ -108,7 +110,11 @@ func (d *Driver) Reconcile(ctx context.Context, vm orchestrator.VMRef, spec orch
 		}
 		disks = append(disks, dk)
 	}
+	running := d.running(name)
 	_, err := d.updateVM(name, func(v *vmState) error {
+		if running && !slices.EqualFunc(v.Disks, disks, func(a, b diskState) bool { return a.File == b.File }) {
+			return fmt.Errorf("vm %s runs: its disks cannot change until it is powered off", name)
+		}
 		for i := range disks {
 			for _, old := range v.Disks {
 				if old.File == disks[i].File && old.Local != "" {
@@ -127,7 +133,7 @@ func (d *Driver) Reconcile(ctx context.Context, vm orchestrator.VMRef, spec orch
 
 // pid returns the QEMU pid of the VM when it runs, else 0. The pid file is
 // QEMU's own (written at start, removed at exit); the process must still
-// carry the VM's QMP socket on its command line, so a recycled pid is not
+// carry that pid file on its command line, so a recycled pid is not
 // mistaken for the VM.
 func (d *Driver) pid(name string) int {
 	b, err := os.ReadFile(d.vmFile(name, "qemu.pid"))
@@ -142,7 +148,7 @@ func (d *Driver) pid(name string) int {
 		return 0
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !bytes.Contains(cmdline, []byte(d.vmFile(name, "qmp.sock"))) {
+	if err != nil || !bytes.Contains(cmdline, []byte("\x00-pidfile\x00"+d.vmFile(name, "qemu.pid")+"\x00")) {
 		return 0
 	}
 	return pid
@@ -204,7 +210,9 @@ func (d *Driver) qemuArgs(v *vmState) ([]string, error) {
 			drive += ",file.driver=nfs,file.server.type=inet,file.server.host=" + optEscape(m.Server) +
 				",file.path=" + optEscape(path.Join(m.Path, dk.Extent))
 		}
-		args = append(args, "-drive", drive)
+		// An I/O error pauses the VM rather than reach the guest, as an
+		// export that went away does on ESXi; PowerOn resumes it.
+		args = append(args, "-drive", drive+",werror=stop,rerror=stop")
 	}
 	for _, n := range v.NICs {
 		backend, ok := d.cfg.Networks[n.Network]
@@ -253,15 +261,23 @@ func (d *Driver) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{"qemu.pid", "qmp.sock"} {
-		os.Remove(d.vmFile(name, f))
+	// A console log of an earlier boot must not make this one look ready.
+	for _, f := range []string{"qemu.pid", "qmp.sock", "serial.log"} {
+		if err := os.Remove(d.vmFile(name, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("vm %s: %w", name, err)
+		}
+	}
+	if _, err := d.updateVM(name, func(v *vmState) error {
+		v.Boots++
+		v.PoweredOn, v.Ready, v.PoweredOff, v.PID = time.Now().UTC(), time.Time{}, time.Time{}, 0
+		return nil
+	}); err != nil {
+		return err
 	}
 	// QEMU detaches once its devices are open; its own messages go to
 	// qemu.log (-D), which it truncates at start.
 	cmd := exec.CommandContext(ctx, d.cfg.QEMU, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	poweredOn := time.Now().UTC()
 	d.log.Info("powering on", "vm", name, "host", hostName, "args", strings.Join(args, " "))
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("vm %s: start QEMU: %w: %s", name, err, d.logTail(name))
@@ -271,15 +287,14 @@ func (d *Driver) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 		return fmt.Errorf("vm %s: QEMU exited right after starting: %s", name, d.logTail(name))
 	}
 	_, err = d.updateVM(name, func(v *vmState) error {
-		v.Boots++
-		v.PoweredOn, v.Ready, v.PoweredOff, v.PID = poweredOn, time.Time{}, time.Time{}, pid
+		v.PID = pid
 		return nil
 	})
 	return err
 }
 
 // ensureRunning resumes a VM whose QEMU is alive but paused (an I/O error
-// stops it when the export is away).
+// on a disk pauses it).
 func (d *Driver) ensureRunning(ctx context.Context, name string, pid int) error {
 	mon, err := dialQMP(ctx, d.vmFile(name, "qmp.sock"))
 	if err != nil {
@@ -347,8 +362,10 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 	if pid == 0 {
 		return nil
 	}
+	// d.pid, not alive: a pid the kernel gave to another process since is
+	// not the VM's, and must not be signalled.
 	gone := func(within time.Duration) bool {
-		return waitFor(ctx, within, func() bool { return !alive(pid) })
+		return waitFor(ctx, within, func() bool { return d.pid(name) != pid })
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	mon, err := dialQMP(qctx, d.vmFile(name, "qmp.sock"))
@@ -357,18 +374,22 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 		mon.close()
 	}
 	cancel()
-	if err != nil {
-		d.log.Warn("QMP quit failed: terminating QEMU", "vm", name, "pid", pid, "err", err)
-	}
-	if gone(15 * time.Second) {
+	if (err == nil && gone(15*time.Second)) || gone(0) {
 		d.log.Info("vm powered off", "vm", name, "pid", pid)
 		return nil
 	}
+	// The monitor does not answer when QEMU's main loop is stuck, e.g. in
+	// libnfs reconnecting to an export that is away; SIGTERM is handled by
+	// that loop too, so SIGKILL follows soon.
+	d.log.Warn("QMP quit failed: signalling QEMU", "vm", name, "pid", pid, "err", err)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		if gone(0) {
+			return nil
+		}
 		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("vm %s: signal QEMU pid %d: %w", name, pid, err)
 		}
-		if gone(10 * time.Second) {
+		if gone(5 * time.Second) {
 			d.log.Info("vm powered off", "vm", name, "pid", pid, "signal", sig.String())
 			return nil
 		}
