@@ -18,9 +18,9 @@ const (
 	// newest it opens.
 	FormatVersion = 1
 
-	// DefaultChunkSize is 1 MiB: see docs/repository-format.md ("Chunk size")
+	// DefaultChunkSize is 256 KiB: see docs/repository-format.md ("Chunk size")
 	// for the benchmark behind the choice.
-	DefaultChunkSize = 1 << 20
+	DefaultChunkSize = 256 << 10
 	MinChunkSize     = 64 << 10
 	MaxChunkSize     = 16 << 20
 

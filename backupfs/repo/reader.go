@@ -31,7 +31,7 @@ type Cache struct {
 type CacheOptions struct {
 	MaxBytes  int64 // upper bound on decompressed bytes held; default 256 MiB
 	ChunkSize int   // the largest chunk size it will hold; default DefaultChunkSize
-	Readahead int   // chunks fetched ahead of a sequential reader; default 8, -1 off
+	Readahead int   // chunks fetched ahead of a sequential reader; default 8 MiB worth, -1 off
 	Parallel  int   // readahead fetches in flight across all readers; default 2×GOMAXPROCS
 }
 
@@ -44,7 +44,7 @@ func NewCache(opts CacheOptions) *Cache {
 		opts.ChunkSize = DefaultChunkSize
 	}
 	if opts.Readahead == 0 {
-		opts.Readahead = 8
+		opts.Readahead = max(4, (8<<20)/opts.ChunkSize)
 	}
 	if opts.Readahead < 0 {
 		opts.Readahead = 0
