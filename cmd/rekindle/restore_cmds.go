@@ -32,7 +32,7 @@ func hypervisorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "vc-ca", Usage: "CA bundle to verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_CA"}},
 		&cli.BoolFlag{Name: "vc-insecure", Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE"}},
 		&cli.StringFlag{Name: "datacenter", Usage: "vSphere datacenter (default: the only one)", EnvVars: []string{"REKINDLE_DATACENTER"}},
-		&cli.StringFlag{Name: "qemu-dir", Usage: "qemu: folder for VM state (default REPO/state/qemu)", EnvVars: []string{"REKINDLE_QEMU_DIR"}},
+		&cli.StringFlag{Name: "qemu-dir", Usage: "qemu: folder for VM state (default: --target, else REPO/state/qemu)", EnvVars: []string{"REKINDLE_QEMU_DIR"}},
 	}
 }
 
@@ -43,6 +43,9 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 	switch c.String("hypervisor") {
 	case "qemu":
 		dir := c.String("qemu-dir")
+		if dir == "" && c.IsSet("target") {
+			dir = c.String("target") // for qemu the target is the folder VMs run in
+		}
 		if dir == "" {
 			dir = filepath.Join(repoDir, "state", "qemu")
 		}
@@ -77,7 +80,7 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 
 func restoreFlags() []cli.Flag {
 	return append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
-		&cli.StringFlag{Name: "target", Usage: "cluster, resource pool or vApp inventory path (vsphere)"},
+		&cli.StringFlag{Name: "target", Usage: "vsphere: cluster, resource pool or vApp inventory path; qemu: the folder VMs run in (default REPO/state/qemu)"},
 		&cli.StringFlag{Name: "point", Usage: "restore point id (vm restores; default: latest)"},
 		&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "use the latest points at or before this time"},
 		&cli.StringSliceFlag{Name: "network-map", Usage: "SRC=DST: put NICs on network SRC onto DST (repeatable)"},

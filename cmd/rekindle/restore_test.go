@@ -54,3 +54,29 @@ func TestRestoreDryRun(t *testing.T) {
 		t.Fatalf("login failure: %s", stderr)
 	}
 }
+
+// TestRestoreDryRunQEMU plans a single-VM restore onto this machine's QEMU.
+func TestRestoreDryRunQEMU(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	run(t, false, "init", "--repo", repoDir)
+	folder, err := vmgen.Generate(filepath.Join(dir, "src"), vmgen.Spec{Name: "web01", Seed: 1, MemoryMB: 256,
+		Disks: []vmgen.DiskSpec{{Size: 1 << 20, Fill: vmgen.FillRandom, Format: vmgen.FormatFlat}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, false, "backup", "import", "--repo", repoDir, folder)
+	vms := filepath.Join(dir, "vms")
+	out, _ := run(t, false, "restore", "vm", "--repo", repoDir, "--hypervisor", "qemu", "--target", vms,
+		"--nfs-server", "127.0.0.1", "--dry-run", "web01")
+	if !strings.Contains(out, "web01") || !strings.Contains(out, "localhost") || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("qemu plan:\n%s", out)
+	}
+	if _, err := os.Stat(vms); err != nil {
+		t.Fatalf("the qemu driver did not take --target as its folder: %v", err)
+	}
+	_, stderr := run(t, true, "restore", "vm", "--repo", repoDir, "--hypervisor", "xen", "--nfs-server", "x", "web01")
+	if !strings.Contains(stderr, "want vsphere or qemu") {
+		t.Fatalf("unknown hypervisor: %s", stderr)
+	}
+}
