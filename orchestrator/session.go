@@ -264,6 +264,38 @@ func (o *Orchestrator) runStep(ctx context.Context, id, name string, fn func(con
 	return nil
 }
 
+// registered returns the VMs session id's register step recorded: the only
+// VMs the session acts on. Looking VMs up by name could find someone else's
+// VM of the same name, perhaps the production original.
+func (o *Orchestrator) registered(ctx context.Context, id string) (map[string]VMRef, error) {
+	s, err := o.Catalog.Session(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	refs := map[string]VMRef{}
+	for _, st := range s.Steps {
+		if st.Name == StepRegister && len(st.Detail) > 0 && string(st.Detail) != "null" {
+			if err := json.Unmarshal(st.Detail, &refs); err != nil {
+				return nil, fmt.Errorf("session %s: register step record: %w", id, err)
+			}
+		}
+	}
+	return refs, nil
+}
+
+// vm returns the reference session id registered for the VM named name.
+func (o *Orchestrator) vm(ctx context.Context, id, name string) (VMRef, error) {
+	refs, err := o.registered(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	ref, ok := refs[name]
+	if !ok {
+		return "", fmt.Errorf("%s was not registered by session %s: %w", name, id, ErrNotFound)
+	}
+	return ref, nil
+}
+
 func (p *Plan) pool() string {
 	if p.AppPath != "" {
 		return p.AppPath
@@ -317,7 +349,7 @@ func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) 
 		return refs, nil
 	case StepReconcile:
 		for _, vm := range p.VMs {
-			ref, err := d.FindVM(ctx, vm.Name)
+			ref, err := o.vm(ctx, id, vm.Name)
 			if err != nil {
 				return nil, fmt.Errorf("reconcile %s: %w", vm.Name, err)
 			}
@@ -341,7 +373,7 @@ func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) 
 		return o.boot(ctx, id, p)
 	case StepMigrate:
 		for _, vm := range p.VMs {
-			ref, err := d.FindVM(ctx, vm.Name)
+			ref, err := o.vm(ctx, id, vm.Name)
 			if err != nil {
 				return nil, fmt.Errorf("migrate %s: %w", vm.Name, err)
 			}
@@ -387,7 +419,7 @@ func (o *Orchestrator) boot(ctx context.Context, id string, p *Plan) (any, error
 		var group []booted
 		for _, name := range names {
 			vm := p.VM(name)
-			ref, err := o.Driver.FindVM(ctx, name)
+			ref, err := o.vm(ctx, id, name)
 			if err != nil {
 				return out, fmt.Errorf("power on %s: %w", name, err)
 			}
@@ -401,9 +433,12 @@ func (o *Orchestrator) boot(ctx context.Context, id string, p *Plan) (any, error
 		for i, name := range names {
 			vm := p.VM(name)
 			if vm.Ready.Heartbeat || vm.Ready.IP {
-				ref, _ := o.Driver.FindVM(ctx, name)
+				ref, err := o.vm(ctx, id, name)
+				if err != nil {
+					return out, err
+				}
 				wctx, cancel := context.WithTimeout(ctx, timeout)
-				err := o.Driver.WaitReady(wctx, ref, vm.Ready)
+				err = o.Driver.WaitReady(wctx, ref, vm.Ready)
 				cancel()
 				if err != nil {
 					return append(out, group...), fmt.Errorf("group %d: %s not ready within %s: %w", gi+1, name, timeout, err)
@@ -443,15 +478,15 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 	}
 	var errs []error
 	d := o.Driver
+	refs, err := o.registered(ctx, id)
+	if err != nil {
+		return err
+	}
 	err = o.runStep(ctx, id, "stop", func(ctx context.Context) (any, error) {
 		for _, vm := range slices.Backward(p.VMs) {
-			ref, err := d.FindVM(ctx, vm.Name)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				errs = append(errs, err)
-				continue
+			ref, ok := refs[vm.Name]
+			if !ok {
+				continue // never registered by this session
 			}
 			if err := d.PowerOff(ctx, ref); err != nil {
 				errs = append(errs, fmt.Errorf("power off %s: %w", vm.Name, err))

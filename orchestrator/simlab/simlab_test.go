@@ -339,3 +339,28 @@ func TestFaultAtEachStep(t *testing.T) {
 		}
 	}
 }
+
+// TestNeverAdoptsSomeoneElsesVM restores db01 while the db01 of an earlier
+// restore still runs in the vApp: the second restore must refuse to take it
+// over, and stopping the second session must leave it running.
+func TestNeverAdoptsSomeoneElsesVM(t *testing.T) {
+	l := newLab(t)
+	ctx := ctxT(t)
+	if _, err := l.Orchestrator.Start(ctx, l.Request(orchestrator.KindVApp)); err != nil {
+		t.Fatal(err)
+	}
+	orig := l.vm(t, "db01")
+	req := l.Request(orchestrator.KindPartial)
+	req.VMs = []string{"db01"}
+	id, err := l.Orchestrator.Start(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), "already runs from") || !strings.Contains(err.Error(), "not this restore's") {
+		t.Fatalf("second restore of a running db01: %v", err)
+	}
+	if err := l.Orchestrator.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	now := l.vm(t, "db01")
+	if now.Self != orig.Self || now.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("stopping the second session touched the original db01: %s", now.Runtime.PowerState)
+	}
+}

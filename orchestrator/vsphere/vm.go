@@ -31,8 +31,28 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	if err != nil {
 		return "", fmt.Errorf("%s: pool: %w", op, err)
 	}
+	vmxPath := object.DatastorePath{Datastore: p.Datastore, Path: strings.TrimPrefix(p.VMXPath, "/")}
+	vmx := vmxPath.String()
 	if ref, err := d.poolVM(ctx, pool, p.Name); err != nil || ref != "" {
-		return ref, wrapOp(op, err)
+		if err != nil {
+			return "", wrapOp(op, err)
+		}
+		// Adopt only our own VM (a retry after a crash): a VM of that name with
+		// other files is someone else's, perhaps the production original.
+		var vm mo.VirtualMachine
+		if err := d.pc.RetrieveOne(ctx, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)},
+			[]string{"config.files.vmPathName"}, &vm); err != nil {
+			return "", vcErr(err, "%s: read the existing VM of that name", op)
+		}
+		if vm.Config == nil || vm.Config.Files.VmPathName != vmx {
+			have := "unknown files"
+			if vm.Config != nil {
+				have = vm.Config.Files.VmPathName
+			}
+			return "", fmt.Errorf("%s: a VM named %s already runs from %s in pool %s: it is not this restore's; "+
+				"remove or rename it, or restore a test clone (--test)", op, p.Name, have, p.Pool)
+		}
+		return ref, nil
 	}
 	host, err := d.host(ctx, p.Host)
 	if err != nil {
@@ -42,9 +62,6 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", op, err)
 	}
-	vmxPath := object.DatastorePath{Datastore: p.Datastore, Path: strings.TrimPrefix(p.VMXPath, "/")}
-	vmx := vmxPath.String()
-
 	task, err := object.NewFolder(d.c, folder).RegisterVM(ctx, vmx, p.Name, false,
 		object.NewResourcePool(d.c, pool), object.NewHostSystem(d.c, host))
 	var info *types.TaskInfo
