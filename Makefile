@@ -31,8 +31,10 @@ PKGS ?= ./... $(TESTDATA_PKGS)
 
 all: build
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o bin/rekindle ./cmd/rekindle
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/rekindle ./cmd/rekindle
 
 deps:
 	scripts/install-deps

@@ -62,7 +62,7 @@ func serveCommands() []*cli.Command {
 			Action: publishCmd,
 		},
 		{
-			Name: "sessions", Usage: "list, inspect and discard sessions",
+			Name: "sessions", Usage: "list, inspect, resume, stop and discard sessions",
 			Subcommands: []*cli.Command{
 				{Name: "list", Usage: "every session, newest first", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsList},
 				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsShow},
