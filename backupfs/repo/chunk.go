@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -21,10 +22,17 @@ var ErrCorrupt = errors.New("corrupt")
 //	4  1  codec: 0 stored as is, 1 zstd
 //	5  3  reserved, zero
 //	8  4  uncompressed length
-//	12 .. payload
+//	12 32 SHA-256 of the uncompressed bytes (the chunk's name)
+//	44 8  xxhash64 of the uncompressed bytes
+//	52 .. payload
+//
+// Readers check the digest in the header against the name they asked for (a
+// chunk stored under the wrong name is caught) and the xxhash64 of what they
+// decoded (damage is caught), at a fraction of the cost of re-hashing with
+// SHA-256 on every read. VerifyChunk, behind `rekindle verify`, re-hashes.
 const (
 	chunkMagic      = "RKC1"
-	chunkHeaderSize = 12
+	chunkHeaderSize = 52
 	codecStored     = 0
 	codecZstd       = 1
 )
@@ -53,14 +61,16 @@ func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
 	return zstdEnc, zstdDec
 }
 
-// EncodeChunk returns the stored form of data: zstd when that saves at least
-// 1/32 of the size, else the bytes as they are (random data does not compress
-// and reads faster stored).
-func EncodeChunk(data []byte) []byte {
+// EncodeChunk returns the stored form of data, whose SHA-256 is d: zstd when
+// that saves at least 1/32 of the size, else the bytes as they are (random
+// data does not compress and reads faster stored).
+func EncodeChunk(d Digest, data []byte) []byte {
 	enc, _ := zstdCodecs()
 	out := make([]byte, chunkHeaderSize, chunkHeaderSize+len(data)/2)
 	copy(out, chunkMagic)
 	binary.LittleEndian.PutUint32(out[8:], uint32(len(data)))
+	copy(out[12:44], d[:])
+	binary.LittleEndian.PutUint64(out[44:], xxhash.Sum64(data))
 	out = enc.EncodeAll(data, out)
 	if len(out)-chunkHeaderSize < len(data)-len(data)/32 {
 		out[4] = codecZstd
@@ -72,14 +82,28 @@ func EncodeChunk(data []byte) []byte {
 }
 
 // DecodeChunk checks and decodes a stored chunk that should hold the bytes
-// whose digest is want. It never returns bytes that do not hash to want.
+// whose digest is want: the header must name want and the decoded bytes must
+// match the header's xxhash64. Damage is an error, never wrong bytes.
 func DecodeChunk(want Digest, raw []byte) ([]byte, error) {
 	data, err := decodeChunkPayload(raw)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w: %v", want, ErrCorrupt, err)
 	}
+	if got := Digest(raw[12:44]); got != want {
+		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", want, ErrCorrupt, got)
+	}
+	return data, nil
+}
+
+// VerifyChunk is DecodeChunk plus a SHA-256 of the decoded bytes: proof that
+// the chunk holds exactly the bytes its name promises.
+func VerifyChunk(want Digest, raw []byte) ([]byte, error) {
+	data, err := DecodeChunk(want, raw)
+	if err != nil {
+		return nil, err
+	}
 	if Sum(data) != want {
-		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch", want, ErrCorrupt)
+		return nil, fmt.Errorf("chunk %s: %w: SHA-256 mismatch", want, ErrCorrupt)
 	}
 	return data, nil
 }
@@ -101,7 +125,7 @@ func decodeChunkPayload(raw []byte) ([]byte, error) {
 		if uint32(len(payload)) != n {
 			return nil, fmt.Errorf("stored length %d, header says %d", len(payload), n)
 		}
-		return payload, nil
+		return checkSum(raw, payload)
 	case codecZstd:
 		_, dec := zstdCodecs()
 		out, err := dec.DecodeAll(payload, make([]byte, 0, n))
@@ -111,10 +135,17 @@ func decodeChunkPayload(raw []byte) ([]byte, error) {
 		if uint32(len(out)) != n {
 			return nil, fmt.Errorf("decompressed length %d, header says %d", len(out), n)
 		}
-		return out, nil
+		return checkSum(raw, out)
 	default:
 		return nil, fmt.Errorf("unknown codec %d", raw[4])
 	}
+}
+
+func checkSum(raw, data []byte) ([]byte, error) {
+	if xxhash.Sum64(data) != binary.LittleEndian.Uint64(raw[44:52]) {
+		return nil, errors.New("checksum mismatch")
+	}
+	return data, nil
 }
 
 // IsZero reports whether b holds only zero bytes.

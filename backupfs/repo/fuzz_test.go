@@ -6,8 +6,9 @@ import (
 )
 
 func FuzzDecodeChunk(f *testing.F) {
-	f.Add(EncodeChunk(bytes.Repeat([]byte("abc"), 100)))
-	f.Add(EncodeChunk([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}))
+	abc := bytes.Repeat([]byte("abc"), 100)
+	f.Add(EncodeChunk(Sum(abc), abc))
+	f.Add(EncodeChunk(Sum([]byte{1, 2, 3}), []byte{1, 2, 3}))
 	f.Add([]byte("RKC1\x01\x00\x00\x00\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		data, err := decodeChunkPayload(raw)
@@ -17,13 +18,17 @@ func FuzzDecodeChunk(f *testing.F) {
 		if len(data) == 0 || len(data) > MaxChunkSize {
 			t.Fatalf("decoded %d bytes", len(data))
 		}
-		// Whatever decodes must be returned only under its own digest.
-		if _, err := DecodeChunk(Sum(data), raw); err != nil {
+		// Whatever decodes is returned only under the name in its header, and
+		// VerifyChunk returns it only when that name is its SHA-256.
+		named := Digest(raw[12:44])
+		if _, err := DecodeChunk(named, raw); err != nil {
 			t.Fatal(err)
 		}
-		wrong := Sum(append(data, 0))
-		if _, err := DecodeChunk(wrong, raw); err == nil {
-			t.Fatal("accepted under wrong digest")
+		if _, err := DecodeChunk(Sum(append(bytes.Clone(data), 0)), raw); err == nil && named != Sum(append(bytes.Clone(data), 0)) {
+			t.Fatal("accepted under a name its header does not give")
+		}
+		if _, err := VerifyChunk(named, raw); (err == nil) != (Sum(data) == named) {
+			t.Fatalf("VerifyChunk: %v", err)
 		}
 	})
 }

@@ -84,7 +84,7 @@ func (r *Repo) PutChunk(d Digest, data []byte) (stored int64, wrote bool, err er
 	if _, err := os.Stat(p); err == nil {
 		return 0, false, nil
 	}
-	enc := EncodeChunk(data)
+	enc := EncodeChunk(d, data)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
 	}
@@ -106,13 +106,22 @@ func (r *Repo) ReadChunkRaw(d Digest) ([]byte, error) {
 	return b, nil
 }
 
-// GetChunk reads, decodes and checks chunk d.
+// GetChunk reads, decodes and checks chunk d (see DecodeChunk).
 func (r *Repo) GetChunk(d Digest) ([]byte, error) {
 	raw, err := r.ReadChunkRaw(d)
 	if err != nil {
 		return nil, err
 	}
 	return DecodeChunk(d, raw)
+}
+
+// VerifyChunk reads chunk d and proves its content hashes to d.
+func (r *Repo) VerifyChunk(d Digest) ([]byte, error) {
+	raw, err := r.ReadChunkRaw(d)
+	if err != nil {
+		return nil, err
+	}
+	return VerifyChunk(d, raw)
 }
 
 // Sync flushes everything written so far to stable storage. Writers call it

@@ -97,7 +97,7 @@ func (r *Repo) Verify(ctx context.Context, points []*RestorePoint, progress Veri
 	for range runtime.GOMAXPROCS(0) {
 		g.Go(func() error {
 			for d := range work {
-				b, err := r.GetChunk(d)
+				b, err := r.VerifyChunk(d)
 				mu.Lock()
 				if err != nil {
 					rep.Problems = append(rep.Problems, problem("chunk", d, err, chunkUses[d]))
