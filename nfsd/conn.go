@@ -30,16 +30,49 @@ type clientConn struct {
 	nc     net.Conn
 	client netip.Addr
 	local  netip.Addr
+	ctx    context.Context // the server's; set by serve
 
 	wmu sync.Mutex // one reply at a time on nc
 
 	mu       sync.Mutex
 	pipes    []*pipe
 	affinity map[string]*affinity
+	ordered  map[string]*orderQueue // handles with fast-path calls queued or running
 	rr       int
 
+	// inflight holds a token per call accepted onto the fast path (or queued
+	// behind one) and not answered yet; running a token per fast-path call at
+	// work. They bound a connection's fast-path calls as the pipes bound its
+	// go-nfs calls: PipesPerConn at work, PipesPerConn×pipeQueue accepted.
+	inflight chan struct{}
+	running  chan struct{}
+
+	readEnd   chan struct{} // closed when the connection's reading ends
+	closed    chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // pipes, readers and fast-path goroutines
+}
+
+// orderQueue holds the ordered calls (WRITE, SETATTR, COMMIT) of one handle
+// that arrived while a fast-path WRITE of it was queued or running; one
+// goroutine works through them in arrival order.
+type orderQueue struct {
+	calls []queuedCall
+}
+
+// queuedCall is a fast-path call or one for go-nfs.
+type queuedCall struct {
+	fast *fastCall
+	fwd  *fwdCall
+}
+
+// fastCall is a READ or WRITE the front answers itself.
+type fastCall struct {
+	framed []byte // the call record, released once answered
+	xid    uint32
+	proc   uint32
+	args   ioArgs
+	start  time.Time
 }
 
 type pipe struct {
@@ -59,6 +92,7 @@ type fwdCall struct {
 	proc   uint32
 	key    string // affinity key, or ""
 	start  time.Time
+	done   chan struct{} // closed once answered, if not nil
 }
 
 func (s *Server) newClientConn(nc net.Conn) *clientConn {
@@ -68,11 +102,17 @@ func (s *Server) newClientConn(nc net.Conn) *clientConn {
 		client:   addrOf(nc.RemoteAddr()),
 		local:    addrOf(nc.LocalAddr()),
 		affinity: map[string]*affinity{},
+		ordered:  map[string]*orderQueue{},
+		inflight: make(chan struct{}, s.pipes*pipeQueue),
+		running:  make(chan struct{}, s.pipes),
+		readEnd:  make(chan struct{}),
+		closed:   make(chan struct{}),
 	}
 }
 
 func (c *clientConn) close() {
 	c.closeOnce.Do(func() {
+		close(c.closed)
 		c.nc.Close()
 		c.mu.Lock()
 		for _, p := range c.pipes {
@@ -111,25 +151,37 @@ func (c *clientConn) serve(ctx context.Context) {
 	if !s.admitsClient(c.client) {
 		s.log.Info("nfsd: connection from a client outside the allow-list", "client", c.client)
 	}
+	c.ctx = ctx
 	defer func() {
 		c.close()
-		c.mu.Lock()
-		for _, p := range c.pipes {
-			close(p.queue)
-		}
-		c.mu.Unlock()
 		c.wg.Wait()
 	}()
 
 	ar := &armedReader{nc: c.nc}
-	br := bufio.NewReaderSize(ar, 64<<10)
+	c.readCalls(ctx, &callReader{ar: ar, br: bufio.NewReaderSize(ar, 64<<10)})
+	<-c.readEnd
+}
+
+// callReader is the incoming side of a connection. One goroutine at a time
+// reads from it: serve's at first, then the goroutines readCalls hands it to.
+type callReader struct {
+	ar *armedReader
+	br *bufio.Reader
+}
+
+// readCalls reads and handles calls until the connection ends, then closes
+// c.readEnd. The goroutine that reads a fast-path call works on it itself,
+// after handing the reading on to a new goroutine: the call starts at once,
+// without waiting for a goroutine to be scheduled, and the calls behind it are
+// read meanwhile.
+func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
+	s := c.s
 	for {
-		if br.Buffered() > 0 {
-			ar.nc.SetReadDeadline(time.Now().Add(recordTimeout))
-			ar.armed = true
+		if r.br.Buffered() > 0 {
+			r.ar.nc.SetReadDeadline(time.Now().Add(recordTimeout))
+			r.ar.armed = true
 		}
-		// Room for the record mark in front, so the record goes to a pipe as is.
-		rec, err := rpc.AppendRecord(make([]byte, 4, 4+512), br, maxCallRecord)
+		rec, err := readCallRecord(r.br)
 		if err != nil {
 			if errors.Is(err, rpc.ErrRecordTooLarge) {
 				s.m.refused.WithLabelValues(refusedGarbage).Inc()
@@ -137,44 +189,98 @@ func (c *clientConn) serve(ctx context.Context) {
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("nfsd: connection ends", "client", c.client, "err", err)
 			}
+			close(c.readEnd)
 			return
 		}
-		ar.disarm()
-		if !c.handleCall(ctx, rec) {
+		r.ar.disarm()
+		work, ok := c.handleCall(ctx, rec)
+		if !ok {
+			close(c.readEnd)
+			return
+		}
+		if work != nil {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.readCalls(ctx, r)
+			}()
+			work()
 			return
 		}
 	}
 }
 
+// Call records of more than pooledRecordMin bytes (WRITEs, mostly) are read
+// into pooled buffers: a fresh megabyte per WRITE costs more to clear than to
+// fill.
+const pooledRecordMin = 64 << 10
+
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, 4+maxCallRecord); return &b }}
+
+// readCallRecord reads the next call record, behind a 4-byte gap for its mark
+// so that it goes to a pipe as is.
+func readCallRecord(br *bufio.Reader) ([]byte, error) {
+	mark, err := br.Peek(4)
+	if err != nil {
+		if len(mark) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	dst := make([]byte, 4, 4+512)
+	m := binary.BigEndian.Uint32(mark)
+	if n := int(m &^ (1 << 31)); m&(1<<31) != 0 && n > pooledRecordMin && n <= maxCallRecord {
+		dst = (*recordBufs.Get().(*[]byte))[:4]
+	}
+	return rpc.AppendRecord(dst, br, maxCallRecord)
+}
+
+// releaseRecord returns a call record's buffer to the pool once nothing refers
+// to it any more. Buffers not from the pool are left to the collector.
+func releaseRecord(framed []byte) {
+	if cap(framed) >= 4+maxCallRecord {
+		framed = framed[:cap(framed)]
+		recordBufs.Put(&framed)
+	}
+}
+
 // handleCall answers or forwards one call; framed holds a 4-byte gap and the
-// record. It returns false when the connection should close.
-func (c *clientConn) handleCall(ctx context.Context, framed []byte) bool {
+// record. It returns the work of a fast-path call for the caller to do, if any,
+// and false when the connection should close.
+func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func(), ok bool) {
+	// A record handed to a pipe or the fast path is released there.
+	handed := false
+	defer func() {
+		if !handed {
+			releaseRecord(framed)
+		}
+	}()
 	s := c.s
 	start := time.Now()
 	call, err := rpc.ParseCall(framed[4:])
 	if errors.Is(err, rpc.ErrRPCVersion) {
 		s.m.refused.WithLabelValues(refusedGarbage).Inc()
-		return c.reply(rpc.RPCMismatchReply(call.XID))
+		return nil, c.reply(rpc.RPCMismatchReply(call.XID))
 	}
 	if err != nil {
 		s.m.refused.WithLabelValues(refusedGarbage).Inc()
 		s.log.Info("nfsd: not an RPC call, closing", "client", c.client, "err", err)
-		return false
+		return nil, false
 	}
 
 	switch call.Prog {
 	case portmap.Prog:
 		reply, name := s.pmTable.Handle(call, c.local)
 		s.observe(name, time.Since(start))
-		return c.reply(reply)
+		return nil, c.reply(reply)
 	case progMount, progNFS:
 	default:
-		return c.reply(rpc.AcceptedReply(call.XID, rpc.ProgUnavail).Bytes())
+		return nil, c.reply(rpc.AcceptedReply(call.XID, rpc.ProgUnavail).Bytes())
 	}
 
 	if st := checkAuth(call); st != rpc.AuthOK {
 		s.m.refused.WithLabelValues(refusedAuth).Inc()
-		return c.reply(rpc.AuthErrorReply(call.XID, st))
+		return nil, c.reply(rpc.AuthErrorReply(call.XID, st))
 	}
 
 	if call.Prog == progMount {
@@ -183,29 +289,29 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) bool {
 			s.m.refused.WithLabelValues(reason).Inc()
 		}
 		s.observe(mountProcName(call.Proc), time.Since(start))
-		return c.reply(reply)
+		return nil, c.reply(reply)
 	}
 
 	// NFS.
 	if call.Vers != 3 {
-		return c.reply(rpc.ProgMismatchReply(call.XID, 3, 3))
+		return nil, c.reply(rpc.ProgMismatchReply(call.XID, 3, 3))
 	}
 	if !s.admitsClient(c.client) {
 		s.m.refused.WithLabelValues(refusedClient).Inc()
-		return c.reply(rpc.AuthErrorReply(call.XID, rpc.AuthTooWeak))
+		return nil, c.reply(rpc.AuthErrorReply(call.XID, rpc.AuthTooWeak))
 	}
 	if call.Proc > procCommit {
-		return c.reply(rpc.AcceptedReply(call.XID, rpc.ProcUnavail).Bytes())
+		return nil, c.reply(rpc.AcceptedReply(call.XID, rpc.ProcUnavail).Bytes())
 	}
 	args, err := parseNFSArgs(call.Proc, call.Args)
 	if err != nil {
 		s.m.refused.WithLabelValues(refusedGarbage).Inc()
-		return c.reply(rpc.AcceptedReply(call.XID, rpc.GarbageArgs).Bytes())
+		return nil, c.reply(rpc.AcceptedReply(call.XID, rpc.GarbageArgs).Bytes())
 	}
 	if st, reason := s.checkNFS(c.client, call.Proc, &args); st != nfs.NFSStatusOk {
 		s.m.refused.WithLabelValues(reason).Inc()
 		s.observe(nfsProcName(call.Proc), time.Since(start))
-		return c.reply(nfsErrorReply(call.XID, call.Proc, st))
+		return nil, c.reply(nfsErrorReply(call.XID, call.Proc, st))
 	}
 	if args.readCount >= 0 {
 		p := call.Args[args.readCount : args.readCount+4]
@@ -218,7 +324,123 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) bool {
 	if args.ordered {
 		fc.key = string(args.handles[0])
 	}
-	return c.forward(ctx, fc)
+	var fast *fastCall
+	if !s.cfg.NoFastPath && (call.Proc == procRead || call.Proc == procWrite) {
+		if a, ok := parseIOArgs(call.Proc, call.Args); ok {
+			fast = &fastCall{framed: framed, xid: call.XID, proc: call.Proc, args: a, start: start}
+		}
+	}
+	handed = true
+	return c.dispatch(ctx, fc, fast)
+}
+
+// dispatch starts a call on the fast path (fast) or forwards it to go-nfs
+// (fwd), keeping the ordered calls of one handle in arrival order across both:
+// while a fast-path WRITE of a handle is queued or running, the handle's
+// ordered calls queue behind it, and a WRITE of a handle with ordered calls in
+// go-nfs follows them there. It returns the work to do for the call, if the
+// caller must do it, and false when the connection should close.
+func (c *clientConn) dispatch(ctx context.Context, fwd *fwdCall, fast *fastCall) (work func(), ok bool) {
+	if fast == nil && (fwd.key == "" || c.s.cfg.NoFastPath) {
+		return nil, c.forward(ctx, fwd)
+	}
+	select {
+	case c.inflight <- struct{}{}:
+	case <-c.closed:
+		return nil, false
+	case <-ctx.Done():
+		return nil, false
+	}
+	if fwd.key == "" { // a READ
+		return func() { c.runFast(fast) }, true
+	}
+	c.mu.Lock()
+	if q := c.ordered[fwd.key]; q != nil {
+		q.calls = append(q.calls, queuedCall{fast: fast, fwd: fwd})
+		c.mu.Unlock()
+		return nil, true
+	}
+	if fast == nil || c.affinity[fwd.key] != nil {
+		c.mu.Unlock()
+		<-c.inflight
+		return nil, c.forward(ctx, fwd)
+	}
+	q := &orderQueue{}
+	c.ordered[fwd.key] = q
+	c.mu.Unlock()
+	return func() { c.runOrdered(fwd.key, q, queuedCall{fast: fast}) }, true
+}
+
+// runOrdered works through a handle's ordered calls, starting with first, and
+// forgets the queue once it is empty.
+func (c *clientConn) runOrdered(key string, q *orderQueue, first queuedCall) {
+	next := first
+	for {
+		if next.fast != nil {
+			c.runFast(next.fast)
+		} else {
+			c.forwardAndWait(next.fwd)
+		}
+		c.mu.Lock()
+		if len(q.calls) == 0 {
+			delete(c.ordered, key)
+			c.mu.Unlock()
+			return
+		}
+		next = q.calls[0]
+		q.calls[0] = queuedCall{}
+		q.calls = q.calls[1:]
+		c.mu.Unlock()
+	}
+}
+
+// forwardAndWait sends a queued call to go-nfs and waits for its reply to
+// leave, so that the handle's next call starts after it.
+func (c *clientConn) forwardAndWait(fwd *fwdCall) {
+	defer func() { <-c.inflight }()
+	fwd.done = make(chan struct{})
+	if !c.forward(c.ctx, fwd) {
+		c.close()
+		return
+	}
+	select {
+	case <-fwd.done:
+	case <-c.closed:
+	}
+}
+
+// runFast answers a fast-path call and writes its reply.
+func (c *clientConn) runFast(fc *fastCall) {
+	defer func() { <-c.inflight }()
+	defer releaseRecord(fc.framed)
+	select {
+	case <-c.closed:
+		return // nobody to answer; the client retransmits on its next connection
+	default:
+	}
+	select {
+	case c.running <- struct{}{}:
+	case <-c.closed:
+		return
+	}
+	s := c.s
+	var r fastReply
+	if fc.proc == procRead {
+		r = s.fastRead(fc.xid, &fc.args)
+	} else {
+		r = s.fastWrite(fc.xid, &fc.args)
+	}
+	<-c.running
+	binary.BigEndian.PutUint32(r.head[:4], uint32(len(r.head)-4+len(r.data)+len(r.pad))|1<<31)
+	switch fc.proc {
+	case procRead:
+		s.m.readBytes.Add(float64(r.n))
+	case procWrite:
+		s.m.writeBytes.Add(float64(r.n))
+	}
+	c.write(net.Buffers{r.head, r.data, r.pad})
+	r.free()
+	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
 }
 
 // checkAuth admits AUTH_NONE and well-formed AUTH_UNIX credentials.
@@ -237,11 +459,17 @@ func checkAuth(call rpc.Call) rpc.AuthStat {
 
 // reply writes one reply record whole. It returns false if the connection broke.
 func (c *clientConn) reply(rec []byte) bool {
-	framed := rpc.Frame(rec)
+	var mark [4]byte
+	binary.BigEndian.PutUint32(mark[:], uint32(len(rec))|1<<31)
+	return c.write(net.Buffers{mark[:], rec})
+}
+
+// write writes a framed reply record with one vectored write.
+func (c *clientConn) write(b net.Buffers) bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.nc.Write(framed); err != nil {
+	if _, err := b.WriteTo(c.nc); err != nil {
 		c.close()
 		return false
 	}
@@ -259,9 +487,10 @@ func (c *clientConn) forward(ctx context.Context, fc *fwdCall) bool {
 	case p.queue <- fc:
 		return true
 	case <-ctx.Done():
-		c.release(p, fc.key)
-		return false
+	case <-c.closed:
 	}
+	c.release(p, fc.key)
+	return false
 }
 
 // pick chooses the pipe for a call: the pipe already holding a call with the same
@@ -320,6 +549,11 @@ func (c *clientConn) release(p *pipe, key string) {
 
 // newPipe connects a new pipe to go-nfs; c.mu is held.
 func (c *clientConn) newPipe() (*pipe, error) {
+	select {
+	case <-c.closed: // close has closed the pipes it knew; this one would leak
+		return nil, net.ErrClosed
+	default:
+	}
 	conn, err := c.s.inmem.dial()
 	if err != nil {
 		return nil, err
@@ -334,64 +568,72 @@ func (c *clientConn) newPipe() (*pipe, error) {
 	return p, nil
 }
 
-// runPipe sends a pipe's calls to go-nfs one at a time and relays each reply.
-// If the pipe breaks, the whole client connection closes: the client reconnects
-// and retransmits, which is how NFS over TCP recovers from a lost connection.
+// runPipe sends a pipe's calls to go-nfs one at a time and relays each reply,
+// until the connection closes. If the pipe breaks, the whole client connection
+// closes: the client reconnects and retransmits, which is how NFS over TCP
+// recovers from a lost connection.
 func (c *clientConn) runPipe(p *pipe) {
-	s := c.s
 	var buf []byte
-	broken := false
-	for fc := range p.queue {
-		if broken {
-			c.release(p, fc.key)
-			continue
+	for {
+		var fc *fwdCall
+		select {
+		case fc = <-p.queue:
+		case <-c.closed:
+			return
 		}
-		rec, err := c.roundTrip(p, fc, buf)
-		if err != nil {
-			s.log.Debug("nfsd: pipe broken", "client", c.client, "err", err)
-			broken = true
-			c.release(p, fc.key)
-			c.close()
-			continue
-		}
-		buf = rec[:0]
-		reply, err := rpc.ParseReply(rec)
-		if err != nil || reply.XID != fc.xid {
-			s.log.Error("nfsd: go-nfs reply does not match its call", "client", c.client, "xid", fc.xid)
-			broken = true
-			c.release(p, fc.key)
-			c.close()
-			continue
-		}
-		if reply.Accepted && reply.Stat == rpc.Success {
-			n := inspectReply(fc.proc, reply.Body)
-			switch fc.proc {
-			case procRead:
-				s.m.readBytes.Add(float64(n))
-			case procWrite:
-				s.m.writeBytes.Add(float64(n))
-			}
-		}
-		out := rec
-		if err := s.syncHandles(); err != nil {
-			s.log.Error("nfsd: handle table not durable; failing the call", "err", err)
-			out = rpc.AcceptedReply(fc.xid, rpc.SystemErr).Bytes()
-		}
-		ok := c.reply(out)
+		var ok bool
+		buf, ok = c.relay(p, fc, buf)
 		c.release(p, fc.key)
-		s.observe(nfsProcName(fc.proc), time.Since(fc.start))
+		if fc.done != nil {
+			close(fc.done)
+		}
 		if !ok {
-			broken = true
+			c.close()
+			return
 		}
 	}
 }
 
-// roundTrip writes a call to the pipe and reads go-nfs's reply to it.
-func (c *clientConn) roundTrip(p *pipe, fc *fwdCall, buf []byte) ([]byte, error) {
+// relay sends one call to go-nfs and its reply to the client. It returns the
+// buffer to read the next reply into, and false if the pipe or the connection
+// broke.
+func (c *clientConn) relay(p *pipe, fc *fwdCall, buf []byte) ([]byte, bool) {
+	s := c.s
 	// One Write per record: go-nfs reads a handle with a single Read, which must
-	// not see a record split across pipe writes.
-	if _, err := p.conn.Write(fc.framed); err != nil {
-		return nil, err
+	// not see a record split across pipe writes. A pipe has no buffer: once
+	// Write returns, go-nfs has taken its copy and the record may be reused.
+	_, err := p.conn.Write(fc.framed)
+	releaseRecord(fc.framed)
+	fc.framed = nil
+	if err != nil {
+		s.log.Debug("nfsd: pipe broken", "client", c.client, "err", err)
+		return buf, false
 	}
-	return rpc.ReadRecord(p.conn, maxReplyRecord, buf)
+	rec, err := rpc.ReadRecord(p.conn, maxReplyRecord, buf)
+	if err != nil {
+		s.log.Debug("nfsd: pipe broken", "client", c.client, "err", err)
+		return buf, false
+	}
+	reply, err := rpc.ParseReply(rec)
+	if err != nil || reply.XID != fc.xid {
+		s.log.Error("nfsd: go-nfs reply does not match its call", "client", c.client, "xid", fc.xid)
+		return rec[:0], false
+	}
+	if reply.Accepted && reply.Stat == rpc.Success {
+		n := inspectReply(fc.proc, reply.Body)
+		switch fc.proc {
+		case procRead:
+			s.m.readBytes.Add(float64(n))
+		case procWrite:
+			s.m.writeBytes.Add(float64(n))
+		}
+	}
+	out := rec
+	if err := s.syncHandles(); err != nil {
+		s.log.Error("nfsd: handle table not durable; failing the call", "err", err)
+		out = rpc.AcceptedReply(fc.xid, rpc.SystemErr).Bytes()
+	}
+	ok := c.reply(out)
+	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
+	return rec[:0], ok
 }

@@ -5,16 +5,26 @@
 //
 //   - The front is this package's own ONC RPC server on TCP. It reads each client
 //     connection's calls, enforces the allow-lists, answers MOUNT (program 100005,
-//     versions 1-3) and the portmapper itself, and hands NFS calls (program 100003
-//     version 3) to go-nfs.
+//     versions 1-3) and the portmapper itself, answers NFS READ and WRITE through
+//     the fast path, and hands the other NFS calls (program 100003 version 3) to
+//     go-nfs.
+//   - The fast path is the front's own READ and WRITE (fastpath.go): the same
+//     checks and the same reply bytes as go-nfs, without its copies. A READ reads
+//     into a pooled buffer that goes to the socket with the reply header in one
+//     vectored write; a WRITE writes from the call record. The goroutine that
+//     read a call works on it, having handed the reading of the connection on to
+//     a new goroutine; at most Config.PipesPerConn calls of a connection are at
+//     work at once, so a READ waiting on a slow backend holds up no other call.
+//     Config.NoFastPath sends READ and WRITE to go-nfs too.
 //   - A pipe is an in-memory connection between the front and go-nfs. go-nfs
 //     answers one call at a time per connection, so the front gives every client
 //     connection several pipes (Config.PipesPerConn) and sends each call to the
-//     least busy one: a READ waiting on a slow backend holds up only its own pipe.
-//     WRITE, SETATTR and COMMIT calls for a file handle that already has such a
-//     call in flight follow it onto the same pipe, so one file's writes are applied
-//     in the order they arrived. Replies go back to the client whole, under a write
-//     lock, with go-nfs's echo of the call's XID.
+//     least busy one. Replies go back to the client whole, under a write lock,
+//     with go-nfs's echo of the call's XID.
+//   - Ordered calls are WRITE, SETATTR and COMMIT: those of one file handle are
+//     applied in the order they arrived. One that arrives while another for the
+//     same handle is in flight waits for it: on that call's pipe if it is in
+//     go-nfs, in the handle's queue behind it if it is on the fast path.
 //   - An export is a filesystem published under a path (Export). A client may use
 //     it when the server's allow-list, the export's allow-list, any subtree rule
 //     covering the path (SetSubtreeAllow) and Config.Authorize all admit the
@@ -35,7 +45,8 @@
 // Bytes that are not an RPC call, and records over the size limit, close the
 // connection.
 //
-// Durability. go-nfs answers every WRITE with FILE_SYNC. Unless Config.Unsafe is set,
-// every write and truncate is followed by the file's Sync before the reply leaves,
-// and new handle-table entries are fsynced before the reply that carries them.
+// Durability. go-nfs and the fast path answer every WRITE with FILE_SYNC. Unless
+// Config.Unsafe is set, every write and truncate is followed by the file's Sync
+// before the reply leaves, and new handle-table entries are fsynced before the
+// reply that carries them.
 package nfsd

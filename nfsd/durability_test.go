@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	billy "github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
@@ -149,8 +150,15 @@ func TestMetrics(t *testing.T) {
 		{"rekindle_nfs_refused_total", map[string]string{"reason": "handle"}, 1},
 		{"rekindle_nfs_refused_total", map[string]string{"reason": "export"}, 1},
 	}
+	// A call's metrics are recorded once its reply has left: wait for them.
+	deadline := time.Now().Add(20 * time.Second)
 	for _, c := range checks {
-		if got := metricValue(t, reg, c.name, c.labels); got != c.want {
+		got := metricValue(t, reg, c.name, c.labels)
+		for got != c.want && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+			got = metricValue(t, reg, c.name, c.labels)
+		}
+		if got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}

@@ -73,11 +73,21 @@ func (h *goHandler) ToHandle(fs billy.Filesystem, path []string) []byte {
 }
 
 func (h *goHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
+	efs, parts, err := h.s.fileOf(fh)
+	if err != nil {
+		return nil, nil, err
+	}
+	return efs, parts, nil
+}
+
+// fileOf resolves a file handle to its export's filesystem and the file's path
+// components there, for go-nfs and the fast path alike.
+func (s *Server) fileOf(fh []byte) (*exportFS, []string, error) {
 	eid, fid, err := decodeHandle(fh)
 	if err != nil {
 		return nil, nil, &nfs.NFSStatusError{NFSStatus: nfs.NFSStatusBadHandle, WrappedErr: err}
 	}
-	exp := h.s.exportByID(eid)
+	exp := s.exportByID(eid)
 	if exp == nil {
 		return nil, nil, &nfs.NFSStatusError{NFSStatus: nfs.NFSStatusStale, WrappedErr: errStale}
 	}

@@ -36,7 +36,7 @@ type testServer struct {
 
 // startServer runs a server with cfg (Listen defaults to 127.0.0.1:0) and the
 // given exports until the test ends.
-func startServer(t *testing.T, cfg Config, exports ...Export) *testServer {
+func startServer(t testing.TB, cfg Config, exports ...Export) *testServer {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -80,13 +80,13 @@ func (ts *testServer) nfsURL(exportAndPath string) string {
 	return "nfs://127.0.0.1" + exportAndPath + "?version=3&nfsport=" + p + "&mountport=" + p + "&auto-traverse-mounts=0"
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func dial(t *testing.T, addr net.Addr) *rpc.Client {
+func dial(t testing.TB, addr net.Addr) *rpc.Client {
 	t.Helper()
 	c, err := rpc.Dial(testCtx(t), addr.String())
 	if err != nil {
@@ -99,11 +99,11 @@ func dial(t *testing.T, addr net.Addr) *rpc.Client {
 // A minimal NFSv3 client over rpc.Client.
 
 type nfsClient struct {
-	t *testing.T
+	t testing.TB
 	c *rpc.Client
 }
 
-func newNFSClient(t *testing.T, addr net.Addr) *nfsClient {
+func newNFSClient(t testing.TB, addr net.Addr) *nfsClient {
 	return &nfsClient{t: t, c: dial(t, addr)}
 }
 

@@ -478,6 +478,12 @@ func TestSlowReadDoesNotBlockOthersOnTheSameConnection(t *testing.T) {
 	}
 	fs := &slowFS{billyFS: osfs.New(dir), slow: "slow.bin", entered: make(chan struct{}, 1), release: make(chan struct{})}
 	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: fs, ID: 7})
+	released := false
+	t.Cleanup(func() { // before the server stops, which waits for the blocked call
+		if !released {
+			close(fs.release)
+		}
+	})
 	n := newNFSClient(t, ts.Addr())
 	root := n.mustMount("/rekindle")
 	slow := n.mustLookup(root, "slow.bin")
@@ -513,6 +519,7 @@ func TestSlowReadDoesNotBlockOthersOnTheSameConnection(t *testing.T) {
 		t.Fatal("the slow READ was answered while its filesystem call was blocked")
 	}
 	close(fs.release)
+	released = true
 	r, err = pSlow.Wait(testCtx(t))
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package nfsd
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +70,14 @@ type Config struct {
 	// so acknowledged writes may be lost on a crash.
 	Unsafe bool
 	// PipesPerConn is how many calls of one client connection go-nfs may work on
-	// at once; zero means DefaultPipesPerConn.
+	// at once, and how many READs and WRITEs of it the fast path may; zero means
+	// DefaultPipesPerConn.
 	PipesPerConn int
+	// NoFastPath sends READ and WRITE to go-nfs like every other NFS call. By
+	// default the front answers them itself (the fast path): the same replies
+	// with fewer copies of the data. For comparisons, and as a way back should
+	// the fast path misbehave.
+	NoFastPath bool
 	// Allow lists the client networks the server admits at all; nil means
 	// DefaultAllow (loopback only). SetAllow changes it while serving.
 	Allow []netip.Prefix
@@ -240,6 +247,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.inmem = newPipeListener()
 	s.nfs = &nfs.Server{Handler: &goHandler{s: s}}
+	// The write verifier, which go-nfs would otherwise draw when it starts
+	// serving: the fast path sends it too, and may read it before then.
+	rand.Read(s.nfs.ID[:]) // never fails since Go 1.24
 	return s, nil
 }
 
@@ -351,7 +361,8 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 	}
 }
 
-// Close stops the server: listeners, connections and handle tables. Serve calls
+// Close stops the server: listeners, connections and handle tables. It waits
+// for the fast path's READs and WRITEs under way in the filesystems. Serve calls
 // it when its context ends; call it directly only for a server never served.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
