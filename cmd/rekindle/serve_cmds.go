@@ -43,6 +43,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "server-name", Usage: "host name or address hypervisors use to reach this server (default: the NFS address's host, else 127.0.0.1)", EnvVars: []string{"REKINDLE_SERVER_NAME"}}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allow", Usage: "CIDR admitted to the read-only /points export (repeatable; default loopback)", EnvVars: []string{"REKINDLE_ALLOW"}}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
 	flags = append(flags, fromConfig(hypervisorFlags())...)
@@ -133,7 +134,8 @@ func serveCmd(c *cli.Context) error {
 	svc, err := datastore.New(c.Context, datastore.Config{
 		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
 		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),
-		Logger: log, Registry: reg,
+		NoFastPath: c.Bool("no-fast-path"),
+		Logger:     log, Registry: reg,
 	})
 	if err != nil {
 		return err

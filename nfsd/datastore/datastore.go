@@ -58,9 +58,12 @@ type Config struct {
 	PointsAllow []netip.Prefix
 	CacheBytes  int64
 	// Unsafe acknowledges writes before they reach stable storage.
-	Unsafe   bool
-	Logger   *slog.Logger
-	Registry *prometheus.Registry
+	Unsafe bool
+	// NoFastPath sends READ and WRITE through go-nfs instead of the front's
+	// fast path (a fallback for operators; see nfsd.Config).
+	NoFastPath bool
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry
 }
 
 // Service is a running datastore.
@@ -115,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.root.SetSpace(view.FolderSpace(cfg.StateDir))
 	ncfg := nfsd.Config{
 		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
-		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow,
+		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow, NoFastPath: cfg.NoFastPath,
 	}
 	if cfg.Registry != nil { // a nil *Registry must not become a non-nil Registerer
 		ncfg.Registry = cfg.Registry
