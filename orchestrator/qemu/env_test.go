@@ -19,6 +19,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/nfsd/nfstest"
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/testdata/testvm"
 	"github.com/rekindle/rekindle/testdata/vmgen"
@@ -83,6 +84,8 @@ func newEnv(tb testing.TB, vms ...testVM) *env {
 	if _, err := os.Stat(img); err != nil {
 		tb.Fatalf("the test VM image %s is missing: run `make testvm` (it needs the network) before the tests", img)
 	}
+	// Other packages' tests bind port 111 in the same namespace.
+	nfstest.LockPortmap(tb, 10*time.Minute)
 	ctx := context.Background()
 	dir := tb.TempDir()
 	e := &env{tb: tb, dir: dir, state: filepath.Join(dir, "state"), images: map[string]string{}, points: map[string]*repo.RestorePoint{}}
