@@ -80,6 +80,7 @@ outer() {
 	log "genvm: $VM, $BENCH_DISK mixed flat disk (seed 1)"
 	go run ./testdata/genvm -dir "$W/vms" -name $VM -seed 1 -disk "$BENCH_DISK:mixed:flat" -max-data "$BENCH_DISK" >/dev/null
 	"$RK" init --repo "$W/repo" >/dev/null
+	cp "$W/repo/config.json" "$RES/repo-config.json"
 	log "rekindle backup import"
 	"$RK" backup import --repo "$W/repo" "$W/vms/$VM" 2>/dev/null | grep "^vm $VM:" >"$RES/import.txt" || true
 	local point
@@ -434,12 +435,13 @@ report() {
 	logical=$(jq -r '.[0].logical_bytes' "$RES/points.json")
 	new=$(jq -r '.[0].new_bytes' "$RES/points.json")
 	stored=$(jq -r '.[0].stored_bytes' "$RES/points.json")
+	chunk=$(jq -r '.chunk_size' "$RES/repo-config.json" 2>/dev/null || echo 0)
 	mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
 
 	{
 		echo "Run $date on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
 		echo
-		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, 1 MiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
+		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
 		echo
 		echo '```'
 		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE"
