@@ -431,14 +431,14 @@ func (c *clientConn) runFast(fc *fastCall) {
 		r = s.fastWrite(fc.xid, &fc.args)
 	}
 	<-c.running
-	binary.BigEndian.PutUint32(r.head[:4], uint32(len(r.head)-4+len(r.data)+len(r.pad))|1<<31)
+	binary.BigEndian.PutUint32(r.head[:4], uint32(r.length())|1<<31)
 	switch fc.proc {
 	case procRead:
 		s.m.readBytes.Add(float64(r.n))
 	case procWrite:
 		s.m.writeBytes.Add(float64(r.n))
 	}
-	c.write(net.Buffers{r.head, r.data, r.pad})
+	c.write(r.buffers())
 	r.free()
 	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
 }

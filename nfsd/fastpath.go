@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -59,13 +60,40 @@ func parseIOArgs(proc uint32, args []byte) (ioArgs, bool) {
 	return a, d.Err() == nil
 }
 
+// SliceReader may be implemented by the files of an export's filesystem to
+// lend the bytes of a READ instead of copying them: ReadSlices returns the n
+// bytes at off as read-only slices that stay valid after it returns (fewer
+// bytes and io.EOF past the end, like ReadAt). The READ fast path writes them
+// to the client as they are.
+type SliceReader interface {
+	ReadSlices(off int64, n int) ([][]byte, int, error)
+}
+
 // fastReply is a reply record in pieces, written with one vectored write.
 type fastReply struct {
-	head []byte  // 4 bytes for the record mark, then the reply up to READ's data
-	data []byte  // READ's data
-	pad  []byte  // XDR padding after data
-	buf  *[]byte // the pooled buffer data lives in, or nil
-	n    uint64  // bytes read or written, for the metrics
+	head []byte   // 4 bytes for the record mark, then the reply up to READ's data
+	data []byte   // READ's data, when read into a buffer
+	lent [][]byte // READ's data, when lent by a SliceReader
+	pad  []byte   // XDR padding after data
+	buf  *[]byte  // the pooled buffer data lives in, or nil
+	n    uint64   // bytes read or written, for the metrics
+}
+
+// buffers is the reply record as written: head, data, padding.
+func (r *fastReply) buffers() net.Buffers {
+	bufs := make(net.Buffers, 0, 3+len(r.lent))
+	bufs = append(bufs, r.head)
+	bufs = append(bufs, r.lent...)
+	return append(bufs, r.data, r.pad)
+}
+
+// length is the record's length after its 4-byte mark.
+func (r *fastReply) length() int {
+	n := len(r.head) - 4 + len(r.data) + len(r.pad)
+	for _, b := range r.lent {
+		n += len(b)
+	}
+	return n
 }
 
 // free returns the reply's buffer to its pool.
@@ -74,6 +102,7 @@ func (r *fastReply) free() {
 		putReadBuf(r.buf)
 		r.buf, r.data = nil, nil
 	}
+	r.lent = nil
 }
 
 var zeroPad [4]byte
@@ -172,10 +201,21 @@ func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
 	} else if info.Size()-int64(a.offset) <= int64(count) {
 		count, setEOF = uint32(uint64(info.Size())-a.offset), true
 	}
-	buf := getReadBuf(count)
-	n, err := f.ReadAt((*buf)[:count], int64(a.offset))
+	var (
+		buf  *[]byte
+		lent [][]byte
+		n    int
+	)
+	if sr, ok := f.(SliceReader); ok {
+		lent, n, err = sr.ReadSlices(int64(a.offset), int(count))
+	} else {
+		buf = getReadBuf(count)
+		n, err = f.ReadAt((*buf)[:count], int64(a.offset))
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		putReadBuf(buf)
+		if buf != nil {
+			putReadBuf(buf)
+		}
 		return errorReply(xid, procRead, nfs.NFSStatusIO)
 	}
 	eof := errors.Is(err, io.EOF) || setEOF
@@ -192,7 +232,11 @@ func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
 		head = binary.BigEndian.AppendUint32(head, 0)
 	}
 	head = binary.BigEndian.AppendUint32(head, uint32(n))
-	return fastReply{head: head, data: (*buf)[:n], pad: zeroPad[:(4-n%4)%4], buf: buf, n: uint64(n)}
+	r := fastReply{head: head, lent: lent, pad: zeroPad[:(4-n%4)%4], buf: buf, n: uint64(n)}
+	if buf != nil {
+		r.data = (*buf)[:n]
+	}
+	return r
 }
 
 // fastWrite answers a WRITE as go-nfs's onWrite does: FILE_SYNC, with the

@@ -32,6 +32,21 @@ import (
 type stableFS struct {
 	billy.Filesystem
 	fastOpens atomic.Int32
+	lend      bool // files lend their bytes (SliceReader), in 1000-byte pieces
+}
+
+// lendingFile lends READ bytes in several pieces, as the restore point view
+// lends cached chunks.
+type lendingFile struct{ billy.File }
+
+func (f lendingFile) ReadSlices(off int64, n int) ([][]byte, int, error) {
+	b := make([]byte, n)
+	m, err := f.ReadAt(b, off)
+	var parts [][]byte
+	for rest := b[:m]; len(rest) > 0; rest = rest[min(len(rest), 1000):] {
+		parts = append(parts, rest[:min(len(rest), 1000)])
+	}
+	return parts, m, err
 }
 
 type stableInfo struct{ os.FileInfo }
@@ -56,7 +71,11 @@ func (fs *stableFS) Lstat(p string) (os.FileInfo, error) {
 
 func (fs *stableFS) Open(p string) (billy.File, error) {
 	fs.countFast()
-	return fs.Filesystem.Open(p)
+	f, err := fs.Filesystem.Open(p)
+	if err == nil && fs.lend {
+		return lendingFile{f}, nil
+	}
+	return f, err
 }
 
 func (fs *stableFS) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error) {
@@ -165,8 +184,15 @@ func setattrSizeArgs(fh []byte, size uint64) []byte {
 // TestFastPathRepliesEqualGoNFS sends the same READs and WRITEs to a server with
 // the fast path and to one without, over equal filesystems, and compares the
 // reply records: they must be identical but for the write verifier.
-func TestFastPathRepliesEqualGoNFS(t *testing.T) {
+func TestFastPathRepliesEqualGoNFS(t *testing.T) { fastPathRepliesEqualGoNFS(t, false) }
+
+// TestLentReadsEqualGoNFS: READ replies built from lent slices are the same
+// bytes as go-nfs's.
+func TestLentReadsEqualGoNFS(t *testing.T) { fastPathRepliesEqualGoNFS(t, true) }
+
+func fastPathRepliesEqualGoNFS(t *testing.T, lend bool) {
 	fastFS, slowFS := newStableFS(t), newStableFS(t)
+	fastFS.lend = lend
 	start := func(fs *stableFS, noFast bool) *testServer {
 		return startServer(t, Config{StateDir: t.TempDir(), NoFastPath: noFast},
 			Export{Path: "/x", FS: fs, ID: 4},

@@ -278,3 +278,71 @@ func (r *Repo) ReadFile(f ConfigFile, cache *Cache) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// zeros backs the zero chunks ReadSlices lends: never written, so it stays
+// the kernel's shared zero pages.
+var zeros [1 << 20]byte
+
+// ReadSlices returns the n bytes at off as slices of the cache's own chunk
+// buffers (and of a shared zero buffer for zero chunks), without copying.
+// The slices are read-only and stay valid; the cache drops its reference on
+// eviction and the garbage collector frees them when the caller is done.
+// Past the end it returns fewer bytes and io.EOF, like ReadAt.
+func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
+	if off < 0 {
+		return nil, 0, fmt.Errorf("%s: negative offset %d", dr.name, off)
+	}
+	if off >= dr.idx.Size {
+		return nil, 0, io.EOF
+	}
+	var eof error
+	if rest := dr.idx.Size - off; int64(n) > rest {
+		n, eof = int(rest), io.EOF
+	}
+	if n == 0 {
+		return nil, 0, eof
+	}
+	cs := int64(dr.idx.ChunkSize)
+	first, last := off/cs, (off+int64(n)-1)/cs
+	dr.readahead(first, last)
+	out := make([][]byte, last-first+1)
+	fetch := func(i int64) error {
+		lo := max(off, i*cs) - i*cs
+		hi := min(off+int64(n), (i+1)*cs) - i*cs
+		d := dr.idx.Chunks[i]
+		if d.IsZero() {
+			if hi-lo > int64(len(zeros)) {
+				return errZeroSplit
+			}
+			out[i-first] = zeros[: hi-lo : hi-lo]
+			return nil
+		}
+		b, err := dr.cache.Get(dr.repo, d)
+		if err != nil {
+			return fmt.Errorf("%s: offset %d: %w", dr.name, i*cs, err)
+		}
+		if int64(len(b)) < hi {
+			return fmt.Errorf("%s: chunk %s holds %d bytes, index needs %d: %w", dr.name, d.Short(), len(b), hi, ErrCorrupt)
+		}
+		out[i-first] = b[lo:hi:hi]
+		return nil
+	}
+	var g errgroup.Group
+	for i := first; i <= last; i++ {
+		g.Go(func() error { return fetch(i) })
+	}
+	if err := g.Wait(); err != nil {
+		if errors.Is(err, errZeroSplit) {
+			// A zero chunk larger than the zero buffer: copy instead.
+			b := make([]byte, n)
+			if _, err := dr.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+				return nil, 0, err
+			}
+			return [][]byte{b}, n, eof
+		}
+		return nil, 0, err
+	}
+	return out, n, eof
+}
+
+var errZeroSplit = errors.New("zero chunk larger than the zero buffer")

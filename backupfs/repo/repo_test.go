@@ -344,3 +344,33 @@ func TestStaleTempRemoved(t *testing.T) {
 		t.Error("live writer's temp file removed")
 	}
 }
+
+func TestReadSlices(t *testing.T) {
+	r := newRepo(t, 64<<10)
+	data := testDisk(5, 1<<20+3000)
+	d := storeBytes(t, r, data)
+	dr, _ := r.OpenDisk(d, NewCache(CacheOptions{ChunkSize: r.ChunkSize()}), "disk")
+	for _, tc := range []struct {
+		off int64
+		n   int
+	}{{0, 4096}, {60 << 10, 10 << 10}, {0, 1<<20 + 3000}, {1 << 20, 5000}, {100, 1}} {
+		parts, n, err := dr.ReadSlices(tc.off, tc.n)
+		want := data[tc.off:min(int(tc.off)+tc.n, len(data))]
+		if n != len(want) || (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(bytes.Join(parts, nil), want) {
+			t.Fatalf("ReadSlices(%d, %d) = %d bytes, %v", tc.off, tc.n, n, err)
+		}
+		if int(tc.off)+tc.n > len(data) && !errors.Is(err, io.EOF) {
+			t.Fatalf("ReadSlices past the end: %v", err)
+		}
+	}
+	if _, _, err := dr.ReadSlices(int64(len(data)), 10); err != io.EOF {
+		t.Fatalf("at end: %v", err)
+	}
+	// The bytes lent are the cache's own: equal to a copying read.
+	parts, _, _ := dr.ReadSlices(0, 4096)
+	b := make([]byte, 4096)
+	dr.ReadAt(b, 0)
+	if !bytes.Equal(parts[0], b) {
+		t.Fatal("slices differ from ReadAt")
+	}
+}
