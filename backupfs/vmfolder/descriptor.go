@@ -55,12 +55,22 @@ func (d *descriptor) totalSectors() int64 {
 
 var descriptorStartRe = regexp.MustCompile(`(?m)^[ \t]*(# Disk DescriptorFile|createType[ \t]*=)`)
 
+// descriptorText is the text of a descriptor: up to its first NUL, as QEMU
+// and VMware read it. Descriptors are padded with NULs to a sector boundary,
+// and qemu-img rewrites one in place with a NUL-terminated string that may be
+// shorter than the old one, leaving the old tail after the NUL.
+func descriptorText(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
 // looksLikeDescriptor reports whether b is a text VMDK descriptor rather
-// than the first bytes of a raw image. Descriptors are text, sometimes padded
-// with NULs or spaces to a sector boundary.
+// than the first bytes of a raw image.
 func looksLikeDescriptor(b []byte) bool {
-	b = bytes.TrimRight(b, "\x00 \t\r\n")
-	return len(b) > 0 && bytes.IndexByte(b, 0) < 0 && descriptorStartRe.Match(b)
+	b = bytes.TrimRight(descriptorText(b), " \t\r\n")
+	return len(b) > 0 && descriptorStartRe.Match(b)
 }
 
 // parseDescriptor parses a VMDK text descriptor. It checks the syntax and
@@ -70,10 +80,7 @@ func parseDescriptor(b []byte) (*descriptor, error) {
 	if len(b) > maxDescriptorSize {
 		return nil, fmt.Errorf("descriptor larger than %d bytes", maxDescriptorSize)
 	}
-	b = bytes.TrimRight(b, "\x00")
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return nil, fmt.Errorf("descriptor has binary data (NUL byte at offset %d)", i)
-	}
+	b = descriptorText(b)
 	d := &descriptor{parentCID: noParentCID, ddb: map[string]string{}}
 	var total int64
 	for n, line := range strings.Split(string(b), "\n") {

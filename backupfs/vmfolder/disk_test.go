@@ -675,3 +675,29 @@ func TestFlatDescriptorReadable(t *testing.T) {
 	defer d.Close()
 	checkDisk(t, d, want, FormatMonolithicFlat, nil)
 }
+
+// TestDescriptorStaleTailAfterNUL: qemu-img rewrites a descriptor in place
+// with a shorter NUL-terminated string, leaving the old tail after the NUL.
+// The text ends at the NUL, as QEMU and VMware read it.
+func TestDescriptorStaleTailAfterNUL(t *testing.T) {
+	dir := t.TempDir()
+	extent := make([]byte, 4096)
+	for i := range extent {
+		extent[i] = byte(i)
+	}
+	writeFile(t, dir, "d-flat.vmdk", extent)
+	text := "# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 8 FLAT \"d-flat.vmdk\" 0\n"
+	desc := append([]byte(text), 0)
+	desc = append(desc, []byte("cd\n\nRW 999 FLAT \"gone.vmdk\" 0\n")...) // stale tail
+	desc = append(desc, make([]byte, 512-len(desc)%512)...)
+	writeFile(t, dir, "d.vmdk", desc)
+	d, err := OpenDisk(filepath.Join(dir, "d.vmdk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got := make([]byte, 4096)
+	if _, err := d.ReadAt(got, 0); err != nil || d.Size() != 4096 || !bytes.Equal(got, extent) {
+		t.Fatalf("size %d, err %v, equal %v", d.Size(), err, bytes.Equal(got, extent))
+	}
+}
