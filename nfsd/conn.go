@@ -99,8 +99,8 @@ func (s *Server) newClientConn(nc net.Conn) *clientConn {
 	return &clientConn{
 		s:        s,
 		nc:       nc,
-		client:   addrOf(nc.RemoteAddr()),
-		local:    addrOf(nc.LocalAddr()),
+		client:   rpc.HostOf(nc.RemoteAddr()),
+		local:    rpc.HostOf(nc.LocalAddr()),
 		affinity: map[string]*affinity{},
 		ordered:  map[string]*orderQueue{},
 		inflight: make(chan struct{}, s.pipes*pipeQueue),

@@ -22,6 +22,7 @@ import (
 	nfs "github.com/willscott/go-nfs"
 
 	"github.com/rekindle/rekindle/nfsd/portmap"
+	"github.com/rekindle/rekindle/nfsd/rpc"
 )
 
 // Defaults and limits.
@@ -211,7 +212,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("nfsd: listen %s: %w", listen, err)
 	}
 	nfsPort := uint16(s.ln.Addr().(*net.TCPAddr).Port)
-	host := addrOf(s.ln.Addr())
+	host := rpc.HostOf(s.ln.Addr())
 	if cfg.PortmapAddr != "" {
 		mappings := []portmap.Mapping{
 			{Prog: progNFS, Vers: 3, Prot: portmap.ProtoTCP, Host: host, Port: nfsPort},
@@ -227,7 +228,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("nfsd: %w", err)
 		}
 		pmAddr := pm.TCPAddr().(*net.TCPAddr)
-		pmHost := addrOf(pmAddr)
+		pmHost := rpc.HostOf(pmAddr)
 		pmPort := uint16(pmAddr.Port)
 		for _, v := range []uint32{2, 3, 4} {
 			mappings = append(mappings,
@@ -688,16 +689,4 @@ func (s *Server) syncHandles() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func addrOf(a net.Addr) netip.Addr {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	case *net.UDPAddr:
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	}
-	return netip.Addr{}
 }

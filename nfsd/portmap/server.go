@@ -113,7 +113,7 @@ func (s *Server) serveTCP(wg *sync.WaitGroup) {
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	local := addrOf(c.LocalAddr())
+	local := rpc.HostOf(c.LocalAddr())
 	buf := make([]byte, 0, 512)
 	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
@@ -163,7 +163,7 @@ func (s *Server) answer(rec []byte, local netip.Addr) ([]byte, bool) {
 func (s *Server) serveUDP() {
 	buf := make([]byte, maxRecord)
 	oob := make([]byte, 256)
-	fallback := addrOf(s.udp.LocalAddr())
+	fallback := rpc.HostOf(s.udp.LocalAddr())
 	for {
 		n, oobn, _, from, err := s.udp.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
@@ -182,16 +182,4 @@ func (s *Server) serveUDP() {
 		}
 		s.udp.WriteToUDPAddrPort(reply, from)
 	}
-}
-
-func addrOf(a net.Addr) netip.Addr {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	case *net.UDPAddr:
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	}
-	return netip.Addr{}
 }
