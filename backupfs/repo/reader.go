@@ -327,11 +327,17 @@ func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
 		out[i-first] = b[lo:hi:hi]
 		return nil
 	}
-	var g errgroup.Group
-	for i := first; i <= last; i++ {
-		g.Go(func() error { return fetch(i) })
+	var err error
+	if first == last { // most READs: no goroutine
+		err = fetch(first)
+	} else {
+		var g errgroup.Group
+		for i := first; i <= last; i++ {
+			g.Go(func() error { return fetch(i) })
+		}
+		err = g.Wait()
 	}
-	if err := g.Wait(); err != nil {
+	if err != nil {
 		if errors.Is(err, errZeroSplit) {
 			// A zero chunk larger than the zero buffer: copy instead.
 			b := make([]byte, n)
