@@ -169,31 +169,47 @@ func (dr *DiskReader) Index() *Index { return dr.idx }
 // ReadAt reads len(p) bytes at off. Zero chunks read as zeros without I/O;
 // a damaged or missing chunk is an error, never wrong bytes.
 func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
+	n, eof, err := dr.spans(off, len(p), func(k int, b []byte, lo, hi int64) {
+		dst := p[lo-off : hi-off]
+		if b == nil {
+			clear(dst)
+		} else {
+			copy(dst, b)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, eof
+}
+
+// spans calls fn with the bytes of each chunk that [off, off+n) touches:
+// the k-th chunk's part, covering disk offsets [lo, hi), as the cache's own
+// bytes, or nil for a zero chunk. It clamps n at the end of the disk (eof is
+// then io.EOF), notes the access for readahead, and fetches several chunks
+// in parallel. fn may run concurrently for different k.
+func (dr *DiskReader) spans(off int64, n int, fn func(k int, b []byte, lo, hi int64)) (int, error, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("%s: negative offset %d", dr.name, off)
+		return 0, nil, fmt.Errorf("%s: negative offset %d", dr.name, off)
 	}
 	if off >= dr.idx.Size {
-		return 0, io.EOF
+		return 0, io.EOF, nil
 	}
 	var eof error
-	if rest := dr.idx.Size - off; int64(len(p)) > rest {
-		p = p[:rest]
-		eof = io.EOF
+	if rest := dr.idx.Size - off; int64(n) > rest {
+		n, eof = int(rest), io.EOF
 	}
-	if len(p) == 0 {
-		return 0, eof
+	if n == 0 {
+		return 0, eof, nil
 	}
 	cs := int64(dr.idx.ChunkSize)
-	first, last := off/cs, (off+int64(len(p))-1)/cs
+	first, last := off/cs, (off+int64(n)-1)/cs
 	dr.readahead(first, last)
-
-	fill := func(i int64) error {
-		lo := max(off, i*cs)
-		hi := min(off+int64(len(p)), (i+1)*cs)
-		dst := p[lo-off : hi-off]
+	one := func(i int64) error {
+		lo, hi := max(off, i*cs), min(off+int64(n), (i+1)*cs)
 		d := dr.idx.Chunks[i]
 		if d.IsZero() {
-			clear(dst)
+			fn(int(i-first), nil, lo, hi)
 			return nil
 		}
 		b, err := dr.cache.Get(dr.repo, d)
@@ -203,23 +219,23 @@ func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 		if int64(len(b)) < hi-i*cs {
 			return fmt.Errorf("%s: chunk %s holds %d bytes, index needs %d: %w", dr.name, d.Short(), len(b), hi-i*cs, ErrCorrupt)
 		}
-		copy(dst, b[lo-i*cs:hi-i*cs])
+		fn(int(i-first), b[lo-i*cs:hi-i*cs:hi-i*cs], lo, hi)
 		return nil
 	}
-	if first == last {
-		if err := fill(first); err != nil {
-			return 0, err
+	if first == last { // most reads: no goroutine
+		if err := one(first); err != nil {
+			return 0, nil, err
 		}
-		return len(p), eof
+		return n, eof, nil
 	}
 	var g errgroup.Group
 	for i := first; i <= last; i++ {
-		g.Go(func() error { return fill(i) })
+		g.Go(func() error { return one(i) })
 	}
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return len(p), eof
+	return n, eof, nil
 }
 
 // readahead notes an access to chunks [first, last] and, when it continues a
@@ -289,66 +305,23 @@ var zeros [1 << 20]byte
 // eviction and the garbage collector frees them when the caller is done.
 // Past the end it returns fewer bytes and io.EOF, like ReadAt.
 func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
-	if off < 0 {
-		return nil, 0, fmt.Errorf("%s: negative offset %d", dr.name, off)
-	}
-	if off >= dr.idx.Size {
-		return nil, 0, io.EOF
-	}
-	var eof error
-	if rest := dr.idx.Size - off; int64(n) > rest {
-		n, eof = int(rest), io.EOF
+	cs := int64(dr.idx.ChunkSize)
+	out := make([][]byte, (max(off, 0)+int64(n)-1)/cs-max(off, 0)/cs+1)
+	n, eof, err := dr.spans(off, n, func(k int, b []byte, lo, hi int64) {
+		switch {
+		case b != nil:
+			out[k] = b
+		case hi-lo <= int64(len(zeros)):
+			out[k] = zeros[: hi-lo : hi-lo]
+		default: // a zero chunk larger than the shared buffer
+			out[k] = make([]byte, hi-lo)
+		}
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	if n == 0 {
 		return nil, 0, eof
 	}
-	cs := int64(dr.idx.ChunkSize)
-	first, last := off/cs, (off+int64(n)-1)/cs
-	dr.readahead(first, last)
-	out := make([][]byte, last-first+1)
-	fetch := func(i int64) error {
-		lo := max(off, i*cs) - i*cs
-		hi := min(off+int64(n), (i+1)*cs) - i*cs
-		d := dr.idx.Chunks[i]
-		if d.IsZero() {
-			if hi-lo > int64(len(zeros)) {
-				return errZeroSplit
-			}
-			out[i-first] = zeros[: hi-lo : hi-lo]
-			return nil
-		}
-		b, err := dr.cache.Get(dr.repo, d)
-		if err != nil {
-			return fmt.Errorf("%s: offset %d: %w", dr.name, i*cs, err)
-		}
-		if int64(len(b)) < hi {
-			return fmt.Errorf("%s: chunk %s holds %d bytes, index needs %d: %w", dr.name, d.Short(), len(b), hi, ErrCorrupt)
-		}
-		out[i-first] = b[lo:hi:hi]
-		return nil
-	}
-	var err error
-	if first == last { // most READs: no goroutine
-		err = fetch(first)
-	} else {
-		var g errgroup.Group
-		for i := first; i <= last; i++ {
-			g.Go(func() error { return fetch(i) })
-		}
-		err = g.Wait()
-	}
-	if err != nil {
-		if errors.Is(err, errZeroSplit) {
-			// A zero chunk larger than the zero buffer: copy instead.
-			b := make([]byte, n)
-			if _, err := dr.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-				return nil, 0, err
-			}
-			return [][]byte{b}, n, eof
-		}
-		return nil, 0, err
-	}
-	return out, n, eof
+	return out[:(off+int64(n)-1)/cs-off/cs+1], n, eof
 }
-
-var errZeroSplit = errors.New("zero chunk larger than the zero buffer")
