@@ -122,20 +122,9 @@ func (c *Catalog) createSession(ctx context.Context, s *Session) error {
 	if err := checkEnum("state", s.State, sessionStates); err != nil {
 		return err
 	}
-	for _, a := range s.Allow {
-		if _, err := netip.ParsePrefix(a); err == nil {
-			continue
-		}
-		if _, err := netip.ParseAddr(a); err != nil {
-			return fmt.Errorf("allow %q: not an address or CIDR", a)
-		}
-	}
-	allow, err := json.Marshal(s.Allow)
+	allow, err := encodeAllow(s.Allow)
 	if err != nil {
 		return err
-	}
-	if s.Allow == nil {
-		allow = []byte("[]")
 	}
 	var request sql.NullString
 	if len(s.Request) > 0 {
@@ -525,18 +514,11 @@ func (c *Catalog) DeleteSession(ctx context.Context, id string) error {
 // SetSessionExport records where session id is exported (nfsPath, empty once
 // withdrawn) and which clients it admits.
 func (c *Catalog) SetSessionExport(ctx context.Context, id, nfsPath string, allow []string) error {
-	for _, a := range allow {
-		if _, err := netip.ParsePrefix(a); err != nil {
-			if _, err := netip.ParseAddr(a); err != nil {
-				return fmt.Errorf("catalog: session %s: allow %q: not an address or CIDR", id, a)
-			}
-		}
+	b, err := encodeAllow(allow)
+	if err != nil {
+		return fmt.Errorf("catalog: session %s: %w", id, err)
 	}
-	if allow == nil {
-		allow = []string{}
-	}
-	b, _ := json.Marshal(allow)
-	err := c.inTx(ctx, func(r runner) error {
+	err = c.inTx(ctx, func(r runner) error {
 		res, err := r.exec(ctx, `UPDATE sessions SET nfs_path = ?, allow = ?, updated = ? WHERE id = ?`,
 			nfsPath, string(b), c.now().UnixNano(), id)
 		return mustAffect(res, err)
@@ -561,4 +543,21 @@ func (c *Catalog) SetSessionRequest(ctx context.Context, id string, request json
 		return fmt.Errorf("catalog: session %s: set request: %w", id, err)
 	}
 	return nil
+}
+
+// encodeAllow checks that every entry is an address or CIDR and encodes the
+// list as stored (never null).
+func encodeAllow(allow []string) ([]byte, error) {
+	for _, a := range allow {
+		if _, err := netip.ParsePrefix(a); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(a); err != nil {
+			return nil, fmt.Errorf("allow %q: not an address or CIDR", a)
+		}
+	}
+	if allow == nil {
+		allow = []string{}
+	}
+	return json.Marshal(allow)
 }
