@@ -6,6 +6,7 @@
 #   PKGS          packages for `test`             (./... plus the Go packages under testdata/)
 #   TESTFLAGS     extra `go test` flags           (e.g. -run TestX -v)
 #   TEST_TIMEOUT  go test -timeout                (40m)
+#   RACE          race detector flag for `test`   (-race; RACE= to run without)
 #   BENCH         -bench regexp                   (.)
 #   BENCHTIME     -benchtime                      (1s)
 #   BENCHCOUNT    -count for benchmarks           (3)
@@ -14,6 +15,7 @@
 GO           ?= go
 TEST_TIMEOUT ?= 40m
 TESTFLAGS    ?=
+RACE         ?= -race
 BENCH        ?= .
 BENCHTIME    ?= 1s
 BENCHCOUNT   ?= 3
@@ -52,7 +54,7 @@ testvm:
 test: deps
 	@$(MAKE) --no-print-directory testvm
 	@$(MAKE) --no-print-directory vet
-	scripts/netns-run $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+	scripts/netns-run $(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 bench:
 	@mkdir -p bin

@@ -12,7 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync/atomic"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -22,9 +22,29 @@ import (
 
 // Options tune an export.
 type Options struct {
-	Cache    *repo.Cache
-	Workers  int
-	Progress func(done, total int64) // bytes of disk processed
+	Cache   *repo.Cache
+	Workers int
+	// Progress is told the bytes of disk processed so far. Workers finish in any
+	// order, but calls are serialized (never concurrent) and done never decreases,
+	// so the callback needs no locking of its own.
+	Progress func(done, total int64)
+}
+
+// progress serializes Options.Progress across the workers of an export.
+type progress struct {
+	mu    sync.Mutex
+	fn    func(done, total int64)
+	done  int64
+	total int64
+}
+
+func (p *progress) add(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done += n
+	if p.fn != nil {
+		p.fn(p.done, p.total)
+	}
 }
 
 // Export writes point p of r into dest, which must not exist or be empty.
@@ -76,7 +96,7 @@ func Export(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, dest string
 	for _, d := range p.Disks {
 		total += d.Size
 	}
-	var done atomic.Int64
+	prog := &progress{fn: opts.Progress, total: total}
 	for _, d := range p.Disks {
 		desc, err := create(d.Name + ".vmdk")
 		if err != nil {
@@ -86,7 +106,7 @@ func Export(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, dest string
 		if err := errors.Join(werr, desc.Close()); err != nil {
 			return fmt.Errorf("export %s: %s.vmdk: %w", p.ID, d.Name, err)
 		}
-		if err := exportDisk(ctx, r, p, d, create, opts, &done, total); err != nil {
+		if err := exportDisk(ctx, r, p, d, create, opts, prog); err != nil {
 			return fmt.Errorf("export %s: disk %s: %w", p.ID, d.Name, err)
 		}
 	}
@@ -94,7 +114,7 @@ func Export(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, dest string
 }
 
 func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.Disk,
-	create func(string) (*os.File, error), opts Options, done *atomic.Int64, total int64) error {
+	create func(string) (*os.File, error), opts Options, prog *progress) error {
 	dr, err := r.OpenDisk(d.Index, opts.Cache, fmt.Sprintf("restore point %s disk %s", p.ID, d.Name))
 	if err != nil {
 		return err
@@ -117,7 +137,7 @@ func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.
 	for i, c := range x.Chunks {
 		n := int64(x.ChunkLen(i))
 		if c.IsZero() {
-			report(opts, done.Add(n), total)
+			prog.add(n)
 			continue
 		}
 		if gctx.Err() != nil {
@@ -132,7 +152,7 @@ func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.
 			if _, err := f.WriteAt(b, off); err != nil {
 				return err
 			}
-			report(opts, done.Add(n), total)
+			prog.add(n)
 			return nil
 		})
 	}
@@ -146,10 +166,4 @@ func exportDisk(ctx context.Context, r *repo.Repo, p *repo.RestorePoint, d repo.
 		return err
 	}
 	return f.Close()
-}
-
-func report(opts Options, done, total int64) {
-	if opts.Progress != nil {
-		opts.Progress(done, total)
-	}
 }
