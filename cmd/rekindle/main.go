@@ -7,8 +7,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,52 +20,81 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// exitError carries an exit status: 2 for usage errors, 1 for a check that
-// found problems after printing its report.
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := newApp().RunContext(ctx, os.Args)
-	if err == nil {
-		return
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintln(os.Stderr, "rekindle:", ee.msg)
-		}
-		os.Exit(ee.code)
-	}
-	fmt.Fprintln(os.Stderr, "rekindle:", err)
-	os.Exit(1)
+	code := runCLI(ctx, os.Args, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func newApp() *cli.App {
+// runCLI runs the command line args and returns the exit status, having
+// printed any error to stderr once.
+func runCLI(ctx context.Context, args []string, stderr io.Writer) int {
+	app := newApp()
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return 0
+	}
+	code := exitCode(err)
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(stderr, "rekindle:", msg)
+	}
+	return code
+}
+
+func newApp() *cli.App { return buildApp(commands()) }
+
+// buildApp is the application over a command tree (tests swap actions).
+func buildApp(cmds []*cli.Command) *cli.App {
+	checkArgs(cmds)
+	usageErrors(cmds)
 	return &cli.App{
 		Name:    "rekindle",
 		Usage:   "run VMs straight from their backups over NFS",
 		Version: version,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"REKINDLE_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json (one JSON object a line, for log collectors)", EnvVars: []string{"REKINDLE_LOG_FORMAT"}},
 		},
 		Before: func(c *cli.Context) error {
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return fmt.Errorf("--log-level %q: %w", c.String("log-level"), err)
+				return usageErr("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch c.String("log-format") {
+			case "text":
+				slog.SetDefault(slog.New(slog.NewTextHandler(c.App.ErrWriter, opts)))
+			case "json":
+				slog.SetDefault(slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts)))
+			default:
+				return usageErr("--log-format %q: want text or json", c.String("log-format"))
+			}
 			return nil
 		},
-		Commands:             commands(),
+		Commands:             cmds,
 		EnableBashCompletion: true,
-		ExitErrHandler:       func(*cli.Context, error) {}, // main prints errors once
+		ErrWriter:            os.Stderr,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageErr("%v (see `rekindle --help`)", err)
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors once
+	}
+}
+
+// usageErrors makes every command's flag-parsing error a usage error (exit
+// status 2) that points at the command's help, instead of printing the
+// whole help text.
+func usageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		usageErrors(c.Subcommands)
+		c.OnUsageError = func(ctx *cli.Context, err error, _ bool) error {
+			name := "rekindle"
+			if ctx.Command != nil && ctx.Command.HelpName != "" {
+				name = ctx.Command.HelpName
+			}
+			return usageErr("%v (see `%s --help`)", err, name)
+		}
 	}
 }
 

@@ -40,6 +40,7 @@ func repoCommands() []*cli.Command {
 			Name: "backup", Usage: "put backups into the repository",
 			Subcommands: []*cli.Command{{
 				Name: "import", Usage: "import a VM folder (.vmx, .nvram, disks) as a new restore point", ArgsUsage: "SRC",
+				Description: "Example:\n  rekindle backup import /vmfs/volumes/ds1/web01 --repo /srv/rekindle --app shop",
 				Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag,
 					&cli.StringFlag{Name: "vm", Usage: "VM name in the repository (default: the vmx displayName)"},
 					&cli.StringFlag{Name: "app", Usage: "vApp the VM belongs to"}},
@@ -321,7 +322,7 @@ func verifyCmd(c *cli.Context) error {
 		}
 	}
 	if !rep.OK() {
-		return &exitError{1, fmt.Sprintf("verify: %d damaged or missing objects affect restore points (see above); restore those points from another copy of the repository or take new backups", len(rep.Problems))}
+		return &exitError{exitDamaged, fmt.Sprintf("verify: %d damaged or missing objects affect restore points (see above); restore those points from another copy of the repository or take new backups", len(rep.Problems))}
 	}
 	if !c.Bool("json") {
 		fmt.Println("all ok")

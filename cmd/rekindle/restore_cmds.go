@@ -56,7 +56,7 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 		return d, func() {}, err
 	case "vsphere":
 		if c.String("vc") == "" {
-			return nil, nil, &exitError{2, "vsphere: --vc URL (or REKINDLE_VC_URL) is required; or pass --hypervisor qemu"}
+			return nil, nil, &exitError{exitUsage, "vsphere: --vc URL (or REKINDLE_VC_URL) is required; or pass --hypervisor qemu"}
 		}
 		pw := os.Getenv("REKINDLE_VC_PASSWORD")
 		if f := c.String("vc-password-file"); f != "" {
@@ -70,11 +70,11 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 			Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
 			Datacenter: c.String("datacenter")}, slog.Default())
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, &hypervisorError{err}
 		}
 		return d, func() { d.Close(context.Background()) }, nil
 	default:
-		return nil, nil, &exitError{2, fmt.Sprintf("--hypervisor %q: want vsphere or qemu", c.String("hypervisor"))}
+		return nil, nil, &exitError{exitUsage, fmt.Sprintf("--hypervisor %q: want vsphere or qemu", c.String("hypervisor"))}
 	}
 }
 
@@ -102,12 +102,20 @@ func restoreCommands() []*cli.Command {
 		{
 			Name: "restore", Usage: "instant recovery: run VMs from their backups, in startup order",
 			Subcommands: []*cli.Command{
-				withConfig(&cli.Command{Name: "vapp", Usage: "restore a vApp (or --member some of it)", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd}),
-				withConfig(&cli.Command{Name: "vm", Usage: "restore one VM", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd}),
+				withConfig(&cli.Command{Name: "vapp", Usage: "restore a vApp (or --member some of it)", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd,
+					Description: "Examples:\n" +
+						"  rekindle restore vapp shop --repo /srv/rekindle --target /DC1/host/Cluster1 --dry-run\n" +
+						"  rekindle restore vapp shop --repo /srv/rekindle --target /DC1/host/Cluster1 --member app01\n" +
+						"  rekindle restore vapp shop --repo /srv/rekindle --target /DC1/host/Cluster1 --test --isolated-network bubble"}),
+				withConfig(&cli.Command{Name: "vm", Usage: "restore one VM", ArgsUsage: "NAME", Flags: restoreFlags(), Action: restoreCmd,
+					Description: "Examples:\n" +
+						"  rekindle restore vm web01 --repo /srv/rekindle --target /DC1/host/Cluster1 --point latest\n" +
+						"  rekindle restore vm web01 --repo /srv/rekindle --hypervisor qemu --dry-run"}),
 			},
 		},
 		withConfig(&cli.Command{
 			Name: "migrate", Usage: "move a session's VMs to production storage and withdraw the export", ArgsUsage: "SESSION",
+			Description: "Example:\n  rekindle migrate rk-1 --repo /srv/rekindle --to ssd-ds01",
 			Flags: append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
 				&cli.StringFlag{Name: "to", Required: true, Usage: "target datastore (qemu: a folder)"}}, hypervisorFlags()...),
 			Action: func(c *cli.Context) error {

@@ -66,7 +66,7 @@ func serveCommands() []*cli.Command {
 			Name: "sessions", Usage: "list, inspect, resume, stop and discard sessions",
 			Subcommands: []*cli.Command{
 				{Name: "list", Usage: "every session, newest first", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsList},
-				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsShow},
+				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Description: "Example:\n  rekindle sessions show rk-1 --json", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsShow},
 				{Name: "discard", Usage: "withdraw a session's export and delete what was written to it", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag}, Action: sessionsDiscard},
 			},
 		},
