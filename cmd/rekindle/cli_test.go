@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "rekindle")
+	// Servers leave their API locators here, not in the user's own folder.
+	os.Mkdir(filepath.Join(dir, "run"), 0o700)
+	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		os.Stderr.Write(out)
 		os.Exit(2)

@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rekindle/rekindle/catalog"
-	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/orchestrator/simlab"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
@@ -79,7 +78,7 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 }
 
 func restoreFlags() []cli.Flag {
-	return append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
+	return append(apiFlags(repoFlag, catalogFlag, jsonFlag,
 		&cli.StringFlag{Name: "target", Usage: "vsphere: cluster, resource pool or vApp inventory path; qemu: the folder VMs run in (default REPO/state/qemu)"},
 		&cli.StringFlag{Name: "point", Usage: "restore point id (vm restores; default: latest)"},
 		&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "use the latest points at or before this time"},
@@ -94,7 +93,7 @@ func restoreFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nfs-server", Usage: "NFS server name the hosts mount (default: the server's own)"},
 		&cli.StringSliceFlag{Name: "allow", Usage: "host address or CIDR admitted to the session (repeatable; default: loopback)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
-	}, hypervisorFlags()...)
+	), hypervisorFlags()...)
 }
 
 func restoreCommands() []*cli.Command {
@@ -116,8 +115,8 @@ func restoreCommands() []*cli.Command {
 		withConfig(&cli.Command{
 			Name: "migrate", Usage: "move a session's VMs to production storage and withdraw the export", ArgsUsage: "SESSION",
 			Description: "Example:\n  rekindle migrate rk-1 --repo /srv/rekindle --to ssd-ds01",
-			Flags: append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag,
-				&cli.StringFlag{Name: "to", Required: true, Usage: "target datastore (qemu: a folder)"}}, hypervisorFlags()...),
+			Flags: append(apiFlags(repoFlag, catalogFlag, jsonFlag,
+				&cli.StringFlag{Name: "to", Required: true, Usage: "target datastore (qemu: a folder)"}), hypervisorFlags()...),
 			Action: func(c *cli.Context) error {
 				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Migrate(c.Context, id, c.String("to")) })
 			},
@@ -126,7 +125,7 @@ func restoreCommands() []*cli.Command {
 }
 
 func sessionControlCommands() []*cli.Command {
-	flags := append([]cli.Flag{repoFlag, catalogFlag, serverFlag, jsonFlag}, hypervisorFlags()...)
+	flags := append(apiFlags(repoFlag, catalogFlag, jsonFlag), hypervisorFlags()...)
 	return []*cli.Command{
 		withConfig(&cli.Command{Name: "resume", Usage: "finish a restore session that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
 			Action: func(c *cli.Context) error {
@@ -151,7 +150,13 @@ func newOrchestrator(c *cli.Context) (*orchestrator.Orchestrator, func(), error)
 		cat.Close()
 		return nil, nil, err
 	}
-	o := &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: datastore.NewClient(c.String("server")),
+	cl, err := apiClient(c)
+	if err != nil {
+		closeDriver()
+		cat.Close()
+		return nil, nil, err
+	}
+	o := &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: cl,
 		Logger: slog.New(slog.DiscardHandler), Events: stepPrinter(os.Stdout, c.Bool("json"))}
 	return o, func() { closeDriver(); cat.Close() }, nil
 }
@@ -258,7 +263,11 @@ func restoreCmd(c *cli.Context) error {
 	}
 	defer done()
 	if req.Server == "" {
-		st, err := datastore.NewClient(c.String("server")).Status(c.Context)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		st, err := cl.Status(c.Context)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,13 +23,12 @@ import (
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
 )
 
 const defaultAPI = "127.0.0.1:7480"
-
-var serverFlag = &cli.StringFlag{Name: "server", Value: defaultAPI, Usage: "address of the rekindle server's API", EnvVars: []string{"REKINDLE_SERVER"}}
 
 func serveCommands() []*cli.Command {
 	flags := []cli.Flag{
@@ -46,6 +46,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
+	flags = append(flags, fromConfig(apiServeFlags())...)
 	flags = append(flags, fromConfig(hypervisorFlags())...)
 	return []*cli.Command{
 		{
@@ -56,18 +57,18 @@ func serveCommands() []*cli.Command {
 		},
 		{
 			Name: "publish", Usage: "publish a session: a read-write NFS folder per VM over a restore point",
-			Flags: []cli.Flag{serverFlag, jsonFlag,
+			Flags: apiFlags(jsonFlag,
 				&cli.StringSliceFlag{Name: "vm", Required: true, Usage: "VM to publish (repeatable)"},
 				&cli.StringSliceFlag{Name: "point", Usage: "restore point id per --vm, in order (default: latest)"},
-				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"}},
+				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"}),
 			Action: publishCmd,
 		},
 		{
 			Name: "sessions", Usage: "list, inspect, resume, stop and discard sessions",
 			Subcommands: []*cli.Command{
-				{Name: "list", Usage: "every session, newest first", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsList},
-				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Description: "Example:\n  rekindle sessions show rk-1 --json", Flags: []cli.Flag{serverFlag, jsonFlag}, Action: sessionsShow},
-				{Name: "discard", Usage: "withdraw a session's export and delete what was written to it", ArgsUsage: "ID", Flags: []cli.Flag{serverFlag}, Action: sessionsDiscard},
+				{Name: "list", Usage: "every session, newest first", Flags: apiFlags(jsonFlag), Action: sessionsList},
+				{Name: "show", Usage: "one session with its steps", ArgsUsage: "ID", Description: "Example:\n  rekindle sessions show rk-1 --json", Flags: apiFlags(jsonFlag), Action: sessionsShow},
+				{Name: "discard", Usage: "withdraw a session's export and delete what was written to it", ArgsUsage: "ID", Flags: apiFlags(), Action: sessionsDiscard},
 			},
 		},
 	}
@@ -89,6 +90,15 @@ func serveCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	state := c.String("state")
+	if state == "" {
+		state = filepath.Join(r.Dir, "state")
+	}
+	tokenFile := apiTokenFile(c, state)
+	apiTLSConfig, err := apiTLS(c, tokenFile)
+	if err != nil {
+		return err
+	}
 	catPath := c.String("catalog")
 	if catPath == "" {
 		catPath = filepath.Join(r.Dir, "catalog.db")
@@ -103,10 +113,6 @@ func serveCmd(c *cli.Context) error {
 		if _, err := cat.Rebuild(c.Context, r); err != nil {
 			return err
 		}
-	}
-	state := c.String("state")
-	if state == "" {
-		state = filepath.Join(r.Dir, "state")
 	}
 	var allow []netip.Prefix
 	for _, a := range c.StringSlice("allow") {
@@ -165,7 +171,15 @@ func serveCmd(c *cli.Context) error {
 		handler = mux
 		log.Info("restores enabled on the API", "hypervisor", d.Name())
 	}
-	servers := []*http.Server{{Addr: c.String("api"), Handler: handler, ReadHeaderTimeout: 10 * time.Second}}
+	token, err := httpapi.LoadOrCreateToken(tokenFile)
+	if err != nil {
+		return err
+	}
+	guard, err := httpapi.NewGuard(httpapi.GuardConfig{Token: token, Names: apiNames(c, name), Logger: log})
+	if err != nil {
+		return err
+	}
+	servers := []*http.Server{{Addr: c.String("api"), Handler: guard.Wrap(handler), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLSConfig}}
 	if m := c.String("metrics"); m != "off" && m != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -175,6 +189,18 @@ func serveCmd(c *cli.Context) error {
 		ln, err := net.Listen("tcp", hs.Addr)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", hs.Addr, err)
+		}
+		if hs.TLSConfig != nil {
+			ln = tls.NewListener(ln, hs.TLSConfig)
+		}
+		if hs == servers[0] {
+			// The CLI of this user on this machine finds the token through it.
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			if forget, err := httpapi.WriteLocator(port, tokenFile); err != nil {
+				log.Warn("the CLI will need --token-file to find the API token", "err", err)
+			} else {
+				defer forget()
+			}
 		}
 		g.Go(func() error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -193,7 +219,11 @@ func serveCmd(c *cli.Context) error {
 	if a := svc.PortmapAddr(); a != nil {
 		pm = a.String()
 	}
-	log.Info("serving", "repo", r.Dir, "nfs", svc.NFSAddr().String(), "portmap", pm, "api", c.String("api"),
+	apiURL := "http://" + c.String("api")
+	if apiTLSConfig != nil {
+		apiURL = "https://" + c.String("api")
+	}
+	log.Info("serving", "repo", r.Dir, "nfs", svc.NFSAddr().String(), "portmap", pm, "api", apiURL, "api_token_file", tokenFile,
 		"metrics", c.String("metrics"), "exports", datastore.PointsExport+" "+datastore.SessionsExport, "server_name", name)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) || c.Context.Err() != nil {
@@ -216,7 +246,11 @@ func publishCmd(c *cli.Context) error {
 		}
 		req.VMs = append(req.VMs, pv)
 	}
-	info, err := datastore.NewClient(c.String("server")).Publish(c.Context, req)
+	cl, err := apiClient(c)
+	if err != nil {
+		return err
+	}
+	info, err := cl.Publish(c.Context, req)
 	if err != nil {
 		return err
 	}
@@ -233,7 +267,11 @@ func publishCmd(c *cli.Context) error {
 }
 
 func sessionsList(c *cli.Context) error {
-	list, err := datastore.NewClient(c.String("server")).Sessions(c.Context)
+	cl, err := apiClient(c)
+	if err != nil {
+		return err
+	}
+	list, err := cl.Sessions(c.Context)
 	if err != nil {
 		return err
 	}
@@ -256,7 +294,11 @@ func sessionsShow(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return &exitError{2, "sessions show: give one session ID"}
 	}
-	s, err := datastore.NewClient(c.String("server")).Session(c.Context, c.Args().First())
+	cl, err := apiClient(c)
+	if err != nil {
+		return err
+	}
+	s, err := cl.Session(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -285,7 +327,11 @@ func sessionsDiscard(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return &exitError{2, "sessions discard: give one session ID"}
 	}
-	if err := datastore.NewClient(c.String("server")).Discard(c.Context, c.Args().First()); err != nil {
+	cl, err := apiClient(c)
+	if err != nil {
+		return err
+	}
+	if err := cl.Discard(c.Context, c.Args().First()); err != nil {
 		return err
 	}
 	fmt.Printf("session %s discarded: export withdrawn, overlay deleted\n", c.Args().First())

@@ -6,6 +6,7 @@ import (
 	le "encoding/binary"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 
+	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/nfsd/nfstest"
 	"github.com/rekindle/rekindle/testdata/vmgen"
@@ -30,6 +32,19 @@ func freePort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// testClient is an API client with the token of the server on api, found
+// as the CLI finds it: through the locator the server leaves for its user.
+func testClient(api string) *datastore.Client {
+	c := datastore.NewClient(api)
+	_, port, _ := net.SplitHostPort(api)
+	if f := httpapi.FindLocalToken(port); f != "" {
+		if tok, err := httpapi.ReadToken(f); err == nil {
+			c.HTTP = &http.Client{Transport: httpapi.Bearer(nil, tok)}
+		}
+	}
+	return c
 }
 
 // server is a `rekindle serve` process.
@@ -49,11 +64,10 @@ func (s *server) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	c := datastore.NewClient(s.api)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := c.Status(ctx)
+		_, err := testClient(s.api).Status(ctx)
 		cancel()
 		if err == nil {
 			return
@@ -89,7 +103,7 @@ func TestKillDashNine(t *testing.T) {
 		"--portmap", "127.0.0.1:111", "--api", api, "--metrics", "off"}}
 	s.start()
 	defer func() { s.kill() }()
-	info, err := datastore.NewClient(api).Publish(context.Background(), datastore.PublishRequest{VMs: []datastore.PublishVM{{VM: "db01"}}})
+	info, err := testClient(api).Publish(context.Background(), datastore.PublishRequest{VMs: []datastore.PublishVM{{VM: "db01"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +204,7 @@ func TestServeConfigFile(t *testing.T) {
 	s := &server{t: t, api: api, args: []string{"serve", "--config", cfg, "--api", api}}
 	s.start()
 	defer s.kill()
-	st, err := datastore.NewClient(api).Status(context.Background())
+	st, err := testClient(api).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +222,7 @@ func TestServeConfigFile(t *testing.T) {
 	defer os.Unsetenv("REKINDLE_SERVER_NAME")
 	s2.start()
 	defer s2.kill()
-	st, err = datastore.NewClient(api2).Status(context.Background())
+	st, err = testClient(api2).Status(context.Background())
 	if err != nil || st.Server != "nfs2.example.com" {
 		t.Fatalf("environment not applied: %+v %v", st, err)
 	}
