@@ -319,6 +319,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 			binary.BigEndian.PutUint32(p, MaxIO)
 		}
 	}
+	framed = s.markViewer(c.client, call.ArgsOffset, call.Proc, &args, framed)
 	binary.BigEndian.PutUint32(framed[:4], uint32(len(framed)-4)|1<<31)
 	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start}
 	if args.ordered {

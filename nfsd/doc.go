@@ -29,7 +29,14 @@
 //     it when the server's allow-list, the export's allow-list, any subtree rule
 //     covering the path (SetSubtreeAllow) and Config.Authorize all admit the
 //     client's address. The front checks every handle and every name of every NFS
-//     call, not only MNT, so a rule changed at run time applies at once.
+//     call, not only MNT, so a rule changed at run time applies at once. Where
+//     subtree rules nest, the deepest one covering a path decides, so a client may
+//     mount a subtree whose rule admits it below a directory that does not.
+//   - Tenancy (tenancy.go): a client sees only what it is admitted to. READDIR
+//     and READDIRPLUS leave out entries it may not use (the front forwards them
+//     to go-nfs with a viewer handle that carries the client's address), MOUNT
+//     EXPORT lists the exports and subtrees it may mount with its own networks
+//     as groups, and DUMP lists its own mounts.
 //   - A file handle is 20 bytes: version, export id, stable file id, checksum (see
 //     handle.go). File ids come from the filesystem when it implements FileIDer;
 //     otherwise from a handle table persisted under Config.StateDir. Handles are

@@ -59,7 +59,7 @@ func (h *goHandler) FSStat(_ context.Context, fs billy.Filesystem, st *nfs.FSSta
 }
 
 func (h *goHandler) ToHandle(fs billy.Filesystem, path []string) []byte {
-	efs, ok := fs.(*exportFS)
+	efs, ok := exportFSOf(fs)
 	if !ok {
 		h.s.log.Error("nfsd: handle asked for a foreign filesystem")
 		return nil
@@ -73,6 +73,13 @@ func (h *goHandler) ToHandle(fs billy.Filesystem, path []string) []byte {
 }
 
 func (h *goHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
+	if inner, client, ok := splitViewerHandle(fh); ok {
+		efs, parts, err := h.s.fileOf(inner)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &viewerFS{exportFS: efs, s: h.s, client: client}, parts, nil
+	}
 	efs, parts, err := h.s.fileOf(fh)
 	if err != nil {
 		return nil, nil, err

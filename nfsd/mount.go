@@ -82,24 +82,24 @@ func (s *Server) handleMount(client netip.Addr, call rpc.Call) ([]byte, string) 
 		return s.mnt(client, call, dir)
 
 	case mountDump:
+		// A client sees its own mounts only: the others' addresses and
+		// sessions are not its business.
 		e := rpc.AcceptedReply(call.XID, rpc.Success)
 		if admitted {
+			host := client.String()
 			s.mountsMu.Lock()
-			list := make([]mountEntry, 0, len(s.mounts))
+			var list []string
 			for m := range s.mounts {
-				list = append(list, m)
+				if m.host == host {
+					list = append(list, m.dir)
+				}
 			}
 			s.mountsMu.Unlock()
-			sort.Slice(list, func(i, j int) bool {
-				if list[i].host != list[j].host {
-					return list[i].host < list[j].host
-				}
-				return list[i].dir < list[j].dir
-			})
-			for _, m := range list {
+			sort.Strings(list)
+			for _, dir := range list {
 				e.Bool(true)
-				e.String(m.host)
-				e.String(m.dir)
+				e.String(host)
+				e.String(dir)
 			}
 		}
 		e.Bool(false)
@@ -129,19 +129,10 @@ func (s *Server) handleMount(client netip.Addr, call rpc.Call) ([]byte, string) 
 	case mountExport:
 		e := rpc.AcceptedReply(call.XID, rpc.Success)
 		if admitted {
-			for _, x := range s.Exports() {
-				if x.Allow != nil && !contains(x.Allow, client) {
-					continue
-				}
+			for _, x := range s.exportsFor(client) {
 				e.Bool(true)
-				e.String(x.Path)
-				groups := x.Allow
-				if groups == nil {
-					s.mu.RLock()
-					groups = clonePrefixes(s.allow)
-					s.mu.RUnlock()
-				}
-				for _, g := range groups {
+				e.String(x.dir)
+				for _, g := range x.groups {
 					e.Bool(true)
 					e.String(g.String())
 				}
@@ -167,9 +158,16 @@ func (s *Server) mnt(client netip.Addr, call rpc.Call, dir string) ([]byte, stri
 		return mntStatusReply(call, mnt3ErrAcces), refusedExport
 	}
 	if s.pathRules(exp) {
-		// Every directory on the way down must admit the client, as LOOKUPs would.
+		// The deepest subtree rule over the directory decides, so a client
+		// may mount its own session without being admitted to the folder
+		// that holds the others. Config.Authorize is asked about every
+		// directory on the way down, as LOOKUPs would ask it.
+		if !s.admitsRule(exp, client, slashPath(parts)) {
+			s.log.Info("nfsd: mount refused", "client", client, "dir", dir, "reason", "path rule")
+			return mntStatusReply(call, mnt3ErrAcces), refusedPath
+		}
 		for i := 0; i <= len(parts); i++ {
-			if !s.admitsPath(exp, client, slashPath(parts[:i])) {
+			if s.cfg.Authorize != nil && !s.cfg.Authorize(client, exp.Path, slashPath(parts[:i])) {
 				s.log.Info("nfsd: mount refused", "client", client, "dir", dir, "reason", "path rule")
 				return mntStatusReply(call, mnt3ErrAcces), refusedPath
 			}

@@ -588,21 +588,25 @@ func (s *Server) pathRules(exp *export) bool {
 	return len(exp.subtrees) > 0
 }
 
-// admitsPath reports whether client may use p ("/dir/file") inside exp.
+// admitsPath reports whether client may use p ("/dir/file") inside exp: the
+// deepest subtree rule covering p and Config.Authorize both admit it.
 func (s *Server) admitsPath(exp *export, client netip.Addr, p string) bool {
-	s.mu.RLock()
-	for _, r := range exp.subtrees {
-		if p == r.path || within(p, r.path) {
-			if !contains(r.allow, client) {
-				s.mu.RUnlock()
-				return false
-			}
-			break
-		}
+	if !s.admitsRule(exp, client, p) {
+		return false
 	}
-	s.mu.RUnlock()
 	if s.cfg.Authorize != nil && !s.cfg.Authorize(client, exp.Path, p) {
 		return false
+	}
+	return true
+}
+
+// admitsRule reports whether the deepest subtree rule covering p admits client
+// (true when no rule covers p).
+func (s *Server) admitsRule(exp *export, client netip.Addr, p string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if r := ruleFor(exp.subtrees, p); r != nil {
+		return contains(r.allow, client)
 	}
 	return true
 }

@@ -104,8 +104,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = "127.0.0.1"
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "sessions"), 0o755); err != nil {
-		return nil, fmt.Errorf("state folder: %w", err)
+	for _, d := range []string{"sessions", "discarded"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("state folder: %w", err)
+		}
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, serveDone: make(chan struct{})}
 	s.cache = repo.NewCache(repo.CacheOptions{MaxBytes: cfg.CacheBytes, ChunkSize: cfg.Repo.ChunkSize()})
@@ -133,9 +135,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := s.nfs.AddExport(nfsd.Export{Path: SessionsExport, FS: s.root, ID: sessionsID}); err != nil {
 		return nil, err
 	}
-	// The sessions root itself admits nobody but loopback; each session's
-	// folder admits its own networks.
+	// The sessions root admits the networks /points admits (loopback by
+	// default), and lists to each client only the sessions it is admitted
+	// to; each session's folder admits its own networks, and nobody else: a
+	// client admitted to its session only can neither mount the root nor
+	// climb to it with LOOKUP "..".
 	if err := s.nfs.SetExportAllow(SessionsExport, nil); err != nil {
+		return nil, err
+	}
+	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/", cfg.PointsAllow); err != nil {
 		return nil, err
 	}
 	if err := s.restoreSessions(ctx); err != nil {
@@ -305,8 +313,14 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 		vms = append(vms, catalog.SessionVM{VM: p.VM.Name, PointID: p.ID, Name: folder})
 	}
 	id := req.ID
+	if id != "" && s.discarded(id) {
+		return nil, fmt.Errorf("%w: session %s was discarded and its id is never reused (old file handles must stay stale): publish a new session", ErrInvalid, id)
+	}
 	if id == "" {
-		id = NewSessionID()
+		id, err = s.freshID(ctx)
+		if err != nil {
+			return nil, err
+		}
 		if err := s.cfg.Catalog.CreateSession(ctx, &catalog.Session{ID: id, Kind: req.Kind, State: catalog.SessionRunning,
 			Allow: prefixStrings(allow), VMs: vms}); err != nil {
 			return nil, err
@@ -385,14 +399,22 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.sessions[id]; ok {
+		ov.Close()
+		return fmt.Errorf("session %s: %w", id, os.ErrExist)
+	}
+	// The rule first, then the folder: no client may see the folder before
+	// the rule that admits only the session's networks is in place.
+	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, allow); err != nil {
+		ov.Close()
+		return err
+	}
 	if err := s.root.Mount(id, ov); err != nil {
+		s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, nil)
 		ov.Close()
 		return err
 	}
 	s.sessions[id] = &session{id: id, allow: allow, overlay: ov, vms: vms, created: time.Now()}
-	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, allow); err != nil {
-		return err
-	}
 	s.updateAllowLocked()
 	return nil
 }
@@ -415,6 +437,10 @@ func (s *Service) restoreSessions(ctx context.Context) error {
 	}
 	for _, e := range ents {
 		id := e.Name()
+		if s.discarded(id) {
+			s.log.Warn("overlay of a discarded session: not re-exported", "session", id)
+			continue
+		}
 		cs, err := s.cfg.Catalog.Session(ctx, id)
 		if err != nil {
 			s.log.Warn("session folder without catalog record: left alone", "session", id, "err", err)
@@ -438,11 +464,15 @@ func (s *Service) restoreSessions(ctx context.Context) error {
 }
 
 // Discard withdraws the session's export and deletes its overlay (everything
-// written to it). The restore points are untouched.
+// written to it). The restore points are untouched. The id is retired for
+// good: it is never published again, so handles into the session stay stale.
 func (s *Service) Discard(ctx context.Context, id string) error {
 	cs, err := s.cfg.Catalog.Session(ctx, id)
 	if err != nil {
 		return fmt.Errorf("%w: session %s", ErrNotFound, id)
+	}
+	if err := s.retire(id); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	ss := s.sessions[id]
@@ -531,4 +561,59 @@ func (s *Service) registerMetrics(reg *prometheus.Registry) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rekindle_sessions", Help: "Sessions exported now."},
 			func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(len(s.sessions)) }),
 	)
+}
+
+// Session ids are never reused. Discard leaves a tombstone,
+// <state>/discarded/<id>, before it withdraws anything; Publish refuses a
+// tombstoned id and never draws one, and a restart does not re-export one.
+// (The catalog's state cannot tell: a failed session may be published again.)
+
+func (s *Service) tombstone(id string) string {
+	return filepath.Join(s.cfg.StateDir, "discarded", id)
+}
+
+// discarded reports whether id was discarded.
+func (s *Service) discarded(id string) bool {
+	if repo.ValidName(id) != nil {
+		return false
+	}
+	_, err := os.Lstat(s.tombstone(id))
+	return err == nil
+}
+
+// retire records durably that id is discarded.
+func (s *Service) retire(id string) error {
+	if err := repo.ValidName(id); err != nil {
+		return fmt.Errorf("%w: session id %v", ErrInvalid, err)
+	}
+	f, err := os.OpenFile(s.tombstone(id), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("session %s: retire its id: %w", id, err)
+	}
+	err = errors.Join(f.Sync(), f.Close())
+	if err == nil {
+		var d *os.File
+		if d, err = os.Open(filepath.Dir(s.tombstone(id))); err == nil {
+			err = errors.Join(d.Sync(), d.Close())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("session %s: retire its id: %w", id, err)
+	}
+	return nil
+}
+
+// freshID draws a session id that no session has had.
+func (s *Service) freshID(ctx context.Context) (string, error) {
+	for range 16 {
+		id := NewSessionID()
+		if s.discarded(id) {
+			continue
+		}
+		if _, err := s.cfg.Catalog.Session(ctx, id); err == nil {
+			continue
+		}
+		return id, nil
+	}
+	return "", errors.New("publish: no unused session id after 16 draws")
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,8 @@ type env struct {
 	point   *repo.RestorePoint
 	extent  []byte // the source disk's bytes
 	portmap string
+	// pointsAllow, if set, is Config.PointsAllow at the next start.
+	pointsAllow []netip.Prefix
 }
 
 // newEnv imports a VM into a new repository and starts a service on it.
@@ -79,7 +82,7 @@ func newEnv(t testing.TB, portmap string) *env {
 func (e *env) start() {
 	e.t.Helper()
 	svc, err := New(context.Background(), Config{Repo: e.repo, Catalog: e.cat, StateDir: e.state,
-		NFSListen: "127.0.0.1:0", PortmapAddr: e.portmap})
+		NFSListen: "127.0.0.1:0", PortmapAddr: e.portmap, PointsAllow: e.pointsAllow})
 	if err != nil {
 		if e.portmap != "" && strings.Contains(err.Error(), "address already in use") {
 			e.t.Fatalf("port 111 is taken: run this test in a private network namespace (make test does)")
