@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/go-git/go-billy/v5"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 const (
@@ -36,7 +38,7 @@ type content struct {
 	baseLimit int64
 	baseSize  int64 // without a node: the base file's size
 	loaded    bool
-	data      *os.File
+	data      durable.File
 	size      int64
 	bits      []byte // marked blocks below the base limit; nil without origin
 
@@ -44,8 +46,12 @@ type content struct {
 	base   billy.File
 
 	mapMu   sync.Mutex
-	mapf    *os.File
+	mapf    durable.File
 	durable []byte // the bits known to be in the bitmap file
+	// Without Options.Sync, bits set by writes reach the bitmap file only
+	// in sync, after the data they mark: [dirtyLo, dirtyHi) is the range
+	// of bitmap bytes with bits not written yet (empty when equal).
+	dirtyLo, dirtyHi int64
 }
 
 // acquireLocked returns the content of id, counting a reference. n is the
@@ -82,6 +88,14 @@ func (o *Overlay) release(c *content) {
 
 func (c *content) closeFiles() error {
 	var errs []error
+	// Bits not in the bitmap file yet live only here: write them, after
+	// their data, before the descriptors go.
+	c.mapMu.Lock()
+	dirty := c.dirtyLo < c.dirtyHi
+	c.mapMu.Unlock()
+	if dirty {
+		errs = append(errs, c.sync())
+	}
 	c.mu.Lock()
 	if c.data != nil {
 		errs = append(errs, c.data.Close())
@@ -141,7 +155,7 @@ func (c *content) load() error {
 	}
 	o := c.o
 	name := o.dataPath(c.id)
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = c.createData(name)
 	}
@@ -172,7 +186,7 @@ func (c *content) load() error {
 // createData makes the data file of a node that has none yet: a hole as
 // long as the file, carrying the node's mtime. It appears whole (rename) so
 // Stat never sees it half made.
-func (c *content) createData(name string) (*os.File, error) {
+func (c *content) createData(name string) (durable.File, error) {
 	o := c.o
 	size := int64(0)
 	if c.origin != "" {
@@ -185,7 +199,7 @@ func (c *content) createData(name string) (*os.File, error) {
 	}
 	o.mu.Unlock()
 	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := o.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -197,26 +211,26 @@ func (c *content) createData(name string) (*os.File, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chtimes(tmp, mtime, mtime)
+		err = o.fs.Chtimes(tmp, mtime, mtime)
 	}
 	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err == nil && o.sync {
-		err = syncDir(o.dataDir)
+		err = o.fs.Rename(tmp, name)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		o.fs.Remove(tmp)
 		return nil, err
 	}
-	return os.OpenFile(name, os.O_RDWR, 0)
+	if err := o.newName(); err != nil {
+		return nil, err
+	}
+	return o.fs.OpenFile(name, os.O_RDWR, 0)
 }
 
 // readBitmap fills bits from the bitmap file; a missing file or missing
 // bytes are unmarked blocks.
 func (c *content) readBitmap(bits []byte) error {
 	name := c.o.mapPath(c.id)
-	b, err := os.ReadFile(name)
+	b, err := durable.ReadFile(c.o.fs, name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -412,9 +426,13 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 	}
 	var lo int64
 	var snap []byte
-	if newBits > 0 {
+	if newBits > 0 && o.sync {
 		lo = first >> 3
 		snap = bytes.Clone(c.bits[lo : last>>3+1])
+	} else if newBits > 0 {
+		c.mapMu.Lock()
+		c.dirtyRange(first>>3, last>>3+1)
+		c.mapMu.Unlock()
 	}
 	c.size = max(c.size, end)
 	removed := c.removed.Load()
@@ -427,16 +445,26 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 	// bits were snapshot after their data was written, so this sync
 	// covers them even if another write's sync persists them.
 	if o.sync {
-		if err := fdatasync(data); err != nil {
+		if err := data.DataSync(); err != nil {
 			return 0, err
 		}
 	}
 	if snap != nil && !removed {
-		if err := c.persistBits(lo, snap); err != nil {
+		if err := c.persistBits(lo, snap, true); err != nil {
 			return 0, err
 		}
 	}
 	return off, nil
+}
+
+// dirtyRange adds bitmap bytes [lo, hi) to the range sync must write.
+// mapMu is held.
+func (c *content) dirtyRange(lo, hi int64) {
+	if c.dirtyLo == c.dirtyHi {
+		c.dirtyLo, c.dirtyHi = lo, hi
+		return
+	}
+	c.dirtyLo, c.dirtyHi = min(c.dirtyLo, lo), max(c.dirtyHi, hi)
 }
 
 // fillBlock writes block [bStart, bEnd) to the data file as the origin has
@@ -458,7 +486,7 @@ func (c *content) fillBlock(p []byte, off, bStart, bEnd int64) error {
 
 // persistBits ORs snap (bitmap bytes from index lo) into the bitmap file.
 // Bits are only ever set, so writes landing out of order lose nothing.
-func (c *content) persistBits(lo int64, snap []byte) error {
+func (c *content) persistBits(lo int64, snap []byte, sync bool) error {
 	c.mapMu.Lock()
 	defer c.mapMu.Unlock()
 	if c.mapf == nil {
@@ -475,18 +503,18 @@ func (c *content) persistBits(lo int64, snap []byte) error {
 	if _, err := c.mapf.WriteAt(d, bitmapHeaderLen+lo); err != nil {
 		return err
 	}
-	if c.o.sync {
-		return fdatasync(c.mapf)
+	if sync {
+		return c.mapf.DataSync()
 	}
 	return nil
 }
 
 // openBitmap opens the bitmap file, making it (header and no marks) first
 // if needed. mapMu is held.
-func (c *content) openBitmap() (*os.File, error) {
+func (c *content) openBitmap() (durable.File, error) {
 	o := c.o
 	name := o.mapPath(c.id)
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
 	if !errors.Is(err, os.ErrNotExist) {
 		return f, err
 	}
@@ -494,7 +522,7 @@ func (c *content) openBitmap() (*os.File, error) {
 	copy(hdr, bitmapMagic)
 	binary.LittleEndian.PutUint32(hdr[8:], uint32(o.bs))
 	tmp := name + ".tmp"
-	f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err = o.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -509,16 +537,26 @@ func (c *content) openBitmap() (*os.File, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err == nil && o.sync {
-		err = syncDir(o.dataDir)
+		err = o.fs.Rename(tmp, name)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		o.fs.Remove(tmp)
 		return nil, err
 	}
-	return os.OpenFile(name, os.O_RDWR, 0)
+	if err := o.newName(); err != nil {
+		return nil, err
+	}
+	return o.fs.OpenFile(name, os.O_RDWR, 0)
+}
+
+// newName follows the creation of a data or bitmap file: with
+// Options.Sync its name is made durable now; without, by the next sync.
+func (o *Overlay) newName() error {
+	if !o.sync {
+		o.dataDirDirty.Store(true)
+		return nil
+	}
+	return durable.SyncDir(o.fs, o.dataDir)
 }
 
 // truncate sets the file's size. Shrinking below the base limit lowers it
@@ -546,7 +584,7 @@ func (c *content) truncate(size int64) error {
 	}
 	c.size = size
 	if c.o.sync {
-		return fdatasync(c.data)
+		return c.data.DataSync()
 	}
 	return nil
 }
@@ -558,31 +596,56 @@ func (o *Overlay) setBaseLimit(id uint64, limit int64) error {
 		o.mu.Unlock()
 		return nil // removed while open: nothing to persist
 	}
+	o.markLocked(p)
 	o.st.nodes[p].BaseLimit = limit
 	save := o.commitLocked()
 	o.mu.Unlock()
 	return save()
 }
 
-// sync flushes written data, then the bitmap.
+// sync makes what was written durable: the data first, then the bitmap
+// bits that make it visible, then the names of new data and bitmap files.
 func (c *content) sync() error {
 	if err := c.rlock(); err != nil {
 		return err
 	}
-	upper, data := c.upper, c.data
+	upper, data, removed := c.upper, c.data, c.removed.Load()
+	// The bits set so far mark data written so far: the data sync below
+	// covers them.
+	c.mapMu.Lock()
+	lo, hi := c.dirtyLo, c.dirtyHi
+	var snap []byte
+	if lo < hi {
+		snap = bytes.Clone(c.bits[lo:hi])
+		c.dirtyLo, c.dirtyHi = 0, 0
+	}
+	c.mapMu.Unlock()
 	c.mu.RUnlock()
 	if !upper {
 		return nil
 	}
-	if err := fdatasync(data); err != nil {
-		return err
+	err := data.DataSync()
+	if err == nil && snap != nil && !removed {
+		err = c.persistBits(lo, snap, false)
 	}
-	c.mapMu.Lock()
-	defer c.mapMu.Unlock()
-	if c.mapf != nil {
-		return fdatasync(c.mapf)
+	if err == nil {
+		c.mapMu.Lock()
+		if c.mapf != nil {
+			err = c.mapf.DataSync()
+		}
+		c.mapMu.Unlock()
 	}
-	return nil
+	if err == nil && c.o.dataDirDirty.Swap(false) {
+		if err = durable.SyncDir(c.o.fs, c.o.dataDir); err != nil {
+			c.o.dataDirDirty.Store(true)
+		}
+	}
+	if err != nil && snap != nil {
+		c.mapMu.Lock()
+		c.dirtyRange(lo, hi)
+		c.mapMu.Unlock()
+	}
+	return err
 }
 
 func (c *content) chtimes(atime, mtime time.Time) error {
@@ -590,5 +653,5 @@ func (c *content) chtimes(atime, mtime time.Time) error {
 		return err
 	}
 	defer c.mu.Unlock()
-	return os.Chtimes(c.o.dataPath(c.id), atime, mtime)
+	return c.o.fs.Chtimes(c.o.dataPath(c.id), atime, mtime)
 }

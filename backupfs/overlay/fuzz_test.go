@@ -67,7 +67,7 @@ func TestDecodeMetaRejects(t *testing.T) {
 		t.Fatalf("sample body: %v", err)
 	}
 	bad := map[string]string{
-		"version":         `{"version":2,"blockSize":65536}`,
+		"version":         `{"version":3,"blockSize":65536}`,
 		"block size":      `{"version":1,"blockSize":1000}`,
 		"unknown field":   `{"version":1,"blockSize":65536,"extra":1}`,
 		"unclean path":    `{"version":1,"blockSize":65536,"nodes":[{"path":"/a/../b","id":"0000000000000001","kind":"file"}]}`,

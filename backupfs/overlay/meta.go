@@ -7,19 +7,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 const (
 	metaName    = "meta"
-	metaVersion = 1
-	metaHeader  = "rekindle-overlay-meta 1\n"
-	maxMetaSize = 64 << 20
+	metaVersion = 2
+	metaHeader  = "rekindle-overlay-meta 2\n"
+	// metaHeaderV1 is read still: a version 1 upper directory has no log.
+	metaHeaderV1 = "rekindle-overlay-meta 1\n"
+	maxMetaSize  = 64 << 20
 )
 
 // ErrCorruptMeta is wrapped by the error New returns when the upper
@@ -62,6 +67,7 @@ type metaFile struct {
 	Salt      string     `json:"salt"`
 	BlockSize int        `json:"blockSize"`
 	NextSeq   uint64     `json:"nextSeq"`
+	LogSeq    uint64     `json:"logSeq,omitempty"`
 	Nodes     []metaNode `json:"nodes"`
 	Whiteouts []string   `json:"whiteouts"`
 }
@@ -84,6 +90,8 @@ type state struct {
 	salt      string
 	blockSize int
 	nextSeq   uint64
+	logSeq    uint64 // the last log record this state includes
+	version   int    // of the meta file it was read from
 	nodes     map[string]*node
 	whiteouts map[string]struct{}
 }
@@ -121,15 +129,12 @@ func encodeMeta(st *state) ([]byte, error) {
 		Salt:      st.salt,
 		BlockSize: st.blockSize,
 		NextSeq:   st.nextSeq,
+		LogSeq:    st.logSeq,
 		Nodes:     make([]metaNode, 0, len(st.nodes)),
 		Whiteouts: make([]string, 0, len(st.whiteouts)),
 	}
 	for p, n := range st.nodes {
-		mf.Nodes = append(mf.Nodes, metaNode{
-			Path: p, ID: idString(n.ID), Kind: n.Kind.String(), Mode: uint32(n.Mode),
-			UID: n.UID, GID: n.GID, MTime: n.MTime,
-			Origin: n.Origin, BaseLimit: n.BaseLimit, Opaque: n.Opaque,
-		})
+		mf.Nodes = append(mf.Nodes, toMetaNode(p, n))
 	}
 	sort.Slice(mf.Nodes, func(i, j int) bool { return mf.Nodes[i].Path < mf.Nodes[j].Path })
 	for p := range st.whiteouts {
@@ -150,9 +155,22 @@ func encodeMeta(st *state) ([]byte, error) {
 	return append(out, body...), nil
 }
 
+func toMetaNode(p string, n *node) metaNode {
+	return metaNode{
+		Path: p, ID: idString(n.ID), Kind: n.Kind.String(), Mode: uint32(n.Mode),
+		UID: n.UID, GID: n.GID, MTime: n.MTime,
+		Origin: n.Origin, BaseLimit: n.BaseLimit, Opaque: n.Opaque,
+	}
+}
+
 // decodeMeta checks the header and checksum of a meta file and decodes it.
 func decodeMeta(b []byte) (*state, error) {
 	rest, ok := bytes.CutPrefix(b, []byte(metaHeader))
+	version := metaVersion
+	if !ok {
+		rest, ok = bytes.CutPrefix(b, []byte(metaHeaderV1))
+		version = 1
+	}
 	if !ok {
 		line, _, _ := bytes.Cut(b, []byte("\n"))
 		if len(line) > 40 {
@@ -175,7 +193,11 @@ func decodeMeta(b []byte) (*state, error) {
 	if sha256.Sum256(body) != want {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorruptMeta)
 	}
-	return decodeMetaBody(body)
+	st, err := decodeMetaBody(body)
+	if err == nil && st.version != version {
+		return nil, fmt.Errorf("%w: header says version %d, document %d", ErrCorruptMeta, version, st.version)
+	}
+	return st, err
 }
 
 // decodeMetaBody decodes and validates the JSON document of a meta file.
@@ -189,15 +211,17 @@ func decodeMetaBody(body []byte) (*state, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data after document", ErrCorruptMeta)
 	}
-	if mf.Version != metaVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrCorruptMeta, mf.Version, metaVersion)
+	if mf.Version != metaVersion && mf.Version != 1 {
+		return nil, fmt.Errorf("%w: version %d, want 1 or %d", ErrCorruptMeta, mf.Version, metaVersion)
+	}
+	if mf.Version == 1 && mf.LogSeq != 0 {
+		return nil, fmt.Errorf("%w: version 1 has no log", ErrCorruptMeta)
 	}
 	if err := checkBlockSize(mf.BlockSize); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorruptMeta, err)
 	}
 	st := newState(mf.Salt, mf.BlockSize)
-	st.nextSeq = mf.NextSeq
-	ids := make(map[uint64]string, len(mf.Nodes))
+	st.nextSeq, st.logSeq, st.version = mf.NextSeq, mf.LogSeq, mf.Version
 	for i := range mf.Nodes {
 		mn := &mf.Nodes[i]
 		n, err := decodeNode(mn)
@@ -207,36 +231,51 @@ func decodeMetaBody(body []byte) (*state, error) {
 		if _, dup := st.nodes[mn.Path]; dup {
 			return nil, fmt.Errorf("%w: node %q listed twice", ErrCorruptMeta, mn.Path)
 		}
-		if other, dup := ids[n.ID]; dup {
-			return nil, fmt.Errorf("%w: nodes %q and %q share id %s", ErrCorruptMeta, other, mn.Path, mn.ID)
-		}
-		ids[n.ID] = mn.Path
 		st.nodes[mn.Path] = n
+	}
+	for _, p := range mf.Whiteouts {
+		if _, dup := st.whiteouts[p]; dup {
+			return nil, fmt.Errorf("%w: whiteout %q listed twice", ErrCorruptMeta, p)
+		}
+		st.whiteouts[p] = struct{}{}
+	}
+	if err := st.validate(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// validate checks what no single node can: ids are unique, nothing lies
+// inside a file, the root is a directory, whiteouts are valid paths that
+// are not nodes.
+func (st *state) validate() error {
+	ids := make(map[uint64]string, len(st.nodes))
+	for p, n := range st.nodes {
+		if other, dup := ids[n.ID]; dup {
+			return fmt.Errorf("%w: nodes %q and %q share id %s", ErrCorruptMeta, other, p, idString(n.ID))
+		}
+		ids[n.ID] = p
 	}
 	for p, n := range st.nodes {
 		if p == "/" {
 			if n.Kind != kindDir {
-				return nil, fmt.Errorf("%w: root is a %s", ErrCorruptMeta, n.Kind)
+				return fmt.Errorf("%w: root is a %s", ErrCorruptMeta, n.Kind)
 			}
 			continue
 		}
 		if parent := st.nodes[path.Dir(p)]; parent != nil && parent.Kind != kindDir {
-			return nil, fmt.Errorf("%w: node %q is inside file %q", ErrCorruptMeta, p, path.Dir(p))
+			return fmt.Errorf("%w: node %q is inside file %q", ErrCorruptMeta, p, path.Dir(p))
 		}
 	}
-	for _, p := range mf.Whiteouts {
+	for p := range st.whiteouts {
 		if err := checkMetaPath(p); err != nil || p == "/" {
-			return nil, fmt.Errorf("%w: whiteout %q: invalid path", ErrCorruptMeta, p)
-		}
-		if _, dup := st.whiteouts[p]; dup {
-			return nil, fmt.Errorf("%w: whiteout %q listed twice", ErrCorruptMeta, p)
+			return fmt.Errorf("%w: whiteout %q: invalid path", ErrCorruptMeta, p)
 		}
 		if _, ok := st.nodes[p]; ok {
-			return nil, fmt.Errorf("%w: whiteout %q is also a node", ErrCorruptMeta, p)
+			return fmt.Errorf("%w: whiteout %q is also a node", ErrCorruptMeta, p)
 		}
-		st.whiteouts[p] = struct{}{}
 	}
-	return st, nil
+	return nil
 }
 
 func decodeNode(mn *metaNode) (*node, error) {
@@ -293,9 +332,9 @@ func checkMetaPath(p string) error {
 }
 
 // readMeta loads the meta file of dir; it returns (nil, nil) when there is none.
-func readMeta(dir string) (*state, error) {
+func readMeta(fsys durable.FS, dir string) (*state, error) {
 	name := filepath.Join(dir, metaName)
-	f, err := os.Open(name)
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -311,7 +350,7 @@ func readMeta(dir string) (*state, error) {
 		return nil, fmt.Errorf("%s: %w: %d bytes, more than %d", name, ErrCorruptMeta, fi.Size(), maxMetaSize)
 	}
 	b := make([]byte, fi.Size())
-	if _, err := f.ReadAt(b, 0); err != nil {
+	if _, err := f.ReadAt(b, 0); err != nil && !(errors.Is(err, io.EOF) && len(b) == 0) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	st, err := decodeMeta(b)
@@ -319,40 +358,4 @@ func readMeta(dir string) (*state, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return st, nil
-}
-
-// writeFileAtomic replaces dir/name with b: temp file, fsync, rename, fsync dir.
-func writeFileAtomic(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -47,7 +47,7 @@ func (o *Overlay) nodeInfo(name string, n node) (os.FileInfo, error) {
 		fi.mode |= os.ModeDir
 		return fi, nil
 	}
-	st, err := os.Stat(o.dataPath(n.ID))
+	st, err := o.fs.Stat(o.dataPath(n.ID))
 	switch {
 	case err == nil:
 		fi.size, fi.mtime = st.Size(), st.ModTime()
@@ -273,6 +273,9 @@ func (o *Overlay) OpenFile(name string, flag int, perm os.FileMode) (billy.File,
 		save := o.commitLocked()
 		o.mu.Unlock()
 		if err := save(); err != nil {
+			if !o.byIDHas(n.ID) {
+				f.c.removed.Store(true) // undone: nobody will name this id again
+			}
 			o.release(f.c)
 			return nil, pathErr("open", name, err)
 		}
@@ -373,10 +376,13 @@ func (o *Overlay) copyUp(p string) (*content, error) {
 	}
 	o.addNodeLocked(p, &node{ID: id, Kind: kindFile, Mode: bi.Mode().Perm(), MTime: bi.ModTime().UnixNano(),
 		Origin: p, BaseLimit: bi.Size()})
-	save := o.commitLocked()
+	wait, err := o.commitTxLocked()
 	o.mu.Unlock()
-	c.upper, c.origin, c.baseLimit, c.loaded = true, p, bi.Size(), false
-	err = save()
+	if err == nil {
+		// The node exists (if not yet durably): the content is upper now.
+		c.upper, c.origin, c.baseLimit, c.loaded = true, p, bi.Size(), false
+		err = wait()
+	}
 	c.mu.Unlock()
 	if err != nil {
 		o.release(c)
@@ -430,6 +436,7 @@ func (o *Overlay) materializeDir(p string) error {
 				n = &node{ID: o.baseID(p), Kind: kindDir, Mode: bi.Mode().Perm(), MTime: bi.ModTime().UnixNano()}
 				o.addNodeLocked(p, n)
 			}
+			o.markLocked(p)
 			n.Opaque = true
 			o.pruneWhiteoutsLocked(p)
 			save := o.commitLocked()
@@ -537,8 +544,8 @@ func (g gone) drop(o *Overlay) {
 		// data file behind us.
 		g.c.mu.Lock()
 	}
-	os.Remove(o.dataPath(g.id))
-	os.Remove(o.mapPath(g.id))
+	o.fs.Remove(o.dataPath(g.id))
+	o.fs.Remove(o.mapPath(g.id))
 	if g.c != nil {
 		g.c.mu.Unlock()
 		o.release(g.c)
@@ -549,8 +556,19 @@ func (g gone) drop(o *Overlay) {
 // files are collected when the upper directory is next opened.
 func (g gone) keep(o *Overlay) {
 	if g.c != nil {
+		if o.byIDHas(g.id) {
+			g.c.removed.Store(false) // the removal was undone
+		}
 		o.release(g.c)
 	}
+}
+
+// byIDHas reports whether a node has id.
+func (o *Overlay) byIDHas(id uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.byID[id]
+	return ok
 }
 
 // Rename moves oldpath to newpath, replacing what is there like rename(2):
@@ -748,6 +766,7 @@ func (o *Overlay) changeNode(op, name string, f func(n *node)) error {
 			o.mu.Unlock()
 			return pathErr(op, name, billy.ErrNotSupported)
 		}
+		o.markLocked(p)
 		f(e.n)
 		save := o.commitLocked()
 		o.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/helper/chroot"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 // DefaultBlockSize is the redirection unit of a new upper directory.
@@ -47,6 +50,10 @@ type Options struct {
 	// of two from 4 KiB to 16 MiB; 0 means DefaultBlockSize. An existing
 	// upper directory keeps the block size it was made with.
 	BlockSize int
+	// FS is the filesystem the upper directory lives on; nil means the real
+	// one (durable.OS). Tests put a powercut.FS here to prove what survives
+	// a power cut.
+	FS durable.FS
 }
 
 // DefaultOptions returns the options a session uses: synchronous writes and
@@ -71,7 +78,9 @@ type Overlay struct {
 	salt    string
 	bs      int64
 	sync    bool
-	lock    *os.File
+	fs      durable.FS
+	lock    io.Closer
+	j       *journal
 	blocks  sync.Pool // *[]byte of bs bytes, for read-modify-write
 
 	// mu guards the path→node table and the open-file cache. It is never
@@ -82,13 +91,12 @@ type Overlay struct {
 	byID     map[uint64]string              // node id → path
 	kids     map[string]map[string]struct{} // directory → names of nodes in it
 	contents map[uint64]*content
-	gen      uint64 // bumped by every metadata change
+	tx       *txn // the change being made, until commitLocked
 
-	persistMu sync.Mutex
-	savedGen  uint64
-
-	failed atomic.Pointer[error] // sticky: metadata could not be persisted
 	closed atomic.Bool
+	// dataDirDirty: a data or bitmap file was made since the data folder
+	// was last synced (without Options.Sync, the next File.Sync does).
+	dataDirDirty atomic.Bool
 
 	cacheMu   sync.Mutex
 	baseStats map[string]os.FileInfo // nil value: no such base entry
@@ -128,15 +136,22 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 	if err := checkBlockSize(bs); err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = durable.OS()
+	}
 	dataDir := filepath.Join(upperDir, "data")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := durable.MkdirAll(fsys, dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	lock, err := lockDir(upperDir)
+	lock, err := fsys.Lock(filepath.Join(upperDir, "LOCK"))
+	if errors.Is(err, durable.ErrLocked) {
+		return nil, fmt.Errorf("overlay: upper directory %s is in use by another overlay", upperDir)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("overlay: %w", err)
+		return nil, fmt.Errorf("overlay: locking upper directory: %w", err)
 	}
-	st, err := readMeta(upperDir)
+	st, err := readMeta(fsys, upperDir)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("overlay: %w", err)
@@ -144,6 +159,18 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 	fresh := st == nil
 	if fresh {
 		st = newState(opts.Salt, bs)
+		// The checkpoint first: a log without one is never read.
+		b, err := encodeMeta(st)
+		if err == nil {
+			err = durable.WriteFile(fsys, filepath.Join(upperDir, metaName), b, 0o600)
+		}
+		if err == nil {
+			err = durable.WriteFile(fsys, filepath.Join(upperDir, logName), []byte(logMagic), 0o600)
+		}
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("overlay: %s: %w", upperDir, err)
+		}
 	} else if st.salt != opts.Salt {
 		lock.Close()
 		return nil, fmt.Errorf("overlay: upper directory %s belongs to salt %q, not %q", upperDir, st.salt, opts.Salt)
@@ -155,6 +182,7 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		salt:      st.salt,
 		bs:        int64(st.blockSize),
 		sync:      opts.Sync,
+		fs:        fsys,
 		lock:      lock,
 		st:        st,
 		byID:      make(map[uint64]string, len(st.nodes)),
@@ -164,21 +192,20 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		baseDirs:  make(map[string][]os.FileInfo),
 	}
 	o.blocks.New = func() any { b := make([]byte, o.bs); return &b }
+	metaSize := int64(0)
+	if fi, err := fsys.Stat(filepath.Join(upperDir, metaName)); err == nil {
+		metaSize = fi.Size()
+	}
+	if o.j, err = openJournal(fsys, upperDir, st, metaSize); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("overlay: %w", err)
+	}
 	for p, n := range st.nodes {
 		o.byID[n.ID] = p
 		o.linkKidLocked(p)
 	}
-	if fresh {
-		b, err := encodeMeta(st)
-		if err == nil {
-			err = writeFileAtomic(upperDir, metaName, b)
-		}
-		if err != nil {
-			lock.Close()
-			return nil, fmt.Errorf("overlay: %s: %w", upperDir, err)
-		}
-	}
 	if err := o.collectGarbage(); err != nil {
+		o.j.close()
 		lock.Close()
 		return nil, fmt.Errorf("overlay: %s: %w", upperDir, err)
 	}
@@ -195,10 +222,19 @@ func checkBlockSize(bs int) error {
 // collectGarbage deletes what a crash can leave in the upper directory:
 // temporary files and data or bitmap files of nodes that no longer exist.
 func (o *Overlay) collectGarbage() error {
-	if err := os.Remove(filepath.Join(o.dir, metaName+".tmp")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	ents, err := o.fs.ReadDir(o.dir)
+	if err != nil {
 		return err
 	}
-	ents, err := os.ReadDir(o.dataDir)
+	for _, de := range ents {
+		if name := de.Name(); name == metaName+".tmp" || strings.HasPrefix(name, "."+metaName+".tmp-") ||
+			strings.HasPrefix(name, "."+logName+".tmp-") {
+			if err := o.fs.Remove(filepath.Join(o.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	ents, err = o.fs.ReadDir(o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -214,7 +250,7 @@ func (o *Overlay) collectGarbage() error {
 			stale = !ok || o.st.nodes[p].Kind != kindFile
 		}
 		if stale {
-			if err := os.Remove(filepath.Join(o.dataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := o.fs.Remove(filepath.Join(o.dataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
@@ -236,7 +272,7 @@ func (o *Overlay) Close() error {
 	for _, c := range cs {
 		errs = append(errs, c.closeFiles())
 	}
-	errs = append(errs, o.lock.Close())
+	errs = append(errs, o.j.close(), o.lock.Close())
 	return errors.Join(errs...)
 }
 
@@ -244,7 +280,7 @@ func (o *Overlay) Close() error {
 // everything the session wrote. The base is untouched.
 func (o *Overlay) Discard() error {
 	cerr := o.Close()
-	if err := os.RemoveAll(o.dir); err != nil {
+	if err := o.fs.RemoveAll(o.dir); err != nil {
 		return fmt.Errorf("overlay: discarding %s: %w", o.dir, err)
 	}
 	return cerr
@@ -268,13 +304,10 @@ func (o *Overlay) Capabilities() billy.Capability {
 		billy.SeekCapability | billy.TruncateCapability
 }
 
-// check fails calls after Close or after metadata could not be persisted.
+// check fails calls after Close.
 func (o *Overlay) check() error {
 	if o.closed.Load() {
 		return os.ErrClosed
-	}
-	if e := o.failed.Load(); e != nil {
-		return *e
 	}
 	return nil
 }
@@ -562,9 +595,8 @@ func (o *Overlay) linkKidLocked(p string) {
 // addNodeLocked puts n at p, where nothing showed before or a base entry
 // shows that n now hides.
 func (o *Overlay) addNodeLocked(p string, n *node) {
-	o.st.nodes[p] = n
-	o.byID[n.ID] = p
-	o.linkKidLocked(p)
+	o.markLocked(p)
+	o.linkNodeLocked(p, n)
 	if _, ok := o.st.whiteouts[p]; ok {
 		// The new node hides the base at p and below on its own.
 		delete(o.st.whiteouts, p)
@@ -573,6 +605,21 @@ func (o *Overlay) addNodeLocked(p string, n *node) {
 }
 
 func (o *Overlay) delNodeLocked(p string) *node {
+	o.markLocked(p)
+	return o.unlinkNodeLocked(p)
+}
+
+// linkNodeLocked puts n at p in the table and its indexes, recording
+// nothing (see addNodeLocked).
+func (o *Overlay) linkNodeLocked(p string, n *node) {
+	o.st.nodes[p] = n
+	o.byID[n.ID] = p
+	o.linkKidLocked(p)
+}
+
+// unlinkNodeLocked takes the node at p out of the table and its indexes,
+// recording nothing (see delNodeLocked).
+func (o *Overlay) unlinkNodeLocked(p string) *node {
 	n := o.st.nodes[p]
 	delete(o.st.nodes, p)
 	delete(o.byID, n.ID)
@@ -593,6 +640,7 @@ func (o *Overlay) delNodeLocked(p string) *node {
 func (o *Overlay) pruneWhiteoutsLocked(dir string) {
 	for w := range o.st.whiteouts {
 		if under(w, dir) {
+			o.markLocked(w)
 			delete(o.st.whiteouts, w)
 		}
 	}
@@ -602,6 +650,7 @@ func (o *Overlay) pruneWhiteoutsLocked(dir string) {
 // node at p (if any) is gone.
 func (o *Overlay) whiteoutLocked(p string, bi os.FileInfo) {
 	if bi != nil && p != "/" && o.baseVisibleLocked(p) {
+		o.markLocked(p)
 		o.st.whiteouts[p] = struct{}{}
 		o.pruneWhiteoutsLocked(p)
 	}
@@ -618,45 +667,113 @@ func (o *Overlay) touchDirLocked(dir string, bi os.FileInfo, now int64) {
 		n = &node{ID: o.baseID(dir), Kind: kindDir, Mode: bi.Mode().Perm(), MTime: bi.ModTime().UnixNano()}
 		o.addNodeLocked(dir, n)
 	}
+	o.markLocked(dir)
 	n.MTime = max(now, n.MTime+1)
 }
 
-// commitLocked records a metadata change and returns the function that
-// persists it; call that after releasing mu.
+// txn is the undo record of the change being made under mu: what each path
+// it touched held before (a node copy, or nil for none; whether a whiteout
+// was there).
+type txn struct {
+	nodes     map[string]*node
+	whiteouts map[string]bool
+}
+
+// markLocked records, the first time a change touches p, what p held, so
+// that a change that cannot be persisted is undone and the log records p.
+// Call it before changing the node or whiteout at p, or a node's fields.
+func (o *Overlay) markLocked(p string) {
+	if o.tx == nil {
+		o.tx = &txn{nodes: map[string]*node{}, whiteouts: map[string]bool{}}
+	}
+	if _, seen := o.tx.nodes[p]; seen {
+		return
+	}
+	var old *node
+	if n := o.st.nodes[p]; n != nil {
+		c := *n
+		old = &c
+	}
+	o.tx.nodes[p] = old
+	_, w := o.st.whiteouts[p]
+	o.tx.whiteouts[p] = w
+}
+
+// commitLocked persists the change made since the last commit and returns
+// the function that waits until it is durable; call that after releasing
+// mu. A change that cannot be written is undone before commitLocked
+// returns, and the function returns the error: one failed call (a full
+// disk) fails alone and leaves the overlay as it was.
 func (o *Overlay) commitLocked() func() error {
-	o.gen++
-	g := o.gen
-	b, err := encodeMeta(o.st)
-	return func() error {
-		if err != nil {
-			return o.fail(err)
+	wait, err := o.commitTxLocked()
+	if err != nil {
+		return func() error { return err }
+	}
+	return wait
+}
+
+func (o *Overlay) commitTxLocked() (wait func() error, err error) {
+	tx := o.tx
+	o.tx = nil
+	if tx == nil {
+		return func() error { return nil }, nil
+	}
+	if o.j.needsCheckpoint() {
+		if err := o.j.checkpointLocked(o.st); err != nil {
+			o.rollbackLocked(tx)
+			return nil, fmt.Errorf("overlay %s: writing a metadata checkpoint: %w", o.dir, err)
 		}
-		return o.persist(g, b)
+		return func() error { return nil }, nil
 	}
+	rec := logRecord{Seq: o.j.seq + 1, NextSeq: o.st.nextSeq}
+	for p := range tx.nodes {
+		if n := o.st.nodes[p]; n != nil {
+			rec.Put = append(rec.Put, toMetaNode(p, n))
+		} else {
+			rec.Del = append(rec.Del, p)
+		}
+		if _, w := o.st.whiteouts[p]; w {
+			rec.WPut = append(rec.WPut, p)
+		} else {
+			rec.WDel = append(rec.WDel, p)
+		}
+	}
+	b, err := encodeRecord(&rec)
+	if err == nil {
+		err = o.j.appendLocked(b)
+	}
+	if err != nil {
+		o.rollbackLocked(tx)
+		return nil, fmt.Errorf("overlay %s: persisting metadata: %w", o.dir, err)
+	}
+	seq := o.j.seq
+	return func() error {
+		if err := o.j.sync(seq); err != nil {
+			return fmt.Errorf("overlay %s: persisting metadata: %w", o.dir, err)
+		}
+		return nil
+	}, nil
 }
 
-func (o *Overlay) persist(g uint64, b []byte) error {
-	o.persistMu.Lock()
-	defer o.persistMu.Unlock()
-	if e := o.failed.Load(); e != nil {
-		return *e
+// rollbackLocked puts back what tx recorded.
+func (o *Overlay) rollbackLocked(tx *txn) {
+	for p := range tx.nodes {
+		if o.st.nodes[p] != nil {
+			o.unlinkNodeLocked(p)
+		}
 	}
-	if o.savedGen >= g {
-		return nil // a later state, including this change, is on disk
+	for p, old := range tx.nodes {
+		if old != nil {
+			o.linkNodeLocked(p, old)
+		}
 	}
-	if err := writeFileAtomic(o.dir, metaName, b); err != nil {
-		return o.fail(err)
+	for p, had := range tx.whiteouts {
+		if had {
+			o.st.whiteouts[p] = struct{}{}
+		} else {
+			delete(o.st.whiteouts, p)
+		}
 	}
-	o.savedGen = g
-	return nil
-}
-
-// fail makes a metadata write error sticky: the in-memory table is now
-// ahead of the disk, so the overlay refuses further work.
-func (o *Overlay) fail(err error) error {
-	err = fmt.Errorf("overlay %s: persisting metadata: %w", o.dir, err)
-	o.failed.CompareAndSwap(nil, &err)
-	return *o.failed.Load()
 }
 
 // ---- billy.Basic odds and ends

@@ -943,7 +943,7 @@ func TestPathEscape(t *testing.T) {
 	filepath.WalkDir(fx.upper, func(p string, d fs.DirEntry, err error) error {
 		rel, _ := filepath.Rel(fx.upper, p)
 		switch {
-		case rel == ".", rel == "data", rel == "meta", rel == "LOCK":
+		case rel == ".", rel == "data", rel == "meta", rel == "log", rel == "LOCK":
 		case strings.HasPrefix(rel, "data/") && len(strings.TrimSuffix(rel[5:], ".map")) == 16:
 		default:
 			t.Errorf("unexpected %s in upper", rel)
@@ -1223,7 +1223,7 @@ func TestOpenIsCheap(t *testing.T) {
 	// The first writable open of a base file records its node, once.
 	f, _ := o.OpenFile(vmxPath, os.O_RDWR, 0)
 	f.Close()
-	gen, opens := o.gen, fx.base.opens.Load()
+	gen, opens := o.j.seq, fx.base.opens.Load()
 	allocs := testing.AllocsPerRun(200, func() {
 		for _, p := range []string{diskPath, vmxPath} {
 			if _, err := o.Stat(p); err != nil {
@@ -1236,8 +1236,8 @@ func TestOpenIsCheap(t *testing.T) {
 			f.Close()
 		}
 	})
-	if o.gen != gen {
-		t.Errorf("opening wrote metadata %d times", o.gen-gen)
+	if o.j.seq != gen {
+		t.Errorf("opening wrote metadata %d times", o.j.seq-gen)
 	}
 	if n := fx.base.opens.Load() - opens; n > 1 {
 		t.Errorf("base files opened %d times", n) // vm.vmx: once, to read it below

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 // ErrNotFound is returned (wrapped) when a chunk, index, point or app is not
@@ -332,49 +334,12 @@ func listNames(dir, suffix string) ([]string, error) {
 	return out, nil
 }
 
-// writeFileAtomic writes b to a temporary file in tmp, optionally fsyncs it,
-// renames it to path and, when durable, fsyncs path's folder.
+// writeFileAtomic writes b to a temporary file in tmp (named after this
+// process, see removeStaleTemp) and renames it to path; when durable, it
+// fsyncs the file before and path's folder after.
 func writeFileAtomic(tmp, path string, b []byte, durable bool) error {
-	f, err := os.CreateTemp(tmp, strconv.Itoa(os.Getpid())+"-*")
-	if err != nil {
-		return err
-	}
-	name := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(name)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if durable {
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	ok = true
-	if durable {
-		return syncDir(filepath.Dir(path))
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durablefs.Replace(durablefs.OS(), path, b, 0o600, durablefs.Options{
+		TempDir: tmp, TempPrefix: strconv.Itoa(os.Getpid()) + "-", NoSync: !durable})
 }
 
 // removeStaleTemp deletes temporary files left by writers that are no longer

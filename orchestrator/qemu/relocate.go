@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rekindle/rekindle/internal/durable"
 	"github.com/rekindle/rekindle/orchestrator"
 )
 
@@ -246,5 +247,9 @@ func (d *Driver) copyDisk(ctx context.Context, vm string, dk diskState, target s
 		os.Remove(tmp)
 		return fmt.Errorf("vm %s: copy %s (%s) to %s: %w: %s", vm, dk.ID, dk.where(), target, err, strings.TrimSpace(string(out)))
 	}
-	return os.Rename(tmp, target)
+	if err := durable.Install(durable.OS(), tmp, target); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("vm %s: copy %s: %w", vm, dk.ID, err)
+	}
+	return nil
 }

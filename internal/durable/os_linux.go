@@ -1,12 +1,11 @@
-package overlay
+package durable
 
 import (
 	"os"
 	"syscall"
 )
 
-// fdatasync flushes f's data and the metadata needed to read it back (its
-// size), skipping timestamps.
+// fdatasync flushes f's bytes and size, skipping timestamps.
 func fdatasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
