@@ -31,11 +31,13 @@
 //     created in the session gets one derived from the salt and a persisted
 //     counter; a node keeps its id across renames and restarts.
 //
-// # Upper directory layout (format version 1)
+// # Upper directory layout (format version 2)
 //
-//	<upper>/LOCK            empty; flock-ed while an Overlay has it open
-//	<upper>/meta            the metadata, replaced atomically on every change
-//	<upper>/meta.tmp        transient, while meta is being replaced
+//	<upper>/LOCK            empty; locked while an Overlay has it open
+//	<upper>/meta            the checkpoint: the whole table as of log record logSeq
+//	<upper>/log             the changes since the checkpoint, appended
+//	<upper>/.meta.tmp-*     transient, while a checkpoint replaces meta
+//	<upper>/.log.tmp-*      transient, while a checkpoint starts an empty log
 //	<upper>/data/<id>       sparse data file of file node <id>
 //	<upper>/data/<id>.map   block bitmap of a file node with an origin
 //	<upper>/data/*.tmp      transient, while a data or bitmap file is created
@@ -44,9 +46,9 @@
 //
 // meta is two text lines and a JSON document:
 //
-//	rekindle-overlay-meta 1
+//	rekindle-overlay-meta 2
 //	sha256 <64 hex digits: SHA-256 of the JSON document>
-//	{"version":1,"salt":"…","blockSize":65536,"nextSeq":3,
+//	{"version":2,"salt":"…","blockSize":65536,"nextSeq":3,"logSeq":17,
 //	 "nodes":[{"path":"/web01/web01.vmx","id":"9f3a…","kind":"file",
 //	           "mode":420,"uid":0,"gid":0,"mtimeNs":…,
 //	           "origin":"/web01/web01.vmx","baseLimit":2904}, …],
@@ -57,6 +59,31 @@
 // directories (and of files that have no data file yet); origin, baseLimit
 // and opaque are left out when empty. nextSeq is the counter the next
 // created node's id is derived from. Nodes and whiteouts are sorted by path.
+// logSeq is the last log record the checkpoint includes (left out when 0).
+// A version 1 meta (header "rekindle-overlay-meta 1", no logSeq, no log
+// file) is read as a checkpoint with an empty log.
+//
+// log is the magic "RKOVLOG1" followed by records, each
+//
+//	length  4  big-endian length of the payload (never 0)
+//	crc     4  big-endian CRC-32C (Castagnoli) of the payload
+//	payload    JSON: {"seq":18,"nextSeq":4,"del":["/a"],"put":[node…],
+//	                  "wdel":["/b"],"wput":["/c"]}
+//
+// A record is one change (one CREATE, REMOVE, RENAME, SETATTR…): the new
+// state of every path the change touched. Replay starts from the checkpoint
+// and applies, in order, del (remove the node at each path), put (set the
+// node, same fields as in meta), wdel and wput (remove and add whiteouts);
+// nextSeq only grows. Records with seq ≤ logSeq are already in the
+// checkpoint and skipped; the next must have seq logSeq+1, and so on. The
+// first record cut short, zero-length or failing its CRC ends the log (a
+// torn tail from a crash mid-append; opening cuts it off). A record that
+// passes its CRC but does not decode, or a gap in seq, is corruption
+// (ErrCorruptMeta). When the log grows past max(4 MiB, twice the
+// checkpoint), the next change writes a new checkpoint instead of a record
+// (durable replace of meta, then of log with an empty one), so a change
+// costs one small append whether the session holds ten files or ten
+// thousand.
 //
 // A data file's size is the file's size and its mtime the file's mtime; a
 // missing data file means "nothing written yet" (size baseLimit, or 0 for a
@@ -72,12 +99,27 @@
 //
 // # Durability
 //
-// Metadata changes (create, remove, rename, mkdir, chmod, chown, directory
-// times, truncation below the base limit) are written to meta.tmp, fsynced,
-// renamed over meta and the directory fsynced before the call returns. With
-// Options.Sync, a write is fsynced to its data file, and only then is its
-// bitmap updated and fsynced, so a marked block always holds durable data.
-// Without it, writes reach the page cache and File.Sync flushes them.
-// Data and bitmap files not named by any node are leftovers of a crash and
-// are deleted when the upper directory is opened.
+// A metadata change (create, remove, rename, mkdir, chmod, chown, directory
+// times, truncation below the base limit) is appended to the log under the
+// table's lock and fdatasynced before the call returns; concurrent changes
+// share one fdatasync. A change whose record cannot be written (a full
+// disk) is undone in memory and its call fails with the error (ENOSPC
+// stays visible to errors.Is): the rest of the session goes on, and the
+// same call succeeds once there is room. If an fdatasync of the log fails,
+// the change stays (it may be on disk) and the next change writes a
+// checkpoint.
+//
+// With Options.Sync, a write is fdatasynced to its data file, and only then
+// is its bitmap updated and fdatasynced, so a marked block always holds
+// durable data. Without it (how sessions run: the NFS server syncs on
+// stable WRITEs and COMMIT), writes reach the page cache, new bitmap bits
+// are kept in memory, and File.Sync makes the data durable, then writes and
+// syncs the bits, then syncs the data folder if a data or bitmap file was
+// made: a power cut before File.Sync leaves the base bytes, never zeros.
+// Closing the overlay (or evicting a file from its cache) syncs a file with
+// bits not yet written. Data and bitmap files not named by any node are
+// leftovers of a crash and are deleted when the upper directory is opened.
+//
+// The upper directory is written through a durable.FS (Options.FS), so a
+// test can put it on a powercut.FS and check what survives a power cut.
 package overlay
