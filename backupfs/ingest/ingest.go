@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,17 @@ const MaxInlineFile = 1 << 20
 
 // Options tune an import.
 type Options struct {
-	VM      string // name of the VM in the repository; default: the vmx displayName
-	App     string // vApp the VM belongs to
+	VM string // name of the VM in the repository; default: the vmx displayName
+	// App is the vApp the VM belongs to. The VM becomes a member of the app
+	// (created when missing, the VM in a startup group of its own after the
+	// others). Empty records the app of the VM's previous restore point and
+	// changes no app.
+	App string
+	// RawDisks are disk files (names as the vmx gives them, or their base
+	// names) to read as raw images whatever their names. Without it only
+	// files named .raw or .img are raw. A name that matches no disk is an
+	// error.
+	RawDisks []string
 	Workers int    // hashing and compression goroutines; default GOMAXPROCS
 	// Progress, when set, is called about five times a second and once at
 	// the end with the bytes processed so far and the total.
@@ -99,6 +109,9 @@ func Import(ctx context.Context, r *repo.Repo, dir string, opts Options) (*repo.
 	}
 	if prev, err := r.LatestPoint(id.Name); err == nil {
 		p.Parent = prev.ID
+		if p.App == "" {
+			p.App = prev.App // membership is kept until changed
+		}
 	} else if !errors.Is(err, repo.ErrNotFound) {
 		return nil, fmt.Errorf("import %s: %w", dir, err)
 	}
@@ -115,6 +128,21 @@ func Import(ctx context.Context, r *repo.Repo, dir string, opts Options) (*repo.
 		}
 	}()
 	names := map[string]bool{}
+	rawWanted := map[string]bool{}
+	for _, n := range opts.RawDisks {
+		found := false
+		for _, ref := range f.Disks {
+			found = found || n == filepath.Base(ref.Path) || n == ref.Path || n == ref.Name
+		}
+		if !found {
+			var have []string
+			for _, ref := range f.Disks {
+				have = append(have, filepath.Base(ref.Path))
+			}
+			return nil, fmt.Errorf("import %s: raw disk %q: the vmx names no such disk (its disks: %s)", dir, n, strings.Join(have, ", "))
+		}
+		rawWanted[n] = true
+	}
 	for _, ref := range f.Disks {
 		if err := repo.ValidName(ref.Name); err != nil {
 			return nil, fmt.Errorf("import %s: disk %s (%s): %w", dir, ref.Controller, ref.Path, err)
@@ -123,7 +151,13 @@ func Import(ctx context.Context, r *repo.Repo, dir string, opts Options) (*repo.
 			return nil, fmt.Errorf("import %s: two disks are named %q: rename one", dir, ref.Name)
 		}
 		names[ref.Name] = true
-		src, err := vmfolder.OpenDisk(ref.Path)
+		open := vmfolder.OpenDisk
+		for _, n := range []string{filepath.Base(ref.Path), ref.Path, ref.Name} {
+			if rawWanted[n] {
+				open = vmfolder.OpenRawDisk
+			}
+		}
+		src, err := open(ref.Path)
 		if err != nil {
 			return nil, fmt.Errorf("import %s: disk %s: %w", dir, ref.Controller, err)
 		}
@@ -186,6 +220,11 @@ func Import(ctx context.Context, r *repo.Repo, dir string, opts Options) (*repo.
 	}
 	if err := r.SavePoint(p); err != nil {
 		return nil, fmt.Errorf("import %s: %w", dir, err)
+	}
+	if opts.App != "" {
+		if _, _, err := JoinApp(r, p.App, p.VM.Name, start); err != nil {
+			return p, fmt.Errorf("import %s: restore point %s is stored, but %w", dir, p.ID, err)
+		}
 	}
 	stopProgress()
 	opts.Logger.Info("restore point created", "vm", p.VM.Name, "point", p.ID,
@@ -352,4 +391,31 @@ func (w *writer) store(ctx context.Context, src Source, size int64) (*repo.Index
 		return nil, err
 	}
 	return idx, nil
+}
+
+// JoinApp makes vm a member of app: it creates the app with vm alone when
+// it does not exist, or adds vm in a startup group of its own after the
+// others (powered on, powered off at stop). It reports whether anything
+// changed; a VM already a member is left as the app definition says.
+func JoinApp(r *repo.Repo, app, vm string, now time.Time) (*repo.App, bool, error) {
+	a, err := r.App(app)
+	switch {
+	case errors.Is(err, repo.ErrNotFound):
+		a = &repo.App{Format: repo.ManifestFormat, Name: app}
+	case err != nil:
+		return nil, false, fmt.Errorf("app %s: %w", app, err)
+	}
+	group := 0
+	for _, m := range a.Members {
+		if m.VM == vm {
+			return a, false, nil
+		}
+		group = max(group, m.Group)
+	}
+	a.Members = append(a.Members, repo.AppMember{VM: vm, Group: group + 1, StartAction: "powerOn", StopAction: "powerOff"})
+	a.Updated = now.UTC().Truncate(time.Second)
+	if err := r.SaveApp(a); err != nil {
+		return nil, false, fmt.Errorf("app %s: add member %s: %w", app, vm, err)
+	}
+	return a, true, nil
 }

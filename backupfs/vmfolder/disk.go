@@ -1,6 +1,7 @@
 package vmfolder
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,17 +40,36 @@ const (
 	FormatStreamOptimized  = "streamOptimized"
 )
 
-// OpenDisk opens the disk file a vmx names: a text VMDK descriptor with
-// flat, sparse or zero extents; a hosted sparse VMDK (monolithicSparse or
-// streamOptimized) with its descriptor embedded; or else a raw image, whose
-// size is the file's size. Snapshot deltas, raw device mappings and ESXi
-// sparse formats are refused with an error saying so.
-func OpenDisk(path string) (SourceDisk, error) {
+// OpenDisk opens the disk file a vmx names. What the file is comes from its
+// name first: a file named .raw or .img is a raw image, whose size is the
+// file's size; any other file (a .vmdk above all) must be a text VMDK
+// descriptor with flat, sparse or zero extents, or a hosted sparse VMDK
+// (monolithicSparse or streamOptimized) with its descriptor embedded. A
+// .vmdk whose header is damaged is an error, never a raw disk: rekindle
+// does not guess. Snapshot deltas, raw device mappings, ESXi sparse formats
+// and other image formats (qcow2, VHD) are refused with an error saying so.
+// OpenRawDisk reads a file as raw whatever its name.
+func OpenDisk(path string) (SourceDisk, error) { return open(path, false) }
+
+// OpenRawDisk opens path as a raw image, whatever its name says (for a raw
+// disk the user declares so, e.g. `backup import --raw-disk`).
+func OpenRawDisk(path string) (SourceDisk, error) { return open(path, true) }
+
+// IsRawName reports whether a disk file's name says it is a raw image.
+func IsRawName(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".raw", ".img":
+		return true
+	}
+	return false
+}
+
+func open(path string, raw bool) (SourceDisk, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open disk: %w", err)
 	}
-	d, err := openDisk(path, f)
+	d, err := openDisk(path, f, raw)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -56,7 +77,19 @@ func OpenDisk(path string) (SourceDisk, error) {
 	return d, nil
 }
 
-func openDisk(path string, f *os.File) (*disk, error) {
+// ErrNotDisk is returned (wrapped) for a disk file that is not what its
+// name says it is.
+var ErrNotDisk = errors.New("disk refused")
+
+// otherImageFormats are the magic numbers of image formats that are not
+// VMDK, to name them in the error.
+var otherImageFormats = []struct{ magic, name, fix string }{
+	{"QFI\xfb", "a qcow2 image", "convert it: qemu-img convert -O vmdk -o subformat=monolithicFlat"},
+	{"conectix", "a VHD image", "convert it: qemu-img convert -f vpc -O vmdk -o subformat=monolithicFlat"},
+	{"vhdxfile", "a VHDX image", "convert it: qemu-img convert -f vhdx -O vmdk -o subformat=monolithicFlat"},
+}
+
+func openDisk(path string, f *os.File, forceRaw bool) (*disk, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -65,12 +98,34 @@ func openDisk(path string, f *os.File) (*disk, error) {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	size := st.Size()
+	if forceRaw {
+		return newDisk(FormatRaw, []diskExtent{{size: size, file: f}}, []*os.File{f}), nil
+	}
 	head := make([]byte, min(size, sectorSize))
 	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	isSparse := len(head) >= 4 && string(head[:4]) == "KDMV"
+	isCOWD := len(head) >= 4 && string(head[:4]) == "COWD"
+	var text []byte
+	if !isSparse && !isCOWD && size <= maxDescriptorSize {
+		text = make([]byte, size)
+		if _, err := f.ReadAt(text, 0); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if !looksLikeDescriptor(text) {
+			text = nil
+		}
+	}
+	if IsRawName(path) {
+		if isSparse || isCOWD || text != nil {
+			return nil, fmt.Errorf("%s: named as a raw image (%s) but it is a VMDK: rename it .vmdk (and its vmx fileName), or declare it raw (--raw-disk): %w",
+				path, filepath.Ext(path), ErrNotDisk)
+		}
+		return newDisk(FormatRaw, []diskExtent{{size: size, file: f}}, []*os.File{f}), nil
+	}
 	switch {
-	case len(head) >= 4 && string(head[:4]) == "KDMV":
+	case isSparse:
 		sp, err := openSparse(path, f, size)
 		if err != nil {
 			return nil, err
@@ -83,24 +138,28 @@ func openDisk(path string, f *os.File) (*disk, error) {
 			format = FormatStreamOptimized
 		}
 		return newDisk(format, []diskExtent{{size: sp.size(), sparse: sp}}, []*os.File{f}), nil
-	case len(head) >= 4 && string(head[:4]) == "COWD":
+	case isCOWD:
 		return nil, fmt.Errorf("%s: ESX sparse (COWD) snapshot delta: consolidate the VM's snapshots before importing", path)
-	}
-	if size <= maxDescriptorSize {
-		text := make([]byte, size)
-		if _, err := f.ReadAt(text, 0); err != nil && !errors.Is(err, io.EOF) {
+	case text != nil:
+		desc, err := parseDescriptor(text)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if looksLikeDescriptor(text) {
-			desc, err := parseDescriptor(text)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			f.Close() // the data lives in the extents
-			return openExtents(path, desc)
+		f.Close() // the data lives in the extents
+		return openExtents(path, desc)
+	}
+	for _, o := range otherImageFormats {
+		if bytes.HasPrefix(head, []byte(o.magic)) {
+			return nil, fmt.Errorf("%s: %s, not a VMDK: %s: %w", path, o.name, o.fix, ErrNotDisk)
 		}
 	}
-	return newDisk(FormatRaw, []diskExtent{{size: size, file: f}}, []*os.File{f}), nil
+	what := "a VMDK"
+	if !strings.EqualFold(filepath.Ext(path), ".vmdk") {
+		what = "a VMDK or a raw image named .raw or .img"
+	}
+	return nil, fmt.Errorf("%s: not %s: it starts with neither a sparse header (KDMV) nor a text descriptor (%d bytes, first bytes %q): "+
+		"the file is damaged or of another kind; a raw image must be named .raw or .img or declared with --raw-disk: %w",
+		path, what, size, clip(string(head[:min(len(head), 8)])), ErrNotDisk)
 }
 
 // checkEmbeddedDescriptor refuses a sparse file that is a snapshot delta or

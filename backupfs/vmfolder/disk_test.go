@@ -518,6 +518,22 @@ func TestOpenDiskErrors(t *testing.T) {
 			files: map[string][]byte{"web01.vmdk": append([]byte("COWD"), make([]byte, 2048)...)},
 			open:  []string{"COWD"},
 		},
+		// A .vmdk is never read as raw: a damaged header is an error.
+		{
+			name:  "sparse magic damaged",
+			files: map[string][]byte{"web01.vmdk": patch(fx.sparse, func(b []byte) { copy(b, "KDMX") })},
+			open:  []string{"web01.vmdk: not a VMDK", "damaged", "--raw-disk"},
+		},
+		{
+			name:  "raw bytes named .vmdk",
+			files: map[string][]byte{"web01.vmdk": flat},
+			open:  []string{"web01.vmdk: not a VMDK", "4194304 bytes"},
+		},
+		{
+			name:  "qcow2 named .vmdk",
+			files: map[string][]byte{"web01.vmdk": append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 1024)...)},
+			open:  []string{"qcow2", "qemu-img convert"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -700,4 +716,38 @@ func TestDescriptorStaleTailAfterNUL(t *testing.T) {
 	if _, err := d.ReadAt(got, 0); err != nil || d.Size() != 4096 || !bytes.Equal(got, extent) {
 		t.Fatalf("size %d, err %v, equal %v", d.Size(), err, bytes.Equal(got, extent))
 	}
+}
+
+// TestOpenDiskByName: the name says raw (.raw, .img) and nothing else does;
+// a file named raw that holds a VMDK is refused rather than served as the
+// VMDK's bytes; OpenRawDisk reads any file raw.
+func TestOpenDiskByName(t *testing.T) {
+	fx := newSparseFixture(t)
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte{7}, 64<<10)
+	writeFile(t, dir, "a.img", data)
+	writeFile(t, dir, "b.raw", data)
+	writeFile(t, dir, "c.img", fx.sparse)
+	writeFile(t, dir, "d.bin", data)
+	for _, name := range []string{"a.img", "b.raw"} {
+		d, err := OpenDisk(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if d.Format() != FormatRaw || d.Size() != int64(len(data)) {
+			t.Fatalf("%s: format %s size %d", name, d.Format(), d.Size())
+		}
+		d.Close()
+	}
+	if _, err := OpenDisk(filepath.Join(dir, "c.img")); err == nil || !strings.Contains(err.Error(), "named as a raw image (.img) but it is a VMDK") {
+		t.Fatalf("sparse VMDK named .img: %v", err)
+	}
+	if _, err := OpenDisk(filepath.Join(dir, "d.bin")); err == nil || !strings.Contains(err.Error(), "not a VMDK or a raw image named .raw or .img") {
+		t.Fatalf("raw bytes named .bin: %v", err)
+	}
+	d, err := OpenRawDisk(filepath.Join(dir, "d.bin"))
+	if err != nil || d.Format() != FormatRaw || d.Size() != int64(len(data)) {
+		t.Fatalf("OpenRawDisk: %v", err)
+	}
+	d.Close()
 }

@@ -43,7 +43,8 @@ func repoCommands() []*cli.Command {
 				Description: "Example:\n  rekindle backup import /vmfs/volumes/ds1/web01 --repo /srv/rekindle --app shop",
 				Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag,
 					&cli.StringFlag{Name: "vm", Usage: "VM name in the repository (default: the vmx displayName)"},
-					&cli.StringFlag{Name: "app", Usage: "vApp the VM belongs to"}},
+					&cli.StringFlag{Name: "app", Usage: "vApp the VM belongs to: the VM becomes a member (the app is created if missing); default: the app of the VM's previous point"},
+					&cli.StringSliceFlag{Name: "raw-disk", Usage: "disk file to read as a raw image although not named .raw or .img (repeatable)"}},
 				Action: backupImport,
 			}},
 		},
@@ -136,7 +137,7 @@ func backupImport(c *cli.Context) error {
 	src := c.Args().First()
 	pr := newProgress("import "+filepath.Base(src), c.Bool("quiet") || c.Bool("json"))
 	p, err := ingest.Import(c.Context, r, src, ingest.Options{
-		VM: c.String("vm"), App: c.String("app"),
+		VM: c.String("vm"), App: c.String("app"), RawDisks: c.StringSlice("raw-disk"),
 		Progress: func(s ingest.Progress) { pr.update(s.Done, s.Total) },
 	})
 	pr.finish()
@@ -145,6 +146,15 @@ func backupImport(c *cli.Context) error {
 	}
 	if err := cat.IndexPoint(c.Context, p); err != nil {
 		return fmt.Errorf("restore point %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", p.ID, err)
+	}
+	if c.String("app") != "" {
+		a, err := r.App(p.App)
+		if err == nil {
+			err = cat.IndexApp(c.Context, a)
+		}
+		if err != nil {
+			return fmt.Errorf("vm %s joined app %s, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", p.VM.Name, p.App, err)
+		}
 	}
 	st := p.Stats
 	if c.Bool("json") {
@@ -197,6 +207,9 @@ func appDefine(c *cli.Context) error {
 		return fmt.Errorf("app %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", a.Name, err)
 	}
 	fmt.Printf("app %s: %d members in %d startup groups\n", a.Name, len(a.Members), len(a.StartupGroups()))
+	for _, w := range appWarnings(c, cat, a) {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
 	return nil
 }
 
@@ -328,4 +341,31 @@ func verifyCmd(c *cli.Context) error {
 		fmt.Println("all ok")
 	}
 	return nil
+}
+
+// appWarnings says what an app definition leaves unrestorable: members with
+// no restore point, and VMs backed up as part of the app that it omits.
+func appWarnings(c *cli.Context, cat *catalog.Catalog, a *repo.App) []string {
+	vms, err := cat.VMs(c.Context)
+	if err != nil {
+		return []string{fmt.Sprintf("could not check the members against the catalog: %v", err)}
+	}
+	known := map[string]catalog.VMSummary{}
+	for _, v := range vms {
+		known[v.Name] = v
+	}
+	member := map[string]bool{}
+	var out []string
+	for _, m := range a.Members {
+		member[m.VM] = true
+		if _, ok := known[m.VM]; !ok {
+			out = append(out, fmt.Sprintf("app %s: member %s has no backup yet: `rekindle restore vapp %s` fails until it has one (`rekindle backup import --app %s FOLDER`)", a.Name, m.VM, a.Name, a.Name))
+		}
+	}
+	for _, v := range vms {
+		if v.App == a.Name && !member[v.Name] {
+			out = append(out, fmt.Sprintf("app %s: vm %s was backed up as part of the app but is not a member of this definition: it will not be restored with it", a.Name, v.Name))
+		}
+	}
+	return out
 }
