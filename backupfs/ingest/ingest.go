@@ -46,7 +46,7 @@ type Options struct {
 	// files named .raw or .img are raw. A name that matches no disk is an
 	// error.
 	RawDisks []string
-	Workers int    // hashing and compression goroutines; default GOMAXPROCS
+	Workers  int // hashing and compression goroutines; default GOMAXPROCS
 	// Progress, when set, is called about five times a second and once at
 	// the end with the bytes processed so far and the total.
 	Progress func(Progress)
