@@ -2,8 +2,13 @@ package vcsimext_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
@@ -20,12 +25,18 @@ import (
 // run runs f against a VPX model extended with a NAS root.
 func run(t *testing.T, f func(ctx context.Context, c *vim25.Client, finder *find.Finder)) {
 	t.Helper()
+	runIn(t, t.TempDir(), f)
+}
+
+// runIn is run with the NAS root the test names.
+func runIn(t *testing.T, nasRoot string, f func(ctx context.Context, c *vim25.Client, finder *find.Finder)) {
+	t.Helper()
 	model := simulator.VPX()
 	model.Machine = 0
 	if err := model.Create(); err != nil {
 		t.Fatal(err)
 	}
-	vcsimext.Extend(model.Map(), vcsimext.Options{NASRoot: t.TempDir()})
+	vcsimext.Extend(model.Map(), vcsimext.Options{NASRoot: nasRoot})
 	simulator.Test(func(ctx context.Context, c *vim25.Client) {
 		finder := find.NewFinder(c, true)
 		dc, err := finder.DefaultDatacenter(ctx)
@@ -55,7 +66,8 @@ func wait(ctx context.Context) func(*object.Task, error) error {
 }
 
 func TestRemoveDatastore(t *testing.T) {
-	run(t, func(ctx context.Context, c *vim25.Client, finder *find.Finder) {
+	nasRoot := t.TempDir()
+	runIn(t, nasRoot, func(ctx context.Context, c *vim25.Client, finder *find.Finder) {
 		h0, err := finder.HostSystem(ctx, "DC0_C0/DC0_C0_H0")
 		must(t, err)
 		h1, err := finder.HostSystem(ctx, "DC0_C0/DC0_C0_H1")
@@ -114,6 +126,19 @@ func TestRemoveDatastore(t *testing.T) {
 
 		// Once the VM is gone, the last mount goes and the datastore with it.
 		must(t, wait(ctx)(vm.Destroy(ctx)))
+		// The simulator deletes the VM's files in a task of its own that
+		// Destroy does not wait for, and that task reads the datastore without
+		// its lock: wait for the folder to go before changing the datastore.
+		vmDir := filepath.Join(nasRoot, "backups", "vm1")
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if _, err := os.Stat(vmDir); errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still there 10 s after Destroy", vmDir)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		must(t, dss0.Remove(ctx, ds))
 		if _, err := finder.Datastore(ctx, "backups"); err == nil {
 			t.Fatal("datastore still in the inventory")
