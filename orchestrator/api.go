@@ -3,12 +3,14 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
 
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/internal/httpjson"
+	"github.com/rekindle/rekindle/internal/pathroot"
 )
 
 // Jobs runs orchestrator operations for the HTTP API in the background, one
@@ -20,11 +22,33 @@ type Jobs struct {
 	mu      sync.Mutex
 	running map[string]string // session -> operation
 	wg      sync.WaitGroup
+
+	confine func(string) (string, error)
 }
 
 // NewJobs returns a job runner whose operations end when ctx does.
 func NewJobs(ctx context.Context, o *Orchestrator) *Jobs {
 	return &Jobs{o: o, ctx: ctx, running: map[string]string{}}
+}
+
+// ConfineDatastores makes the API vet every datastore a request names (a
+// restore's migrate_to, a migrate's "to") with fn before anything runs, and
+// use the name fn returns. Drivers whose datastores are local folders
+// (qemu) need it: a request must not write disks wherever it likes. An
+// error of fn matching pathroot.ErrOutside is a 403, pathroot.ErrInvalid a
+// 400. Call it before Handler.
+func (j *Jobs) ConfineDatastores(fn func(string) (string, error)) { j.confine = fn }
+
+// datastore vets name with the confine function, if any.
+func (j *Jobs) datastore(field, name string) (string, error) {
+	if j.confine == nil || name == "" {
+		return name, nil
+	}
+	p, err := j.confine(name)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return p, nil
 }
 
 // Wait returns when every running operation has returned.
@@ -73,6 +97,11 @@ func (j *Jobs) Handler() http.Handler {
 			httpjson.Error(w, http.StatusBadRequest, "restore request: "+err.Error())
 			return
 		}
+		var err error
+		if body.MigrateTo, err = j.datastore("migrate_to", body.MigrateTo); err != nil {
+			replyErr(w, 0, nil, err)
+			return
+		}
 		if body.DryRun {
 			p, err := j.o.Plan(r.Context(), body.Request)
 			replyErr(w, http.StatusOK, p, err)
@@ -94,6 +123,13 @@ func (j *Jobs) Handler() http.Handler {
 				httpjson.Error(w, http.StatusBadRequest, err.Error())
 				return
 			}
+			if to, ok := body["to"]; ok {
+				var err error
+				if body["to"], err = j.datastore("to", to); err != nil {
+					replyErr(w, 0, nil, err)
+					return
+				}
+			}
 			if _, _, err := j.o.LoadPlan(r.Context(), id); err != nil {
 				replyErr(w, 0, nil, err)
 				return
@@ -114,6 +150,10 @@ func replyErr(w http.ResponseWriter, code int, v any, err error) {
 	switch {
 	case err == nil:
 		httpjson.Reply(w, code, v)
+	case errors.Is(err, pathroot.ErrOutside):
+		httpjson.Error(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, pathroot.ErrInvalid):
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, errBusy):
 		httpjson.Error(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrPlan):

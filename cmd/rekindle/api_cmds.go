@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rekindle/rekindle/internal/httpapi"
+	"github.com/rekindle/rekindle/internal/pathroot"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 )
 
@@ -27,7 +28,33 @@ func apiServeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "api-key", Usage: "TLS private key (PEM) for --api-cert", EnvVars: []string{"REKINDLE_API_KEY"}},
 		&cli.StringSliceFlag{Name: "api-name", Usage: "host name clients use to reach the API (repeatable); requests for other names are refused (loopback names, --server-name and the --api host are always accepted)", EnvVars: []string{"REKINDLE_API_NAME"}},
 		&cli.StringFlag{Name: "token-file", Usage: "file holding the API's bearer token, created with mode 0600 at first start (default STATE/api-token)", EnvVars: []string{"REKINDLE_TOKEN_FILE"}},
+		&cli.StringSliceFlag{Name: "migrate-root", Usage: "qemu: folder under which API requests may have disks written (migrate_to, migrate's to; repeatable; default STATE/migrated only)", EnvVars: []string{"REKINDLE_MIGRATE_ROOT"}},
 	}
+}
+
+// migrateRoots returns the check the API applies to the folders a request
+// names for the qemu driver: inside a --migrate-root (default
+// STATE/migrated), no "..", no symbolic link leading out.
+func migrateRoots(c *cli.Context, state string) (func(string) (string, error), error) {
+	dirs := c.StringSlice("migrate-root")
+	if len(dirs) == 0 {
+		def := filepath.Join(state, "migrated")
+		if err := os.MkdirAll(def, 0o755); err != nil {
+			return nil, fmt.Errorf("serve: default --migrate-root: %w", err)
+		}
+		dirs = []string{def}
+	}
+	roots, err := pathroot.New(dirs...)
+	if err != nil {
+		return nil, &exitError{2, fmt.Sprintf("serve: --migrate-root: %v (it must be an existing folder)", err)}
+	}
+	return func(p string) (string, error) {
+		real, err := roots.Resolve(p)
+		if errors.Is(err, pathroot.ErrOutside) {
+			return "", fmt.Errorf("%w; to allow it, start serve with --migrate-root naming a folder that holds it", err)
+		}
+		return real, err
+	}, nil
 }
 
 // apiFlags are the flags of a command that talks to the server's API,

@@ -247,3 +247,66 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 	return certFile, keyFile
 }
+
+// TestAPIPathsConfined: with --hypervisor qemu, the folders a request names
+// for disks to be written into (a restore's migrate_to, a migrate's to) must
+// lie under a --migrate-root; "..", relative paths and symbolic links out
+// are refused before anything runs.
+func TestAPIPathsConfined(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "vms")
+	os.MkdirAll(filepath.Join(root, "prod"), 0o755)
+	os.Symlink("/etc", filepath.Join(root, "escape"))
+	api, state, _ := apiServer(t, "--hypervisor", "qemu", "--qemu-dir", filepath.Join(dir, "q"), "--migrate-root", root)
+	tok, err := httpapi.ReadToken(filepath.Join(state, httpapi.TokenFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/json"}
+	restore := func(to string) string {
+		b, _ := json.Marshal(map[string]any{"kind": "vm", "vms": []string{"nope"}, "server": "127.0.0.1", "migrate_to": to})
+		return string(b)
+	}
+	for _, tc := range []struct {
+		path, body string
+		code       int
+		msg        string
+	}{
+		{"/v1/restores", restore("/etc"), 403, `migrate_to: path "/etc" is outside the folders this server may write to (` + root + `); to allow it, start serve with --migrate-root`},
+		{"/v1/restores", restore("/"), 403, "outside the folders"},
+		{"/v1/restores", restore(filepath.Join(state, "migrated")), 403, "outside the folders"}, // the default root is not one once --migrate-root is given
+		{"/v1/restores", restore(root + "/../etc"), 400, `".." is not allowed`},
+		{"/v1/restores", restore("vms/prod"), 400, "give an absolute path"},
+		{"/v1/restores", restore(root + "/escape/cron.d"), 403, "through a symbolic link"},
+		{"/v1/sessions/rk-x/migrate", `{"to":"/root/.ssh"}`, 403, `to: path "/root/.ssh" is outside`},
+		{"/v1/sessions/rk-x/migrate", `{"to":"` + root + `/prod"}`, 404, "rk-x"},           // admitted: the session is what is missing
+		{"/v1/restores", restore(root + "/prod/new"), 400, "vm nope has no restore point"}, // admitted: the VM is what is missing
+	} {
+		code, msg := call(t, "POST", "http://"+api+tc.path, tc.body, hdr)
+		if code != tc.code || !strings.Contains(msg, tc.msg) {
+			t.Errorf("POST %s %s -> %d %q, want %d with %q", tc.path, tc.body, code, msg, tc.code, tc.msg)
+		}
+	}
+}
+
+// TestAPIPathsDefaultRoot: without --migrate-root only STATE/migrated is
+// admitted.
+func TestAPIPathsDefaultRoot(t *testing.T) {
+	dir := t.TempDir()
+	api, state, _ := apiServer(t, "--hypervisor", "qemu", "--qemu-dir", filepath.Join(dir, "q"))
+	tok, err := httpapi.ReadToken(filepath.Join(state, httpapi.TokenFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/json"}
+	for to, want := range map[string]string{
+		dir:                                     "outside the folders",
+		state:                                   "outside the folders",
+		filepath.Join(state, "migrated", "web"): "vm nope has no restore point",
+	} {
+		b, _ := json.Marshal(map[string]any{"kind": "vm", "vms": []string{"nope"}, "server": "127.0.0.1", "migrate_to": to})
+		if _, msg := call(t, "POST", "http://"+api+"/v1/restores", string(b), hdr); !strings.Contains(msg, want) {
+			t.Errorf("migrate_to %s: %q, want %q", to, msg, want)
+		}
+	}
+}

@@ -162,6 +162,14 @@ func serveCmd(c *cli.Context) error {
 		defer closeDriver()
 		jobs := orchestrator.NewJobs(ctx, &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: svc, Logger: log})
 		defer jobs.Wait()
+		if d.Name() == "qemu" {
+			// qemu's datastores are folders of this machine, written as root.
+			confine, err := migrateRoots(c, state)
+			if err != nil {
+				return err
+			}
+			jobs.ConfineDatastores(confine)
+		}
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
 		jh := jobs.Handler()
