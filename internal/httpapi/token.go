@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 // TokenFileName is the token file's name in the state folder.
@@ -68,9 +70,8 @@ func LoadOrCreateToken(path string) (string, error) {
 		}
 		return "", fmt.Errorf("api token file %s: %w", path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
+	if err := durable.SyncDir(durable.OS(), filepath.Dir(path)); err != nil {
+		return "", fmt.Errorf("api token file %s: %w", path, err)
 	}
 	return tok, nil
 }
