@@ -24,6 +24,20 @@ type RestorePoint struct {
 	Disks   []Disk       `json:"disks"`
 	NICs    []NIC        `json:"nics,omitempty"`
 	Stats   IngestStats  `json:"stats"`
+	// Source says where the point was read from when it came from a
+	// hypervisor rather than a copied VM folder.
+	Source *PointSource `json:"source,omitempty"`
+}
+
+// PointSource records how a backup taken from vCenter was read.
+type PointSource struct {
+	Kind     string `json:"kind"`               // "vcenter"
+	Server   string `json:"server,omitempty"`   // vCenter host name
+	MoRef    string `json:"moref,omitempty"`    // the VM's managed object id, e.g. vm-42
+	Snapshot string `json:"snapshot,omitempty"` // name of the snapshot the disks were read from
+	Quiesced bool   `json:"quiesced,omitempty"`
+	Mode     string `json:"mode"`           // "full" or "incremental"
+	Note     string `json:"note,omitempty"` // why a backup that could have been incremental was full
 }
 
 // VMIdentity is who the VM is, as read from its .vmx.
@@ -56,6 +70,10 @@ type Disk struct {
 	Index        Digest `json:"index"`                   // flat index of this disk version
 	SourceFormat string `json:"source_format,omitempty"` // monolithicFlat, monolithicSparse, streamOptimized, raw
 	Thin         bool   `json:"thin,omitempty"`
+	// ChangeID is vSphere's changed block tracking id of the snapshot this
+	// disk version was read from; the next backup asks vCenter what changed
+	// since it.
+	ChangeID string `json:"change_id,omitempty"`
 }
 
 // NIC is one network adapter of the VM as recorded in its .vmx.

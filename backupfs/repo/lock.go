@@ -1,0 +1,267 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Lock kinds (see docs/repository-format.md, "Locks").
+const (
+	// LockShared is held by whatever adds to or reads the repository:
+	// import, backup, forget, verify, export. Any number coexist.
+	LockShared = "shared"
+	// LockServe is a shared lock that also excludes a second serve.
+	LockServe = "serve"
+	// LockExclusive is held by prune: it excludes every other lock.
+	LockExclusive = "exclusive"
+)
+
+// Lock timing: a holder rewrites its lock file every LockRefresh; a lock
+// not rewritten for LockStaleAfter belongs to a holder that is gone.
+const (
+	LockRefresh    = 5 * time.Minute
+	LockStaleAfter = 30 * time.Minute
+)
+
+// ErrLocked is returned (wrapped, naming the holder) when a lock conflicts
+// with one another process holds.
+var ErrLocked = errors.New("repository is locked")
+
+// LockInfo is the content of a lock file.
+type LockInfo struct {
+	ID        string    `json:"-"`
+	Kind      string    `json:"kind"`
+	Purpose   string    `json:"purpose"` // what the holder does, e.g. "serve"
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Created   time.Time `json:"created"`
+	Refreshed time.Time `json:"refreshed"`
+}
+
+// String names the holder for people.
+func (l LockInfo) String() string {
+	return fmt.Sprintf("%s lock of %q held by pid %d on %s since %s (lock %s)", l.Kind, l.Purpose, l.PID, l.Host,
+		l.Created.UTC().Format(time.RFC3339), l.ID)
+}
+
+// RepoLock is a lock this process holds. Unlock releases it.
+type RepoLock struct {
+	r    *Repo
+	info LockInfo
+	stop chan struct{}
+	done chan struct{}
+
+	mu   sync.Mutex
+	lost error
+	once sync.Once
+}
+
+func (r *Repo) lockDir() string { return filepath.Join(r.Dir, "locks") }
+
+// Lock takes a lock of kind (LockShared, LockServe or LockExclusive) for
+// purpose. It writes its own lock file, then reads every other: when one
+// conflicts and is not stale, it removes its own file and fails with
+// ErrLocked naming the holder. Because every holder writes before it looks,
+// two conflicting lockers can both fail but never both succeed; Lock retries
+// a few times before giving up. Stale locks (not refreshed for
+// LockStaleAfter, or of a process on this host that no longer runs) are
+// removed. The lock is refreshed in the background until Unlock.
+func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error) {
+	switch kind {
+	case LockShared, LockServe, LockExclusive:
+	default:
+		return nil, fmt.Errorf("lock kind %q unknown", kind)
+	}
+	if err := os.MkdirAll(r.lockDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("lock repository %s: %w", r.Dir, err)
+	}
+	host, _ := os.Hostname()
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			}
+		}
+		now := time.Now().UTC()
+		info := LockInfo{ID: newLockID(), Kind: kind, Purpose: purpose, Host: host, PID: os.Getpid(), Created: now, Refreshed: now}
+		if err = r.writeLock(info); err != nil {
+			return nil, err
+		}
+		var holder *LockInfo
+		holder, err = r.conflict(info)
+		if err == nil && holder == nil {
+			l := &RepoLock{r: r, info: info, stop: make(chan struct{}), done: make(chan struct{})}
+			go l.refresh()
+			return l, nil
+		}
+		os.Remove(r.lockPath(info.ID))
+		if err != nil {
+			return nil, err
+		}
+		err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
+		if holder.Kind == LockServe && kind == LockServe {
+			return nil, fmt.Errorf("%w: another `rekindle serve` uses this repository (%s); stop it first", ErrLocked, holder)
+		}
+	}
+	return nil, err
+}
+
+func newLockID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (r *Repo) lockPath(id string) string { return filepath.Join(r.lockDir(), id+".json") }
+
+func (r *Repo) writeLock(info LockInfo) error {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(r.tmpDir(), r.lockPath(info.ID), append(b, '\n'), true); err != nil {
+		return fmt.Errorf("lock repository %s: %w", r.Dir, err)
+	}
+	return nil
+}
+
+// conflict returns the first live lock other than own that conflicts
+// with it, removing stale ones on the way.
+func (r *Repo) conflict(own LockInfo) (*LockInfo, error) {
+	locks, err := r.Locks()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range locks {
+		if l.ID == own.ID {
+			continue
+		}
+		if r.stale(l) {
+			os.Remove(r.lockPath(l.ID))
+			continue
+		}
+		if own.Kind == LockExclusive || l.Kind == LockExclusive || (own.Kind == LockServe && l.Kind == LockServe) {
+			return &l, nil
+		}
+	}
+	return nil, nil
+}
+
+// stale reports whether l's holder is gone: not refreshed for
+// LockStaleAfter, or a process of this host that no longer runs.
+func (r *Repo) stale(l LockInfo) bool {
+	if time.Since(l.Refreshed) > LockStaleAfter {
+		return true
+	}
+	host, _ := os.Hostname()
+	return l.Host == host && l.PID > 0 && syscall.Kill(l.PID, 0) == syscall.ESRCH
+}
+
+// Locks lists the lock files, stale ones included. A lock file that does
+// not parse is reported with kind exclusive, so it blocks until it is stale
+// by its modification time.
+func (r *Repo) Locks() ([]LockInfo, error) {
+	ents, err := os.ReadDir(r.lockDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list locks of %s: %w", r.Dir, err)
+	}
+	var out []LockInfo
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.lockDir(), e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // released meanwhile
+		}
+		var l LockInfo
+		if err != nil || json.Unmarshal(b, &l) != nil || l.Kind == "" {
+			fi, serr := e.Info()
+			if serr != nil {
+				continue
+			}
+			l = LockInfo{Kind: LockExclusive, Purpose: "unreadable lock file", Created: fi.ModTime(), Refreshed: fi.ModTime()}
+		}
+		l.ID = id
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// Info describes the lock.
+func (l *RepoLock) Info() LockInfo { return l.info }
+
+// Check returns an error when the lock was lost: its file is gone (another
+// process judged it stale) or could not be refreshed. A long exclusive
+// holder (prune) checks before each step that deletes.
+func (l *RepoLock) Check() error {
+	l.mu.Lock()
+	err := l.lost
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(l.r.lockPath(l.info.ID)); err != nil {
+		return fmt.Errorf("repository lock %s lost: %w", l.info.ID, err)
+	}
+	return nil
+}
+
+func (l *RepoLock) refresh() {
+	defer close(l.done)
+	t := time.NewTicker(LockRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			if _, err := os.Stat(l.r.lockPath(l.info.ID)); err != nil {
+				l.setLost(fmt.Errorf("repository lock %s lost: removed by another process", l.info.ID))
+				return
+			}
+			info := l.info
+			info.Refreshed = time.Now().UTC()
+			if err := l.r.writeLock(info); err != nil {
+				l.setLost(err)
+			}
+		}
+	}
+}
+
+func (l *RepoLock) setLost(err error) {
+	l.mu.Lock()
+	l.lost = err
+	l.mu.Unlock()
+}
+
+// Unlock releases the lock. It is safe to call more than once.
+func (l *RepoLock) Unlock() error {
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		if rerr := os.Remove(l.r.lockPath(l.info.ID)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = fmt.Errorf("unlock repository %s: %w", l.r.Dir, rerr)
+		}
+	})
+	return err
+}

@@ -1,0 +1,268 @@
+// Package backuplab is test support for backups from vCenter: govmomi's
+// vCenter simulator with vcsimext's backup stand-ins (changed block
+// tracking, disk bytes through the snapshot export lease), and VMs whose
+// disks a test writes into and reads back. Production code never imports
+// it.
+package backuplab
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/rekindle/rekindle/orchestrator/vsphere/vcsimext"
+)
+
+// Datastore is the simulator datastore the lab's VMs live on.
+const Datastore = "LocalDS_0"
+
+// Lab is a running simulated vCenter with the backup stand-ins.
+type Lab struct {
+	Model  *simulator.Model
+	Server *simulator.Server
+	Client *vim25.Client
+	Backup *vcsimext.Backup
+	Finder *find.Finder
+	// DatastoreDir is the local folder behind Datastore.
+	DatastoreDir string
+}
+
+// New starts a lab: a VPX model without its sample VMs, served over HTTPS.
+// Close stops it.
+func New(ctx context.Context, nasRoot string) (*Lab, error) {
+	m := simulator.VPX()
+	m.Machine = 0
+	if err := m.Create(); err != nil {
+		return nil, err
+	}
+	vcsimext.Extend(m.Map(), vcsimext.Options{NASRoot: nasRoot})
+	l := &Lab{Model: m, Backup: vcsimext.ExtendBackup(m)}
+	m.Service.TLS = new(tls.Config)
+	l.Server = m.Service.NewServer()
+	c, err := govmomi.NewClient(ctx, l.Server.URL, true)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.Client = c.Client
+	l.Finder = find.NewFinder(c.Client, true)
+	dc, err := l.Finder.DefaultDatacenter(ctx)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.Finder.SetDatacenter(dc)
+	ds, err := l.Finder.Datastore(ctx, Datastore)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	var dsm mo.Datastore
+	if err := ds.Properties(ctx, ds.Reference(), []string{"summary"}, &dsm); err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.DatastoreDir = dsm.Summary.Url
+	return l, nil
+}
+
+// URL is the simulator's SDK URL, credentials included.
+func (l *Lab) URL() string { return l.Server.URL.String() }
+
+// Close stops the simulator.
+func (l *Lab) Close() {
+	if l.Server != nil {
+		l.Server.Close()
+	}
+	l.Model.Remove()
+}
+
+// VMSpec is a VM to create.
+type VMSpec struct {
+	Name    string
+	Disks   []int64 // sizes in bytes; disk i is <name>.vmdk, then <name>_<i>.vmdk
+	PowerOn bool
+	Network string // default "VM Network"
+	VApp    *object.VirtualApp // create the VM in this vApp (see CreateVApp)
+}
+
+// DiskName is the base name of disk i of vm.
+func DiskName(vm string, i int) string {
+	if i == 0 {
+		return vm
+	}
+	return fmt.Sprintf("%s_%d", vm, i)
+}
+
+// CreateVM makes a VM with a pvscsi controller, its disks (flat files of
+// their full size, all zeros) and one vmxnet3 NIC.
+func (l *Lab) CreateVM(ctx context.Context, s VMSpec) (*object.VirtualMachine, error) {
+	if s.Network == "" {
+		s.Network = "VM Network"
+	}
+	folder, err := l.Finder.DefaultFolder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := l.Finder.ResourcePool(ctx, "DC0_C0/Resources")
+	if err != nil {
+		return nil, err
+	}
+	net, err := l.Finder.Network(ctx, s.Network)
+	if err != nil {
+		return nil, err
+	}
+	backing, err := net.EthernetCardBackingInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var devs object.VirtualDeviceList
+	ctrl, err := devs.CreateSCSIController("pvscsi")
+	if err != nil {
+		return nil, err
+	}
+	ctrl.GetVirtualDevice().Key = 1000
+	devs = append(devs, ctrl)
+	nic, err := devs.CreateEthernetCard("vmxnet3", backing)
+	if err != nil {
+		return nil, err
+	}
+	devs = append(devs, nic)
+	var change []types.BaseVirtualDeviceConfigSpec
+	for _, d := range devs {
+		change = append(change, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: d})
+	}
+	for i, size := range s.Disks {
+		unit := int32(i)
+		disk := &types.VirtualDisk{
+			VirtualDevice: types.VirtualDevice{
+				Key: int32(2000 + i), ControllerKey: 1000, UnitNumber: &unit,
+				Backing: &types.VirtualDiskFlatVer2BackingInfo{
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
+						FileName: fmt.Sprintf("[%s] %s/%s.vmdk", Datastore, s.Name, DiskName(s.Name, i))},
+					DiskMode:        string(types.VirtualDiskModePersistent),
+					ThinProvisioned: types.NewBool(true),
+				},
+			},
+			CapacityInBytes: size,
+			CapacityInKB:    size / 1024,
+		}
+		change = append(change, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd,
+			FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk})
+	}
+	spec := types.VirtualMachineConfigSpec{Name: s.Name, GuestId: "otherGuest64", NumCPUs: 1, MemoryMB: 128,
+		Files: &types.VirtualMachineFileInfo{VmPathName: "[" + Datastore + "]"}, DeviceChange: change}
+	host, err := l.Finder.HostSystem(ctx, "DC0_C0/DC0_C0_H0")
+	if err != nil {
+		return nil, err
+	}
+	var task *object.Task
+	if s.VApp != nil {
+		task, err = s.VApp.CreateChildVM(ctx, spec, host)
+	} else {
+		task, err = folder.CreateVM(ctx, spec, pool, host)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create vm %s: %w", s.Name, err)
+	}
+	vm := object.NewVirtualMachine(l.Client, info.Result.(types.ManagedObjectReference))
+	for i, size := range s.Disks {
+		if err := os.Truncate(l.DiskFile(s.Name, i), size); err != nil {
+			return nil, err
+		}
+	}
+	if s.PowerOn {
+		task, err := vm.PowerOn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := task.Wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return vm, nil
+}
+
+// CreateVApp makes an empty vApp in the cluster.
+func (l *Lab) CreateVApp(ctx context.Context, name string) (*object.VirtualApp, error) {
+	pool, err := l.Finder.ResourcePool(ctx, "DC0_C0/Resources")
+	if err != nil {
+		return nil, err
+	}
+	folder, err := l.Finder.DefaultFolder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pool.CreateVApp(ctx, name, types.DefaultResourceConfigSpec(), types.VAppConfigSpec{}, folder)
+}
+
+// StartOrder is one member's startup settings in a vApp.
+type StartOrder struct {
+	VM           *object.VirtualMachine
+	Order, Delay int32
+	WaitForGuest bool
+}
+
+// SetStartOrder records the vApp's startup order (through vcsimext's
+// UpdateVAppConfig).
+func (l *Lab) SetStartOrder(ctx context.Context, vapp *object.VirtualApp, order []StartOrder) error {
+	var spec types.VAppConfigSpec
+	for _, o := range order {
+		ref := o.VM.Reference()
+		spec.EntityConfig = append(spec.EntityConfig, types.VAppEntityConfigInfo{Key: &ref, StartOrder: o.Order,
+			StartDelay: o.Delay, WaitingForGuest: types.NewBool(o.WaitForGuest), StartAction: "powerOn", StopAction: "guestShutdown"})
+	}
+	return vapp.UpdateConfig(ctx, spec)
+}
+
+// DiskFile is the local flat file of disk i of vm.
+func (l *Lab) DiskFile(vm string, i int) string {
+	return filepath.Join(l.DatastoreDir, vm, DiskName(vm, i)+"-flat.vmdk")
+}
+
+// WriteDisk writes data into disk i of vm at off, as a guest would.
+func (l *Lab) WriteDisk(vm string, i int, off int64, data []byte) error {
+	f, err := os.OpenFile(l.DiskFile(vm, i), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Snapshots lists the names of vm's snapshots.
+func (l *Lab) Snapshots(ctx context.Context, vm *object.VirtualMachine) ([]string, error) {
+	var m mo.VirtualMachine
+	if err := vm.Properties(ctx, vm.Reference(), []string{"snapshot"}, &m); err != nil {
+		return nil, err
+	}
+	var out []string
+	var walk func([]types.VirtualMachineSnapshotTree)
+	walk = func(ts []types.VirtualMachineSnapshotTree) {
+		for _, t := range ts {
+			out = append(out, t.Name)
+			walk(t.ChildSnapshotList)
+		}
+	}
+	if m.Snapshot != nil {
+		walk(m.Snapshot.RootSnapshotList)
+	}
+	return out, nil
+}

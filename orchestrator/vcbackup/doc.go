@@ -1,0 +1,37 @@
+// Package vcbackup takes backups of VMs and vApps from vCenter into a
+// repository, incrementally by changed block tracking, without VDDK.
+//
+// Vocabulary:
+//
+//   - backup snapshot: the snapshot a backup takes of a VM (never with
+//     memory; quiesced when asked and VMware Tools run) and reads the disks
+//     from. Its name starts with SnapshotPrefix; a backup first removes any
+//     such snapshot an earlier run left behind (a crash, a vCenter fault),
+//     and removes its own whatever happens.
+//   - transport: how disk bytes are fetched. "nfc" reads the snapshot's
+//     export lease (VirtualMachineSnapshot.ExportSnapshot) with HTTP Range
+//     requests; "datastore" reads the snapshot's base flat extent through
+//     the datastore's HTTP file access (/folder), with Range requests, for a
+//     powered-off VM. "auto" picks nfc for a running VM and datastore
+//     otherwise.
+//   - changeId: vSphere's changed block tracking (CBT) mark of a disk's
+//     state at a snapshot. Each disk of a restore point keeps the changeId of
+//     the snapshot it was read from (repo.Disk.ChangeID).
+//   - full and incremental: a full backup reads every area vCenter reports
+//     as allocated (QueryChangedDiskAreas with changeId "*", or the whole
+//     disk when CBT is off); an incremental one reads only the areas changed
+//     since the parent point's changeId, and takes every other chunk from the
+//     parent point's index. A chunk partly changed is the parent's chunk with
+//     the changed bytes laid over it, so vCenter is asked for exactly the
+//     changed bytes. CBT off is switched on (the backup is then full, and its
+//     Result says so); a changeId vCenter refuses (CBT reset, disk resized)
+//     makes that disk full, and the Result says so.
+//   - Result: what one VM's backup did: its restore point, mode, notes,
+//     bytes fetched. A failed VM has Err set and does not fail the others.
+//
+// A restore point is written the way backupfs/ingest writes one: chunks,
+// then one repository sync, then indexes, then the manifest, so a backup that
+// fails or is killed leaves no point that names missing data. While it runs,
+// a backup holds a shared repository lock, so prune cannot remove the
+// chunks it reuses.
+package vcbackup

@@ -1,0 +1,840 @@
+package vcbackup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/nfc"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+)
+
+// SnapshotPrefix starts the name of every snapshot a backup takes, so a
+// later run knows which leftovers are its own to remove.
+const SnapshotPrefix = "rekindle-backup-"
+
+// Transports (see the package comment).
+const (
+	TransportAuto      = "auto"
+	TransportNFC       = "nfc"
+	TransportDatastore = "datastore"
+)
+
+// Modes of a backup.
+const (
+	ModeFull        = "full"
+	ModeIncremental = "incremental"
+)
+
+// Config says where to back up from and to, and how.
+type Config struct {
+	// Client is a logged-in vCenter client.
+	Client *vim25.Client
+	// Datacenter is a name or path; empty means the only one.
+	Datacenter string
+	Repo       *repo.Repo
+	// Catalog, when set, records every new point and app.
+	Catalog *catalog.Catalog
+	// Quiesce asks for quiesced snapshots of VMs whose VMware Tools run.
+	Quiesce bool
+	// NoCBT leaves changed block tracking off where it is off (every backup
+	// of such a VM is then full).
+	NoCBT bool
+	// Transport is auto (default), nfc or datastore.
+	Transport string
+	// Parallel is how many VMs are backed up at once (default 2);
+	// DiskParallel how many disks of one VM (default 2); Readers how many
+	// range reads run at once per disk (default 4).
+	Parallel, DiskParallel, Readers int
+	// Progress, when set, is called as disks are read; calls for one VM
+	// come in order, calls for different VMs may interleave.
+	Progress func(Progress)
+	Logger   *slog.Logger
+	Now      func() time.Time // for tests
+}
+
+// Progress is a snapshot of one VM's running backup.
+type Progress struct {
+	VM        string `json:"vm"`
+	Phase     string `json:"phase"` // snapshot, read, save, done
+	Done      int64  `json:"done"`  // bytes to read that are read (changed areas only)
+	Total     int64  `json:"total"`
+	BytesRead int64  `json:"bytes_read"`
+}
+
+// Result is what one VM's backup did.
+type Result struct {
+	VM        string             `json:"vm"`
+	Point     *repo.RestorePoint `json:"-"`
+	PointID   string             `json:"point,omitempty"`
+	Mode      string             `json:"mode,omitempty"`
+	Notes     []string           `json:"notes,omitempty"`
+	BytesRead int64              `json:"bytes_read"` // disk bytes fetched from vCenter
+	Stats     repo.IngestStats   `json:"stats"`
+	Duration  time.Duration      `json:"duration_ns"`
+	Err       error              `json:"-"`
+	Error     string             `json:"error,omitempty"`
+	Disks     []DiskResult       `json:"disks,omitempty"`
+	app       *types.VAppEntityConfigInfo
+}
+
+// DiskResult is one disk's part of a Result.
+type DiskResult struct {
+	Name      string `json:"name"`
+	Mode      string `json:"mode"`
+	Size      int64  `json:"size"`
+	BytesRead int64  `json:"bytes_read"`
+	Areas     int    `json:"areas"` // ranges read
+}
+
+func (c *Config) defaults() {
+	if c.Parallel <= 0 {
+		c.Parallel = 2
+	}
+	if c.DiskParallel <= 0 {
+		c.DiskParallel = 2
+	}
+	if c.Readers <= 0 {
+		c.Readers = 4
+	}
+	if c.Transport == "" {
+		c.Transport = TransportAuto
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.Client == nil:
+		return errors.New("vcbackup: no vCenter client")
+	case c.Repo == nil:
+		return errors.New("vcbackup: no repository")
+	}
+	switch c.Transport {
+	case TransportAuto, TransportNFC, TransportDatastore:
+	default:
+		return fmt.Errorf("transport %q: want auto, nfc or datastore", c.Transport)
+	}
+	return nil
+}
+
+// BackupVMs backs up the named VMs (names or inventory paths), Parallel at
+// a time, and returns one Result per name in order. A VM that fails has
+// its Result's Err set; the error return is for what stops every VM (no
+// repository lock, no datacenter).
+func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error) {
+	cfg.defaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	lock, err := cfg.Repo.Lock(ctx, repo.LockShared, "backup from vCenter")
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	b, err := newBackuper(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return b.many(ctx, names, ""), nil
+}
+
+type backuper struct {
+	cfg    Config
+	c      *vim25.Client
+	finder *find.Finder
+	dc     *object.Datacenter
+	server string
+}
+
+func newBackuper(ctx context.Context, cfg Config) (*backuper, error) {
+	f := find.NewFinder(cfg.Client, false)
+	dc, err := f.DatacenterOrDefault(ctx, cfg.Datacenter)
+	if err != nil {
+		return nil, fmt.Errorf("vCenter: find datacenter %q: %w", cfg.Datacenter, err)
+	}
+	f.SetDatacenter(dc)
+	return &backuper{cfg: cfg, c: cfg.Client, finder: f, dc: dc, server: cfg.Client.URL().Hostname()}, nil
+}
+
+func (b *backuper) many(ctx context.Context, names []string, app string) []Result {
+	out := make([]Result, len(names))
+	var g errgroup.Group
+	g.SetLimit(b.cfg.Parallel)
+	for i, name := range names {
+		g.Go(func() error {
+			start := time.Now()
+			r := b.one(ctx, name, app)
+			r.VM, r.Duration = name, time.Since(start)
+			if r.Err != nil {
+				r.Error = r.Err.Error()
+				b.cfg.Logger.Error("backup failed", "vm", name, "err", r.Err)
+			}
+			if r.Point != nil {
+				r.PointID = r.Point.ID
+			}
+			out[i] = r
+			return nil
+		})
+	}
+	g.Wait()
+	return out
+}
+
+// vmInfo is what a backup reads about a VM before it snapshots it.
+type vmInfo struct {
+	ref  types.ManagedObjectReference
+	mo   mo.VirtualMachine
+	name string
+}
+
+func (b *backuper) findVM(ctx context.Context, name string) (*vmInfo, error) {
+	var ref types.ManagedObjectReference
+	if strings.Contains(name, "/") {
+		vm, err := b.finder.VirtualMachine(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("find VM %q: %w", name, err)
+		}
+		ref = vm.Reference()
+	} else {
+		refs, err := b.byName(ctx, "VirtualMachine", name)
+		if err != nil {
+			return nil, err
+		}
+		switch len(refs) {
+		case 0:
+			return nil, fmt.Errorf("vCenter has no VM named %q in datacenter %s", name, b.dc.Name())
+		case 1:
+			ref = refs[0]
+		default:
+			return nil, fmt.Errorf("vCenter has %d VMs named %q: give an inventory path (/DC/vm/folder/%s)", len(refs), name, name)
+		}
+	}
+	var vm mo.VirtualMachine
+	if err := property.DefaultCollector(b.c).RetrieveOne(ctx, ref, []string{"name", "config", "runtime", "guest", "snapshot", "layoutEx"}, &vm); err != nil {
+		return nil, fmt.Errorf("vm %s: read its configuration: %w", name, err)
+	}
+	if vm.Config == nil {
+		return nil, fmt.Errorf("vm %s: vCenter reports no configuration (is it inaccessible?)", name)
+	}
+	return &vmInfo{ref: ref, mo: vm, name: vm.Name}, nil
+}
+
+// byName lists the datacenter's objects of a kind with a name, once each
+// (the simulator lists vApp members twice).
+func (b *backuper) byName(ctx context.Context, kind, name string) ([]types.ManagedObjectReference, error) {
+	m := view.NewManager(b.c)
+	v, err := m.CreateContainerView(ctx, b.dc.Reference(), []string{kind}, true)
+	if err != nil {
+		return nil, fmt.Errorf("list %ss: %w", kind, err)
+	}
+	defer v.Destroy(context.WithoutCancel(ctx))
+	var objs []mo.ManagedEntity
+	if err := v.Retrieve(ctx, []string{kind}, []string{"name"}, &objs); err != nil {
+		return nil, fmt.Errorf("list %ss: %w", kind, err)
+	}
+	var out []types.ManagedObjectReference
+	for _, o := range objs {
+		if o.Name == name && !slices.Contains(out, o.Self) {
+			out = append(out, o.Self)
+		}
+	}
+	return out, nil
+}
+
+// one backs up one VM. It never leaves its snapshot behind when it can
+// reach vCenter; a leftover from a killed run is removed by the next.
+func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
+	cfg := b.cfg
+	progress := func(p Progress) {
+		if cfg.Progress != nil {
+			p.VM = name
+			cfg.Progress(p)
+		}
+	}
+	vi, err := b.findVM(ctx, name)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	if err := repo.ValidName(vi.name); err != nil {
+		res.Err = fmt.Errorf("vm %q: its vCenter name cannot name a restore point: %w", vi.name, err)
+		return res
+	}
+	vm := object.NewVirtualMachine(b.c, vi.ref)
+	log := cfg.Logger.With("vm", vi.name)
+
+	if err := b.removeLeftovers(ctx, vm, vi, &res); err != nil {
+		res.Err = err
+		return res
+	}
+
+	cbtOn := vi.mo.Config.ChangeTrackingEnabled != nil && *vi.mo.Config.ChangeTrackingEnabled
+	if !cbtOn && !cfg.NoCBT {
+		if err := enableCBT(ctx, vm); err != nil {
+			res.Err = fmt.Errorf("vm %s: enable changed block tracking: %w", vi.name, err)
+			return res
+		}
+		cbtOn = true
+		res.Notes = append(res.Notes, "changed block tracking was off: enabled now, so this backup is full")
+	}
+
+	quiesce := false
+	if cfg.Quiesce {
+		if vi.mo.Guest != nil && vi.mo.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning) {
+			quiesce = true
+		} else {
+			res.Notes = append(res.Notes, "not quiesced: VMware Tools are not running in the guest")
+		}
+	}
+
+	start := cfg.Now()
+	pointID := repo.NewPointID(start)
+	snapName := SnapshotPrefix + pointID
+	progress(Progress{Phase: "snapshot"})
+	task, err := vm.CreateSnapshot(ctx, snapName, "taken by rekindle for a backup; removed when the backup ends", false, quiesce)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: create snapshot: %w", vi.name, err)
+		return res
+	}
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: create snapshot: %w", vi.name, err)
+		// The task may still have made it: the next run removes it by name.
+		b.removeByName(ctx, vm, snapName)
+		return res
+	}
+	snapRef, ok := info.Result.(types.ManagedObjectReference)
+	if !ok {
+		res.Err = fmt.Errorf("vm %s: create snapshot: vCenter returned no snapshot", vi.name)
+		b.removeByName(ctx, vm, snapName)
+		return res
+	}
+	snapRemoved := false
+	removeSnap := func() error {
+		if snapRemoved {
+			return nil
+		}
+		snapRemoved = true
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		return removeSnapshot(rctx, b.c, snapRef)
+	}
+	defer func() {
+		if err := removeSnap(); err != nil && res.Err == nil {
+			res.Err = fmt.Errorf("vm %s: remove snapshot %s: %w (the next backup removes it)", vi.name, snapName, err)
+		}
+	}()
+
+	var snap mo.VirtualMachineSnapshot
+	if err := property.DefaultCollector(b.c).RetrieveOne(ctx, snapRef, []string{"config"}, &snap); err != nil {
+		res.Err = fmt.Errorf("vm %s: read snapshot %s: %w", vi.name, snapName, err)
+		return res
+	}
+
+	p := &repo.RestorePoint{
+		Format: repo.ManifestFormat, ID: pointID, VM: identity(vi.name, &snap.Config), App: app,
+		Created: start.UTC().Truncate(time.Second),
+		Source:  &repo.PointSource{Kind: "vcenter", Server: b.server, MoRef: vi.ref.Value, Snapshot: snapName, Quiesced: quiesce},
+	}
+	parent, err := cfg.Repo.LatestPoint(vi.name)
+	switch {
+	case err == nil:
+		p.Parent = parent.ID
+	case errors.Is(err, repo.ErrNotFound):
+		parent = nil
+	default:
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	nics, err := b.nics(ctx, &snap.Config, vi.mo.Guest)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	p.NICs = nics
+
+	disks, err := diskDevices(&snap.Config)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+
+	transport := cfg.Transport
+	if transport == TransportAuto {
+		transport = TransportDatastore
+		if vi.mo.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+			transport = TransportNFC
+		}
+	}
+	urls, closeLease, err := b.diskURLs(ctx, snapRef, disks, transport)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+
+	w := &pointWriter{r: cfg.Repo, readers: cfg.Readers}
+	var total, done atomic.Int64
+	var mu sync.Mutex // orders progress calls
+	report := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		progress(Progress{Phase: "read", Done: done.Load(), Total: total.Load(), BytesRead: w.read.Load()})
+	}
+	indexes := make([]*repo.Index, len(disks))
+	results := make([]DiskResult, len(disks))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cfg.DiskParallel)
+	for i, d := range disks {
+		g.Go(func() error {
+			job := diskJob{disk: d, src: &rangeSource{c: b.c, u: urls[i], read: &w.read}}
+			plan, note, err := b.plan(gctx, vi.ref, snapRef, d, parent, cbtOn)
+			if err != nil {
+				return fmt.Errorf("disk %s: %w", d.name, err)
+			}
+			if note != "" {
+				mu.Lock()
+				res.Notes = append(res.Notes, fmt.Sprintf("disk %s: %s", d.name, note))
+				mu.Unlock()
+			}
+			job.plan = plan
+			total.Add(plan.bytes())
+			idx, n, err := w.disk(gctx, &job, func(k int64) { done.Add(k); report() })
+			if err != nil {
+				return fmt.Errorf("disk %s: %w", d.name, err)
+			}
+			indexes[i] = idx
+			results[i] = DiskResult{Name: d.name, Mode: plan.mode, Size: d.size, BytesRead: n, Areas: len(plan.areas)}
+			return nil
+		})
+	}
+	err = g.Wait()
+	closeLease(err)
+	res.BytesRead = w.read.Load()
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	res.Disks = results
+	res.Mode = ModeFull
+	if parent != nil && !slices.ContainsFunc(results, func(d DiskResult) bool { return d.Mode == ModeFull }) && len(results) > 0 {
+		res.Mode = ModeIncremental
+	}
+	p.Source.Mode = res.Mode
+	if len(res.Notes) > 0 {
+		p.Source.Note = strings.Join(res.Notes, "; ")
+	}
+
+	// The disks are read: let the VM off its snapshot before writing.
+	if err := removeSnap(); err != nil {
+		log.Warn("snapshot not removed: the next backup removes it", "snapshot", snapName, "err", err)
+		res.Notes = append(res.Notes, fmt.Sprintf("snapshot %s could not be removed (%v): the next backup removes it", snapName, err))
+	}
+
+	progress(Progress{Phase: "save", Done: done.Load(), Total: total.Load(), BytesRead: w.read.Load()})
+	files, err := b.configFiles(ctx, vi)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	p.Files = files
+	if err := cfg.Repo.Sync(); err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	for i, d := range disks {
+		digest, err := cfg.Repo.PutIndex(indexes[i])
+		if err != nil {
+			res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+			return res
+		}
+		p.Disks = append(p.Disks, repo.Disk{Name: d.name, Controller: d.slot, Adapter: d.adapter, Size: d.size,
+			Index: digest, SourceFormat: "vcenter", Thin: d.thin, ChangeID: d.changeID})
+	}
+	var logical int64
+	for _, d := range disks {
+		logical += d.size
+	}
+	p.Stats = repo.IngestStats{BytesLogical: logical, BytesRead: w.read.Load(), BytesNew: w.new.Load(),
+		BytesStored: w.stored.Load(), ChunksTotal: countChunks(indexes), ChunksNew: w.newChunks.Load()}
+	if err := cfg.Repo.SavePoint(p); err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	res.Point, res.Stats = p, p.Stats
+	if cfg.Catalog != nil {
+		if err := cfg.Catalog.IndexPoint(ctx, p); err != nil {
+			res.Err = fmt.Errorf("vm %s: restore point %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", vi.name, p.ID, err)
+		}
+	}
+	progress(Progress{Phase: "done", Done: done.Load(), Total: total.Load(), BytesRead: w.read.Load()})
+	log.Info("backup done", "point", p.ID, "mode", res.Mode, "bytes_read", res.BytesRead)
+	return res
+}
+
+func countChunks(xs []*repo.Index) int64 {
+	var n int64
+	for _, x := range xs {
+		for _, d := range x.Chunks {
+			if !d.IsZero() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func enableCBT(ctx context.Context, vm *object.VirtualMachine) error {
+	on := true
+	task, err := vm.Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: &on})
+	if err != nil {
+		return err
+	}
+	return task.Wait(ctx)
+}
+
+func removeSnapshot(ctx context.Context, c *vim25.Client, ref types.ManagedObjectReference) error {
+	consolidate := true
+	res, err := methods.RemoveSnapshot_Task(ctx, c, &types.RemoveSnapshot_Task{This: ref, RemoveChildren: false, Consolidate: &consolidate})
+	if err != nil {
+		return err
+	}
+	return object.NewTask(c, res.Returnval).Wait(ctx)
+}
+
+// removeLeftovers removes backup snapshots an earlier run left behind.
+func (b *backuper) removeLeftovers(ctx context.Context, vm *object.VirtualMachine, vi *vmInfo, res *Result) error {
+	if vi.mo.Snapshot == nil {
+		return nil
+	}
+	var left []types.VirtualMachineSnapshotTree
+	var walk func([]types.VirtualMachineSnapshotTree)
+	walk = func(ts []types.VirtualMachineSnapshotTree) {
+		for _, t := range ts {
+			if strings.HasPrefix(t.Name, SnapshotPrefix) {
+				left = append(left, t)
+			}
+			walk(t.ChildSnapshotList)
+		}
+	}
+	walk(vi.mo.Snapshot.RootSnapshotList)
+	for _, t := range left {
+		if err := removeSnapshot(ctx, b.c, t.Snapshot); err != nil {
+			return fmt.Errorf("vm %s: remove snapshot %s left by an earlier backup: %w", vi.name, t.Name, err)
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("removed snapshot %s left by an earlier backup", t.Name))
+	}
+	return nil
+}
+
+// removeByName removes a snapshot of ours by name, best effort.
+func (b *backuper) removeByName(ctx context.Context, vm *object.VirtualMachine, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	ref, err := vm.FindSnapshot(rctx, name)
+	if err != nil {
+		return
+	}
+	_ = removeSnapshot(rctx, b.c, *ref)
+}
+
+var hwVersionRE = regexp.MustCompile(`^vmx-(\d+)$`)
+
+func identity(name string, c *types.VirtualMachineConfigInfo) repo.VMIdentity {
+	id := repo.VMIdentity{Name: name, UUID: c.Uuid, InstanceUUID: c.InstanceUuid, GuestOS: c.GuestId,
+		NumCPU: int(c.Hardware.NumCPU), MemoryMB: int(c.Hardware.MemoryMB), Firmware: c.Firmware}
+	if m := hwVersionRE.FindStringSubmatch(c.Version); m != nil {
+		id.HWVersion, _ = strconv.Atoi(m[1])
+	}
+	return id
+}
+
+// disk is one virtual disk as the snapshot saw it.
+type disk struct {
+	key      int32
+	name     string // base name, the restore point's disk name
+	file     string // datastore path of the descriptor, "[ds] folder/name.vmdk"
+	size     int64
+	slot     string // scsi0:1
+	adapter  string
+	thin     bool
+	changeID string
+}
+
+var deltaRE = regexp.MustCompile(`-\d{6}$`)
+
+func diskDevices(c *types.VirtualMachineConfigInfo) ([]disk, error) {
+	devs := object.VirtualDeviceList(c.Hardware.Device)
+	var out []disk
+	names := map[string]bool{}
+	for _, d := range devs {
+		vd, ok := d.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		fb, ok := vd.Backing.(types.BaseVirtualDeviceFileBackingInfo)
+		if !ok {
+			return nil, fmt.Errorf("disk %d has a backing rekindle cannot read (%T): RDMs are not backed up", vd.Key, vd.Backing)
+		}
+		file := fb.GetVirtualDeviceFileBackingInfo().FileName
+		var dp object.DatastorePath
+		if !dp.FromString(file) {
+			return nil, fmt.Errorf("disk %d: datastore path %q malformed", vd.Key, file)
+		}
+		name := deltaRE.ReplaceAllString(strings.TrimSuffix(path.Base(dp.Path), ".vmdk"), "")
+		if err := repo.ValidName(name); err != nil {
+			return nil, fmt.Errorf("disk %s: %w", file, err)
+		}
+		if names[name] {
+			return nil, fmt.Errorf("two disks are named %q (in different folders): rename one", name)
+		}
+		names[name] = true
+		dk := disk{key: vd.Key, name: name, file: file, size: vd.CapacityInBytes}
+		if dk.size == 0 {
+			dk.size = vd.CapacityInKB * 1024
+		}
+		if dk.size <= 0 || dk.size > repo.MaxDiskSize {
+			return nil, fmt.Errorf("disk %s: size %d out of range", name, dk.size)
+		}
+		if b, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			dk.changeID = b.ChangeId
+			dk.thin = b.ThinProvisioned != nil && *b.ThinProvisioned
+		}
+		if ctrl, ok := devs.FindByKey(vd.ControllerKey).(types.BaseVirtualController); ok && vd.UnitNumber != nil {
+			kind, adapter := controllerKind(ctrl)
+			dk.slot = fmt.Sprintf("%s%d:%d", kind, ctrl.GetVirtualController().BusNumber, *vd.UnitNumber)
+			dk.adapter = adapter
+		} else {
+			return nil, fmt.Errorf("disk %s: no controller slot", name)
+		}
+		out = append(out, dk)
+	}
+	return out, nil
+}
+
+func controllerKind(c types.BaseVirtualController) (kind, adapter string) {
+	switch c.(type) {
+	case *types.ParaVirtualSCSIController:
+		return "scsi", "pvscsi"
+	case *types.VirtualLsiLogicController:
+		return "scsi", "lsilogic"
+	case *types.VirtualLsiLogicSASController:
+		return "scsi", "lsisas1068"
+	case *types.VirtualBusLogicController:
+		return "scsi", "buslogic"
+	case types.BaseVirtualSCSIController:
+		return "scsi", "lsilogic"
+	case types.BaseVirtualSATAController:
+		return "sata", "sata"
+	case *types.VirtualNVMEController:
+		return "nvme", "nvme"
+	case *types.VirtualIDEController:
+		return "ide", "ide"
+	}
+	return "scsi", ""
+}
+
+// nics records the VM's network adapters with their networks and, when
+// the guest reports them, addresses.
+func (b *backuper) nics(ctx context.Context, c *types.VirtualMachineConfigInfo, guest *types.GuestInfo) ([]repo.NIC, error) {
+	var out []repo.NIC
+	n := 0
+	for _, d := range c.Hardware.Device {
+		card, ok := d.(types.BaseVirtualEthernetCard)
+		if !ok {
+			continue
+		}
+		e := card.GetVirtualEthernetCard()
+		nic := repo.NIC{Key: fmt.Sprintf("ethernet%d", n), Type: nicType(d), MAC: e.MacAddress}
+		n++
+		switch e.AddressType {
+		case string(types.VirtualEthernetCardMacTypeManual):
+			nic.AddressType = "static"
+		case string(types.VirtualEthernetCardMacTypeAssigned):
+			nic.AddressType = "vpx"
+		default:
+			nic.AddressType = "generated"
+		}
+		switch bk := e.Backing.(type) {
+		case *types.VirtualEthernetCardNetworkBackingInfo:
+			nic.Network = bk.DeviceName
+		case *types.VirtualEthernetCardDistributedVirtualPortBackingInfo:
+			var pg mo.DistributedVirtualPortgroup
+			ref := types.ManagedObjectReference{Type: "DistributedVirtualPortgroup", Value: bk.Port.PortgroupKey}
+			if err := property.DefaultCollector(b.c).RetrieveOne(ctx, ref, []string{"name"}, &pg); err != nil {
+				return nil, fmt.Errorf("nic %s: port group %s: %w", nic.Key, bk.Port.PortgroupKey, err)
+			}
+			nic.Network = pg.Name
+		case *types.VirtualEthernetCardOpaqueNetworkBackingInfo:
+			nic.Network = bk.OpaqueNetworkId
+		}
+		if guest != nil {
+			for _, gn := range guest.Net {
+				if gn.DeviceConfigId != e.Key && !strings.EqualFold(gn.MacAddress, e.MacAddress) {
+					continue
+				}
+				for _, ip := range gn.IpAddress {
+					if !strings.Contains(ip, ":") {
+						nic.IPAddress = ip
+						break
+					}
+				}
+			}
+			if nic.IPAddress == "" && n == 1 && guest.IpAddress != "" && !strings.Contains(guest.IpAddress, ":") {
+				nic.IPAddress = guest.IpAddress
+			}
+		}
+		out = append(out, nic)
+	}
+	return out, nil
+}
+
+func nicType(d types.BaseVirtualDevice) string {
+	switch d.(type) {
+	case *types.VirtualVmxnet3:
+		return "vmxnet3"
+	case *types.VirtualE1000e:
+		return "e1000e"
+	case *types.VirtualE1000:
+		return "e1000"
+	case *types.VirtualVmxnet2:
+		return "vmxnet2"
+	case *types.VirtualVmxnet:
+		return "vmxnet"
+	case *types.VirtualPCNet32:
+		return "pcnet32"
+	}
+	return "vmxnet3"
+}
+
+// diskURLs opens the transport and returns each disk's URL and a function
+// that ends the transport (completing the lease, or aborting it on error).
+func (b *backuper) diskURLs(ctx context.Context, snap types.ManagedObjectReference, disks []disk, transport string) ([]*url.URL, func(error), error) {
+	urls := make([]*url.URL, len(disks))
+	switch transport {
+	case TransportDatastore:
+		for i, d := range disks {
+			var dp object.DatastorePath
+			dp.FromString(d.file)
+			ds, err := b.finder.Datastore(ctx, dp.Datastore)
+			if err != nil {
+				return nil, nil, fmt.Errorf("disk %s: datastore %s: %w", d.name, dp.Datastore, err)
+			}
+			urls[i] = ds.NewURL(strings.TrimSuffix(dp.Path, ".vmdk") + "-flat.vmdk")
+		}
+		return urls, func(error) {}, nil
+	}
+	res, err := methods.ExportSnapshot(ctx, b.c, &types.ExportSnapshot{This: snap})
+	if err != nil {
+		return nil, nil, fmt.Errorf("export snapshot: %w", err)
+	}
+	lease := nfc.NewLease(b.c, res.Returnval)
+	end := func(err error) {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err != nil {
+			_ = lease.Abort(ectx, &types.LocalizedMethodFault{LocalizedMessage: err.Error()})
+			return
+		}
+		_ = lease.Complete(ectx)
+	}
+	info, err := lease.Wait(ctx, nil)
+	if err != nil {
+		end(err)
+		return nil, nil, fmt.Errorf("export snapshot: lease: %w", err)
+	}
+	updater := lease.StartUpdater(ctx, info)
+	for i, d := range disks {
+		base := path.Base(strings.TrimPrefix(d.file[strings.Index(d.file, "]")+1:], " "))
+		for _, it := range info.Items {
+			if it.Path == base {
+				urls[i] = it.URL
+			}
+		}
+		if urls[i] == nil {
+			updater.Done()
+			end(errors.New("disk missing from lease"))
+			return nil, nil, fmt.Errorf("export snapshot: the lease has no URL for disk %s", d.name)
+		}
+	}
+	return urls, func(err error) { updater.Done(); end(err) }, nil
+}
+
+// configFiles downloads the .vmx and .nvram.
+func (b *backuper) configFiles(ctx context.Context, vi *vmInfo) ([]repo.ConfigFile, error) {
+	vmx := vi.mo.Config.Files.VmPathName
+	var dp object.DatastorePath
+	if !dp.FromString(vmx) {
+		return nil, fmt.Errorf("vmx path %q malformed", vmx)
+	}
+	want := []string{vmx}
+	nvram := ""
+	if vi.mo.LayoutEx != nil {
+		for _, f := range vi.mo.LayoutEx.File {
+			if f.Type == string(types.VirtualMachineFileLayoutExFileTypeNvram) {
+				nvram = f.Name
+			}
+		}
+	}
+	if nvram == "" {
+		np := object.DatastorePath{Datastore: dp.Datastore, Path: strings.TrimSuffix(dp.Path, ".vmx") + ".nvram"}
+		nvram = np.String()
+	}
+	want = append(want, nvram)
+	var out []repo.ConfigFile
+	for i, f := range want {
+		var fp object.DatastorePath
+		fp.FromString(f)
+		ds, err := b.finder.Datastore(ctx, fp.Datastore)
+		if err != nil {
+			return nil, fmt.Errorf("datastore %s: %w", fp.Datastore, err)
+		}
+		rc, _, err := ds.Download(ctx, fp.Path, &soap.DefaultDownload)
+		if err != nil {
+			if i > 0 { // a VM that never ran has no .nvram
+				continue
+			}
+			return nil, fmt.Errorf("download %s: %w", f, err)
+		}
+		data, err := io.ReadAll(io.LimitReader(rc, maxConfigFile+1))
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("download %s: %w", f, err)
+		}
+		if len(data) > maxConfigFile {
+			return nil, fmt.Errorf("download %s: larger than %d bytes", f, maxConfigFile)
+		}
+		out = append(out, repo.ConfigFile{Name: path.Base(fp.Path), Size: int64(len(data)), Inline: data})
+	}
+	return out, nil
+}
+
+const maxConfigFile = 1 << 20

@@ -1,0 +1,292 @@
+package vcbackup_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup/backuplab"
+	"github.com/rekindle/rekindle/orchestrator/vsphere/vcsimext"
+)
+
+const diskSize = 8 << 20
+
+type env struct {
+	lab *backuplab.Lab
+	r   *repo.Repo
+	cfg vcbackup.Config
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	lab, err := backuplab.New(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lab.Close)
+	r, err := repo.Init(t.TempDir(), repo.InitOptions{ChunkSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{lab: lab, r: r, cfg: vcbackup.Config{Client: lab.Client, Repo: r}}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) backup(t *testing.T, names ...string) []vcbackup.Result {
+	t.Helper()
+	res, err := vcbackup.BackupVMs(context.Background(), e.cfg, names)
+	must(t, err)
+	return res
+}
+
+// diskBytes reads disk i of point p back from the repository.
+func (e *env) diskBytes(t *testing.T, p *repo.RestorePoint, i int) []byte {
+	t.Helper()
+	dr, err := e.r.OpenDisk(p.Disks[i].Index, repo.NewCache(repo.CacheOptions{}), p.Disks[i].Name)
+	must(t, err)
+	buf := make([]byte, p.Disks[i].Size)
+	n, err := dr.ReadAt(buf, 0)
+	if n != len(buf) {
+		t.Fatalf("read back disk %s: %d of %d bytes: %v", p.Disks[i].Name, n, len(buf), err)
+	}
+	return buf
+}
+
+func (e *env) checkDisk(t *testing.T, p *repo.RestorePoint, vm string, i int) {
+	t.Helper()
+	want, err := os.ReadFile(e.lab.DiskFile(vm, i))
+	must(t, err)
+	if got := e.diskBytes(t, p, i); !bytes.Equal(got, want) {
+		for j := range got {
+			if got[j] != want[j] {
+				t.Fatalf("point %s disk %d differs from the simulator's disk at byte %d", p.ID, i, j)
+			}
+		}
+	}
+}
+
+func (e *env) verify(t *testing.T) {
+	t.Helper()
+	pts, err := e.r.Points()
+	must(t, err)
+	rep, err := e.r.Verify(context.Background(), pts, nil)
+	must(t, err)
+	if !rep.OK() {
+		t.Fatalf("verify: %+v", rep.Problems)
+	}
+}
+
+func (e *env) noSnapshots(t *testing.T, vm *object.VirtualMachine) {
+	t.Helper()
+	snaps, err := e.lab.Snapshots(context.Background(), vm)
+	must(t, err)
+	if len(snaps) != 0 {
+		t.Fatalf("snapshots left on %s: %v", vm.Name(), snaps)
+	}
+}
+
+func random(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+func TestFullThenIncremental(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{diskSize, 2 << 20}, PowerOn: true})
+	must(t, err)
+	must(t, e.lab.WriteDisk("web01", 0, 0, random(1, 1<<20)))
+	must(t, e.lab.WriteDisk("web01", 0, 5<<20, random(2, 300<<10)))
+	must(t, e.lab.WriteDisk("web01", 1, 1<<20, random(3, 4096)))
+
+	// First backup: CBT was off, so it is enabled and the backup is full.
+	res := e.backup(t, "web01")[0]
+	must(t, res.Err)
+	if res.Mode != vcbackup.ModeFull || !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "changed block tracking was off") }) {
+		t.Fatalf("first backup: mode %s notes %q, want full saying CBT was enabled", res.Mode, res.Notes)
+	}
+	p1 := res.Point
+	for i, d := range p1.Disks {
+		if d.ChangeID == "" {
+			t.Fatalf("disk %s: no changeId recorded", d.Name)
+		}
+		e.checkDisk(t, p1, "web01", i)
+	}
+	if p1.Source == nil || p1.Source.Mode != vcbackup.ModeFull || len(p1.NICs) != 1 || p1.NICs[0].Network != "VM Network" || p1.Disks[0].Controller != "scsi0:0" || p1.Disks[0].Adapter != "pvscsi" {
+		t.Fatalf("point record: source %+v nics %+v disks %+v", p1.Source, p1.NICs, p1.Disks)
+	}
+	// Only allocated areas were fetched: 1 MiB + 320 KiB (CBT blocks) + 64 KiB.
+	if want := int64(1<<20 + 320<<10 + 64<<10); res.BytesRead != want {
+		t.Fatalf("full backup read %d bytes, want the %d allocated", res.BytesRead, want)
+	}
+	e.noSnapshots(t, vm)
+
+	// Change known ranges: one inside a chunk, one across a chunk boundary,
+	// one on the second disk.
+	changes := []struct {
+		disk int
+		off  int64
+		n    int
+	}{{0, 100 << 10, 1000}, {0, 6<<20 - 10, 20}, {1, 0, 70 << 10}}
+	var want int64
+	for i, c := range changes {
+		must(t, e.lab.WriteDisk("web01", c.disk, c.off, random(uint64(10+i), c.n)))
+		first, last := c.off/vcsimext.CBTBlockSize, (c.off+int64(c.n)-1)/vcsimext.CBTBlockSize
+		want += (last - first + 1) * vcsimext.CBTBlockSize
+	}
+	served := e.lab.Backup.BytesServed()
+	res = e.backup(t, "web01")[0]
+	must(t, res.Err)
+	if res.Mode != vcbackup.ModeIncremental || res.Point.Parent != p1.ID {
+		t.Fatalf("second backup: mode %s parent %s notes %q, want incremental from %s", res.Mode, res.Point.Parent, res.Notes, p1.ID)
+	}
+	if res.BytesRead != want || e.lab.Backup.BytesServed()-served != want {
+		t.Fatalf("incremental read %d bytes (vCenter served %d), want only the changed blocks: %d",
+			res.BytesRead, e.lab.Backup.BytesServed()-served, want)
+	}
+	for i := range res.Point.Disks {
+		e.checkDisk(t, res.Point, "web01", i)
+	}
+	e.noSnapshots(t, vm)
+
+	// A CBT reset: vCenter refuses the old changeId, the backup reads whole
+	// and says so.
+	e.lab.Backup.ResetChangeTracking()
+	must(t, e.lab.WriteDisk("web01", 0, 7<<20, random(20, 10)))
+	res = e.backup(t, "web01")[0]
+	must(t, res.Err)
+	if res.Mode != vcbackup.ModeFull || !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "refused changeId") }) {
+		t.Fatalf("after CBT reset: mode %s notes %q, want full saying the changeId was refused", res.Mode, res.Notes)
+	}
+	for i := range res.Point.Disks {
+		e.checkDisk(t, res.Point, "web01", i)
+	}
+	e.noSnapshots(t, vm)
+}
+
+func TestPoweredOffReadsDatastore(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "db01", Disks: []int64{diskSize}})
+	must(t, err)
+	must(t, e.lab.WriteDisk("db01", 0, 3<<20, random(5, 200<<10)))
+	served := e.lab.Backup.BytesServed()
+	res := e.backup(t, "db01")[0]
+	must(t, res.Err)
+	if e.lab.Backup.BytesServed() != served || res.BytesRead == 0 {
+		t.Fatalf("a powered-off VM is read through the datastore, not the export lease (lease served %d, read %d)",
+			e.lab.Backup.BytesServed()-served, res.BytesRead)
+	}
+	e.checkDisk(t, res.Point, "db01", 0)
+}
+
+// A fault at each step of a backup: it fails (or falls back), leaves no
+// snapshot and no restore point naming missing data, and the next run is
+// clean.
+func TestFaultsLeaveNoSnapshot(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "app01", Disks: []int64{diskSize}, PowerOn: true})
+	must(t, err)
+	must(t, e.lab.WriteDisk("app01", 0, 0, random(7, 256<<10)))
+	res := e.backup(t, "app01")[0]
+	must(t, res.Err)
+
+	for _, step := range []string{"CreateSnapshot_Task", "ExportSnapshot", "HttpNfcLeaseComplete", "RemoveSnapshot_Task"} {
+		t.Run(step, func(t *testing.T) {
+			points, _ := e.r.Points()
+			e.lab.Model.Service.AddFaultRule(&simulator.FaultInjectionRule{MethodName: step, ObjectType: "*", ObjectName: "*",
+				Probability: 1, Enabled: true, MaxCount: 1, Message: "injected fault at " + step})
+			res := e.backup(t, "app01")[0]
+			e.lab.Model.Service.ClearFaultRules()
+			switch step {
+			case "RemoveSnapshot_Task":
+				// The point is good; the snapshot stays until the next run.
+				if res.Point == nil || res.Err != nil {
+					t.Fatalf("fault at %s: point %v err %v", step, res.Point, res.Err)
+				}
+			case "HttpNfcLeaseComplete":
+				if res.Err != nil {
+					t.Fatalf("fault at %s: %v", step, res.Err)
+				}
+			default:
+				if res.Err == nil || !strings.Contains(res.Err.Error(), "injected fault") {
+					t.Fatalf("fault at %s: err %v, want the injected fault", step, res.Err)
+				}
+				if after, _ := e.r.Points(); len(after) != len(points) {
+					t.Fatalf("fault at %s: a restore point was written", step)
+				}
+				e.noSnapshots(t, vm)
+			}
+			must(t, e.lab.WriteDisk("app01", 0, 1<<20, random(8, 1000)))
+			res = e.backup(t, "app01")[0]
+			must(t, res.Err)
+			e.checkDisk(t, res.Point, "app01", 0)
+			e.noSnapshots(t, vm)
+			e.verify(t)
+		})
+	}
+
+	t.Run("read", func(t *testing.T) {
+		// vCenter goes away in the middle of the read.
+		e.lab.Backup.FailReads(1)
+		points, _ := e.r.Points()
+		must(t, e.lab.WriteDisk("app01", 0, 2<<20, random(9, 100)))
+		res := e.backup(t, "app01")[0]
+		if res.Err == nil || !strings.Contains(res.Err.Error(), "503") {
+			t.Fatalf("backup whose read failed: err %v", res.Err)
+		}
+		if after, _ := e.r.Points(); len(after) != len(points) {
+			t.Fatal("a failed read wrote a restore point")
+		}
+		e.noSnapshots(t, vm)
+	})
+
+	t.Run("killed", func(t *testing.T) {
+		// A run killed after its snapshot leaves one behind: the next run
+		// removes it and says so.
+		task, err := vm.CreateSnapshot(ctx, vcbackup.SnapshotPrefix+"20261202T000000Z-abcdef", "", false, false)
+		must(t, err)
+		must(t, task.Wait(ctx))
+		res := e.backup(t, "app01")[0]
+		must(t, res.Err)
+		if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "left by an earlier backup") }) {
+			t.Fatalf("notes %q do not mention the leftover", res.Notes)
+		}
+		e.noSnapshots(t, vm)
+	})
+}
+
+func TestFailedVMDoesNotFailOthers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "ok01", Disks: []int64{1 << 20}, PowerOn: true})
+	must(t, err)
+	res := e.backup(t, "ok01", "missing01")
+	if res[0].Err != nil || res[0].Point == nil {
+		t.Fatalf("ok01: %v", res[0].Err)
+	}
+	if res[1].Err == nil || !strings.Contains(res[1].Err.Error(), `no VM named "missing01"`) {
+		t.Fatalf("missing01: err %v", res[1].Err)
+	}
+}

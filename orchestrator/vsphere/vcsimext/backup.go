@@ -1,0 +1,431 @@
+package vcsimext
+
+// Stand-ins for what vCenter offers a backup application and govmomi's
+// v0.56.0 simulator lacks. They are test support, named as such:
+//
+//   - changed block tracking (CBT): the simulator has no
+//     VirtualMachine.QueryChangedDiskAreas and never sets a disk's changeId.
+//     The stand-in records, at every snapshot of a VM whose
+//     changeTrackingEnabled is set, a fingerprint (SHA-256 per 64 KiB block)
+//     of each disk's flat file under a fresh changeId that it writes into the
+//     disk backing the snapshot copies. QueryChangedDiskAreas then answers
+//     with the blocks whose fingerprint differs between the snapshot's record
+//     and the record of the changeId asked about — exactly the ranges a test
+//     wrote into the simulated disk file between two backups, rounded out to
+//     blocks. changeId "*" answers with the blocks that hold data. An unknown
+//     changeId (ResetChangeTracking forgets them all, as a CBT reset does on
+//     ESXi) is refused with InvalidArgument, as vCenter refuses a stale one.
+//   - the snapshot export lease's disk bytes: the simulator's lease URL
+//     serves the disk's descriptor text, where vCenter streams the disk. The
+//     stand-in rewrites each disk URL of the lease to a handler that serves
+//     the disk's flat bytes (the -flat.vmdk extent, zero-padded to the
+//     disk's capacity) and honours HTTP Range requests. Real vCenter streams
+//     a streamOptimized VMDK here, without ranges; this stand-in serves flat
+//     bytes with ranges, which is what an incremental read needs. The URL is
+//     valid while the lease is open and refused after Complete or Abort.
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// CBTBlockSize is the granularity of the changed block tracking stand-in.
+const CBTBlockSize = 64 << 10
+
+// nfcPath is where the export-lease stand-in serves disk bytes.
+const nfcPath = "/vcsimext/nfc/"
+
+// Backup is the stand-in for vCenter's changed block tracking and snapshot
+// export. Make it with ExtendBackup.
+type Backup struct {
+	Self types.ManagedObjectReference // the stand-in's own object id
+
+	mu      sync.Mutex
+	seq     int
+	records map[string]*cbtRecord // changeId -> fingerprint
+	leases  map[string]map[string]leaseDisk
+
+	served    atomic.Int64
+	requests  atomic.Int64
+	failReads atomic.Int64
+}
+
+type cbtRecord struct {
+	file   string // flat file the record fingerprints
+	size   int64
+	blocks [][sha256.Size]byte
+	zero   []bool
+}
+
+type leaseDisk struct {
+	file string
+	size int64
+}
+
+// ExtendBackup installs the backup stand-ins on the simulator model (after
+// Create, before or after Service.NewServer) and returns them, so a test
+// can read BytesServed or call ResetChangeTracking.
+func ExtendBackup(m *simulator.Model) *Backup {
+	b := &Backup{records: map[string]*cbtRecord{}, leases: map[string]map[string]leaseDisk{},
+		Self: types.ManagedObjectReference{Type: "VcsimextBackup", Value: "vcsimext-backup"}}
+	r := m.Map()
+	r.Put(b)
+	prev := r.Handler
+	r.Handler = func(ctx *simulator.Context, meth *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+		if h, fault := b.route(ctx, meth); h != nil || fault != nil {
+			return h, fault
+		}
+		if prev != nil {
+			return prev(ctx, meth)
+		}
+		return nil, nil
+	}
+	s := m.Service
+	if s.ServeMux == nil {
+		s.ServeMux = http.NewServeMux() // NewServer keeps an existing mux
+	}
+	s.ServeMux.HandleFunc(nfcPath, b.serveDisk)
+	return b
+}
+
+// BytesServed is how many disk bytes the export-lease stand-in has sent.
+func (b *Backup) BytesServed() int64 { return b.served.Load() }
+
+// Requests is how many disk reads the export-lease stand-in has answered.
+func (b *Backup) Requests() int64 { return b.requests.Load() }
+
+// FailReads makes the next n disk reads through the export lease fail with
+// 503, as when vCenter or the host restarts during a backup.
+func (b *Backup) FailReads(n int) { b.failReads.Store(int64(n)) }
+
+// ResetChangeTracking forgets every changeId, as a CBT reset on ESXi does:
+// the next QueryChangedDiskAreas with an older changeId is refused.
+func (b *Backup) ResetChangeTracking() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.records = map[string]*cbtRecord{}
+}
+
+// route stamps changeIds before a snapshot, and sends the methods the
+// stand-in adds to the Backup object itself: the simulator dispatches a call
+// to the object m.This names, and this redirection leaves the simulator's
+// VMs and snapshots unwrapped (other extensions may wrap them).
+func (b *Backup) route(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	switch m.Name {
+	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
+		if vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
+			if fault := b.stamp(ctx, vm); fault != nil {
+				return nil, fault
+			}
+		}
+	case "QueryChangedDiskAreas":
+		if _, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
+			m.This = b.Self
+			return b, nil
+		}
+	case "ExportSnapshot":
+		if _, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
+			m.This = b.Self
+			return b, nil
+		}
+	case "HttpNfcLeaseComplete", "HttpNfcLeaseAbort":
+		b.mu.Lock()
+		delete(b.leases, m.This.Value)
+		b.mu.Unlock()
+	}
+	return nil, nil
+}
+
+// Reference makes Backup a managed object the simulator can dispatch to.
+func (b *Backup) Reference() types.ManagedObjectReference { return b.Self }
+
+// stamp gives every disk of a change-tracked VM a fresh changeId recording
+// its content now, before the simulator copies the config into the snapshot.
+func (b *Backup) stamp(ctx *simulator.Context, vm *simulator.VirtualMachine) types.BaseMethodFault {
+	var fault types.BaseMethodFault
+	ctx.WithLock(vm, func() {
+		if vm.Config == nil || vm.Config.ChangeTrackingEnabled == nil || !*vm.Config.ChangeTrackingEnabled {
+			return
+		}
+		for _, d := range vm.Config.Hardware.Device {
+			disk, ok := d.(*types.VirtualDisk)
+			if !ok {
+				continue
+			}
+			backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+			if !ok {
+				continue
+			}
+			file, err := flatFile(ctx, backing.FileName)
+			if err != nil {
+				fault = &types.FileFault{File: backing.FileName}
+				return
+			}
+			rec, err := fingerprint(file, diskCapacity(disk))
+			if err != nil {
+				fault = &types.FileFault{File: backing.FileName}
+				return
+			}
+			b.mu.Lock()
+			b.seq++
+			id := fmt.Sprintf("52 vcsimext %s/%d", vm.Self.Value, b.seq)
+			b.records[id] = rec
+			b.mu.Unlock()
+			backing.ChangeId = id
+		}
+	})
+	return fault
+}
+
+func diskCapacity(d *types.VirtualDisk) int64 {
+	if d.CapacityInBytes > 0 {
+		return d.CapacityInBytes
+	}
+	return d.CapacityInKB * 1024
+}
+
+// flatFile is the local file behind a disk descriptor's flat extent.
+func flatFile(ctx *simulator.Context, dsPath string) (string, error) {
+	var p object.DatastorePath
+	if !p.FromString(dsPath) {
+		return "", fmt.Errorf("datastore path %q malformed", dsPath)
+	}
+	for _, e := range ctx.Map.All("Datastore") {
+		ds, ok := e.(*simulator.Datastore)
+		if !ok || ds.Name != p.Datastore {
+			continue
+		}
+		name := strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk"
+		return filepath.Join(ds.Summary.Url, filepath.FromSlash(name)), nil
+	}
+	return "", fmt.Errorf("datastore %q not found", p.Datastore)
+}
+
+// fingerprint hashes file in CBT blocks; bytes past its end read as zeros.
+func fingerprint(file string, size int64) (*cbtRecord, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	n := (size + CBTBlockSize - 1) / CBTBlockSize
+	rec := &cbtRecord{file: file, size: size, blocks: make([][sha256.Size]byte, n), zero: make([]bool, n)}
+	buf := make([]byte, CBTBlockSize)
+	r := zeroPadded{f: f, size: size}
+	for i := range n {
+		m, err := r.ReadAt(buf, i*CBTBlockSize)
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		blk := buf[:m]
+		rec.blocks[i] = sha256.Sum256(blk)
+		rec.zero[i] = allZero(blk)
+	}
+	return rec, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// zeroPadded reads a file as if it were size bytes long.
+type zeroPadded struct {
+	f    *os.File
+	size int64
+}
+
+func (z zeroPadded) ReadAt(p []byte, off int64) (int, error) {
+	if off >= z.size {
+		return 0, io.EOF
+	}
+	if rest := z.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := z.f.ReadAt(p, off)
+	if err == io.EOF {
+		clear(p[n:])
+		n, err = len(p), nil
+	}
+	if err == nil && off+int64(n) == z.size {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// QueryChangedDiskAreas answers from the fingerprints recorded at the
+// snapshots (see the stand-in's description above).
+func (b *Backup) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
+	body := new(methods.QueryChangedDiskAreasBody)
+	fail := func(msg string, f types.BaseMethodFault) soap.HasFault {
+		body.Fault_ = simulator.Fault(msg, f)
+		return body
+	}
+	if req.Snapshot == nil {
+		return fail("the stand-in needs a snapshot", &types.InvalidArgument{InvalidProperty: "snapshot"})
+	}
+	snap, ok := ctx.Map.Get(*req.Snapshot).(*simulator.VirtualMachineSnapshot)
+	if !ok || snap.Vm != req.This {
+		return fail("snapshot not of this VM", &types.InvalidArgument{InvalidProperty: "snapshot"})
+	}
+	var cur string
+	var devices []types.BaseVirtualDevice
+	ctx.WithLock(snap, func() { devices = snap.Config.Hardware.Device })
+	for _, d := range devices {
+		if disk, ok := d.(*types.VirtualDisk); ok && disk.Key == req.DeviceKey {
+			if backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+				cur = backing.ChangeId
+			}
+		}
+	}
+	b.mu.Lock()
+	now, old := b.records[cur], b.records[req.ChangeId]
+	b.mu.Unlock()
+	if cur == "" || now == nil {
+		return fail("changed block tracking is not enabled for this disk", &types.FileFault{})
+	}
+	if req.ChangeId != "*" && (old == nil || old.file != now.file || old.size != now.size) {
+		return fail(fmt.Sprintf("changeId %q is not valid for this disk", req.ChangeId),
+			&types.InvalidArgument{InvalidProperty: "changeId"})
+	}
+	if req.StartOffset < 0 || req.StartOffset > now.size {
+		return fail("startOffset beyond the disk", &types.InvalidArgument{InvalidProperty: "startOffset"})
+	}
+	info := types.DiskChangeInfo{StartOffset: req.StartOffset, Length: now.size - req.StartOffset}
+	for i := req.StartOffset / CBTBlockSize; i < int64(len(now.blocks)); i++ {
+		changed := !now.zero[i]
+		if req.ChangeId != "*" {
+			changed = now.blocks[i] != old.blocks[i]
+		}
+		if !changed {
+			continue
+		}
+		start := max(i*CBTBlockSize, req.StartOffset)
+		end := min((i+1)*CBTBlockSize, now.size)
+		if n := len(info.ChangedArea); n > 0 && info.ChangedArea[n-1].Start+info.ChangedArea[n-1].Length == start {
+			info.ChangedArea[n-1].Length += end - start
+			continue
+		}
+		info.ChangedArea = append(info.ChangedArea, types.DiskChangeExtent{Start: start, Length: end - start})
+	}
+	body.Res = &types.QueryChangedDiskAreasResponse{Returnval: info}
+	return body
+}
+
+// ExportSnapshot lets the simulator make the snapshot's export lease, then
+// points the lease's disk URLs at the stand-in's handler.
+func (b *Backup) ExportSnapshot(ctx *simulator.Context, req *types.ExportSnapshot) soap.HasFault {
+	s, ok := ctx.Map.Get(req.This).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return &methods.ExportSnapshotBody{Fault_: simulator.Fault("no such snapshot", &types.ManagedObjectNotFound{Obj: req.This})}
+	}
+	var res soap.HasFault
+	ctx.WithLock(s, func() { res = s.ExportSnapshot(ctx, req) })
+	body, ok := res.(*methods.ExportSnapshotBody)
+	if !ok || body.Fault_ != nil || body.Res == nil {
+		return res
+	}
+	ref := body.Res.Returnval
+	lease, ok := ctx.Session.Get(ref).(*simulator.HttpNfcLease)
+	if !ok || lease.Info == nil {
+		return res
+	}
+	disks := map[string]leaseDisk{}
+	for _, d := range s.Config.Hardware.Device {
+		disk, ok := d.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		backing, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo)
+		if !ok {
+			continue
+		}
+		name := backing.GetVirtualDeviceFileBackingInfo().FileName
+		var p object.DatastorePath
+		p.FromString(name)
+		file, err := flatFile(ctx, name)
+		if err != nil {
+			continue
+		}
+		disks[path.Base(p.Path)] = leaseDisk{file: file, size: diskCapacity(disk)}
+	}
+	ctx.WithLock(lease, func() {
+		info := *lease.Info
+		info.DeviceUrl = append([]types.HttpNfcLeaseDeviceUrl(nil), info.DeviceUrl...)
+		for i, du := range info.DeviceUrl {
+			d, ok := disks[du.TargetId]
+			at := strings.Index(du.Url, "/nfc/")
+			if !ok || at < 0 {
+				continue
+			}
+			info.DeviceUrl[i].Url = du.Url[:at] + nfcPath + ref.Value + "/" + du.TargetId
+			info.DeviceUrl[i].FileSize = d.size
+		}
+		ctx.Update(lease, []types.PropertyChange{{Name: "info", Val: &info}})
+	})
+	b.mu.Lock()
+	b.leases[ref.Value] = disks
+	b.mu.Unlock()
+	return res
+}
+
+// serveDisk serves a leased disk's flat bytes, with Range support.
+func (b *Backup) serveDisk(w http.ResponseWriter, r *http.Request) {
+	lease, name, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, nfcPath), "/")
+	b.mu.Lock()
+	d, found := b.leases[lease][name]
+	b.mu.Unlock()
+	if !ok || !found {
+		http.Error(w, "no such lease or disk (the lease is over?)", http.StatusNotFound)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "read only", http.StatusMethodNotAllowed)
+		return
+	}
+	if b.failReads.Add(-1) >= 0 {
+		http.Error(w, "injected read fault (vcsimext.Backup.FailReads)", http.StatusServiceUnavailable)
+		return
+	}
+	b.failReads.Store(0)
+	f, err := os.Open(d.file)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	b.requests.Add(1)
+	cw := &countingWriter{ResponseWriter: w, n: &b.served}
+	http.ServeContent(cw, r, name, time.Time{}, io.NewSectionReader(zeroPadded{f: f, size: d.size}, 0, d.size))
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
