@@ -102,7 +102,11 @@ func commands() []*cli.Command {
 	cmds := append(repoCommands(), serveCommands()...)
 	cmds = append(cmds, restoreCommands()...)
 	cmds = append(cmds, demoCommand())
+	cmds = append(cmds, retentionCommands()...)
 	for _, c := range cmds {
+		if c.Name == "backup" {
+			c.Subcommands = append(c.Subcommands, vcBackupCommands()...)
+		}
 		if c.Name == "sessions" {
 			c.Subcommands = append(c.Subcommands, sessionControlCommands()...)
 		}

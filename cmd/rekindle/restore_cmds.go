@@ -54,27 +54,38 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 		d, err := newQEMUDriver(dir)
 		return d, func() {}, err
 	case "vsphere":
-		if c.String("vc") == "" {
-			return nil, nil, &exitError{exitUsage, "vsphere: --vc URL (or REKINDLE_VC_URL) is required; or pass --hypervisor qemu"}
-		}
-		pw := os.Getenv("REKINDLE_VC_PASSWORD")
-		if f := c.String("vc-password-file"); f != "" {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return nil, nil, fmt.Errorf("vCenter password file: %w", err)
-			}
-			pw = strings.TrimRight(string(b), "\r\n")
-		}
-		d, err := vsphere.Connect(c.Context, vsphere.Config{URL: c.String("vc"), Username: c.String("vc-user"), Password: pw,
-			Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
-			Datacenter: c.String("datacenter")}, slog.Default())
+		d, err := connectVC(c, "; or pass --hypervisor qemu")
 		if err != nil {
-			return nil, nil, &hypervisorError{err}
+			return nil, nil, err
 		}
 		return d, func() { d.Close(context.Background()) }, nil
 	default:
 		return nil, nil, &exitError{exitUsage, fmt.Sprintf("--hypervisor %q: want vsphere or qemu", c.String("hypervisor"))}
 	}
+}
+
+// connectVC logs in to vCenter from the --vc flags (or REKINDLE_VC_*
+// variables): restore, backup and jobs share it. hint ends the message
+// when --vc is missing.
+func connectVC(c *cli.Context, hint string) (*vsphere.Driver, error) {
+	if c.String("vc") == "" {
+		return nil, &exitError{exitUsage, "vsphere: --vc URL (or REKINDLE_VC_URL) is required" + hint}
+	}
+	pw := os.Getenv("REKINDLE_VC_PASSWORD")
+	if f := c.String("vc-password-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("vCenter password file: %w", err)
+		}
+		pw = strings.TrimRight(string(b), "\r\n")
+	}
+	d, err := vsphere.Connect(c.Context, vsphere.Config{URL: c.String("vc"), Username: c.String("vc-user"), Password: pw,
+		Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
+		Datacenter: c.String("datacenter")}, slog.Default())
+	if err != nil {
+		return nil, &hypervisorError{err}
+	}
+	return d, nil
 }
 
 func restoreFlags() []cli.Flag {

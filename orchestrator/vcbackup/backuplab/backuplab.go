@@ -92,7 +92,7 @@ type VMSpec struct {
 	Name    string
 	Disks   []int64 // sizes in bytes; disk i is <name>.vmdk, then <name>_<i>.vmdk
 	PowerOn bool
-	Network string // default "VM Network"
+	Network string             // default "VM Network"
 	VApp    *object.VirtualApp // create the VM in this vApp (see CreateVApp)
 }
 
