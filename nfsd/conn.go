@@ -93,6 +93,7 @@ type fwdCall struct {
 	key    string // affinity key, or ""
 	start  time.Time
 	done   chan struct{} // closed once answered, if not nil
+	st     *callState    // what go-nfs's filesystems learn of the call (call.go), or nil
 }
 
 func (s *Server) newClientConn(nc net.Conn) *clientConn {
@@ -319,9 +320,9 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 			binary.BigEndian.PutUint32(p, MaxIO)
 		}
 	}
-	framed = s.markViewer(c.client, call.ArgsOffset, call.Proc, &args, framed)
+	framed, cs := s.prepareForward(c.client, call.ArgsOffset, call.Proc, &args, framed)
 	binary.BigEndian.PutUint32(framed[:4], uint32(len(framed)-4)|1<<31)
-	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start}
+	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start, st: cs}
 	if args.ordered {
 		fc.key = string(args.handles[0])
 	}
@@ -621,6 +622,7 @@ func (c *clientConn) relay(p *pipe, fc *fwdCall, buf []byte) ([]byte, bool) {
 		return rec[:0], false
 	}
 	if reply.Accepted && reply.Stat == rpc.Success {
+		s.finishCall(fc.st, reply.Body)
 		n := inspectReply(fc.proc, reply.Body)
 		switch fc.proc {
 		case procRead:

@@ -33,10 +33,15 @@
 //     subtree rules nest, the deepest one covering a path decides, so a client may
 //     mount a subtree whose rule admits it below a directory that does not.
 //   - Tenancy (tenancy.go): a client sees only what it is admitted to. READDIR
-//     and READDIRPLUS leave out entries it may not use (the front forwards them
-//     to go-nfs with a viewer handle that carries the client's address), MOUNT
-//     EXPORT lists the exports and subtrees it may mount with its own networks
-//     as groups, and DUMP lists its own mounts.
+//     and READDIRPLUS leave out entries it may not use, MOUNT EXPORT lists the
+//     exports and subtrees it may mount, with its own networks as groups, and
+//     DUMP lists its own mounts.
+//   - A call handle (call.go) is how the front tells go-nfs who calls: it
+//     forwards calls (but READ, WRITE and LOOKUP) with their handles marked and
+//     followed by a token naming the call's state. go-nfs's filesystem for the
+//     call (callFS) filters listings and keeps the errors the filesystem
+//     returned; the front then answers with the status the error means
+//     (nfsStatusOf: ENOSPC is NOSPC, EXDEV is XDEV, ...), not go-nfs's guess.
 //   - A file handle is 20 bytes: version, export id, stable file id, checksum (see
 //     handle.go). File ids come from the filesystem when it implements FileIDer;
 //     otherwise from a handle table persisted under Config.StateDir. Handles are

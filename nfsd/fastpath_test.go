@@ -254,7 +254,7 @@ func fastPathRepliesEqualGoNFS(t *testing.T, lend bool) {
 		{"write count below data", procWrite, writeArgsHow(data, 0, 2, 2, []byte("abcd")), nfs.NFSStatusOk},
 		{"write count above data", procWrite, writeArgsHow(data, 0, 9, 2, []byte("abcd")), nfs.NFSStatusOk},
 		{"write bad stable_how", procWrite, writeArgsHow(data, 0, 4, 7, []byte("abcd")), nfs.NFSStatusInval},
-		{"write negative offset", procWrite, writeArgs(data, 1<<63, []byte("x")), nfs.NFSStatusIO},
+		{"write past 2^63", procWrite, writeArgs(data, 1<<63, []byte("x")), nfs.NFSStatusFBig},
 		{"write directory", procWrite, writeArgs(dir, 0, []byte("x")), nfs.NFSStatusInval},
 		{"write read-only export", procWrite, writeArgs(roData, 0, []byte("x")), nfs.NFSStatusROFS},
 		{"write stale handle", procWrite, writeArgs(encodeHandle(4, 12345), 0, []byte("x")), nfs.NFSStatusStale},

@@ -26,15 +26,18 @@ func (h *goHandler) Mount(context.Context, net.Conn, nfs.MountRequest) (nfs.Moun
 }
 
 func (h *goHandler) Change(fs billy.Filesystem) billy.Change {
-	efs, ok := fs.(*exportFS)
+	efs, ok := exportFSOf(fs)
 	if !ok || efs.readOnly {
 		return nil
+	}
+	if c, ok := fs.(*callFS); ok {
+		return &noteChanger{Change: newAttrChanger(efs), st: c.st}
 	}
 	return newAttrChanger(efs)
 }
 
 func (h *goHandler) FSStat(_ context.Context, fs billy.Filesystem, st *nfs.FSStat) error {
-	efs, ok := fs.(*exportFS)
+	efs, ok := exportFSOf(fs)
 	if !ok {
 		return nil
 	}
@@ -73,12 +76,15 @@ func (h *goHandler) ToHandle(fs billy.Filesystem, path []string) []byte {
 }
 
 func (h *goHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
-	if inner, client, ok := splitViewerHandle(fh); ok {
+	if inner, token, ok := splitCallHandle(fh); ok {
 		efs, parts, err := h.s.fileOf(inner)
 		if err != nil {
 			return nil, nil, err
 		}
-		return &viewerFS{exportFS: efs, s: h.s, client: client}, parts, nil
+		if st := h.s.calls.get(token); st != nil {
+			return &callFS{exportFS: efs, s: h.s, st: st}, parts, nil
+		}
+		return efs, parts, nil
 	}
 	efs, parts, err := h.s.fileOf(fh)
 	if err != nil {

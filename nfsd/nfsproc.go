@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/netip"
 
 	nfs "github.com/willscott/go-nfs"
@@ -76,13 +77,18 @@ func nfsErrorReply(xid, proc uint32, status nfs.NFSStatus) []byte {
 
 // nfsArgs is what the front needs to know of an NFS call's arguments.
 type nfsArgs struct {
-	handles  [][]byte // file handles the call carries, in order
-	names    []dirName
-	target   []byte // SYMLINK's link text
-	mutating bool
-	ordered  bool // keep the call behind others for the same handle
+	handles [][]byte // file handles the call carries, in order
+	// handleOffs are where the handles' length words are in the arguments.
+	handleOffs []int
+	names      []dirName
+	target     []byte // SYMLINK's link text
+	mutating   bool
+	ordered    bool // keep the call behind others for the same handle
 	// readCount is the offset of READ's count within the arguments, or -1.
 	readCount int
+	// offset and count of a WRITE
+	offset uint64
+	count  uint32
 }
 
 type dirName struct {
@@ -104,7 +110,10 @@ const (
 func parseNFSArgs(proc uint32, args []byte) (nfsArgs, error) {
 	a := nfsArgs{readCount: -1}
 	d := rpc.NewDecoder(args)
-	fh := func() { a.handles = append(a.handles, d.Opaque(len(args))) }
+	fh := func() {
+		a.handleOffs = append(a.handleOffs, d.Offset())
+		a.handles = append(a.handles, d.Opaque(len(args)))
+	}
 	name := func() {
 		a.names = append(a.names, dirName{dir: len(a.handles) - 1, name: d.Opaque(len(args))})
 	}
@@ -128,8 +137,8 @@ func parseNFSArgs(proc uint32, args []byte) (nfsArgs, error) {
 		d.Uint32()
 	case procWrite:
 		fh()
-		d.Uint64()
-		d.Uint32()
+		a.offset = d.Uint64()
+		a.count = d.Uint32()
 		d.Uint32()
 		d.Opaque(len(args))
 		a.mutating, a.ordered = true, true
@@ -264,11 +273,20 @@ func (s *Server) checkNFS(client netip.Addr, proc uint32, a *nfsArgs) (nfs.NFSSt
 			return nfs.NFSStatusAccess, refusedPath
 		}
 	}
-	if proc == procMknod {
+	switch {
+	case proc == procMknod:
 		return nfs.NFSStatusNotSupp, refusedName
-	}
-	if proc == procSymlink && !safeLinkTarget(string(a.target)) {
-		return nfs.NFSStatusAccess, refusedName
+	case proc == procSymlink && !safeLinkTarget(string(a.target)):
+		// Links the server's filesystem would follow out of the export are
+		// not supported.
+		return nfs.NFSStatusNotSupp, refusedName
+	case proc == procCommit && exps[0] != nil && exps[0].ReadOnly:
+		// What a read-only server answers: there is nothing to commit.
+		return nfs.NFSStatusROFS, refusedROFS
+	case proc == procWrite && a.offset > math.MaxInt64-uint64(a.count):
+		// No file grows past 2^63-1 bytes; go-nfs and the fast path would
+		// seek to a negative offset.
+		return nfs.NFSStatusFBig, refusedName
 	}
 	return nfs.NFSStatusOk, ""
 }

@@ -146,6 +146,8 @@ type Server struct {
 	mountsMu sync.Mutex
 	mounts   map[mountEntry]struct{}
 
+	calls callTable // calls in go-nfs (call.go)
+
 	connsMu sync.Mutex
 	conns   map[*clientConn]struct{}
 	connWG  sync.WaitGroup

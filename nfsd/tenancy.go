@@ -1,106 +1,23 @@
 package nfsd
 
 import (
-	"encoding/binary"
 	"net/netip"
-	"os"
 	"sort"
 
 	billy "github.com/go-git/go-billy/v5"
 )
 
 // Tenancy: what one client may learn of the others. A client sees in a
-// directory listing only the entries it is admitted to, in EXPORT only the
-// exports and subtrees it may mount, and in DUMP only its own mounts.
-//
-// go-nfs answers READDIR and READDIRPLUS behind a pipe and never learns the
-// client's address, so the front tells it: it forwards such a call with a
-// viewer handle, the client's handle followed by a marker and the client's
-// address (36 bytes in all, still a multiple of 4). Only the front writes to the
-// pipes, and it refuses every handle a client sends that is not exactly a
-// 20-byte handle, so no client can name another's address this way.
-const (
-	viewerMark      = 0x76 // 'v', in byte 1 of a viewer handle (zero in client handles)
-	viewerHandleLen = handleLen + 16
-)
-
-// viewerHandle is fh (a valid client handle) marked with client's address.
-func viewerHandle(fh []byte, client netip.Addr) []byte {
-	h := make([]byte, viewerHandleLen)
-	copy(h, fh)
-	h[1] = viewerMark
-	a := client.As16()
-	copy(h[handleLen:], a[:])
-	return h
-}
-
-// splitViewerHandle undoes viewerHandle; ok is false for any other handle.
-func splitViewerHandle(h []byte) (fh []byte, client netip.Addr, ok bool) {
-	if len(h) != viewerHandleLen || h[1] != viewerMark {
-		return nil, netip.Addr{}, false
-	}
-	fh = append([]byte(nil), h[:handleLen]...)
-	fh[1] = 0
-	client = netip.AddrFrom16([16]byte(h[handleLen:])).Unmap()
-	return fh, client, true
-}
-
-// markViewer rewrites a READDIR or READDIRPLUS record (framed, with its 4-byte
-// gap) so that its directory handle carries the client's address. It leaves
-// other calls, and exports without path rules, as they are.
-func (s *Server) markViewer(client netip.Addr, argsOff int, proc uint32, a *nfsArgs, framed []byte) []byte {
-	if proc != procReaddir && proc != procReaddirplus || len(a.handles) == 0 {
-		return framed
-	}
-	eid, _, err := decodeHandle(a.handles[0])
-	if err != nil {
-		return framed
-	}
-	exp := s.exportByID(eid)
-	if exp == nil || !s.pathRules(exp) {
-		return framed
-	}
-	off := 4 + argsOff
-	rest := framed[off+4+handleLen:] // the handle is the first argument; 20 bytes need no padding
-	out := make([]byte, 0, len(framed)+16)
-	out = append(out, framed[:off]...)
-	out = binary.BigEndian.AppendUint32(out, viewerHandleLen)
-	out = append(out, viewerHandle(a.handles[0], client)...)
-	return append(out, rest...)
-}
-
-// viewerFS is an export's filesystem as one client lists it: ReadDir leaves out
-// the entries the client is not admitted to.
-type viewerFS struct {
-	*exportFS
-	s      *Server
-	client netip.Addr
-}
-
-func (v *viewerFS) ReadDir(name string) ([]os.FileInfo, error) {
-	list, err := v.exportFS.ReadDir(name)
-	if err != nil {
-		return nil, err
-	}
-	parts, err := splitPath(name)
-	if err != nil {
-		return nil, &os.PathError{Op: "readdir", Path: name, Err: os.ErrPermission}
-	}
-	out := list[:0]
-	for _, fi := range list {
-		if v.s.admitsPath(v.exportFS.exp, v.client, slashPath(append(parts[:len(parts):len(parts)], fi.Name()))) {
-			out = append(out, fi)
-		}
-	}
-	return out, nil
-}
+// directory listing only the entries it is admitted to (callFS.ReadDir, see
+// call.go), in EXPORT only the exports and subtrees it may mount, and in DUMP
+// only its own mounts.
 
 // exportFSOf finds the exportFS behind what FromHandle gave go-nfs.
 func exportFSOf(fs billy.Filesystem) (*exportFS, bool) {
 	switch f := fs.(type) {
 	case *exportFS:
 		return f, true
-	case *viewerFS:
+	case *callFS:
 		return f.exportFS, true
 	}
 	return nil, false
