@@ -9,7 +9,8 @@ import (
 // (govmomi) and qemu (QMP) implement it. Every method is idempotent: calling
 // it again after a crash or a retry finds what the first call made instead
 // of making it twice. Methods return errors that carry the platform's own
-// message (a vCenter fault's text, QEMU's error).
+// message (a vCenter fault's text, QEMU's error). orchestrator/drivertest
+// is the suite every implementation passes.
 type Driver interface {
 	// Name is "vsphere" or "qemu".
 	Name() string
@@ -39,6 +40,7 @@ type Driver interface {
 	// MAC addresses.
 	Reconcile(ctx context.Context, vm VMRef, spec VMSpec) error
 	PowerOn(ctx context.Context, vm VMRef) error
+	// PowerOff stops the VM; one not registered (any more) is ErrNotFound.
 	PowerOff(ctx context.Context, vm VMRef) error
 	// WaitReady returns when the guest shows what check asks for, or fails
 	// when ctx ends.

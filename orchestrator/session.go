@@ -11,7 +11,7 @@ import (
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
-	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
 
 // Step names, in the order a restore runs them.
@@ -28,7 +28,7 @@ const (
 // Exporter publishes and withdraws session exports: the datastore service
 // in process, or its HTTP client.
 type Exporter interface {
-	Publish(ctx context.Context, req datastore.PublishRequest) (*datastore.SessionInfo, error)
+	Publish(ctx context.Context, req storeapi.PublishRequest) (*storeapi.SessionInfo, error)
 	Discard(ctx context.Context, id string) error
 }
 
@@ -128,7 +128,7 @@ func (o *Orchestrator) Create(ctx context.Context, req Request) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	id := datastore.NewSessionID()
+	id := storeapi.NewSessionID()
 	p.Datastore = id
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -304,7 +304,7 @@ func (p *Plan) pool() string {
 }
 
 func (p *Plan) mount() NFSMount {
-	return NFSMount{Server: p.Request.Server, Path: datastore.SessionsExport + "/" + p.Datastore, Name: p.Datastore}
+	return NFSMount{Server: p.Request.Server, Path: storeapi.SessionsExport + "/" + p.Datastore, Name: p.Datastore}
 }
 
 // do carries out one step of plan p.
@@ -312,9 +312,9 @@ func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) 
 	d := o.Driver
 	switch step {
 	case StepExpose:
-		req := datastore.PublishRequest{ID: id, Allow: p.Request.Allow}
+		req := storeapi.PublishRequest{ID: id, Allow: p.Request.Allow}
 		for _, vm := range p.VMs {
-			req.VMs = append(req.VMs, datastore.PublishVM{VM: vm.Source, Point: vm.Point, As: vm.Folder})
+			req.VMs = append(req.VMs, storeapi.PublishVM{VM: vm.Source, Point: vm.Point, As: vm.Folder})
 		}
 		info, err := o.Exporter.Publish(ctx, req)
 		if err != nil {
@@ -391,7 +391,7 @@ func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) 
 				return nil, fmt.Errorf("unmount %s from %s: %w", p.Datastore, h, err)
 			}
 		}
-		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, storeapi.ErrNotFound) {
 			return nil, fmt.Errorf("discard the session overlay: %w", err)
 		}
 		return nil, nil
@@ -488,7 +488,9 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 			if !ok {
 				continue // never registered by this session
 			}
-			if err := d.PowerOff(ctx, ref); err != nil {
+			if err := d.PowerOff(ctx, ref); errors.Is(err, ErrNotFound) {
+				continue // gone already: an earlier stop got this far
+			} else if err != nil {
 				errs = append(errs, fmt.Errorf("power off %s: %w", vm.Name, err))
 				continue
 			}
@@ -506,7 +508,7 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 				errs = append(errs, fmt.Errorf("unmount %s from %s: %w", p.Datastore, h, err))
 			}
 		}
-		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, storeapi.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("discard the session overlay: %w", err))
 		}
 		return nil, errors.Join(errs...)

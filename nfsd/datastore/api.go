@@ -1,17 +1,11 @@
 package datastore
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/rekindle/rekindle/internal/httpjson"
+	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
 
 // API routes, all JSON:
@@ -26,20 +20,7 @@ import (
 // VM or point) or 500.
 
 // Status is the server's state as GET /v1/status reports it.
-type Status struct {
-	Version  string   `json:"version"`
-	NFS      string   `json:"nfs"`
-	Portmap  string   `json:"portmap,omitempty"`
-	Server   string   `json:"server"`
-	Exports  []string `json:"exports"`
-	Sessions int      `json:"sessions"`
-	Cache    struct {
-		Hits     int64 `json:"hits"`
-		Misses   int64 `json:"misses"`
-		Bytes    int64 `json:"bytes"`
-		MaxBytes int64 `json:"max_bytes"`
-	} `json:"cache"`
-}
+type Status = storeapi.Status
 
 // Handler serves the HTTP API.
 func (s *Service) Handler(version string) http.Handler {
@@ -95,105 +76,8 @@ func replyErr(w http.ResponseWriter, v any, err error) {
 	}
 }
 
-// Client talks to a server's API.
-type Client struct {
-	Base string // e.g. "http://127.0.0.1:7480"
-	HTTP *http.Client
-}
+// Client is the API's client (the orchestrator's, in storeapi).
+type Client = storeapi.Client
 
 // NewClient returns a client of the API at base.
-func NewClient(base string) *Client {
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Timeout: 5 * time.Minute}}
-}
-
-func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("rekindle server at %s: %w (is `rekindle serve` running? set --server or REKINDLE_SERVER)", c.Base, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			err = errors.New(e.Error)
-		} else {
-			err = fmt.Errorf("%s %s: %s", method, path, resp.Status)
-		}
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return &apiError{err.Error(), ErrNotFound}
-		case http.StatusBadRequest:
-			return &apiError{err.Error(), ErrInvalid}
-		}
-		return err
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-// apiError is the server's message, matching ErrNotFound or ErrInvalid with
-// errors.Is.
-type apiError struct {
-	msg  string
-	kind error
-}
-
-func (e *apiError) Error() string { return e.msg }
-func (e *apiError) Unwrap() error { return e.kind }
-
-// Publish asks the server for a session.
-func (c *Client) Publish(ctx context.Context, req PublishRequest) (*SessionInfo, error) {
-	var info SessionInfo
-	if err := c.do(ctx, http.MethodPost, "/v1/sessions", req, &info); err != nil {
-		return nil, err
-	}
-	return &info, nil
-}
-
-// Session fetches one session.
-func (c *Client) Session(ctx context.Context, id string) (*SessionInfo, error) {
-	var info SessionInfo
-	if err := c.do(ctx, http.MethodGet, "/v1/sessions/"+id, nil, &info); err != nil {
-		return nil, err
-	}
-	return &info, nil
-}
-
-// Sessions lists sessions.
-func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
-	var list []SessionInfo
-	return list, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &list)
-}
-
-// Discard withdraws a session.
-func (c *Client) Discard(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+id, nil, nil)
-}
-
-// Status fetches the server's status.
-func (c *Client) Status(ctx context.Context) (*Status, error) {
-	var st Status
-	return &st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
-}
+func NewClient(base string) *Client { return storeapi.NewClient(base) }

@@ -12,8 +12,6 @@ package datastore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,12 +31,13 @@ import (
 	"github.com/rekindle/rekindle/backupfs/view"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd"
+	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
 
 // Export paths and their stable ids.
 const (
-	PointsExport   = "/points"
-	SessionsExport = "/rekindle"
+	PointsExport   = storeapi.PointsExport
+	SessionsExport = storeapi.SessionsExport
 	pointsID       = 1
 	sessionsID     = 2
 )
@@ -191,66 +190,24 @@ func (s *Service) Close() error {
 // CacheStats reports the chunk cache.
 func (s *Service) CacheStats() repo.CacheStats { return s.cache.Stats() }
 
-// PublishRequest asks for a session.
-type PublishRequest struct {
-	// ID attaches the export to an existing catalog session (the
-	// orchestrator's); empty creates a new session.
-	ID   string      `json:"id,omitempty"`
-	Kind string      `json:"kind,omitempty"` // catalog session kind; default "vm"
-	VMs  []PublishVM `json:"vms"`
-	// Allow lists the client networks (CIDRs or addresses) that may mount the
-	// session; default loopback.
-	Allow []string `json:"allow,omitempty"`
-}
-
-// PublishVM is one VM of a session.
-type PublishVM struct {
-	VM    string `json:"vm"`
-	Point string `json:"point,omitempty"` // default: the VM's latest restore point
-	// As is the folder name in the session (a test clone's new name);
-	// default the VM's name.
-	As string `json:"as,omitempty"`
-}
-
-// SessionInfo describes a published session.
-type SessionInfo struct {
-	ID       string          `json:"id"`
-	Kind     string          `json:"kind"`
-	State    string          `json:"state"`
-	NFSPath  string          `json:"nfs_path"` // server:/rekindle/<id>
-	Server   string          `json:"server"`
-	Export   string          `json:"export"` // /rekindle/<id>
-	Allow    []string        `json:"allow"`
-	VMs      []SessionVMInfo `json:"vms"`
-	Created  time.Time       `json:"created"`
-	Error    string          `json:"error,omitempty"`
-	Steps    []catalog.Step  `json:"steps,omitempty"`
-	Exported bool            `json:"exported"`
-}
-
-// SessionVMInfo is one VM folder of a session.
-type SessionVMInfo struct {
-	VM     string `json:"vm"`
-	Point  string `json:"point"`
-	Folder string `json:"folder"` // folder in the session, e.g. "web01"
-	VMX    string `json:"vmx"`    // path of the .vmx inside the export
-	Host   string `json:"host,omitempty"`
-}
+// The API's request and reply types are the orchestrator's (storeapi):
+// this service implements them.
+type (
+	PublishRequest = storeapi.PublishRequest
+	PublishVM      = storeapi.PublishVM
+	SessionInfo    = storeapi.SessionInfo
+	SessionVMInfo  = storeapi.SessionVMInfo
+)
 
 // ErrNotFound is returned (wrapped) for unknown sessions, VMs and points.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = storeapi.ErrNotFound
 
 // ErrInvalid is returned (wrapped) for requests that cannot be carried out as
 // asked.
-var ErrInvalid = errors.New("invalid request")
+var ErrInvalid = storeapi.ErrInvalid
 
-// NewSessionID returns a fresh session id, "rk-" and 8 hex digits: short,
-// because it names a datastore and a folder in the hypervisor's inventory.
-func NewSessionID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return "rk-" + hex.EncodeToString(b)
-}
+// NewSessionID returns a fresh session id (see storeapi.NewSessionID).
+func NewSessionID() string { return storeapi.NewSessionID() }
 
 func parseAllow(allow []string) ([]netip.Prefix, error) {
 	if len(allow) == 0 {
