@@ -37,7 +37,11 @@ const (
 type callState struct {
 	token  uint64
 	client netip.Addr
+	id     identity
 	born   time.Time
+	// access, when set, is what the caller may do: ACCESS's reply is cut to it.
+	access    uint32
+	hasAccess bool
 
 	mu  sync.Mutex
 	err error // the last error a filesystem returned, see note
@@ -131,6 +135,7 @@ func (s *Server) prepareForward(client netip.Addr, argsOff int, proc uint32, a *
 		return framed, nil
 	}
 	st := s.calls.add(client)
+	st.id, st.access, st.hasAccess = a.id, a.accessMask, a.hasAccessMask
 	args := framed[4+argsOff:]
 	out := make([]byte, 0, len(framed)+8*len(a.handleOffs))
 	out = append(out, framed[:4+argsOff]...)
@@ -154,7 +159,13 @@ func (s *Server) finishCall(st *callState, body []byte) {
 	if len(body) < 4 {
 		return
 	}
-	switch nfs.NFSStatus(binary.BigEndian.Uint32(body)) {
+	status := nfs.NFSStatus(binary.BigEndian.Uint32(body))
+	if status == nfs.NFSStatusOk && st.hasAccess && len(body) >= 8 {
+		m := body[len(body)-4:] // ACCESS3resok ends with the access bits
+		binary.BigEndian.PutUint32(m, binary.BigEndian.Uint32(m)&st.access)
+		return
+	}
+	switch status {
 	case nfs.NFSStatusAccess, nfs.NFSStatusIO, nfs.NFSStatusServerFault, nfs.NFSStatusNotDir:
 	default:
 		return
@@ -225,8 +236,27 @@ func (c *callFS) file(f billy.File, err error) (billy.File, error) {
 	return &noteFile{File: f, st: c.st}, nil
 }
 
+// Create makes a new file its caller's.
 func (c *callFS) Create(name string) (billy.File, error) {
-	return c.file(c.exportFS.Create(name))
+	_, statErr := c.exportFS.Lstat(name)
+	f, err := c.file(c.exportFS.Create(name))
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		if err := c.own(name); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, err
+}
+
+// own gives a new file to the caller (root's files are root's already).
+func (c *callFS) own(name string) error {
+	if c.st.id.root() {
+		return nil
+	}
+	err := newAttrChanger(c.exportFS).Lchown(name, int(c.st.id.uid), int(c.st.id.gid))
+	c.st.note(err)
+	return err
 }
 
 func (c *callFS) Open(name string) (billy.File, error) {
@@ -265,9 +295,14 @@ func (c *callFS) TempFile(dir, prefix string) (billy.File, error) {
 	return c.file(c.exportFS.TempFile(dir, prefix))
 }
 
+// MkdirAll makes a new directory its caller's (go-nfs makes one at a time).
 func (c *callFS) MkdirAll(name string, perm os.FileMode) error {
+	_, statErr := c.exportFS.Lstat(name)
 	err := c.exportFS.MkdirAll(name, perm)
 	c.st.note(err)
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		err = c.own(name)
+	}
 	return err
 }
 

@@ -30,7 +30,12 @@ func newAttrChanger(fs *exportFS) *attrChanger {
 	case *osfs.BoundOS:
 		c.root = u.Root()
 	case *chroot.ChrootHelper:
-		if _, ok := u.Underlying().(*osfs.ChrootOS); ok {
+		// osfs.New wraps its ChrootOS in a polyfill inside the chroot.
+		under := u.Underlying()
+		if p, ok := under.(interface{ Underlying() billy.Basic }); ok {
+			under = p.Underlying()
+		}
+		if _, ok := under.(*osfs.ChrootOS); ok {
 			c.root = u.Root()
 		}
 	}

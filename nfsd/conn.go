@@ -309,7 +309,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 		s.m.refused.WithLabelValues(refusedGarbage).Inc()
 		return nil, c.reply(rpc.AcceptedReply(call.XID, rpc.GarbageArgs).Bytes())
 	}
-	if st, reason := s.checkNFS(c.client, call.Proc, &args); st != nfs.NFSStatusOk {
+	if st, reason := s.checkNFS(c.client, call.Cred, call.Proc, &args); st != nfs.NFSStatusOk {
 		s.m.refused.WithLabelValues(reason).Inc()
 		s.observe(nfsProcName(call.Proc), time.Since(start))
 		return nil, c.reply(nfsErrorReply(call.XID, call.Proc, st))

@@ -53,11 +53,12 @@ func FuzzNFSCall(f *testing.F) {
 	f.Add(uint32(procWrite), writeArgsHow(fileFH, 0, 3, 9, []byte("abc")))
 	f.Add(uint32(procWrite), writeArgs(dirFH, 0, []byte("x")))
 	client := netip.MustParseAddr("127.0.0.1")
+	user := rpc.Auth{Flavor: rpc.AuthUnix, Body: rpc.UnixCredBody(rpc.UnixCred{UID: 1000, GID: 1000, GIDs: []uint32{10}})}
 	f.Fuzz(func(t *testing.T, proc uint32, args []byte) {
 		if proc <= procCommit {
 			a, err := parseNFSArgs(proc, args)
 			if err == nil {
-				s.checkNFS(client, proc, &a)
+				s.checkNFS(client, user, proc, &a)
 				if a.readCount >= 0 && a.readCount+4 > len(args) {
 					t.Fatalf("READ count offset %d outside %d bytes of arguments", a.readCount, len(args))
 				}

@@ -18,6 +18,8 @@ const (
 	refusedAuth    = "auth"    // unsupported credential flavor
 	refusedGarbage = "garbage" // not an RPC call, too large, or undecodable arguments
 	refusedROFS    = "rofs"    // change on a read-only export
+	// refusedPermission: the caller's identity may not (mode bits, owner)
+	refusedPermission = "permission"
 )
 
 type metrics struct {

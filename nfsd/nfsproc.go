@@ -89,6 +89,12 @@ type nfsArgs struct {
 	// offset and count of a WRITE
 	offset uint64
 	count  uint32
+	// sattr is what SETATTR, CREATE or MKDIR asks to set.
+	sattr sattr3
+	// Set by checkNFS: the caller, and for ACCESS what it may do.
+	id            identity
+	accessMask    uint32
+	hasAccessMask bool
 }
 
 type dirName struct {
@@ -123,6 +129,7 @@ func parseNFSArgs(proc uint32, args []byte) (nfsArgs, error) {
 		fh()
 	case procSetattr:
 		fh()
+		a.sattr = parseSattr3(rpc.NewDecoder(args[d.Offset():]))
 		a.mutating, a.ordered = true, true
 	case procCommit:
 		fh()
@@ -146,6 +153,17 @@ func parseNFSArgs(proc uint32, args []byte) (nfsArgs, error) {
 		fh()
 		name()
 		a.mutating = true
+		// The attributes are go-nfs's to refuse if undecodable: read them
+		// on a decoder of their own.
+		rest := rpc.NewDecoder(args[min(d.Offset(), len(args)):])
+		switch proc {
+		case procCreate:
+			if how := rest.Uint32(); how != 2 { // not EXCLUSIVE
+				a.sattr = parseSattr3(rest)
+			}
+		case procMkdir:
+			a.sattr = parseSattr3(rest)
+		}
 	case procSymlink:
 		fh()
 		name()
@@ -212,10 +230,11 @@ func checkName(proc uint32, name []byte) (nfs.NFSStatus, bool) {
 // checkNFS applies the export, path and name rules to a call. It returns
 // NFSStatusOk to forward the call, or the status to refuse it with and the reason
 // to count.
-func (s *Server) checkNFS(client netip.Addr, proc uint32, a *nfsArgs) (nfs.NFSStatus, string) {
+func (s *Server) checkNFS(client netip.Addr, cred rpc.Auth, proc uint32, a *nfsArgs) (nfs.NFSStatus, string) {
 	var exps [2]*export
 	var paths [2][]string
 	var checkPaths [2]bool
+	var fids [2]uint64
 	for i, fh := range a.handles {
 		if len(fh) > maxHandleLen {
 			return nfs.NFSStatusBadHandle, refusedHandle
@@ -231,7 +250,7 @@ func (s *Server) checkNFS(client netip.Addr, proc uint32, a *nfsArgs) (nfs.NFSSt
 		if !s.admitsExport(exp, client) {
 			return nfs.NFSStatusAccess, refusedExport
 		}
-		exps[i] = exp
+		exps[i], fids[i] = exp, fid
 		if s.pathRules(exp) {
 			parts, err := exp.pathOf(fid, false)
 			if err != nil {
@@ -271,6 +290,39 @@ func (s *Server) checkNFS(client netip.Addr, proc uint32, a *nfsArgs) (nfs.NFSSt
 		}
 		if !s.admitsPath(exps[n.dir], client, slashPath(p)) {
 			return nfs.NFSStatusAccess, refusedPath
+		}
+	}
+	if exps[0] != nil {
+		// Who calls, and may they.
+		pathsOf := func() bool {
+			for i := range a.handles {
+				if !checkPaths[i] {
+					parts, err := exps[i].pathOf(fids[i], false)
+					if err != nil {
+						return false
+					}
+					paths[i], checkPaths[i] = parts, true
+				}
+			}
+			return true
+		}
+		q := s.cfg.Squash
+		if s.hasSquashRules(exps[0]) {
+			if !pathsOf() {
+				return nfs.NFSStatusStale, refusedStale
+			}
+			for i := range a.handles {
+				q = max(q, s.squashFor(exps[i], slashPath(paths[i])))
+			}
+		}
+		a.id = identityOf(cred, q)
+		if !a.id.root() || proc == procAccess {
+			if !pathsOf() {
+				return nfs.NFSStatusStale, refusedStale
+			}
+			if st := s.checkPermission(a.id, proc, a, exps, paths); st != nfs.NFSStatusOk {
+				return st, refusedPermission
+			}
 		}
 	}
 	switch {

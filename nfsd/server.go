@@ -88,6 +88,10 @@ type Config struct {
 	// below it. A false answer refuses the call with NFS3ERR_ACCES (MNT3ERR_ACCES on
 	// MNT). It runs on the hot path: keep it quick.
 	Authorize func(client netip.Addr, export, pathInExport string) bool
+	// Squash maps untrusted identities to nobody on every export: SquashRoot
+	// for uid 0, SquashAll for everyone (see identity.go). SetSubtreeSquash
+	// adds stricter rules per subtree.
+	Squash Squash
 }
 
 // Export publishes a filesystem.
@@ -163,6 +167,7 @@ type export struct {
 	ider     FileIDer
 	table    *handleTable
 	subtrees []subtreeRule // longest first
+	squashes []squashRule  // longest first
 	log      *slog.Logger
 	noSync   atomic.Bool // warned that files cannot be synced
 }

@@ -42,6 +42,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Value: "127.0.0.1:7481", Usage: "Prometheus /metrics listen address, or off", EnvVars: []string{"REKINDLE_METRICS"}}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "server-name", Usage: "host name or address hypervisors use to reach this server (default: the NFS address's host, else 127.0.0.1)", EnvVars: []string{"REKINDLE_SERVER_NAME"}}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allow", Usage: "CIDR admitted to the read-only /points export (repeatable; default loopback)", EnvVars: []string{"REKINDLE_ALLOW"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "squash", Value: "none", Usage: "NFS identities mapped to nobody (65534) on every export: none, root (uid 0) or all", EnvVars: []string{"REKINDLE_SQUASH"}}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
@@ -60,7 +61,8 @@ func serveCommands() []*cli.Command {
 			Flags: apiFlags(jsonFlag,
 				&cli.StringSliceFlag{Name: "vm", Required: true, Usage: "VM to publish (repeatable)"},
 				&cli.StringSliceFlag{Name: "point", Usage: "restore point id per --vm, in order (default: latest)"},
-				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"}),
+				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"},
+				&cli.StringFlag{Name: "squash", Value: "none", Usage: "the session's NFS identities mapped to nobody: none, root (uid 0) or all"}),
 			Action: publishCmd,
 		},
 		{
@@ -140,8 +142,8 @@ func serveCmd(c *cli.Context) error {
 	svc, err := datastore.New(c.Context, datastore.Config{
 		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
 		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),
-		NoFastPath: c.Bool("no-fast-path"),
-		Logger:     log, Registry: reg,
+		NoFastPath: c.Bool("no-fast-path"), Squash: c.String("squash"),
+		Logger: log, Registry: reg,
 	})
 	if err != nil {
 		return err
@@ -246,7 +248,7 @@ func publishCmd(c *cli.Context) error {
 	if len(points) > len(vms) {
 		return &exitError{2, "publish: more --point than --vm flags"}
 	}
-	req := datastore.PublishRequest{Allow: c.StringSlice("allow")}
+	req := datastore.PublishRequest{Allow: c.StringSlice("allow"), Squash: c.String("squash")}
 	for i, vm := range vms {
 		pv := datastore.PublishVM{VM: vm}
 		if i < len(points) {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/view"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/internal/durable"
 	"github.com/rekindle/rekindle/nfsd"
 	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
@@ -61,8 +63,12 @@ type Config struct {
 	// NoFastPath sends READ and WRITE through go-nfs instead of the front's
 	// fast path (a fallback for operators; see nfsd.Config).
 	NoFastPath bool
-	Logger     *slog.Logger
-	Registry   *prometheus.Registry
+	// Squash maps untrusted NFS identities to nobody on every export: "root"
+	// (uid 0) or "all"; empty or "none" trusts them (ESXi writes as root).
+	// A session may ask for a stricter squash of its own.
+	Squash   string
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
 }
 
 // Service is a running datastore.
@@ -84,6 +90,7 @@ type Service struct {
 type session struct {
 	id      string
 	allow   []netip.Prefix
+	squash  nfsd.Squash
 	overlay *overlay.Overlay
 	vms     []catalog.SessionVM
 	created time.Time
@@ -103,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = "127.0.0.1"
 	}
-	for _, d := range []string{"sessions", "discarded"} {
+	for _, d := range []string{"sessions", "discarded", "squash"} {
 		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("state folder: %w", err)
 		}
@@ -117,7 +124,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.root = view.NewMountFS("sessions")
 	// Sessions write into the state folder: its free space is the datastore's.
 	s.root.SetSpace(view.FolderSpace(cfg.StateDir))
-	ncfg := nfsd.Config{
+	squash, err := nfsd.ParseSquash(cfg.Squash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	ncfg := nfsd.Config{Squash: squash,
 		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
 		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow, NoFastPath: cfg.NoFastPath,
 	}
@@ -246,6 +257,10 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 	if err != nil {
 		return nil, err
 	}
+	squash, err := nfsd.ParseSquash(req.Squash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	if req.Kind == "" {
 		req.Kind = catalog.KindVM
 	}
@@ -294,7 +309,10 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 	_, exists := s.sessions[id]
 	s.mu.Unlock()
 	if !exists {
-		if err := s.export(id, vms, allow); err != nil {
+		if err := s.saveSquash(id, squash); err != nil {
+			return nil, err
+		}
+		if err := s.export(id, vms, allow, squash); err != nil {
 			if req.ID == "" {
 				s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionFailed, err.Error())
 			}
@@ -339,7 +357,7 @@ func (s *Service) resolvePoint(ctx context.Context, vm, point string) (*repo.Res
 }
 
 // export builds the session's overlay and puts it under /rekindle/<id>.
-func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefix) error {
+func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefix, squash nfsd.Squash) error {
 	base := view.NewMountFS("base:" + id)
 	for _, v := range vms {
 		sub, err := view.Sub(s.points, "/"+v.VM+"/"+v.PointID)
@@ -360,8 +378,13 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 		ov.Close()
 		return fmt.Errorf("session %s: %w", id, os.ErrExist)
 	}
-	// The rule first, then the folder: no client may see the folder before
-	// the rule that admits only the session's networks is in place.
+	// The rules first, then the folder: no client may see the folder before
+	// the rules that admit only the session's networks and squash its
+	// identities are in place.
+	if err := s.nfs.SetSubtreeSquash(SessionsExport, "/"+id, squash); err != nil {
+		ov.Close()
+		return err
+	}
 	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, allow); err != nil {
 		ov.Close()
 		return err
@@ -371,7 +394,7 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 		ov.Close()
 		return err
 	}
-	s.sessions[id] = &session{id: id, allow: allow, overlay: ov, vms: vms, created: time.Now()}
+	s.sessions[id] = &session{id: id, allow: allow, squash: squash, overlay: ov, vms: vms, created: time.Now()}
 	s.updateAllowLocked()
 	return nil
 }
@@ -410,7 +433,13 @@ func (s *Service) restoreSessions(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.export(id, cs.VMs, allow); err != nil {
+		squash, err := s.loadSquash(id)
+		if err != nil {
+			s.log.Error("session could not be re-exported", "session", id, "err", err)
+			s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionFailed, "re-export after restart: "+err.Error())
+			continue
+		}
+		if err := s.export(id, cs.VMs, allow, squash); err != nil {
 			s.log.Error("session could not be re-exported", "session", id, "err", err)
 			s.cfg.Catalog.SetSessionState(ctx, id, catalog.SessionFailed, "re-export after restart: "+err.Error())
 			continue
@@ -436,6 +465,7 @@ func (s *Service) Discard(ctx context.Context, id string) error {
 	delete(s.sessions, id)
 	s.root.Unmount(id)
 	s.nfs.SetSubtreeAllow(SessionsExport, "/"+id, nil)
+	s.nfs.SetSubtreeSquash(SessionsExport, "/"+id, nfsd.SquashNone)
 	s.updateAllowLocked()
 	s.mu.Unlock()
 	if ss != nil {
@@ -481,12 +511,15 @@ func (s *Service) Sessions(ctx context.Context) ([]SessionInfo, error) {
 
 func (s *Service) info(cs *catalog.Session) *SessionInfo {
 	s.mu.Lock()
-	_, exported := s.sessions[cs.ID]
+	ss, exported := s.sessions[cs.ID]
 	s.mu.Unlock()
 	si := &SessionInfo{ID: cs.ID, Kind: cs.Kind, State: cs.State, NFSPath: cs.NFSPath, Server: s.cfg.ServerName,
 		Allow: cs.Allow, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported}
 	if exported {
 		si.Export = SessionsExport + "/" + cs.ID
+		if ss.squash != nfsd.SquashNone {
+			si.Squash = ss.squash.String()
+		}
 	}
 	for _, v := range cs.VMs {
 		si.VMs = append(si.VMs, SessionVMInfo{VM: v.VM, Point: v.PointID, Folder: v.Name, Host: v.Host,
@@ -573,4 +606,42 @@ func (s *Service) freshID(ctx context.Context) (string, error) {
 		return id, nil
 	}
 	return "", errors.New("publish: no unused session id after 16 draws")
+}
+
+// A session's squash is kept in <state>/squash/<id> ("root" or "all"; no file
+// is none), beside its overlay, so that a restart squashes as before.
+
+func (s *Service) squashFile(id string) string {
+	return filepath.Join(s.cfg.StateDir, "squash", id)
+}
+
+func (s *Service) saveSquash(id string, q nfsd.Squash) error {
+	if err := repo.ValidName(id); err != nil {
+		return fmt.Errorf("%w: session id %v", ErrInvalid, err)
+	}
+	if q == nfsd.SquashNone {
+		if err := os.Remove(s.squashFile(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("session %s: squash: %w", id, err)
+		}
+		return nil
+	}
+	if err := durable.WriteFile(durable.OS(), s.squashFile(id), []byte(q.String()+"\n"), 0o644); err != nil {
+		return fmt.Errorf("session %s: squash: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Service) loadSquash(id string) (nfsd.Squash, error) {
+	b, err := os.ReadFile(s.squashFile(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nfsd.SquashNone, nil
+	}
+	if err != nil {
+		return nfsd.SquashNone, fmt.Errorf("session %s: squash: %w", id, err)
+	}
+	q, err := nfsd.ParseSquash(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nfsd.SquashNone, fmt.Errorf("session %s: %s: %w", id, s.squashFile(id), err)
+	}
+	return q, nil
 }

@@ -209,3 +209,44 @@ func mustLookupPath(t *testing.T, r *rawClient, dir []byte, name string) []byte 
 	}
 	return fh
 }
+
+// TestSessionSquash: a session published with squash "root" treats root as
+// nobody, across a restart, while another session trusts root.
+func TestSessionSquash(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	sq, err := e.svc.Publish(ctx, PublishRequest{VMs: []PublishVM{{VM: "web01"}}, Squash: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sq.Squash != "root" {
+		t.Errorf("published session says squash %q, want root", sq.Squash)
+	}
+	trusted, err := e.svc.Publish(ctx, PublishRequest{VMs: []PublishVM{{VM: "web01"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Publish(ctx, PublishRequest{VMs: []PublishVM{{VM: "web01"}}, Squash: "some"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("squash \"some\": %v, want ErrInvalid", err)
+	}
+	check := func(when string) {
+		c := dialFrom(t, "127.0.0.1", e.svc.NFSAddr()) // rpc.Client calls as uid 0
+		for _, s := range []struct {
+			id   string
+			want uint32
+		}{{sq.ID, nfsAcces}, {trusted.ID, nfsStatOK}} {
+			st, root := c.mount("/rekindle/" + s.id)
+			if st != 0 {
+				t.Fatalf("%s: MNT: %d", when, st)
+			}
+			vm := mustLookupPath(t, c, root, "web01")
+			if st, _ := c.nfs3(procCreate, createArgs(vm, "by-root-"+when)); st != s.want {
+				t.Errorf("%s: root CREATE in session %s: %d, want %d", when, s.id, st, s.want)
+			}
+		}
+	}
+	check("before")
+	e.stop()
+	e.start()
+	check("after-restart")
+}

@@ -35,6 +35,9 @@ type PublishRequest struct {
 	// Allow lists the client networks (CIDRs or addresses) that may mount the
 	// session; default loopback.
 	Allow []string `json:"allow,omitempty"`
+	// Squash maps the session's NFS identities to nobody (65534): "root"
+	// (uid 0) or "all"; default "none" (the server's --squash still applies).
+	Squash string `json:"squash,omitempty"`
 }
 
 // PublishVM is one VM of a session.
@@ -55,6 +58,7 @@ type SessionInfo struct {
 	Server   string          `json:"server"`
 	Export   string          `json:"export"` // /rekindle/<id>
 	Allow    []string        `json:"allow"`
+	Squash   string          `json:"squash,omitempty"` // none when empty
 	VMs      []SessionVMInfo `json:"vms"`
 	Created  time.Time       `json:"created"`
 	Error    string          `json:"error,omitempty"`
