@@ -102,11 +102,10 @@ func (e *env) noSnapshots(t *testing.T, vm *object.VirtualMachine) {
 }
 
 func random(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed))
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
+	_, _ = rand.NewChaCha8(key).Read(b)
 	return b
 }
 

@@ -25,6 +25,7 @@ package vcsimext
 //     valid while the lease is open and refused after Complete or Abort.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -240,14 +241,9 @@ func fingerprint(file string, size int64) (*cbtRecord, error) {
 	return rec, nil
 }
 
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
+var zeroBlock = make([]byte, CBTBlockSize)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
 
 // zeroPadded reads a file as if it were size bytes long.
 type zeroPadded struct {
