@@ -15,6 +15,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(pruneChildEnv); dir != "" {
+		os.Exit(pruneChild(dir)) // a prune for TestPruneKilled to kill
+	}
 	code := m.Run()
 	benchdata.Cleanup()
 	os.Exit(code)

@@ -88,12 +88,12 @@ func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error
 	}
 	host, _ := os.Hostname()
 	var err error
-	for attempt := range 4 {
+	for attempt := range 3 {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			case <-time.After(time.Duration(attempt*attempt) * 50 * time.Millisecond):
 			}
 		}
 		now := time.Now().UTC()
