@@ -134,6 +134,11 @@ func backupImport(c *cli.Context) error {
 		return err
 	}
 	defer cat.Close()
+	unlock, err := lockRepo(c, r, repo.LockShared, "backup import")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	src := c.Args().First()
 	pr := newProgress("import "+filepath.Base(src), c.Bool("quiet") || c.Bool("json"))
 	p, err := ingest.Import(c.Context, r, src, ingest.Options{
@@ -218,6 +223,11 @@ func exportCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockRepo(c, r, repo.LockShared, "export")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p, err := r.Point(c.String("point"))
 	if err != nil {
 		return err
@@ -305,6 +315,11 @@ func verifyCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockRepo(c, r, repo.LockShared, "verify")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var pts []*repo.RestorePoint
 	if ids := c.StringSlice("point"); len(ids) > 0 {
 		for _, id := range ids {

@@ -168,3 +168,13 @@ func runPrune(c *cli.Context, r *repo.Repo) error {
 		rep.ChunksRemoved, rep.IndexesRemoved, humanBytes(rep.BytesRemoved), rep.ChunksKept, rep.Points, rep.Duration.Round(time.Millisecond))
 	return nil
 }
+
+// lockRepo takes a repository lock for the command; a conflict is exit
+// status 1 with the holder named.
+func lockRepo(c *cli.Context, r *repo.Repo, kind, purpose string) (func(), error) {
+	l, err := r.Lock(c.Context, kind, purpose)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Unlock() }, nil
+}

@@ -85,3 +85,27 @@ func TestForgetAndPrune(t *testing.T) {
 		t.Fatalf("second prune: %q", out)
 	}
 }
+
+// One repository has one server: a second serve is refused naming the
+// first; prune waits for no one and is refused while serve runs; a killed
+// server's lock does not outlive it.
+func TestServeLock(t *testing.T) {
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	run(t, false, "init", "--repo", repoDir)
+	api := freePort(t)
+	s := &server{t: t, api: api, args: []string{"serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--api", api, "--metrics", "off"}}
+	s.start()
+	defer s.kill()
+	pid := fmt.Sprintf("pid %d", s.cmd.Process.Pid)
+	_, stderr := run(t, true, "serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--api", freePort(t), "--metrics", "off")
+	if !strings.Contains(stderr, "another `rekindle serve` uses this repository") || !strings.Contains(stderr, pid) {
+		t.Fatalf("second serve: %q", stderr)
+	}
+	if _, stderr := run(t, true, "prune", "--repo", repoDir); !strings.Contains(stderr, `lock of "serve" held by `+pid) {
+		t.Fatalf("prune while serving: %q", stderr)
+	}
+	s.kill()
+	if out, _ := run(t, false, "prune", "--repo", repoDir); !strings.Contains(out, "prune: removed 0 chunks") {
+		t.Fatalf("prune after the server died: %q", out)
+	}
+}

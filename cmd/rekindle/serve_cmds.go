@@ -92,6 +92,11 @@ func serveCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockRepo(c, r, repo.LockServe, "serve")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	state := c.String("state")
 	if state == "" {
 		state = filepath.Join(r.Dir, "state")
