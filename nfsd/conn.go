@@ -94,6 +94,7 @@ type fwdCall struct {
 	start  time.Time
 	done   chan struct{} // closed once answered, if not nil
 	st     *callState    // what go-nfs's filesystems learn of the call (call.go), or nil
+	drc    *drcEntry     // the call's place in the duplicate request cache (drc.go), or nil
 }
 
 func (s *Server) newClientConn(nc net.Conn) *clientConn {
@@ -309,10 +310,20 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 		s.m.refused.WithLabelValues(refusedGarbage).Inc()
 		return nil, c.reply(rpc.AcceptedReply(call.XID, rpc.GarbageArgs).Bytes())
 	}
+	var drc *drcEntry
+	if cached(call.Proc, &args) {
+		var dup *drcEntry
+		if drc, dup = s.drc.begin(c.client, call); dup != nil {
+			s.observe(nfsProcName(call.Proc), time.Since(start))
+			return nil, c.answerDuplicate(dup)
+		}
+	}
 	if st, reason := s.checkNFS(c.client, call.Cred, call.Proc, &args); st != nfs.NFSStatusOk {
 		s.m.refused.WithLabelValues(reason).Inc()
 		s.observe(nfsProcName(call.Proc), time.Since(start))
-		return nil, c.reply(nfsErrorReply(call.XID, call.Proc, st))
+		rec := nfsErrorReply(call.XID, call.Proc, st)
+		s.drc.finish(drc, rec)
+		return nil, c.reply(rec)
 	}
 	if args.readCount >= 0 {
 		p := call.Args[args.readCount : args.readCount+4]
@@ -322,7 +333,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 	}
 	framed, cs := s.prepareForward(c.client, call.ArgsOffset, call.Proc, &args, framed)
 	binary.BigEndian.PutUint32(framed[:4], uint32(len(framed)-4)|1<<31)
-	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start, st: cs}
+	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start, st: cs, drc: drc}
 	if args.ordered {
 		fc.key = string(args.handles[0])
 	}
@@ -585,6 +596,7 @@ func (c *clientConn) runPipe(p *pipe) {
 		}
 		var ok bool
 		buf, ok = c.relay(p, fc, buf)
+		c.s.drc.abandon(fc.drc) // unless relay answered it
 		c.release(p, fc.key)
 		if fc.done != nil {
 			close(fc.done)
@@ -636,6 +648,7 @@ func (c *clientConn) relay(p *pipe, fc *fwdCall, buf []byte) ([]byte, bool) {
 		s.log.Error("nfsd: handle table not durable; failing the call", "err", err)
 		out = rpc.AcceptedReply(fc.xid, rpc.SystemErr).Bytes()
 	}
+	s.drc.finish(fc.drc, out)
 	ok := c.reply(out)
 	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
 	return rec[:0], ok

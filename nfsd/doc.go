@@ -42,6 +42,13 @@
 //     call (callFS) filters listings and keeps the errors the filesystem
 //     returned; the front then answers with the status the error means
 //     (nfsStatusOf: ENOSPC is NOSPC, EXDEV is XDEV, ...), not go-nfs's guess.
+//   - Identities (identity.go): a call's AUTH_SYS uid, gid and auxiliary gids
+//     are checked against file modes in the front, as a normal NFS server
+//     would; uid 0 may do anything unless squashed (Config.Squash,
+//     SetSubtreeSquash).
+//   - The duplicate request cache (drc.go) answers a non-idempotent call sent
+//     again (same client address, XID, procedure and arguments) with the first
+//     call's reply.
 //   - A file handle is 20 bytes: version, export id, stable file id, checksum (see
 //     handle.go). File ids come from the filesystem when it implements FileIDer;
 //     otherwise from a handle table persisted under Config.StateDir. Handles are

@@ -29,6 +29,7 @@ type metrics struct {
 	writeBytes prometheus.Counter
 	conns      prometheus.Gauge
 	refused    *prometheus.CounterVec
+	duplicates prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,11 +59,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rekindle_nfs_refused_total",
 			Help: "Calls and connections refused, by reason.",
 		}, []string{"reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rekindle_nfs_duplicate_calls_total",
+			Help: "Calls sent again (same client, XID and arguments) and answered from the duplicate request cache.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.calls, m.duration, m.readBytes, m.writeBytes, m.conns, m.refused} {
+	for _, c := range []prometheus.Collector{m.calls, m.duration, m.readBytes, m.writeBytes, m.conns, m.refused, m.duplicates} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

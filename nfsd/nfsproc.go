@@ -91,6 +91,8 @@ type nfsArgs struct {
 	count  uint32
 	// sattr is what SETATTR, CREATE or MKDIR asks to set.
 	sattr sattr3
+	// guarded: a SETATTR with a ctime guard
+	guarded bool
 	// Set by checkNFS: the caller, and for ACCESS what it may do.
 	id            identity
 	accessMask    uint32
@@ -129,7 +131,9 @@ func parseNFSArgs(proc uint32, args []byte) (nfsArgs, error) {
 		fh()
 	case procSetattr:
 		fh()
-		a.sattr = parseSattr3(rpc.NewDecoder(args[d.Offset():]))
+		rest := rpc.NewDecoder(args[d.Offset():])
+		a.sattr = parseSattr3(rest)
+		a.guarded = rest.Bool()
 		a.mutating, a.ordered = true, true
 	case procCommit:
 		fh()

@@ -150,7 +150,8 @@ type Server struct {
 	mountsMu sync.Mutex
 	mounts   map[mountEntry]struct{}
 
-	calls callTable // calls in go-nfs (call.go)
+	calls callTable  // calls in go-nfs (call.go)
+	drc   replyCache // replies of calls that must not run twice (drc.go)
 
 	connsMu sync.Mutex
 	conns   map[*clientConn]struct{}
