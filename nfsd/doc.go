@@ -32,6 +32,8 @@
 //     call, not only MNT, so a rule changed at run time applies at once. Where
 //     subtree rules nest, the deepest one covering a path decides, so a client may
 //     mount a subtree whose rule admits it below a directory that does not.
+//     A folder of tenants (SetSubtreeAllowOnly) admits its clients to itself
+//     only: an entry inside it is nobody's until its own rule is there.
 //   - Tenancy (tenancy.go): a client sees only what it is admitted to. READDIR
 //     and READDIRPLUS leave out entries it may not use, MOUNT EXPORT lists the
 //     exports and subtrees it may mount, with its own networks as groups, and

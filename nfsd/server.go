@@ -176,6 +176,8 @@ type export struct {
 type subtreeRule struct {
 	path  string // "/sess"
 	allow []netip.Prefix
+	// only: allow admits to path itself; below it only deeper rules admit
+	only bool
 }
 
 // New binds the NFS port and, if configured, the portmapper. Serve starts
@@ -519,6 +521,19 @@ func (s *Server) SetExportAllow(exportPath string, allow []netip.Prefix) error {
 // nil allow removes the rule; an empty one admits nobody. Where rules nest, the
 // deepest one decides.
 func (s *Server) SetSubtreeAllow(exportPath, subtree string, allow []netip.Prefix) error {
+	return s.setSubtreeRule(exportPath, subtree, allow, false)
+}
+
+// SetSubtreeAllowOnly makes subtree a folder of tenants: allow admits clients
+// to the folder itself, and nobody to anything inside it but what a deeper
+// rule admits. An entry that appears inside it before its own rule is there
+// (a session being published) is invisible to every client. A nil allow
+// removes the rule.
+func (s *Server) SetSubtreeAllowOnly(exportPath, subtree string, allow []netip.Prefix) error {
+	return s.setSubtreeRule(exportPath, subtree, allow, true)
+}
+
+func (s *Server) setSubtreeRule(exportPath, subtree string, allow []netip.Prefix, only bool) error {
 	parts, err := splitPath(subtree)
 	if err != nil {
 		return fmt.Errorf("nfsd: subtree %q: %w", subtree, err)
@@ -537,7 +552,7 @@ func (s *Server) SetSubtreeAllow(exportPath, subtree string, allow []netip.Prefi
 		}
 	}
 	if allow != nil {
-		rules = append(rules, subtreeRule{path: p, allow: clonePrefixes(allow)})
+		rules = append(rules, subtreeRule{path: p, allow: clonePrefixes(allow), only: only})
 	}
 	sort.Slice(rules, func(i, j int) bool { return len(rules[i].path) > len(rules[j].path) })
 	exp.subtrees = rules
@@ -614,7 +629,7 @@ func (s *Server) admitsRule(exp *export, client netip.Addr, p string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if r := ruleFor(exp.subtrees, p); r != nil {
-		return contains(r.allow, client)
+		return (!r.only || p == r.path) && contains(r.allow, client)
 	}
 	return true
 }

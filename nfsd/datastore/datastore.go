@@ -149,11 +149,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	// default), and lists to each client only the sessions it is admitted
 	// to; each session's folder admits its own networks, and nobody else: a
 	// client admitted to its session only can neither mount the root nor
-	// climb to it with LOOKUP "..".
+	// climb to it with LOOKUP "..". A folder without a rule of its own (a
+	// session being published) is nobody's.
 	if err := s.nfs.SetExportAllow(SessionsExport, nil); err != nil {
 		return nil, err
 	}
-	if err := s.nfs.SetSubtreeAllow(SessionsExport, "/", cfg.PointsAllow); err != nil {
+	if err := s.nfs.SetSubtreeAllowOnly(SessionsExport, "/", cfg.PointsAllow); err != nil {
 		return nil, err
 	}
 	if err := s.restoreSessions(ctx); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rekindle/rekindle/backupfs/view"
 	"github.com/rekindle/rekindle/nfsd/rpc"
 )
 
@@ -249,4 +250,28 @@ func TestSessionSquash(t *testing.T) {
 	e.stop()
 	e.start()
 	check("after-restart")
+}
+
+// TestFolderWithoutRuleIsNobodys: a session folder that is there before its
+// allow-list (as while it is being published) is invisible to every client,
+// the admin included, and cannot be mounted.
+func TestFolderWithoutRuleIsNobodys(t *testing.T) {
+	e := newEnv(t, "")
+	if err := e.svc.root.Mount("rk-norule", view.NewMountFS("norule")); err != nil {
+		t.Fatal(err)
+	}
+	admin := dialFrom(t, "127.0.0.1", e.svc.NFSAddr())
+	st, root := admin.mount("/rekindle")
+	if st != 0 {
+		t.Fatalf("admin: MNT /rekindle: %d", st)
+	}
+	if names := admin.readdir(root); len(names) != 0 {
+		t.Errorf("admin: READDIR /rekindle lists %v, a folder without its rule", names)
+	}
+	if st, _ := admin.lookup(root, "rk-norule"); st != nfsAcces {
+		t.Errorf("admin: LOOKUP of a folder without its rule: %d, want ACCES", st)
+	}
+	if st, _ := admin.mount("/rekindle/rk-norule"); st != mntAcces {
+		t.Errorf("admin: MNT of a folder without its rule: %d, want MNT3ERR_ACCES", st)
+	}
 }
