@@ -36,6 +36,10 @@ func FuzzNFSCall(f *testing.F) {
 	rootFH, dirFH, fileFH := encodeHandle(7, root), encodeHandle(7, dir), encodeHandle(7, file)
 
 	f.Add(uint32(procGetattr), handleArg(rootFH))
+	f.Add(uint32(procSetattr), setattrArgs(fileFH, u32(0o600), u32(0)))
+	f.Add(uint32(procCreate), guardedCreateArgs(dirFH, "new"))
+	f.Add(uint32(procAccess), append(handleArg(fileFH), 0, 0, 0, 0x3f))
+	f.Add(uint32(procRemove), dirOpArgs(dirFH, "file"))
 	f.Add(uint32(procLookup), dirOpArgs(dirFH, "file"))
 	f.Add(uint32(procLookup), dirOpArgs(dirFH, ".."))
 	f.Add(uint32(procLookup), dirOpArgs(dirFH, "sub"))
