@@ -63,6 +63,10 @@
 // and NFS3ERR_ACCES on any call that names a file there. Malformed file handles get
 // NFS3ERR_BADHANDLE; handles of removed exports or files get NFS3ERR_STALE; names
 // that are empty, ".." (except in LOOKUP), contain "/" or NUL get NFS3ERR_INVAL.
+// A caller whose identity the file modes refuse gets NFS3ERR_ACCES, and
+// NFS3ERR_PERM for a change of owner, group or mode only the owner or root may
+// make. SYMLINK out of the export and MKNOD get NFS3ERR_NOTSUPP, COMMIT on a
+// read-only export NFS3ERR_ROFS, a WRITE past 2^63-1 NFS3ERR_FBIG.
 // Bytes that are not an RPC call, and records over the size limit, close the
 // connection.
 //

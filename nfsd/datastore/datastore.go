@@ -577,18 +577,7 @@ func (s *Service) retire(id string) error {
 	if err := repo.ValidName(id); err != nil {
 		return fmt.Errorf("%w: session id %v", ErrInvalid, err)
 	}
-	f, err := os.OpenFile(s.tombstone(id), os.O_WRONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		return fmt.Errorf("session %s: retire its id: %w", id, err)
-	}
-	err = errors.Join(f.Sync(), f.Close())
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(filepath.Dir(s.tombstone(id))); err == nil {
-			err = errors.Join(d.Sync(), d.Close())
-		}
-	}
-	if err != nil {
+	if err := durable.WriteFile(durable.OS(), s.tombstone(id), []byte("discarded "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("session %s: retire its id: %w", id, err)
 	}
 	return nil
