@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	nfs "github.com/willscott/go-nfs"
 
 	"github.com/rekindle/rekindle/nfsd/rpc"
@@ -89,5 +90,71 @@ func TestCallSentAgainGetsTheFirstReply(t *testing.T) {
 	}
 	if got := ts.drc.len(); got > drcEntries {
 		t.Errorf("the duplicate request cache holds %d calls, more than %d", got, drcEntries)
+	}
+}
+
+// slowCreateFS blocks Create of one name until released: a stand-in for a
+// slow disk.
+type slowCreateFS struct {
+	billyFS
+	slow    string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (f *slowCreateFS) Create(name string) (billyFile, error) {
+	if filepath.Base(name) == f.slow {
+		f.entered <- struct{}{}
+		<-f.release
+	}
+	return f.billyFS.Create(name)
+}
+
+// TestCallSentAgainWhileAtWorkWaitsForIt: a duplicate that arrives while the
+// first call is still at work gets the first call's reply once it is there,
+// and the call runs once.
+func TestCallSentAgainWhileAtWorkWaitsForIt(t *testing.T) {
+	dir, _ := exportDir(t)
+	fs := &slowCreateFS{billyFS: osfs.New(dir), slow: "slow.txt", entered: make(chan struct{}, 2), release: make(chan struct{})}
+	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: fs, ID: 7})
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	args := guardedCreateArgs(root, "slow.txt")
+	cred := rpc.Auth{Flavor: rpc.AuthUnix, Body: rpc.UnixCredBody(rpc.UnixCred{MachineName: "esx01"})}
+	const xid = 0x7777
+	first, err := dial(t, ts.Addr()).StartRecord(xid, rpc.CallRecord(xid, progNFS, 3, procCreate, cred, args))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-fs.entered // the first CREATE is at work
+	c2 := dial(t, ts.Addr())
+	again, err := c2.StartRecord(xid, rpc.CallRecord(xid, progNFS, 3, procCreate, cred, args))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The duplicate is answered only with the first call's reply: a call
+	// behind it on its connection is answered, it is not.
+	if _, err := c2.Call(testCtx(t), progNFS, 3, procGetattr, handleArg(root)); err != nil {
+		t.Fatal(err)
+	}
+	if again.Ready() {
+		t.Fatal("the duplicate was answered while the first call was at work")
+	}
+	close(fs.release)
+	r1, err := first.Wait(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := again.Wait(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if statusOf(r1.Body) != nfs.NFSStatusOk || !bytes.Equal(r1.Body, r2.Body) {
+		t.Errorf("first CREATE %v, duplicate %v: want the same OK reply", statusOf(r1.Body), statusOf(r2.Body))
+	}
+	select {
+	case <-fs.entered:
+		t.Error("the duplicate ran the CREATE again")
+	default:
 	}
 }
