@@ -270,3 +270,23 @@ func TestSquash(t *testing.T) {
 		t.Errorf("root outside the squashed subtree: %v, want OK", st)
 	}
 }
+
+// TestIdentityOfRootShortcut: the quick reading of root credentials agrees
+// with the full one.
+func TestIdentityOfRootShortcut(t *testing.T) {
+	for _, name := range []string{"", "a", "esx", "esx1", "esx01-host.example"} {
+		for _, uid := range []uint32{0, 1, 1000, Nobody} {
+			u := rpc.UnixCred{MachineName: name, UID: uid, GID: 7, GIDs: []uint32{1, 2}}
+			id := identityOf(rpc.Auth{Flavor: rpc.AuthUnix, Body: rpc.UnixCredBody(u)}, SquashNone)
+			if id.uid != uid || id.gid != 7 || (uid != 0 && len(id.gids) != 2) {
+				t.Errorf("name %q uid %d: %+v", name, uid, id)
+			}
+			if sq := identityOf(rpc.Auth{Flavor: rpc.AuthUnix, Body: rpc.UnixCredBody(u)}, SquashRoot); uid == 0 && sq.uid != Nobody {
+				t.Errorf("squashed root: %+v", sq)
+			}
+		}
+	}
+	if id := identityOf(rpc.Auth{Flavor: rpc.AuthNone}, SquashNone); id.uid != Nobody {
+		t.Errorf("AUTH_NONE: %+v, want nobody", id)
+	}
+}
