@@ -592,6 +592,7 @@ func (c *clientConn) runPipe(p *pipe) {
 		select {
 		case fc = <-p.queue:
 		case <-c.closed:
+			c.abandonQueued(p)
 			return
 		}
 		var ok bool

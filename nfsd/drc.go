@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rekindle/rekindle/nfsd/rpc"
@@ -29,6 +30,9 @@ const (
 	// drcStuck is how long a call may be at work before its duplicates stop
 	// waiting for it and run themselves.
 	drcStuck = 2 * time.Minute
+	// drcWaiters bounds the duplicates that wait for one call at once; more
+	// get no answer (the client sends them again).
+	drcWaiters = 4
 )
 
 type drcKey struct {
@@ -45,7 +49,8 @@ type drcEntry struct {
 	done chan struct{} // closed once reply is set or the call abandoned
 	// reply is the reply record (without its mark), nil until the call is
 	// answered, and nil forever if it was abandoned.
-	reply []byte
+	reply   []byte
+	waiters atomic.Int32 // duplicates waiting for reply
 }
 
 // replyCache is the duplicate request cache of a Server.
@@ -178,16 +183,39 @@ func (c *clientConn) answerDuplicate(dup *drcEntry) bool {
 		return c.reply(dup.reply)
 	default:
 	}
+	if dup.waiters.Add(1) > drcWaiters {
+		dup.waiters.Add(-1)
+		return true
+	}
+	// A call that never comes back (its connection closed while it was
+	// queued) is given up on after drcStuck, as begin does.
+	wait := time.NewTimer(max(time.Until(dup.born.Add(drcStuck)), 0))
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer dup.waiters.Add(-1)
+		defer wait.Stop()
 		select {
 		case <-dup.done:
 			if dup.reply != nil {
 				c.reply(dup.reply)
 			}
+		case <-wait.C:
 		case <-c.closed:
 		}
 	}()
 	return true
+}
+
+// abandonQueued gives up the cached calls still queued on a pipe of a closed
+// connection, so that their duplicates run them instead of waiting.
+func (c *clientConn) abandonQueued(p *pipe) {
+	for {
+		select {
+		case fc := <-p.queue:
+			c.s.drc.abandon(fc.drc)
+		default:
+			return
+		}
+	}
 }
