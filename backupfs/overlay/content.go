@@ -237,6 +237,11 @@ func (c *content) readBitmap(bits []byte) error {
 	if err != nil {
 		return err
 	}
+	if !bytes.ContainsFunc(b, func(r rune) bool { return r != 0 }) {
+		// Made, and its name made durable by another file's sync, but
+		// its bytes never synced: no bit was ever durable.
+		return nil
+	}
 	if len(b) < bitmapHeaderLen || string(b[:8]) != bitmapMagic {
 		return fmt.Errorf("%s: %w: bad bitmap header", name, ErrCorruptMeta)
 	}
