@@ -338,7 +338,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 		fc.key = string(args.handles[0])
 	}
 	var fast *fastCall
-	if !s.cfg.NoFastPath && (call.Proc == procRead || call.Proc == procWrite) {
+	if !s.cfg.NoFastPath && (call.Proc == procRead || call.Proc == procWrite || call.Proc == procCommit) {
 		if a, ok := parseIOArgs(call.Proc, call.Args); ok {
 			fast = &fastCall{framed: framed, xid: call.XID, proc: call.Proc, args: a, start: start}
 		}
@@ -438,9 +438,12 @@ func (c *clientConn) runFast(fc *fastCall) {
 	}
 	s := c.s
 	var r fastReply
-	if fc.proc == procRead {
+	switch fc.proc {
+	case procRead:
 		r = s.fastRead(fc.xid, &fc.args)
-	} else {
+	case procCommit:
+		r = s.fastCommit(fc.xid, &fc.args)
+	default:
 		r = s.fastWrite(fc.xid, &fc.args)
 	}
 	<-c.running

@@ -38,6 +38,10 @@ func (fs *syncCountingFS) OpenFile(name string, flag int, perm os.FileMode) (bil
 	return &countingFile{File: f, fs: fs}, nil
 }
 
+func (fs *syncCountingFS) Open(name string) (billy.File, error) {
+	return fs.OpenFile(name, os.O_RDONLY, 0)
+}
+
 func TestWritesAreSyncedBeforeTheReply(t *testing.T) {
 	for _, unsafe := range []bool{false, true} {
 		dir, _ := exportDir(t)

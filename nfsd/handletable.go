@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 // handleTable gives stable file ids to the files of an export whose filesystem
@@ -31,12 +33,13 @@ import (
 // once but made durable by Sync, which the server calls before any reply that may
 // carry a new handle leaves: one fsync covers every handle a READDIRPLUS minted.
 type handleTable struct {
+	fsys durable.FS
 	file string
 
 	mu      sync.Mutex
 	byID    map[uint64]string
 	byPath  map[string]uint64
-	f       *os.File
+	f       durable.File
 	records int
 	err     error // sticky append failure, reported by Sync
 
@@ -53,30 +56,34 @@ const (
 	compactAfter = 4096
 )
 
-func openHandleTable(file string) (*handleTable, error) {
-	t := &handleTable{file: file, byID: map[uint64]string{}, byPath: map[string]uint64{}}
-	data, err := os.ReadFile(file)
+func openHandleTable(fsys durable.FS, file string) (*handleTable, error) {
+	t := &handleTable{fsys: fsys, file: file, byID: map[uint64]string{}, byPath: map[string]uint64{}}
+	data, err := durable.ReadFile(fsys, file)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("handle table %s: %w", file, err)
 	}
 	good := t.replay(data)
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+	if err := durable.MkdirAll(fsys, filepath.Dir(file), 0o700); err != nil {
 		return nil, fmt.Errorf("handle table %s: %w", file, err)
 	}
+	rewrote := false
 	if t.records >= compactAfter && t.records > 2*len(t.byID) {
 		if err := t.rewrite(); err != nil {
 			return nil, err
 		}
-	} else if good < len(data) {
-		if err := os.Truncate(file, int64(good)); err != nil {
-			return nil, fmt.Errorf("handle table %s: cut torn tail: %w", file, err)
-		}
+		rewrote = true
 	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := fsys.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("handle table %s: %w", file, err)
 	}
-	if err := syncDir(filepath.Dir(file)); err != nil {
+	if good < len(data) && !rewrote {
+		if err := f.Truncate(int64(good)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("handle table %s: cut torn tail: %w", file, err)
+		}
+	}
+	if err := durable.SyncDir(fsys, filepath.Dir(file)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("handle table %s: %w", file, err)
 	}
@@ -131,43 +138,15 @@ func encodeRecord(op byte, id uint64, p string) []byte {
 
 // rewrite replaces the log with one add record per live entry, atomically.
 func (t *handleTable) rewrite() error {
-	tmp := t.file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("handle table %s: compact: %w", t.file, err)
-	}
 	var buf []byte
 	for id, p := range t.byID {
 		buf = append(buf, encodeRecord(opAdd, id, p)...)
 	}
-	_, err = f.Write(buf)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, t.file)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(t.file))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := durable.WriteFile(t.fsys, t.file, buf, 0o600); err != nil {
 		return fmt.Errorf("handle table %s: compact: %w", t.file, err)
 	}
 	t.records = len(t.byID)
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // maxTablePath is the longest path the log format can hold.

@@ -4,11 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/rekindle/rekindle/internal/durable"
 )
 
 func TestHandleTableSurvivesReopenAndTornTail(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "h", "export-1.log")
-	tb, err := openHandleTable(file)
+	tb, err := openHandleTable(durable.OS(), file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +36,7 @@ func TestHandleTableSurvivesReopenAndTornTail(t *testing.T) {
 	f.Write(encodeRecord(opAdd, 99, "/torn")[:9])
 	f.Close()
 
-	tb, err = openHandleTable(file)
+	tb, err = openHandleTable(durable.OS(), file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestHandleTableSurvivesReopenAndTornTail(t *testing.T) {
 
 func TestHandleTableCollisionsAndCompaction(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "export-2.log")
-	tb, err := openHandleTable(file)
+	tb, err := openHandleTable(durable.OS(), file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func TestHandleTableCollisionsAndCompaction(t *testing.T) {
 	}
 	tb.Close()
 	before, _ := os.Stat(file)
-	tb, err = openHandleTable(file)
+	tb, err = openHandleTable(durable.OS(), file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	nfs "github.com/willscott/go-nfs"
 
+	"github.com/rekindle/rekindle/internal/durable"
 	"github.com/rekindle/rekindle/nfsd/portmap"
 	"github.com/rekindle/rekindle/nfsd/rpc"
 )
@@ -67,6 +68,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the server's metrics; nil keeps them unregistered.
 	Registry prometheus.Registerer
+	// StateFS is the filesystem StateDir is on; nil means the real one. Tests
+	// put a powercut.FS here.
+	StateFS durable.FS
 	// Unsafe trades durability for speed: writes are not synced before the reply,
 	// so acknowledged writes may be lost on a crash.
 	Unsafe bool
@@ -140,6 +144,7 @@ type Server struct {
 	pmTable *portmap.Table
 	inmem   *pipeListener
 	nfs     *nfs.Server
+	commits commitGroups // shared syncs of stable WRITEs and COMMITs
 
 	mu      sync.RWMutex
 	allow   []netip.Prefix
@@ -262,6 +267,13 @@ func New(cfg Config) (*Server, error) {
 	// serving: the fast path sends it too, and may read it before then.
 	rand.Read(s.nfs.ID[:]) // never fails since Go 1.24
 	return s, nil
+}
+
+func (s *Server) stateFS() durable.FS {
+	if s.cfg.StateFS != nil {
+		return s.cfg.StateFS
+	}
+	return durable.OS()
 }
 
 // Addr is the NFS port's address.
@@ -432,7 +444,7 @@ func (s *Server) AddExport(e Export) error {
 				return fmt.Errorf("nfsd: export %q: its filesystem has no file ids and Config.StateDir is empty: handles would not survive a restart", e.Path)
 			}
 			var err error
-			t, err = openHandleTable(filepath.Join(s.cfg.StateDir, "handles", fmt.Sprintf("export-%d.log", e.ID)))
+			t, err = openHandleTable(s.stateFS(), filepath.Join(s.cfg.StateDir, "handles", fmt.Sprintf("export-%d.log", e.ID)))
 			if err != nil {
 				return fmt.Errorf("nfsd: export %q: %w", e.Path, err)
 			}

@@ -369,7 +369,9 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 			return err
 		}
 	}
-	ov, err := overlay.New(base, filepath.Join(s.cfg.StateDir, "sessions", id), overlay.Options{Salt: id, Sync: !s.cfg.Unsafe})
+	// Not Options.Sync: the NFS server syncs what the protocol asks to be
+	// durable (stable WRITEs, COMMIT), so UNSTABLE writes stay cheap.
+	ov, err := overlay.New(base, filepath.Join(s.cfg.StateDir, "sessions", id), overlay.Options{Salt: id})
 	if err != nil {
 		return fmt.Errorf("session %s: overlay: %w", id, err)
 	}
