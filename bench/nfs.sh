@@ -12,6 +12,7 @@
 #   BENCH_RAND_IO   bytes per warm random-read run                    (128M)
 #   BENCH_COLD_RAND bytes per cold random-read run                    (32M)
 #   BENCH_WRITE     bytes per write run                               (512M)
+#   BENCH_SYNC_IO   bytes per FILE_SYNC 4 KiB random-write run        (16M)
 #   BENCH_WORK      scratch folder (deleted and recreated)            (bench/build/work)
 #   BENCH_DOC       markdown file to update, or empty for none        (docs/benchmarks.md)
 #   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
@@ -28,9 +29,9 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
-: "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}"
+: "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
 : "${BENCH_DOC=docs/benchmarks.md}"
-export BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+export BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 RK=$root/bin/rekindle
@@ -307,13 +308,21 @@ cold-seqread-qd8|read|MiB/s|cold|rekindle ganesha local|$D|--rw=read --bs=1M --i
 cold-randread-qd1|read|IOPS|cold|rekindle ganesha local|$C|--rw=randread --bs=4k --iodepth=1 --io_size=$BENCH_COLD_RAND
 EOF
 }
+# UNSTABLE writes (fio's default) with a COMMIT at the end (end_fsync), and
+# FILE_SYNC writes (sync=1: the patched engine opens O_SYNC, so libnfs sends
+# FILE_SYNC; local psync opens O_SYNC too): matched durability on every server.
 tests_write() {
-	local W
-	W=$(bytes "$BENCH_WRITE")
+	local W S
+	W=$(bytes "$BENCH_WRITE") S=$(bytes "$BENCH_SYNC_IO")
 	cat <<EOF
 write-qd1|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=1 --io_size=$BENCH_WRITE
 write-qd8|write|MiB/s|write|rekindle ganesha|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE
+write-qd1-commit|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=1 --io_size=$BENCH_WRITE --end_fsync=1
 write-qd8-commit|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE --end_fsync=1
+write-sync-qd1|write|MiB/s|write|rekindle ganesha local|$W|--rw=write --bs=1M --iodepth=1 --io_size=$BENCH_WRITE --sync=1
+write-sync-qd8|write|MiB/s|write|rekindle ganesha|$W|--rw=write --bs=1M --iodepth=8 --io_size=$BENCH_WRITE --sync=1
+randwrite-sync-qd1|write|IOPS|write|rekindle ganesha local|$S|--rw=randwrite --bs=4k --iodepth=1 --io_size=$BENCH_SYNC_IO --sync=1
+randwrite-sync-qd8|write|IOPS|write|rekindle ganesha|$S|--rw=randwrite --bs=4k --iodepth=8 --io_size=$BENCH_SYNC_IO --sync=1
 EOF
 }
 tests_unsafe() {
@@ -412,7 +421,12 @@ label() {
 	cold-randread-qd1) echo "rand read 4 KiB, qd 1 (cold)" ;;
 	write-qd1) echo "seq write 1 MiB, qd 1" ;;
 	write-qd8) echo "seq write 1 MiB, qd 8" ;;
+	write-qd1-commit) echo "seq write 1 MiB, qd 1, COMMIT at end" ;;
 	write-qd8-commit) echo "seq write 1 MiB, qd 8, COMMIT at end" ;;
+	write-sync-qd1) echo "seq write 1 MiB, qd 1, FILE_SYNC" ;;
+	write-sync-qd8) echo "seq write 1 MiB, qd 8, FILE_SYNC" ;;
+	randwrite-sync-qd1) echo "rand write 4 KiB, qd 1, FILE_SYNC" ;;
+	randwrite-sync-qd8) echo "rand write 4 KiB, qd 8, FILE_SYNC" ;;
 	write-qd8-unsafe) echo "seq write 1 MiB, qd 8, rekindle --unsafe-writes" ;;
 	*) echo "$1" ;;
 	esac
@@ -469,7 +483,7 @@ report() {
 			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$g" "$unit")$(spread "$t" ganesha) | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(ratio "$r" "$l") | $(ratio "$g" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") |"
 		done <"$RES/tests.tsv"
 		echo
-		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers FILE_SYNC and fsyncs every WRITE unless run with --unsafe-writes."
+		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers UNSTABLE WRITEs UNSTABLE and syncs on COMMIT, FILE_SYNC WRITEs (sync=1 rows) are synced before the reply on every server; --unsafe-writes syncs nothing."
 		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
 	} >"$RES/table.md"
 
