@@ -334,9 +334,10 @@ func (s *Server) fastWrite(xid uint32, a *ioArgs) fastReply {
 // arrived is made durable (the whole file is synced; offset and count are
 // not needed for that), sharing the sync with concurrent stable WRITEs and
 // COMMITs of the file. The reply is go-nfs's onCommit's: no pre-op
-// attributes, post-op attributes, the write verifier. On a read-only
-// export there is nothing to commit: the reply is the same, without a
-// sync (go-nfs answers SERVERFAULT, which no client expects from COMMIT).
+// attributes, post-op attributes, the write verifier. (COMMIT on a
+// read-only export is answered ROFS by checkNFS before it gets here; the
+// capability check below only keeps an unsafe or read-only filesystem from
+// being synced.)
 func (s *Server) fastCommit(xid uint32, a *ioArgs) fastReply {
 	efs, parts, err := s.fileOf(a.fh)
 	if err != nil {
