@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	le "encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,7 +110,12 @@ func TestKillDashNine(t *testing.T) {
 		t.Fatal(err)
 	}
 	mount := func() *nfsc.Target {
+		// go-nfs-client binds a random source port in the ephemeral range
+		// and does not retry when it is taken: retry here.
 		m, err := nfsc.DialMount("127.0.0.1", 0)
+		for i := 0; i < 20 && errors.Is(err, syscall.EADDRINUSE); i++ {
+			m, err = nfsc.DialMount("127.0.0.1", 0)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,9 @@ package datastore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"syscall"
 	"testing"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -15,7 +17,12 @@ import (
 // through the portmapper.
 func mountSession(t *testing.T, id string) *nfsc.Target {
 	t.Helper()
+	// go-nfs-client binds a random source port in the ephemeral range and
+	// does not retry when it is taken: retry here.
 	m, err := nfsc.DialMount("127.0.0.1", 0)
+	for i := 0; i < 20 && errors.Is(err, syscall.EADDRINUSE); i++ {
+		m, err = nfsc.DialMount("127.0.0.1", 0)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
