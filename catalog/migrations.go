@@ -131,6 +131,44 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		version: 2,
+		name:    "backup jobs and their runs",
+		stmts: []string{
+			`CREATE TABLE jobs (
+				name       TEXT PRIMARY KEY,
+				definition TEXT NOT NULL,
+				created    BIGINT NOT NULL,
+				updated    BIGINT NOT NULL
+			)`,
+			`CREATE TABLE job_runs (
+				id           TEXT PRIMARY KEY,
+				job          TEXT NOT NULL,
+				trigger_kind TEXT NOT NULL,
+				state        TEXT NOT NULL,
+				started      BIGINT NOT NULL,
+				ended        BIGINT,
+				error        TEXT NOT NULL DEFAULT '',
+				vms_ok       BIGINT NOT NULL DEFAULT 0,
+				vms_failed   BIGINT NOT NULL DEFAULT 0,
+				bytes_read   BIGINT NOT NULL DEFAULT 0,
+				bytes_stored BIGINT NOT NULL DEFAULT 0
+			)`,
+			`CREATE INDEX job_runs_by_job ON job_runs (job, started)`,
+			`CREATE TABLE job_run_vms (
+				run_id       TEXT NOT NULL REFERENCES job_runs (id) ON DELETE CASCADE,
+				vm           TEXT NOT NULL,
+				point_id     TEXT NOT NULL DEFAULT '',
+				mode         TEXT NOT NULL DEFAULT '',
+				bytes_read   BIGINT NOT NULL DEFAULT 0,
+				bytes_stored BIGINT NOT NULL DEFAULT 0,
+				duration_ns  BIGINT NOT NULL DEFAULT 0,
+				error        TEXT NOT NULL DEFAULT '',
+				notes        TEXT NOT NULL DEFAULT '',
+				PRIMARY KEY (run_id, vm)
+			)`,
+		},
+	},
 }
 
 // SchemaVersion is the newest schema this code knows.

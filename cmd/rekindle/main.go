@@ -103,6 +103,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, restoreCommands()...)
 	cmds = append(cmds, demoCommand())
 	cmds = append(cmds, retentionCommands()...)
+	cmds = append(cmds, jobCommand())
 	for _, c := range cmds {
 		if c.Name == "backup" {
 			c.Subcommands = append(c.Subcommands, vcBackupCommands()...)

@@ -26,6 +26,7 @@ import (
 	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
+	"github.com/rekindle/rekindle/orchestrator/backupjob"
 )
 
 const defaultAPI = "127.0.0.1:7480"
@@ -159,6 +160,9 @@ func serveCmd(c *cli.Context) error {
 	}
 	g, ctx := errgroup.WithContext(c.Context)
 	g.Go(func() error { return svc.Serve(ctx) })
+	// Backup jobs (`rekindle job define`) run here when due.
+	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg)}}
+	g.Go(func() error { return sched.Run(ctx) })
 	handler := svc.Handler(version)
 	if c.String("vc") != "" || c.String("hypervisor") == "qemu" {
 		// Restores through the API run here, against this server's exports.

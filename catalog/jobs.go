@@ -1,0 +1,218 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Job run states.
+const (
+	RunRunning = "running"
+	RunDone    = "done"    // every VM backed up
+	RunPartial = "partial" // some VMs failed
+	RunFailed  = "failed"  // nothing backed up, or the run could not start
+)
+
+// Job is a stored backup job: its name and its definition as the user wrote
+// it (YAML); the orchestrator parses it.
+type Job struct {
+	Name       string
+	Definition []byte
+	Created    time.Time
+	Updated    time.Time
+}
+
+// JobRun is one run of a job.
+type JobRun struct {
+	ID, Job     string
+	Trigger     string // "schedule" or "manual"
+	State       string
+	Started     time.Time
+	Ended       time.Time // zero while running
+	Error       string
+	VMsOK       int
+	VMsFailed   int
+	BytesRead   int64
+	BytesStored int64
+	VMs         []JobRunVM // by VM name; filled by JobRun, not JobRuns
+}
+
+// JobRunVM is one VM's result in a run.
+type JobRunVM struct {
+	VM, PointID, Mode string
+	BytesRead         int64
+	BytesStored       int64
+	Duration          time.Duration
+	Error             string
+	Notes             string
+}
+
+// SaveJob records (or replaces) a job definition.
+func (c *Catalog) SaveJob(ctx context.Context, name string, definition []byte) error {
+	now := c.now()
+	_, err := c.run().exec(ctx, `INSERT INTO jobs (name, definition, created, updated) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated = excluded.updated`,
+		name, string(definition), nanos(now), nanos(now))
+	if err != nil {
+		return fmt.Errorf("catalog: save job %s: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteJob removes a job and its history.
+func (c *Catalog) DeleteJob(ctx context.Context, name string) error {
+	return c.inTx(ctx, func(r runner) error {
+		if err := mustAffect(r.exec(ctx, `DELETE FROM jobs WHERE name = ?`, name)); err != nil {
+			return fmt.Errorf("catalog: job %s: %w", name, err)
+		}
+		if _, err := r.exec(ctx, `DELETE FROM job_run_vms WHERE run_id IN (SELECT id FROM job_runs WHERE job = ?)`, name); err != nil {
+			return err
+		}
+		_, err := r.exec(ctx, `DELETE FROM job_runs WHERE job = ?`, name)
+		return err
+	})
+}
+
+// Job loads one job.
+func (c *Catalog) Job(ctx context.Context, name string) (*Job, error) {
+	var j Job
+	var def string
+	var created, updated sql.NullInt64
+	err := c.run().queryRow(ctx, `SELECT name, definition, created, updated FROM jobs WHERE name = ?`, name).
+		Scan(&j.Name, &def, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: job %s: %w", name, err)
+	}
+	j.Definition, j.Created, j.Updated = []byte(def), fromNanos(created), fromNanos(updated)
+	return &j, nil
+}
+
+// Jobs lists every job by name.
+func (c *Catalog) Jobs(ctx context.Context) ([]Job, error) {
+	rows, err := c.run().query(ctx, `SELECT name, definition, created, updated FROM jobs ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		var j Job
+		var def string
+		var created, updated sql.NullInt64
+		if err := rows.Scan(&j.Name, &def, &created, &updated); err != nil {
+			return nil, fmt.Errorf("catalog: jobs: %w", err)
+		}
+		j.Definition, j.Created, j.Updated = []byte(def), fromNanos(created), fromNanos(updated)
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// StartJobRun records a run as running; Started zero means now.
+func (c *Catalog) StartJobRun(ctx context.Context, run *JobRun) error {
+	if run.Started.IsZero() {
+		run.Started = c.now()
+	}
+	run.State = RunRunning
+	_, err := c.run().exec(ctx, `INSERT INTO job_runs (id, job, trigger_kind, state, started) VALUES (?, ?, ?, ?, ?)`,
+		run.ID, run.Job, run.Trigger, run.State, nanos(run.Started))
+	if err != nil {
+		return fmt.Errorf("catalog: start run %s of job %s: %w", run.ID, run.Job, err)
+	}
+	return nil
+}
+
+// EndJobRun records a run's outcome and its VMs' results.
+func (c *Catalog) EndJobRun(ctx context.Context, run *JobRun) error {
+	if run.Ended.IsZero() {
+		run.Ended = c.now()
+	}
+	err := c.inTx(ctx, func(r runner) error {
+		if err := mustAffect(r.exec(ctx, `UPDATE job_runs SET state = ?, ended = ?, error = ?, vms_ok = ?, vms_failed = ?,
+			bytes_read = ?, bytes_stored = ? WHERE id = ?`, run.State, nanos(run.Ended), run.Error, run.VMsOK, run.VMsFailed,
+			run.BytesRead, run.BytesStored, run.ID)); err != nil {
+			return err
+		}
+		for _, v := range run.VMs {
+			if _, err := r.exec(ctx, `INSERT INTO job_run_vms (run_id, vm, point_id, mode, bytes_read, bytes_stored, duration_ns, error, notes)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, vm) DO UPDATE SET point_id = excluded.point_id, mode = excluded.mode,
+				bytes_read = excluded.bytes_read, bytes_stored = excluded.bytes_stored, duration_ns = excluded.duration_ns,
+				error = excluded.error, notes = excluded.notes`,
+				run.ID, v.VM, v.PointID, v.Mode, v.BytesRead, v.BytesStored, int64(v.Duration), v.Error, v.Notes); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: end run %s of job %s: %w", run.ID, run.Job, err)
+	}
+	return nil
+}
+
+const runCols = `id, job, trigger_kind, state, started, ended, error, vms_ok, vms_failed, bytes_read, bytes_stored`
+
+func scanRun(sc interface{ Scan(...any) error }) (JobRun, error) {
+	var j JobRun
+	var started, ended sql.NullInt64
+	err := sc.Scan(&j.ID, &j.Job, &j.Trigger, &j.State, &started, &ended, &j.Error, &j.VMsOK, &j.VMsFailed, &j.BytesRead, &j.BytesStored)
+	j.Started, j.Ended = fromNanos(started), fromNanos(ended)
+	return j, err
+}
+
+// JobRuns lists a job's runs, newest first, at most limit (0: all).
+func (c *Catalog) JobRuns(ctx context.Context, job string, limit int) ([]JobRun, error) {
+	q := `SELECT ` + runCols + ` FROM job_runs WHERE job = ? ORDER BY started DESC, id DESC`
+	args := []any{job}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := c.run().query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: runs of job %s: %w", job, err)
+	}
+	defer rows.Close()
+	var out []JobRun
+	for rows.Next() {
+		j, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: runs of job %s: %w", job, err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// JobRun loads one run with its VMs.
+func (c *Catalog) JobRun(ctx context.Context, id string) (*JobRun, error) {
+	j, err := scanRun(c.run().queryRow(ctx, `SELECT `+runCols+` FROM job_runs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job run %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: job run %s: %w", id, err)
+	}
+	rows, err := c.run().query(ctx, `SELECT vm, point_id, mode, bytes_read, bytes_stored, duration_ns, error, notes
+		FROM job_run_vms WHERE run_id = ? ORDER BY vm`, id)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: job run %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v JobRunVM
+		var d int64
+		if err := rows.Scan(&v.VM, &v.PointID, &v.Mode, &v.BytesRead, &v.BytesStored, &d, &v.Error, &v.Notes); err != nil {
+			return nil, fmt.Errorf("catalog: job run %s: %w", id, err)
+		}
+		v.Duration = time.Duration(d)
+		j.VMs = append(j.VMs, v)
+	}
+	return &j, rows.Err()
+}

@@ -1,0 +1,182 @@
+package backupjob_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/backupjob"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup/backuplab"
+)
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"name: j\nvcenter: {url: x}\nvms: [a]\n", "give interval"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\ncron: '@daily'\n", "not both"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ncron: 'every day'\n", `cron "every day"`},
+		{"name: j\nvcenter: {url: x}\ninterval: 1h\n", "vms, folders or vapps"},
+		{"name: j\nvms: [a]\ninterval: 1h\n", "vcenter.url is required"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretention: {}\n", "retention has no rule"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretain: {keep_last: 1}\n", "field retain not found"},
+		{"name: j/x\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\n", "job name"},
+	} {
+		if _, err := backupjob.Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err %v, want %q", c.yaml, err, c.want)
+		}
+	}
+	d, err := backupjob.Parse([]byte("name: nightly\nvcenter: {url: x}\nvms: [a]\ncron: '0 2 * * *'\n"))
+	must(t, err)
+	from := time.Date(2026, 12, 2, 3, 0, 0, 0, time.Local)
+	if next := d.Next(from); !next.Equal(time.Date(2026, 12, 3, 2, 0, 0, 0, time.Local)) {
+		t.Fatalf("cron next after %v: %v", from, next)
+	}
+}
+
+type env struct {
+	lab    *backuplab.Lab
+	r      *repo.Repo
+	cat    *catalog.Catalog
+	runner *backupjob.Runner
+	reg    *prometheus.Registry
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	lab, err := backuplab.New(ctx, t.TempDir())
+	must(t, err)
+	t.Cleanup(lab.Close)
+	r, err := repo.Init(t.TempDir(), repo.InitOptions{ChunkSize: 64 << 10})
+	must(t, err)
+	cat, err := catalog.Open(ctx, filepath.Join(r.Dir, "catalog.db"))
+	must(t, err)
+	t.Cleanup(func() { cat.Close() })
+	reg := prometheus.NewRegistry()
+	return &env{lab: lab, r: r, cat: cat, reg: reg, runner: &backupjob.Runner{Repo: r, Catalog: cat, Metrics: backupjob.NewMetrics(reg)}}
+}
+
+func (e *env) job(t *testing.T, body string) *backupjob.Definition {
+	t.Helper()
+	y := fmt.Sprintf("vcenter: {url: %q, insecure: true}\n%s", e.lab.URL(), body)
+	d, err := backupjob.Parse([]byte(y))
+	must(t, err)
+	must(t, e.cat.SaveJob(context.Background(), d.Name, []byte(y)))
+	return d
+}
+
+// A run backs up the job's VMs (by name, folder and vApp), records each
+// VM's result, does not let one failure fail the others, and applies the
+// job's retention.
+func TestRun(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vapp, err := e.lab.CreateVApp(ctx, "shop")
+	must(t, err)
+	for _, s := range []backuplab.VMSpec{{Name: "web01"}, {Name: "db01", VApp: vapp}} {
+		s.Disks, s.PowerOn = []int64{1 << 20}, true
+		_, err := e.lab.CreateVM(ctx, s)
+		must(t, err)
+		must(t, e.lab.WriteDisk(s.Name, 0, 0, []byte("hello "+s.Name)))
+	}
+	d := e.job(t, "name: nightly\nvms: [web01, gone01]\nvapps: [shop]\ninterval: 24h\nretention: {keep_last: 1}\n")
+
+	run, err := e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	if run.State != catalog.RunPartial || run.VMsOK != 2 || run.VMsFailed != 1 {
+		t.Fatalf("run: state %s ok %d failed %d (%s)", run.State, run.VMsOK, run.VMsFailed, run.Error)
+	}
+	got, err := e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	byVM := map[string]catalog.JobRunVM{}
+	for _, v := range got.VMs {
+		byVM[v.VM] = v
+	}
+	if byVM["web01"].PointID == "" || byVM["db01"].PointID == "" || !strings.Contains(byVM["gone01"].Error, "no VM named") {
+		t.Fatalf("recorded VMs: %+v", got.VMs)
+	}
+	if _, err := e.r.App("shop"); err != nil {
+		t.Fatalf("vApp definition: %v", err)
+	}
+
+	// The second run is incremental; retention keeps one point per VM.
+	must(t, e.lab.WriteDisk("web01", 0, 512<<10, []byte("changed")))
+	run, err = e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	pts, err := e.r.Points()
+	must(t, err)
+	if len(pts) != 2 {
+		t.Fatalf("%d points after retention keep_last 1 over 2 VMs", len(pts))
+	}
+	got, _ = e.cat.JobRun(ctx, run.ID)
+	for _, v := range got.VMs {
+		if v.VM == "web01" && (v.Mode != "incremental" || v.BytesRead != 64<<10) {
+			t.Fatalf("second run of web01: %+v", v)
+		}
+	}
+	if n := testutil.ToFloat64(e.runner.Metrics.Failures("nightly")); n != 2 {
+		t.Fatalf("failure metric %v, want 2", n)
+	}
+	runs, err := e.cat.JobRuns(ctx, "nightly", 0)
+	must(t, err)
+	if len(runs) != 2 || runs[0].ID != run.ID {
+		t.Fatalf("history: %+v", runs)
+	}
+}
+
+// The scheduler runs a job when it is due, again after its interval.
+func TestSchedulerRunsDueJobs(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{1 << 20}, PowerOn: true})
+	must(t, err)
+	e.job(t, "name: often\nvms: [web01]\ninterval: 1s\n")
+	ran := make(chan *catalog.JobRun, 10)
+	s := &backupjob.Scheduler{Runner: e.runner, Poll: time.Second, Ran: func(r *catalog.JobRun) { ran <- r }}
+	done := make(chan error)
+	sctx, stop := context.WithCancel(ctx)
+	go func() { done <- s.Run(sctx) }()
+	for i := range 2 {
+		select {
+		case r := <-ran:
+			if r.State != catalog.RunDone || r.Trigger != "schedule" {
+				t.Fatalf("scheduled run %d: %+v", i, r)
+			}
+		case <-ctx.Done():
+			t.Fatal("the scheduler did not run the due job")
+		}
+	}
+	stop()
+	must(t, <-done)
+	runs, _ := e.cat.JobRuns(ctx, "often", 0)
+	if len(runs) < 2 {
+		t.Fatalf("%d runs recorded", len(runs))
+	}
+}
+
+// The example job in testdata parses.
+func TestExampleJob(t *testing.T) {
+	b, err := os.ReadFile("../../testdata/jobs/nightly.yaml")
+	must(t, err)
+	d, err := backupjob.Parse(b)
+	must(t, err)
+	if d.Schedule() != "cron 0 2 * * *" || len(d.VApps) != 1 {
+		t.Fatalf("%+v", d)
+	}
+}

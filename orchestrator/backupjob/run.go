@@ -1,0 +1,259 @@
+package backupjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/backupfs/retention"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup"
+	"github.com/rekindle/rekindle/orchestrator/vsphere"
+)
+
+// Runner runs jobs against one repository and catalog.
+type Runner struct {
+	Repo    *repo.Repo
+	Catalog *catalog.Catalog
+	Logger  *slog.Logger
+	Metrics *Metrics // optional
+	// Progress, when set, receives every VM's backup progress.
+	Progress func(vcbackup.Progress)
+	Now      func() time.Time // for tests
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Run runs job d now and records the run and each VM's result in the
+// catalog. trigger is "manual" or "schedule". The returned run says what
+// happened; the error is for a run that could not be recorded at all.
+func (r *Runner) Run(ctx context.Context, d *Definition, trigger string) (*catalog.JobRun, error) {
+	start := r.now()
+	run := &catalog.JobRun{ID: newRunID(d.Name, start), Job: d.Name, Trigger: trigger, Started: start.UTC()}
+	if err := r.Catalog.StartJobRun(ctx, run); err != nil {
+		return nil, err
+	}
+	log := r.logger().With("job", d.Name, "run", run.ID)
+	log.Info("job run started", "trigger", trigger)
+	err := r.run(ctx, d, run, log)
+	if err != nil {
+		run.Error = err.Error()
+	}
+	switch {
+	case run.VMsFailed == 0 && err == nil:
+		run.State = catalog.RunDone
+	case run.VMsOK > 0:
+		run.State = catalog.RunPartial
+	default:
+		run.State = catalog.RunFailed
+	}
+	run.Ended = r.now().UTC()
+	if eerr := r.Catalog.EndJobRun(context.WithoutCancel(ctx), run); eerr != nil {
+		return run, eerr
+	}
+	r.Metrics.observe(run)
+	log.Info("job run ended", "state", run.State, "vms_ok", run.VMsOK, "vms_failed", run.VMsFailed,
+		"bytes_read", run.BytesRead, "duration", run.Ended.Sub(run.Started))
+	return run, nil
+}
+
+func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, log *slog.Logger) error {
+	pw, err := d.password()
+	if err != nil {
+		return err
+	}
+	drv, err := vsphere.Connect(ctx, vsphere.Config{URL: d.VCenter.URL, Username: d.VCenter.User, Password: pw,
+		Insecure: d.VCenter.Insecure, Thumbprint: d.VCenter.Thumbprint, CAFile: d.VCenter.CA, Datacenter: d.VCenter.Datacenter}, log)
+	if err != nil {
+		return err
+	}
+	defer drv.Close(context.WithoutCancel(ctx))
+	cfg := d.backupConfig(vcbackup.Config{Client: drv.Client(), Repo: r.Repo, Catalog: r.Catalog, Logger: log, Progress: r.Progress})
+
+	var results []vcbackup.Result
+	var errs []error
+	inApps := map[string]bool{}
+	for _, app := range d.VApps {
+		ar, err := vcbackup.BackupVApp(ctx, cfg, app)
+		if ar == nil {
+			errs = append(errs, err)
+			// The vApp's members are unknown: count the vApp as a failure.
+			results = append(results, vcbackup.Result{VM: "vApp " + app, Err: err})
+			continue
+		}
+		for _, m := range ar.Members {
+			inApps[m.VM] = true
+		}
+		results = append(results, ar.Members...)
+	}
+	names, err := selectVMs(ctx, drv.Client(), d)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return inApps[n] })
+	if len(names) > 0 {
+		rs, err := vcbackup.BackupVMs(ctx, cfg, names)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		results = append(results, rs...)
+	}
+
+	var done []string
+	for _, res := range results {
+		v := catalog.JobRunVM{VM: res.VM, Mode: res.Mode, BytesRead: res.BytesRead, Duration: res.Duration,
+			Notes: strings.Join(res.Notes, "; ")}
+		if res.Point != nil {
+			v.PointID = res.Point.ID
+			v.BytesStored = res.Stats.BytesStored
+			done = append(done, res.Point.VM.Name)
+		}
+		if res.Err != nil {
+			v.Error = res.Err.Error()
+			run.VMsFailed++
+		} else {
+			run.VMsOK++
+		}
+		run.BytesRead += v.BytesRead
+		run.BytesStored += v.BytesStored
+		run.VMs = append(run.VMs, v)
+	}
+	if d.Retention != nil && len(done) > 0 {
+		if err := r.applyRetention(ctx, d, done); err != nil {
+			errs = append(errs, fmt.Errorf("retention: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string) error {
+	p, err := d.Retention.Policy()
+	if err != nil {
+		return err
+	}
+	pins, err := r.Catalog.PointPins(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = retention.Forget(ctx, r.Repo, p, retention.ForgetOptions{VMs: vms, Pins: pins, Removed: func(id string) error {
+		if err := r.Catalog.RemovePoint(ctx, id); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+			return err
+		}
+		return nil
+	}})
+	return err
+}
+
+// selectVMs lists the job's VMs: the names it gives, then every VM under
+// its folders, once each.
+func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]string, error) {
+	out := slices.Clone(d.VMs)
+	if len(d.Folders) == 0 {
+		return out, nil
+	}
+	f := find.NewFinder(c, false)
+	dc, err := f.DatacenterOrDefault(ctx, d.VCenter.Datacenter)
+	if err != nil {
+		return out, fmt.Errorf("datacenter %q: %w", d.VCenter.Datacenter, err)
+	}
+	f.SetDatacenter(dc)
+	var errs []error
+	for _, path := range d.Folders {
+		folder, err := f.Folder(ctx, path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("folder %s: %w", path, err))
+			continue
+		}
+		v, err := view.NewManager(c).CreateContainerView(ctx, folder.Reference(), []string{"VirtualMachine"}, true)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("folder %s: %w", path, err))
+			continue
+		}
+		var vms []mo.VirtualMachine
+		err = v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "config.template"}, &vms)
+		v.Destroy(context.WithoutCancel(ctx))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("folder %s: %w", path, err))
+			continue
+		}
+		for _, vm := range vms {
+			if vm.Config != nil && vm.Config.Template {
+				continue
+			}
+			if !slices.Contains(out, vm.Name) {
+				out = append(out, vm.Name)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// Metrics are the jobs' Prometheus metrics.
+type Metrics struct {
+	lastSuccess *prometheus.GaugeVec
+	duration    *prometheus.GaugeVec
+	bytesRead   *prometheus.CounterVec
+	bytesStored *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	runs        *prometheus.CounterVec
+}
+
+// NewMetrics registers the job metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_job_last_success_timestamp_seconds",
+			Help: "When the job's last run that backed up every VM ended (Unix time)."}, []string{"job"}),
+		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_job_last_duration_seconds",
+			Help: "How long the job's last run took."}, []string{"job"}),
+		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_read_bytes_total",
+			Help: "Disk bytes the job's runs read from vCenter."}, []string{"job"}),
+		bytesStored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_stored_bytes_total",
+			Help: "Compressed bytes the job's runs added to the repository."}, []string{"job"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_vm_failures_total",
+			Help: "VM backups of the job that failed."}, []string{"job"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_runs_total",
+			Help: "Runs of the job by outcome (done, partial, failed)."}, []string{"job", "state"}),
+	}
+	reg.MustRegister(m.lastSuccess, m.duration, m.bytesRead, m.bytesStored, m.failures, m.runs)
+	return m
+}
+
+// Failures is the VM-failure counter of job (for tests and tools).
+func (m *Metrics) Failures(job string) prometheus.Counter { return m.failures.WithLabelValues(job) }
+
+func (m *Metrics) observe(run *catalog.JobRun) {
+	if m == nil {
+		return
+	}
+	if run.State == catalog.RunDone {
+		m.lastSuccess.WithLabelValues(run.Job).Set(float64(run.Ended.UnixNano()) / 1e9)
+	}
+	m.duration.WithLabelValues(run.Job).Set(run.Ended.Sub(run.Started).Seconds())
+	m.bytesRead.WithLabelValues(run.Job).Add(float64(run.BytesRead))
+	m.bytesStored.WithLabelValues(run.Job).Add(float64(run.BytesStored))
+	m.failures.WithLabelValues(run.Job).Add(float64(run.VMsFailed))
+	m.runs.WithLabelValues(run.Job, run.State).Inc()
+}
