@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -222,5 +225,96 @@ func TestUnstableWritesSyncOnlyOnCommit(t *testing.T) {
 	}
 	if got := fs.syncs.Load(); got != 1 {
 		t.Errorf("COMMIT made %d syncs, want 1", got)
+	}
+}
+
+// TestFullStateDiskFailsOneCall serves a session overlay whose upper
+// directory is on a 1 MiB tmpfs (in a private mount namespace), fills the
+// disk, and checks through a real RPC client that the CREATE finding no room
+// is answered NOSPC and fails alone: the session's files stay readable, their
+// handles valid, MNT works; once space is freed the same CREATE succeeds.
+func TestFullStateDiskFailsOneCall(t *testing.T) {
+	if os.Getenv("REKINDLE_TEST_MOUNTNS") != "1" {
+		cmd := exec.Command("unshare", "-m", "--propagation", "private",
+			os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "REKINDLE_TEST_MOUNTNS=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("in a private mount namespace:\n%s", out)
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+			t.Fatalf("the test in a private mount namespace failed (unshare -m needs root): %v", err)
+		}
+		return
+	}
+	baseDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(baseDir, "vm.vmx"), []byte("displayName = \"web01\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer syscall.Unmount(disk, syscall.MNT_DETACH)
+	ov, err := overlay.New(osfs.New(baseDir), filepath.Join(disk, "upper"), overlay.Options{Salt: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ov.Close()
+	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: ov, ID: 7})
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	vmx := n.mustLookup(root, "vm.vmx")
+	before := n.create(root, "before.log")
+	if r := n.write(before, 0, fileSync, []byte("before")); r.status != nfs.NFSStatusOk {
+		t.Fatalf("WRITE: %v", r.status)
+	}
+	filler := filepath.Join(disk, "filler")
+	ff, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := ff.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	ff.Close()
+	failed := ""
+	for i := 0; i < 200 && failed == ""; i++ {
+		name := "new" + strconv.Itoa(i)
+		st, _ := n.call(procCreate, createArgs(root, name))
+		switch st {
+		case nfs.NFSStatusOk:
+		case nfs.NFSStatusNoSPC:
+			failed = name
+		default:
+			t.Fatalf("CREATE on a full disk: %v, want NOSPC", st)
+		}
+	}
+	if failed == "" {
+		t.Fatal("200 CREATEs on a full disk all succeeded")
+	}
+	// The rest of the session works.
+	if st, b := n.read(before, 0, 100); st != nfs.NFSStatusOk || string(b) != "before" {
+		t.Errorf("READ after the failed CREATE: %v %q", st, b)
+	}
+	if st, b := n.read(vmx, 0, 100); st != nfs.NFSStatusOk || len(b) == 0 {
+		t.Errorf("READ of a base file after the failed CREATE: %v", st)
+	}
+	if st, _ := n.lookup(root, failed); st != nfs.NFSStatusNoEnt {
+		t.Errorf("LOOKUP of the failed CREATE's name: %v, want NOENT", st)
+	}
+	if st, _ := n.mount("/rekindle"); st != 0 {
+		t.Errorf("MNT after the failed CREATE: %d", st)
+	}
+	// Room again: the same CREATE succeeds.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	fh := n.create(root, failed)
+	if r := n.write(fh, 0, fileSync, []byte("room again")); r.status != nfs.NFSStatusOk {
+		t.Errorf("WRITE after space was freed: %v", r.status)
 	}
 }
