@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sort"
 
 	nfs "github.com/willscott/go-nfs"
 	"github.com/willscott/go-nfs/file"
@@ -134,17 +133,11 @@ func (s *Server) SetSubtreeSquash(exportPath, subtree string, q Squash) error {
 	if exp == nil {
 		return fmt.Errorf("nfsd: no export %q", exportPath)
 	}
-	rules := make([]squashRule, 0, len(exp.squashes)+1)
-	for _, r := range exp.squashes {
-		if r.path != p {
-			rules = append(rules, r)
-		}
-	}
+	var r *squashRule
 	if q != SquashNone {
-		rules = append(rules, squashRule{path: p, squash: q})
+		r = &squashRule{path: p, squash: q}
 	}
-	sort.Slice(rules, func(i, j int) bool { return len(rules[i].path) > len(rules[j].path) })
-	exp.squashes = rules
+	exp.squashes = withRule(exp.squashes, p, func(r squashRule) string { return r.path }, r)
 	return nil
 }
 

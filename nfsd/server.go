@@ -557,18 +557,28 @@ func (s *Server) setSubtreeRule(exportPath, subtree string, allow []netip.Prefix
 	if exp == nil {
 		return fmt.Errorf("nfsd: no export %q", exportPath)
 	}
-	rules := make([]subtreeRule, 0, len(exp.subtrees)+1)
-	for _, r := range exp.subtrees {
-		if r.path != p {
-			rules = append(rules, r)
+	var r *subtreeRule
+	if allow != nil {
+		r = &subtreeRule{path: p, allow: clonePrefixes(allow), only: only}
+	}
+	exp.subtrees = withRule(exp.subtrees, p, func(r subtreeRule) string { return r.path }, r)
+	return nil
+}
+
+// withRule is rules with the rule for path p replaced by r (removed when r is
+// nil), deepest path first, so that the first match of a lookup decides.
+func withRule[R any](rules []R, p string, pathOf func(R) string, r *R) []R {
+	out := make([]R, 0, len(rules)+1)
+	for _, x := range rules {
+		if pathOf(x) != p {
+			out = append(out, x)
 		}
 	}
-	if allow != nil {
-		rules = append(rules, subtreeRule{path: p, allow: clonePrefixes(allow), only: only})
+	if r != nil {
+		out = append(out, *r)
 	}
-	sort.Slice(rules, func(i, j int) bool { return len(rules[i].path) > len(rules[j].path) })
-	exp.subtrees = rules
-	return nil
+	sort.Slice(out, func(i, j int) bool { return len(pathOf(out[i])) > len(pathOf(out[j])) })
+	return out
 }
 
 func clonePrefixes(p []netip.Prefix) []netip.Prefix {
