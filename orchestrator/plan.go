@@ -74,6 +74,17 @@ type PlannedVM struct {
 // ErrPlan marks a request that cannot be planned; the message says why.
 var ErrPlan = errors.New("cannot plan")
 
+// planNotFound is a plan that names something that does not exist: it is
+// both ErrPlan and ErrNotFound.
+type planNotFound struct{ msg string }
+
+func (e *planNotFound) Error() string   { return ErrPlan.Error() + ": " + e.msg }
+func (e *planNotFound) Is(t error) bool { return t == ErrPlan || t == ErrNotFound }
+
+func notFound(format string, args ...any) error {
+	return &planNotFound{fmt.Sprintf(format, args...)}
+}
+
 // Inputs are what planning reads: the restore points of the VMs involved,
 // the app manifest (for app kinds), the candidate hosts.
 type Inputs struct {
@@ -104,7 +115,11 @@ func MakePlan(req Request, in Inputs) (*Plan, error) {
 	for _, m := range members {
 		pt := in.Points[m.VM]
 		if pt == nil {
-			return nil, fmt.Errorf("%w: vm %s has no restore point", ErrPlan, m.VM)
+			why := ""
+			if !req.Before.IsZero() {
+				why = " at or before " + req.Before.Format(time.RFC3339)
+			}
+			return nil, notFound("vm %s has no restore point%s (`rekindle list points --vm %s` lists them)", m.VM, why, m.VM)
 		}
 		name := m.VM + req.Suffix
 		if err := repo.ValidName(name); err != nil {
@@ -144,12 +159,12 @@ func membersFor(req Request, in Inputs) ([]repo.AppMember, error) {
 			if req.Kind == KindTest && len(req.VMs) > 0 {
 				break
 			}
-			return nil, fmt.Errorf("%w: app %q is not in the catalog (define it with `rekindle app define`)", ErrPlan, req.App)
+			return nil, notFound("app %q is not in the catalog (define it with `rekindle app define`, or back a VM up with `--app %s`)", req.App, req.App)
 		}
 		return in.App.Members, nil
 	case KindPartial:
 		if in.App == nil {
-			return nil, fmt.Errorf("%w: app %q is not in the catalog", ErrPlan, req.App)
+			return nil, notFound("app %q is not in the catalog", req.App)
 		}
 		if len(req.VMs) == 0 {
 			return nil, fmt.Errorf("%w: name the failed members to restore (--member)", ErrPlan)

@@ -85,21 +85,16 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 		}
 	}
 	for _, vm := range vms {
-		var p *repo.RestorePoint
-		var err error
-		if req.Point != "" && req.Kind == KindVM {
-			p, err = o.Catalog.Point(ctx, req.Point)
-			if err == nil && p.VM.Name != vm {
-				return nil, fmt.Errorf("%w: restore point %s belongs to %s, not %s", ErrPlan, req.Point, p.VM.Name, vm)
-			}
-		} else {
-			p, err = o.Catalog.LatestPoint(ctx, vm, req.Before)
+		ref := ""
+		if req.Kind == KindVM {
+			ref = req.Point
 		}
+		p, err := o.Catalog.ResolvePoint(ctx, vm, ref, req.Before)
 		if err != nil {
-			if errors.Is(err, catalog.ErrNotFound) {
+			if errors.Is(err, catalog.ErrNotFound) && ref == "" {
 				continue // MakePlan names the VM without a point
 			}
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrPlan, err)
 		}
 		in.Points[vm] = p
 	}

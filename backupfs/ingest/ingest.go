@@ -109,6 +109,13 @@ func Import(ctx context.Context, r *repo.Repo, dir string, opts Options) (*repo.
 	}
 	if prev, err := r.LatestPoint(id.Name); err == nil {
 		p.Parent = prev.ID
+		// Points are ordered by their creation second: a second import within
+		// the same second must still come after its parent, or "latest"
+		// would pick between them by chance.
+		if !p.Created.After(prev.Created) {
+			p.Created = prev.Created.Add(time.Second)
+			p.ID = repo.NewPointID(p.Created)
+		}
 		if p.App == "" {
 			p.App = prev.App // membership is kept until changed
 		}

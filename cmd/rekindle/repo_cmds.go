@@ -59,7 +59,8 @@ func repoCommands() []*cli.Command {
 		{
 			Name: "export", Usage: "write a restore point back out as a VM folder (full restore)",
 			Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag,
-				&cli.StringFlag{Name: "point", Required: true, Usage: "restore point id"},
+				&cli.StringFlag{Name: "point", Required: true, Usage: "restore point: an id, a unique prefix of one, or latest (with --vm)"},
+				&cli.StringFlag{Name: "vm", Usage: "the VM whose point --point names (needed for latest)"},
 				&cli.StringFlag{Name: "to", Required: true, Usage: "destination folder (created; must be empty)"}},
 			Action: exportCmd,
 		},
@@ -94,7 +95,7 @@ func repoCommands() []*cli.Command {
 		},
 		{
 			Name: "verify", Usage: "re-read and re-hash every chunk the selected restore points use",
-			Flags:  []cli.Flag{repoFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id (repeatable; default all)"}},
+			Flags:  []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id or unique prefix (repeatable; default all)"}},
 			Action: verifyCmd,
 		},
 	}
@@ -219,16 +220,17 @@ func appDefine(c *cli.Context) error {
 }
 
 func exportCmd(c *cli.Context) error {
-	r, err := repo.Open(c.String("repo"))
+	r, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return err
 	}
+	defer cat.Close()
 	unlock, err := lockRepo(c, r, repo.LockShared, "export")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	p, err := r.Point(c.String("point"))
+	p, err := cat.ResolvePoint(c.Context, c.String("vm"), c.String("point"), time.Time{})
 	if err != nil {
 		return err
 	}
@@ -275,7 +277,7 @@ func listCmd(c *cli.Context) error {
 		}
 		var rows [][]string
 		for _, p := range pts {
-			rows = append(rows, []string{p.ID, p.VM, dash(p.App), p.Created.Local().Format(time.DateTime), fmt.Sprint(p.Disks),
+			rows = append(rows, []string{p.ID, p.VM, dash(p.App), fmtTime(p.Created), fmt.Sprint(p.Disks),
 				humanBytes(p.LogicalBytes), humanBytes(p.NewBytes), dash(p.Parent)})
 		}
 		table(os.Stdout, []string{"POINT", "VM", "APP", "CREATED", "DISKS", "SIZE", "NEW", "PARENT"}, rows)
@@ -289,7 +291,7 @@ func listCmd(c *cli.Context) error {
 		}
 		var rows [][]string
 		for _, a := range apps {
-			rows = append(rows, []string{a.Name, fmt.Sprint(a.Members), fmt.Sprint(a.Groups), a.Updated.Local().Format(time.DateTime)})
+			rows = append(rows, []string{a.Name, fmt.Sprint(a.Members), fmt.Sprint(a.Groups), fmtTime(a.Updated)})
 		}
 		table(os.Stdout, []string{"APP", "MEMBERS", "GROUPS", "UPDATED"}, rows)
 	}
@@ -322,9 +324,18 @@ func verifyCmd(c *cli.Context) error {
 	defer unlock()
 	var pts []*repo.RestorePoint
 	if ids := c.StringSlice("point"); len(ids) > 0 {
+		_, cat, err := openRepoCatalog(c)
+		if err != nil {
+			return err
+		}
+		defer cat.Close()
 		for _, id := range ids {
-			p, err := r.Point(id)
+			p, err := cat.ResolvePoint(c.Context, "", id, time.Time{})
 			if err != nil {
+				return err
+			}
+			// Verify reads the repository's own manifest, not the catalog's copy.
+			if p, err = r.Point(p.ID); err != nil {
 				return err
 			}
 			pts = append(pts, p)

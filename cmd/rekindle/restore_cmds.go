@@ -91,8 +91,8 @@ func connectVC(c *cli.Context, hint string) (*vsphere.Driver, error) {
 func restoreFlags() []cli.Flag {
 	return append(apiFlags(repoFlag, catalogFlag, jsonFlag,
 		&cli.StringFlag{Name: "target", Usage: "vsphere: cluster, resource pool or vApp inventory path; qemu: the folder VMs run in (default REPO/state/qemu)"},
-		&cli.StringFlag{Name: "point", Usage: "restore point id (vm restores; default: latest)"},
-		&cli.TimestampFlag{Name: "before", Layout: time.RFC3339, Usage: "use the latest points at or before this time"},
+		&cli.StringFlag{Name: "point", Usage: "vm restores: restore point: latest (default), an id, or a unique prefix of one"},
+		&cli.StringFlag{Name: "before", Usage: "use the latest points at or before this time: " + whenUsage},
 		&cli.StringSliceFlag{Name: "network-map", Usage: "SRC=DST: put NICs on network SRC onto DST (repeatable)"},
 		&cli.BoolFlag{Name: "test", Usage: "test clone: new names (--suffix), NICs on --isolated-network, fresh MACs"},
 		&cli.StringFlag{Name: "suffix", Value: "-test", Usage: "name suffix of test clones"},
@@ -242,8 +242,12 @@ func restoreCmd(c *cli.Context) error {
 	if c.Bool("test") {
 		req.Suffix = c.String("suffix")
 	}
-	if t := c.Timestamp("before"); t != nil {
-		req.Before = *t
+	if b := c.String("before"); b != "" {
+		t, err := parseWhen(b, time.Now())
+		if err != nil {
+			return usageErr("--before %v", err)
+		}
+		req.Before = t
 	}
 	switch {
 	case c.Command.Name == "vm":

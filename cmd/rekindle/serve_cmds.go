@@ -61,7 +61,7 @@ func serveCommands() []*cli.Command {
 			Name: "publish", Usage: "publish a session: a read-write NFS folder per VM over a restore point",
 			Flags: apiFlags(jsonFlag,
 				&cli.StringSliceFlag{Name: "vm", Required: true, Usage: "VM to publish (repeatable)"},
-				&cli.StringSliceFlag{Name: "point", Usage: "restore point id per --vm, in order (default: latest)"},
+				&cli.StringSliceFlag{Name: "point", Usage: "restore point per --vm, in order: latest (default), an id or a unique prefix"},
 				&cli.StringSliceFlag{Name: "allow", Usage: "client CIDR or address that may mount the session (repeatable; default loopback)"},
 				&cli.StringFlag{Name: "squash", Value: "none", Usage: "the session's NFS identities mapped to nobody: none, root (uid 0) or all"}),
 			Action: publishCmd,
@@ -303,7 +303,7 @@ func sessionsList(c *cli.Context) error {
 		for _, v := range s.VMs {
 			vms = append(vms, v.Folder)
 		}
-		rows = append(rows, []string{s.ID, s.Kind, s.State, s.Created.Local().Format(time.DateTime), strings.Join(vms, ","), dash(s.NFSPath)})
+		rows = append(rows, []string{s.ID, s.Kind, s.State, fmtTime(s.Created), strings.Join(vms, ","), dash(s.NFSPath)})
 	}
 	table(os.Stdout, []string{"SESSION", "KIND", "STATE", "CREATED", "VMS", "NFS PATH"}, rows)
 	return nil
@@ -328,7 +328,7 @@ func sessionsShow(c *cli.Context) error {
 	if s.Error != "" {
 		fmt.Printf("error: %s\n", s.Error)
 	}
-	fmt.Printf("nfs path: %s\nclients:  %s\ncreated:  %s\n", dash(s.NFSPath), strings.Join(s.Allow, ", "), s.Created.Local().Format(time.DateTime))
+	fmt.Printf("nfs path: %s\nclients:  %s\ncreated:  %s\n", dash(s.NFSPath), strings.Join(s.Allow, ", "), fmtTime(s.Created))
 	for _, v := range s.VMs {
 		fmt.Printf("vm %s: point %s, folder %s, host %s\n", v.VM, v.Point, v.Folder, dash(v.Host))
 	}

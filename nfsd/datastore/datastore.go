@@ -332,19 +332,14 @@ func (s *Service) nfsPath(id string) string {
 }
 
 func (s *Service) resolvePoint(ctx context.Context, vm, point string) (*repo.RestorePoint, error) {
-	var p *repo.RestorePoint
-	var err error
-	if point != "" {
-		p, err = s.cfg.Repo.Point(point)
-		if err == nil && vm != "" && p.VM.Name != vm {
-			return nil, fmt.Errorf("%w: restore point %s belongs to %s, not %s", ErrInvalid, point, p.VM.Name, vm)
-		}
-	} else {
-		p, err = s.cfg.Catalog.LatestPoint(ctx, vm, time.Time{})
-	}
+	// "latest", a full id or a unique prefix, as everywhere a point is named.
+	p, err := s.cfg.Catalog.ResolvePoint(ctx, vm, point, time.Time{})
 	if err != nil {
-		if errors.Is(err, repo.ErrNotFound) || errors.Is(err, catalog.ErrNotFound) {
-			return nil, fmt.Errorf("%w: vm %q point %q: %v", ErrNotFound, vm, point, err)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+		}
+		if errors.Is(err, catalog.ErrAmbiguous) {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 		return nil, err
 	}
