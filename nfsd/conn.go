@@ -47,6 +47,8 @@ type clientConn struct {
 	inflight chan struct{}
 	running  chan struct{}
 
+	mem recordMem // the connection's record buffers in the budget
+
 	readEnd   chan struct{} // closed when the connection's reading ends
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -109,6 +111,7 @@ func (s *Server) newClientConn(nc net.Conn) *clientConn {
 		running:  make(chan struct{}, s.pipes),
 		readEnd:  make(chan struct{}),
 		closed:   make(chan struct{}),
+		mem:      recordMem{s: s},
 	}
 }
 
@@ -124,43 +127,61 @@ func (c *clientConn) close() {
 	})
 }
 
-// armedReader sets a read deadline as soon as a record begins to arrive, so that
-// a client may idle between calls for as long as it likes but may not stall in
+// armedReader keeps a connection's read deadline: IdleTimeout while no record
+// is under way, RecordTimeout from the first byte of a record on, so that a
+// client may idle between calls (up to the idle timeout) but may not stall in
 // the middle of one.
 type armedReader struct {
-	nc    net.Conn
-	armed bool
+	nc       net.Conn
+	idle     time.Duration
+	record   time.Duration
+	armed    bool
+	deadline time.Time // of the record under way, once armed
 }
 
 func (r *armedReader) Read(p []byte) (int, error) {
 	n, err := r.nc.Read(p)
 	if n > 0 && !r.armed {
-		r.nc.SetReadDeadline(time.Now().Add(recordTimeout))
-		r.armed = true
+		r.arm()
 	}
 	return n, err
 }
 
-func (r *armedReader) disarm() {
-	r.nc.SetReadDeadline(time.Time{})
-	r.armed = false
+func (r *armedReader) arm() {
+	r.deadline = time.Now().Add(r.record)
+	r.nc.SetReadDeadline(r.deadline)
+	r.armed = true
 }
+
+func (r *armedReader) disarm() {
+	r.nc.SetReadDeadline(time.Now().Add(r.idle))
+	r.armed = false
+	r.deadline = time.Time{}
+}
+
+// readBufSize is the connection's read buffer: room for dozens of small calls;
+// large record bodies bypass it. It is a fixed cost of every open connection.
+const readBufSize = 8 << 10
 
 func (c *clientConn) serve(ctx context.Context) {
 	s := c.s
 	s.m.conns.Inc()
 	defer s.m.conns.Dec()
-	if !s.admitsClient(c.client) {
-		s.log.Info("nfsd: connection from a client outside the allow-list", "client", c.client)
-	}
 	c.ctx = ctx
 	defer func() {
 		c.close()
 		c.wg.Wait()
+		c.mem.close()
 	}()
 
-	ar := &armedReader{nc: c.nc}
-	c.readCalls(ctx, &callReader{ar: ar, br: bufio.NewReaderSize(ar, 64<<10)})
+	ar := &armedReader{nc: c.nc, idle: s.limits.IdleTimeout, record: s.limits.RecordTimeout}
+	ar.disarm()
+	r := &callReader{ar: ar, br: bufio.NewReaderSize(ar, readBufSize)}
+	r.rr = rpc.RecordReader{
+		R: r.br, MaxSize: maxCallRecord + 4*s.limits.MaxFragments, MaxFragments: s.limits.MaxFragments,
+		Grow: func(b []byte, n, _ int) ([]byte, error) { return c.mem.grow(ctx, ar.deadline, b, n) },
+	}
+	c.readCalls(ctx, r)
 	<-c.readEnd
 }
 
@@ -169,6 +190,7 @@ func (c *clientConn) serve(ctx context.Context) {
 type callReader struct {
 	ar *armedReader
 	br *bufio.Reader
+	rr rpc.RecordReader
 }
 
 // readCalls reads and handles calls until the connection ends, then closes
@@ -180,15 +202,29 @@ func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
 	s := c.s
 	for {
 		if r.br.Buffered() > 0 {
-			r.ar.nc.SetReadDeadline(time.Now().Add(recordTimeout))
-			r.ar.armed = true
+			r.ar.arm()
 		}
-		rec, err := readCallRecord(r.br)
+		rec, err := c.readCallRecord(ctx, r)
 		if err != nil {
-			if errors.Is(err, rpc.ErrRecordTooLarge) {
+			c.mem.release(rec)
+			var ne net.Error
+			timeout := errors.As(err, &ne) && ne.Timeout()
+			switch {
+			case timeout && !r.ar.armed && c.working():
+				r.ar.disarm() // quiet, but waiting for its replies: not idle
+				continue
+			case timeout && !r.ar.armed:
+				s.log.Debug("nfsd: idle connection closed", "client", c.client, "idle", s.limits.IdleTimeout)
+			case timeout:
+				s.m.refused.WithLabelValues(refusedTimeout).Inc()
+				s.log.Info("nfsd: record not finished in time, closing", "client", c.client, "timeout", s.limits.RecordTimeout)
+			case errors.Is(err, rpc.ErrRecordTooLarge), errors.Is(err, rpc.ErrTooManyFragments):
 				s.m.refused.WithLabelValues(refusedGarbage).Inc()
-				s.log.Info("nfsd: record too large, closing", "client", c.client, "err", err)
-			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Info("nfsd: record refused, closing", "client", c.client, "err", err)
+			case errors.Is(err, errNoMemory):
+				s.m.refused.WithLabelValues(refusedMemory).Inc()
+				s.log.Warn("nfsd: no room for a record in the record memory budget, closing", "client", c.client, "err", err)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				s.log.Debug("nfsd: connection ends", "client", c.client, "err", err)
 			}
 			close(c.readEnd)
@@ -212,38 +248,38 @@ func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
 	}
 }
 
-// Call records of more than pooledRecordMin bytes (WRITEs, mostly) are read
-// into pooled buffers: a fresh megabyte per WRITE costs more to clear than to
-// fill.
-const pooledRecordMin = 64 << 10
-
-var recordBufs = sync.Pool{New: func() any { b := make([]byte, 4+maxCallRecord); return &b }}
+// working reports whether some call of the connection is at work.
+func (c *clientConn) working() bool {
+	if len(c.inflight) > 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.pipes {
+		if p.load.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // readCallRecord reads the next call record, behind a 4-byte gap for its mark
-// so that it goes to a pipe as is.
-func readCallRecord(br *bufio.Reader) ([]byte, error) {
-	mark, err := br.Peek(4)
+// so that it goes to a pipe as is. Nothing is allocated before a mark has
+// arrived. On error it returns what the connection must give back.
+func (c *clientConn) readCallRecord(ctx context.Context, r *callReader) ([]byte, error) {
+	mark, err := r.br.Peek(4)
 	if err != nil {
 		if len(mark) > 0 && errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	dst := make([]byte, 4, 4+512)
-	m := binary.BigEndian.Uint32(mark)
-	if n := int(m &^ (1 << 31)); m&(1<<31) != 0 && n > pooledRecordMin && n <= maxCallRecord {
-		dst = (*recordBufs.Get().(*[]byte))[:4]
+	n := int(binary.BigEndian.Uint32(mark) &^ (1 << 31))
+	dst, err := c.mem.grow(ctx, r.ar.deadline, nil, 4+min(n, 512))
+	if err != nil {
+		return nil, err
 	}
-	return rpc.AppendRecord(dst, br, maxCallRecord)
-}
-
-// releaseRecord returns a call record's buffer to the pool once nothing refers
-// to it any more. Buffers not from the pool are left to the collector.
-func releaseRecord(framed []byte) {
-	if cap(framed) >= 4+maxCallRecord {
-		framed = framed[:cap(framed)]
-		recordBufs.Put(&framed)
-	}
+	return r.rr.Append(dst[:4])
 }
 
 // handleCall answers or forwards one call; framed holds a 4-byte gap and the
@@ -254,7 +290,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 	handed := false
 	defer func() {
 		if !handed {
-			releaseRecord(framed)
+			c.mem.release(framed)
 		}
 	}()
 	s := c.s
@@ -331,7 +367,17 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 			binary.BigEndian.PutUint32(p, MaxIO)
 		}
 	}
-	framed, cs := s.prepareForward(c.client, call.ArgsOffset, call.Proc, &args, framed)
+	marked, cs := s.prepareForward(c.client, call.ArgsOffset, call.Proc, &args, framed)
+	if cap(marked) != cap(framed) || &marked[0] != &framed[0] {
+		// A rewritten record: the budget holds the new buffer, not the old.
+		if err := c.mem.charge(ctx, time.Time{}, int64(cap(marked))); err != nil {
+			s.finishCall(cs, nil)
+			s.m.refused.WithLabelValues(refusedMemory).Inc()
+			return nil, false
+		}
+		c.mem.release(framed)
+		framed = marked
+	}
 	binary.BigEndian.PutUint32(framed[:4], uint32(len(framed)-4)|1<<31)
 	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start, st: cs, drc: drc}
 	if args.ordered {
@@ -425,7 +471,7 @@ func (c *clientConn) forwardAndWait(fwd *fwdCall) {
 // runFast answers a fast-path call and writes its reply.
 func (c *clientConn) runFast(fc *fastCall) {
 	defer func() { <-c.inflight }()
-	defer releaseRecord(fc.framed)
+	defer c.mem.release(fc.framed)
 	select {
 	case <-c.closed:
 		return // nobody to answer; the client retransmits on its next connection
@@ -621,7 +667,7 @@ func (c *clientConn) relay(p *pipe, fc *fwdCall, buf []byte) ([]byte, bool) {
 	// not see a record split across pipe writes. A pipe has no buffer: once
 	// Write returns, go-nfs has taken its copy and the record may be reused.
 	_, err := p.conn.Write(fc.framed)
-	releaseRecord(fc.framed)
+	c.mem.release(fc.framed)
 	fc.framed = nil
 	if err != nil {
 		s.log.Debug("nfsd: pipe broken", "client", c.client, "err", err)

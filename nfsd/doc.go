@@ -56,9 +56,13 @@
 //     otherwise from a handle table persisted under Config.StateDir. Handles are
 //     never random and survive restarts.
 //
-// Refusals. A client outside the server's allow-list keeps its connection and gets
-// clean errors: MNT answers MNT3ERR_ACCES, EXPORT and DUMP answer empty lists, MOUNT
-// NULL answers, and every NFS call is denied with AUTH_ERROR (AUTH_TOOWEAK). A client
+// Refusals. A connection from a client outside the server's allow-list (which
+// datastore keeps as the union of every export's and session's), or over a
+// connection limit (Limits), is closed as soon as it is accepted, before
+// anything is allocated for it. A client whose admission is withdrawn while it
+// is connected keeps its connection and gets clean errors: MNT answers
+// MNT3ERR_ACCES, EXPORT and DUMP answer empty lists, MOUNT NULL answers, and
+// every NFS call is denied with AUTH_ERROR (AUTH_TOOWEAK). A client
 // outside an export's allow-list, or outside a subtree's, gets MNT3ERR_ACCES on MNT
 // and NFS3ERR_ACCES on any call that names a file there. Malformed file handles get
 // NFS3ERR_BADHANDLE; handles of removed exports or files get NFS3ERR_STALE; names
@@ -67,8 +71,9 @@
 // NFS3ERR_PERM for a change of owner, group or mode only the owner or root may
 // make. SYMLINK out of the export and MKNOD get NFS3ERR_NOTSUPP, COMMIT on a
 // read-only export NFS3ERR_ROFS, a WRITE past 2^63-1 NFS3ERR_FBIG.
-// Bytes that are not an RPC call, and records over the size limit, close the
-// connection.
+// Bytes that are not an RPC call, records over the size or fragment limit, records
+// not finished within Limits.RecordTimeout, and records that find no room in
+// Limits.RecordMemory in time close the connection.
 //
 // Durability. go-nfs and the fast path answer every WRITE with FILE_SYNC. Unless
 // Config.Unsafe is set, every write and truncate is followed by the file's Sync

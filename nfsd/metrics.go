@@ -20,6 +20,11 @@ const (
 	refusedROFS    = "rofs"    // change on a read-only export
 	// refusedPermission: the caller's identity may not (mode bits, owner)
 	refusedPermission = "permission"
+	refusedTimeout    = "timeout" // record not finished within Limits.RecordTimeout
+	refusedMemory     = "memory"  // no room in Limits.RecordMemory in time
+	// And, from the accept gate: "conns" (Limits.MaxConns open), "per_client"
+	// (Limits.MaxConnsPerClient open from the address); "client" also counts
+	// connections from outside every allow-list, closed at once.
 )
 
 type metrics struct {
@@ -30,6 +35,8 @@ type metrics struct {
 	conns      prometheus.Gauge
 	refused    *prometheus.CounterVec
 	duplicates prometheus.Counter
+	// acceptErrors counts transient accept errors, retried, by listener.
+	acceptErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,11 +70,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rekindle_nfs_duplicate_calls_total",
 			Help: "Calls sent again (same client, XID and arguments) and answered from the duplicate request cache.",
 		}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rekindle_nfs_accept_errors_total",
+			Help: "Transient accept errors (out of file descriptors or kernel memory), retried with backoff, by listener.",
+		}, []string{"listener"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.calls, m.duration, m.readBytes, m.writeBytes, m.conns, m.refused, m.duplicates} {
+	for _, c := range []prometheus.Collector{m.calls, m.duration, m.readBytes, m.writeBytes, m.conns, m.refused, m.duplicates, m.acceptErrors} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

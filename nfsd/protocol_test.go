@@ -20,13 +20,24 @@ import (
 	"github.com/rekindle/rekindle/nfsd/rpc"
 )
 
-func TestRefusedClientGetsMountErrorNotHang(t *testing.T) {
+func TestRefusedClientGetsClosedSocketNotHang(t *testing.T) {
 	_, exp := exportDir(t)
 	ts := startServer(t, Config{StateDir: t.TempDir(), Allow: []netip.Prefix{mustPrefix("10.0.0.0/8")}}, exp)
-	n := newNFSClient(t, ts.Addr())
 
+	// A client outside every allow-list costs the server a closed socket: no
+	// answer to anything, not even MOUNT NULL.
+	expectRefusedAtConnect(t, "127.0.0.1", ts.Addr())
+
+	// Admitting the client lets it connect; admission applies to open
+	// connections at their next call.
+	ts.SetAllow([]netip.Prefix{mustPrefix("127.0.0.0/8")})
+	n := newNFSClient(t, ts.Addr())
+	if _, err := n.c.Call(testCtx(t), progMount, 3, mountNull, nil); err != nil {
+		t.Fatalf("MOUNT NULL once admitted: %v", err)
+	}
+	ts.SetAllow([]netip.Prefix{mustPrefix("10.0.0.0/8")})
 	if st, _ := n.mount("/rekindle"); st != mnt3ErrAcces {
-		t.Fatalf("MNT from a refused client: status %d, want MNT3ERR_ACCES (13)", st)
+		t.Fatalf("MNT from a client no longer admitted: status %d, want MNT3ERR_ACCES (13)", st)
 	}
 	// MOUNT EXPORT and DUMP answer, with nothing in them.
 	r, err := n.c.Call(testCtx(t), progMount, 3, mountExport, nil)
@@ -576,7 +587,7 @@ func TestMalformedInputClosesOrAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(recordTimeout / 4))
+			conn.SetDeadline(time.Now().Add(DefaultRecordTimeout))
 			conn.Write(in)
 			if name == "huge non-last frags" {
 				// Keep sending fragments without a last one: the total limit closes it.

@@ -133,8 +133,10 @@ func TestNfsLsRefusedClient(t *testing.T) {
 	if err == nil {
 		t.Fatal("nfs-ls succeeded for a client outside the allow-list")
 	}
-	if !strings.Contains(stderr, "ACCES") && !strings.Contains(strings.ToLower(stderr), "permission") {
-		t.Fatalf("nfs-ls failed without a permission error: %s", stderr)
+	// The server closes the connection of a client outside every allow-list
+	// at once: libnfs sees it drop before any reply.
+	if !strings.Contains(strings.ToLower(stderr), "mount") && !strings.Contains(strings.ToLower(stderr), "socket") {
+		t.Fatalf("nfs-ls failed without saying it could not mount: %s", stderr)
 	}
 }
 
@@ -147,8 +149,10 @@ func TestNfsLsRefusedByExportAllowList(t *testing.T) {
 	if err == nil {
 		t.Fatal("nfs-ls succeeded for a client outside the export's allow-list")
 	}
-	if !strings.Contains(stderr, "ACCES") && !strings.Contains(strings.ToLower(stderr), "permission") {
-		t.Fatalf("nfs-ls failed without a permission error: %s", stderr)
+	// The server closes the connection of a client outside every allow-list
+	// at once: libnfs sees it drop before any reply.
+	if !strings.Contains(strings.ToLower(stderr), "mount") && !strings.Contains(strings.ToLower(stderr), "socket") {
+		t.Fatalf("nfs-ls failed without saying it could not mount: %s", stderr)
 	}
 	if err := ts.SetExportAllow("/rekindle", nil); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	nfs "github.com/willscott/go-nfs"
 
+	"github.com/rekindle/rekindle/internal/accept"
 	"github.com/rekindle/rekindle/internal/durable"
 	"github.com/rekindle/rekindle/nfsd/portmap"
 	"github.com/rekindle/rekindle/nfsd/rpc"
@@ -41,8 +42,6 @@ const (
 	MaxIO = 1 << 20
 	// maxCallRecord bounds one call record: a MaxIO WRITE and its header.
 	maxCallRecord = MaxIO + 64<<10
-	// recordTimeout is how long a client may take to finish a record it started.
-	recordTimeout = 2 * time.Minute
 	// writeTimeout is how long a reply may take to leave.
 	writeTimeout = 2 * time.Minute
 )
@@ -96,6 +95,9 @@ type Config struct {
 	// for uid 0, SquashAll for everyone (see identity.go). SetSubtreeSquash
 	// adds stricter rules per subtree.
 	Squash Squash
+	// Limits bound connections, timeouts and the memory of call records; zero
+	// fields take their defaults (see Limits).
+	Limits Limits
 }
 
 // Export publishes a filesystem.
@@ -139,12 +141,16 @@ type Server struct {
 	m     *metrics
 	pipes int
 
-	ln      net.Listener
-	pm      *portmap.Server
-	pmTable *portmap.Table
-	inmem   *pipeListener
-	nfs     *nfs.Server
-	commits commitGroups // shared syncs of stable WRITEs and COMMITs
+	ln       net.Listener
+	gate     *accept.Gate
+	limits   Limits
+	budget   *recordBudget
+	recPools recordPools
+	pm       *portmap.Server
+	pmTable  *portmap.Table
+	inmem    *pipeListener
+	nfs      *nfs.Server
+	commits  commitGroups // shared syncs of stable WRITEs and COMMITs
 
 	mu      sync.RWMutex
 	allow   []netip.Prefix
@@ -193,6 +199,10 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	routeGoNFSLog(cfg.Logger)
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -202,6 +212,8 @@ func New(cfg Config) (*Server, error) {
 		log:     log,
 		m:       m,
 		pipes:   cfg.PipesPerConn,
+		limits:  limits,
+		budget:  newRecordBudget(limits.RecordMemory),
 		allow:   append([]netip.Prefix(nil), cfg.Allow...),
 		exports: map[string]*export{},
 		byID:    map[uint32]*export{},
@@ -222,10 +234,17 @@ func New(cfg Config) (*Server, error) {
 	if listen == "" {
 		listen = DefaultListen
 	}
-	s.ln, err = net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("nfsd: listen %s: %w", listen, err)
 	}
+	al := accept.New(ln, "nfs", log)
+	al.OnError = func(error) { m.acceptErrors.WithLabelValues("nfs").Inc() }
+	s.ln = al
+	s.gate = accept.NewGate("nfs", log)
+	s.gate.Max, s.gate.PerClient = limits.MaxConns, limits.MaxConnsPerClient
+	s.gate.Admit = s.admitsClient
+	s.gate.OnRefuse = func(reason string) { m.refused.WithLabelValues(reason).Inc() }
 	nfsPort := uint16(s.ln.Addr().(*net.TCPAddr).Port)
 	host := rpc.HostOf(s.ln.Addr())
 	if cfg.PortmapAddr != "" {
@@ -254,6 +273,10 @@ func New(cfg Config) (*Server, error) {
 		pm.SetTable(s.pmTable)
 		pm.Observe = s.observe
 		pm.Garbage = func() { s.m.refused.WithLabelValues(refusedGarbage).Inc() }
+		pm.Admit = s.admitsClient
+		pm.MaxConns, pm.MaxConnsPerClient, pm.IdleTimeout = limits.MaxConns, limits.MaxConnsPerClient, limits.IdleTimeout
+		pm.OnAcceptError = func(error) { m.acceptErrors.WithLabelValues("portmap").Inc() }
+		pm.OnRefuse = func(reason string) { m.refused.WithLabelValues(reason).Inc() }
 		s.pm = pm
 	} else {
 		s.pmTable = portmap.NewTable([]portmap.Mapping{
@@ -347,27 +370,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// acceptLoop accepts until the listener closes. Transient accept errors
+// (EMFILE, ENOBUFS, ...) are retried below it (accept.Listener); connections
+// the gate refuses are closed before anything is allocated for them.
 func (s *Server) acceptLoop(ctx context.Context) error {
-	var delay time.Duration
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			return fmt.Errorf("nfsd: accept: %w", err)
 		}
-		delay = 0
+		client := rpc.HostOf(nc.RemoteAddr())
+		if ok, _ := s.gate.Enter(client); !ok {
+			refuseConn(nc)
+			continue
+		}
 		c := s.newClientConn(nc)
 		s.connsMu.Lock()
 		if s.conns == nil {
 			s.connsMu.Unlock()
+			s.gate.Leave(client)
 			nc.Close()
 			continue
 		}
@@ -376,12 +400,22 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 		s.connsMu.Unlock()
 		go func() {
 			defer s.connWG.Done()
+			defer s.gate.Leave(client)
 			c.serve(ctx)
 			s.connsMu.Lock()
 			delete(s.conns, c)
 			s.connsMu.Unlock()
 		}()
 	}
+}
+
+// refuseConn closes a refused connection with a reset: no FIN handshake, and
+// nothing left of it on the server (no TIME_WAIT).
+func refuseConn(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	nc.Close()
 }
 
 // Close stops the server: listeners, connections and handle tables. It waits

@@ -23,7 +23,9 @@ import (
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/internal/accept"
 	"github.com/rekindle/rekindle/internal/httpapi"
+	"github.com/rekindle/rekindle/nfsd"
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/orchestrator/backupjob"
@@ -46,6 +48,12 @@ func serveCommands() []*cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "squash", Value: "none", Usage: "NFS identities mapped to nobody (65534) on every export: none, root (uid 0) or all", EnvVars: []string{"REKINDLE_SQUASH"}}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Usage: "most open client connections to the NFS port (and, separately, the portmapper's) (default 4096, or half the file-descriptor limit if lower)", EnvVars: []string{"REKINDLE_MAX_CONNS"}}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns-per-client", Value: nfsd.DefaultMaxConnsPerClient, Usage: "most open connections from one client address", EnvVars: []string{"REKINDLE_MAX_CONNS_PER_CLIENT"}}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: nfsd.DefaultIdleTimeout, Usage: "close a client connection idle this long (clients reconnect)", EnvVars: []string{"REKINDLE_IDLE_TIMEOUT"}}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "record-timeout", Value: nfsd.DefaultRecordTimeout, Usage: "close a connection that takes longer to send one RPC record", EnvVars: []string{"REKINDLE_RECORD_TIMEOUT"}}),
+		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "record-memory-mb", Value: nfsd.DefaultRecordMemory >> 20, Usage: "memory budget in MiB for RPC records being read or answered, over all connections", EnvVars: []string{"REKINDLE_RECORD_MEMORY_MB"}}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-fragments", Value: nfsd.DefaultMaxFragments, Usage: "most fragments in one RPC record", EnvVars: []string{"REKINDLE_MAX_FRAGMENTS"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
 	flags = append(flags, fromConfig(apiServeFlags())...)
@@ -133,6 +141,11 @@ func serveCmd(c *cli.Context) error {
 	portmap := c.String("portmap")
 	if portmap == "off" {
 		portmap = ""
+	} else if h, p, err := net.SplitHostPort(portmap); err == nil && h == "" {
+		// A bare port binds the portmapper (TCP and UDP) where NFS listens.
+		if nh, _, err := net.SplitHostPort(c.String("nfs")); err == nil && nh != "" {
+			portmap = net.JoinHostPort(nh, p)
+		}
 	}
 	name := c.String("server-name")
 	if name == "" {
@@ -149,6 +162,11 @@ func serveCmd(c *cli.Context) error {
 		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
 		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),
 		NoFastPath: c.Bool("no-fast-path"), Squash: c.String("squash"),
+		Limits: nfsd.Limits{
+			MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
+			IdleTimeout: c.Duration("idle-timeout"), RecordTimeout: c.Duration("record-timeout"),
+			RecordMemory: c.Int64("record-memory-mb") << 20, MaxFragments: c.Int("max-fragments"),
+		},
 		Logger: log, Registry: reg,
 	})
 	if err != nil {
@@ -209,6 +227,9 @@ func serveCmd(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", hs.Addr, err)
 		}
+		// Out of descriptors or kernel memory, Accept fails: retry with backoff
+		// rather than let Serve return (net/http gives up on ENOBUFS).
+		ln = accept.New(ln, "api "+hs.Addr, log)
 		if hs.TLSConfig != nil {
 			ln = tls.NewListener(ln, hs.TLSConfig)
 		}

@@ -66,7 +66,10 @@ type Config struct {
 	// Squash maps untrusted NFS identities to nobody on every export: "root"
 	// (uid 0) or "all"; empty or "none" trusts them (ESXi writes as root).
 	// A session may ask for a stricter squash of its own.
-	Squash   string
+	Squash string
+	// Limits bound the NFS front's connections, timeouts and record memory
+	// (zero fields: nfsd's defaults).
+	Limits   nfsd.Limits
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 }
@@ -131,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	ncfg := nfsd.Config{Squash: squash,
 		Listen: cfg.NFSListen, PortmapAddr: cfg.PortmapAddr, StateDir: filepath.Join(cfg.StateDir, "nfs"),
 		Logger: cfg.Logger, Unsafe: cfg.Unsafe, Allow: cfg.PointsAllow, NoFastPath: cfg.NoFastPath,
+		Limits: cfg.Limits,
 	}
 	if cfg.Registry != nil { // a nil *Registry must not become a non-nil Registerer
 		ncfg.Registry = cfg.Registry

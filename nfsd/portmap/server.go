@@ -2,6 +2,7 @@ package portmap
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,25 +11,51 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rekindle/rekindle/internal/accept"
 	"github.com/rekindle/rekindle/nfsd/rpc"
 )
 
 // maxRecord bounds a portmapper call: the largest legal one is a few hundred bytes.
 const maxRecord = 8 << 10
 
-// idleTimeout closes a TCP portmapper connection that has gone quiet.
+// idleTimeout closes a TCP portmapper connection that has gone quiet, unless
+// Server.IdleTimeout is shorter.
 const idleTimeout = 2 * time.Minute
+
+// maxFragments bounds the fragments of one call over TCP.
+const maxFragments = 64
+
+// UDPReplyFactor bounds a UDP reply to this many times its request's size: a
+// larger answer (a DUMP, mostly) is replaced by a bare SYSTEM_ERR reply,
+// which is shorter than any call. The portmapper is never a reflection
+// amplifier; DUMP works over TCP.
+const UDPReplyFactor = 2
 
 // Server serves a Table over TCP and UDP on one address.
 type Server struct {
 	table *Table
-	tcp   net.Listener
+	tcp   *accept.Listener
 	udp   *net.UDPConn
 	log   *slog.Logger
 	// Observe, when set, is told of every answered call.
 	Observe func(proc string, d time.Duration)
 	// Garbage, when set, is told of every undecodable call.
 	Garbage func()
+	// Admit, when set, decides which clients are answered at all: a TCP
+	// connection from any other is closed at once, a datagram dropped.
+	Admit func(netip.Addr) bool
+	// MaxConns and MaxConnsPerClient bound the open TCP connections (zero: no
+	// bound); IdleTimeout, when shorter than two minutes, closes quiet ones
+	// sooner.
+	MaxConns, MaxConnsPerClient int
+	IdleTimeout                 time.Duration
+	// OnAcceptError, when set, is told of every transient accept error
+	// (retried with backoff, see package accept).
+	OnAcceptError func(error)
+	// OnRefuse, when set, is told of every connection or datagram refused, by
+	// reason: the accept gate's, and "amplification" for a UDP answer
+	// replaced because it was too large.
+	OnRefuse func(reason string)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -52,7 +79,7 @@ func Listen(addr string, table *Table, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("portmap: listen udp %s: %w", ua, err)
 	}
 	enablePktinfo(u)
-	return &Server{table: table, tcp: l, udp: u, log: log, conns: map[net.Conn]struct{}{}}, nil
+	return &Server{table: table, tcp: accept.New(l, "portmap", log), udp: u, log: log, conns: map[net.Conn]struct{}{}}, nil
 }
 
 // SetTable replaces the table answered from; call it before Serve.
@@ -88,14 +115,21 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) serveTCP(wg *sync.WaitGroup) {
+	s.tcp.OnError = s.OnAcceptError
+	gate := accept.NewGate("portmap", s.log)
+	gate.Max, gate.PerClient, gate.Admit, gate.OnRefuse = s.MaxConns, s.MaxConnsPerClient, s.Admit, s.OnRefuse
 	for {
 		c, err := s.tcp.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			return // closed: transient errors are retried by the listener
+		}
+		client := rpc.HostOf(c.RemoteAddr())
+		if ok, _ := gate.Enter(client); !ok {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
 			}
-			return
+			c.Close()
+			continue
 		}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
@@ -103,6 +137,7 @@ func (s *Server) serveTCP(wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer gate.Leave(client)
 			s.serveConn(c)
 			s.mu.Lock()
 			delete(s.conns, c)
@@ -114,21 +149,27 @@ func (s *Server) serveTCP(wg *sync.WaitGroup) {
 
 func (s *Server) serveConn(c net.Conn) {
 	local := rpc.HostOf(c.LocalAddr())
+	timeout := idleTimeout
+	if s.IdleTimeout > 0 && s.IdleTimeout < timeout {
+		timeout = s.IdleTimeout
+	}
+	rr := rpc.RecordReader{R: c, MaxSize: maxRecord, MaxFragments: maxFragments}
 	buf := make([]byte, 0, 512)
 	for {
-		c.SetReadDeadline(time.Now().Add(idleTimeout))
-		rec, err := rpc.ReadRecord(c, maxRecord, buf)
+		c.SetReadDeadline(time.Now().Add(timeout))
+		rec, err := rr.Append(buf[:0])
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("portmap: tcp connection ends", "client", c.RemoteAddr(), "err", err)
 			}
 			return
 		}
+		buf = rec
 		reply, ok := s.answer(rec, local)
 		if !ok {
 			return
 		}
-		c.SetWriteDeadline(time.Now().Add(idleTimeout))
+		c.SetWriteDeadline(time.Now().Add(timeout))
 		if _, err := c.Write(rpc.Frame(reply)); err != nil {
 			return
 		}
@@ -160,6 +201,16 @@ func (s *Server) answer(rec []byte, local netip.Addr) ([]byte, bool) {
 	return reply, true
 }
 
+// RefusedAmplification is the refusal reason of a UDP answer replaced because
+// it was more than UDPReplyFactor times its request.
+const RefusedAmplification = "amplification"
+
+func (s *Server) refuse(reason string) {
+	if s.OnRefuse != nil {
+		s.OnRefuse(reason)
+	}
+}
+
 func (s *Server) serveUDP() {
 	buf := make([]byte, maxRecord)
 	oob := make([]byte, 256)
@@ -172,6 +223,10 @@ func (s *Server) serveUDP() {
 			}
 			continue
 		}
+		if s.Admit != nil && !s.Admit(from.Addr().Unmap()) {
+			s.refuse(accept.RefusedClient)
+			continue
+		}
 		local := pktinfoDst(oob[:oobn])
 		if !local.IsValid() {
 			local = fallback
@@ -179,6 +234,12 @@ func (s *Server) serveUDP() {
 		reply, ok := s.answer(buf[:n], local)
 		if !ok {
 			continue
+		}
+		if len(reply) > UDPReplyFactor*n {
+			// An answer larger than the question would make the portmapper a
+			// reflection amplifier for spoofed sources: answer SYSTEM_ERR.
+			s.refuse(RefusedAmplification)
+			reply = rpc.AcceptedReply(binary.BigEndian.Uint32(buf[:4]), rpc.SystemErr).Bytes()
 		}
 		s.udp.WriteToUDPAddrPort(reply, from)
 	}

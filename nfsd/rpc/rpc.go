@@ -138,42 +138,13 @@ func ReadRecord(r io.Reader, max int, buf []byte) ([]byte, error) {
 }
 
 // AppendRecord is ReadRecord appending the record to dst; on success the result
-// is dst followed by the record.
+// is dst followed by the record. See RecordReader for limits beyond the size.
 func AppendRecord(dst []byte, r io.Reader, max int) ([]byte, error) {
-	rec := dst
-	total := 0
-	var mark [4]byte
-	for {
-		if _, err := io.ReadFull(r, mark[:]); err != nil {
-			if err == io.ErrUnexpectedEOF || (err == io.EOF && total > 0) {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		m := binary.BigEndian.Uint32(mark[:])
-		last := m&(1<<31) != 0
-		n := int(m &^ (1 << 31))
-		total += 4 + n
-		if total > max {
-			return nil, fmt.Errorf("%w: more than %d bytes", ErrRecordTooLarge, max)
-		}
-		start := len(rec)
-		if cap(rec)-start < n {
-			grown := make([]byte, start, start+n)
-			copy(grown, rec)
-			rec = grown
-		}
-		rec = rec[:start+n]
-		if _, err := io.ReadFull(r, rec[start:]); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		if last {
-			return rec, nil
-		}
+	rec, err := (&RecordReader{R: r, MaxSize: max}).Append(dst)
+	if err != nil {
+		return nil, err
 	}
+	return rec, nil
 }
 
 // Frame returns rec led by a single last-fragment mark, ready for one Write.
