@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,12 +25,13 @@ import (
 func hypervisorFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "hypervisor", Value: "vsphere", Usage: "vsphere or qemu", EnvVars: []string{"REKINDLE_HYPERVISOR"}},
-		&cli.StringFlag{Name: "vc", Usage: "vCenter URL, e.g. https://vc.example.com/sdk", EnvVars: []string{"REKINDLE_VC_URL"}},
-		&cli.StringFlag{Name: "vc-user", Usage: "vCenter user", EnvVars: []string{"REKINDLE_VC_USER"}},
-		&cli.StringFlag{Name: "vc-password-file", Usage: "file holding the vCenter password (or set REKINDLE_VC_PASSWORD)", EnvVars: []string{"REKINDLE_VC_PASSWORD_FILE"}},
+		// govc's variables count when rekindle's own are absent.
+		&cli.StringFlag{Name: "vc", Usage: "vCenter URL, e.g. https://vc.example.com/sdk", EnvVars: []string{"REKINDLE_VC_URL", "GOVC_URL"}},
+		&cli.StringFlag{Name: "vc-user", Usage: "vCenter user", EnvVars: []string{"REKINDLE_VC_USER", "GOVC_USERNAME"}},
+		&cli.StringFlag{Name: "vc-password-file", Usage: "file holding the vCenter password (or set REKINDLE_VC_PASSWORD, or GOVC_PASSWORD)", EnvVars: []string{"REKINDLE_VC_PASSWORD_FILE"}},
 		&cli.StringFlag{Name: "vc-thumbprint", Usage: "vCenter certificate SHA-1 thumbprint to trust", EnvVars: []string{"REKINDLE_VC_THUMBPRINT"}},
 		&cli.StringFlag{Name: "vc-ca", Usage: "CA bundle to verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_CA"}},
-		&cli.BoolFlag{Name: "vc-insecure", Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE"}},
+		&cli.BoolFlag{Name: "vc-insecure", Aliases: []string{"k"}, Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE", "GOVC_INSECURE"}},
 		&cli.StringFlag{Name: "datacenter", Usage: "vSphere datacenter (default: the only one)", EnvVars: []string{"REKINDLE_DATACENTER"}},
 		&cli.StringFlag{Name: "qemu-dir", Usage: "qemu: folder for VM state (default: --target, else REPO/state/qemu)", EnvVars: []string{"REKINDLE_QEMU_DIR"}},
 	}
@@ -72,12 +74,21 @@ func connectVC(c *cli.Context, hint string) (*vsphere.Driver, error) {
 		return nil, &exitError{exitUsage, "vsphere: --vc URL (or REKINDLE_VC_URL) is required" + hint}
 	}
 	pw := os.Getenv("REKINDLE_VC_PASSWORD")
+	if pw == "" {
+		pw = os.Getenv("GOVC_PASSWORD")
+	}
 	if f := c.String("vc-password-file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("vCenter password file: %w", err)
 		}
 		pw = strings.TrimRight(string(b), "\r\n")
+	}
+	if user := c.String("vc-user"); pw == "" && !urlHasPassword(c.String("vc")) {
+		if user == "" {
+			return nil, usageErr("no vCenter user: pass --vc-user (or set REKINDLE_VC_USER or GOVC_USERNAME) and its password file (--vc-password-file)")
+		}
+		return nil, usageErr("no password for vCenter user %s: name a file holding it with --vc-password-file (or REKINDLE_VC_PASSWORD_FILE), or set REKINDLE_VC_PASSWORD or GOVC_PASSWORD", user)
 	}
 	d, err := vsphere.Connect(c.Context, vsphere.Config{URL: c.String("vc"), Username: c.String("vc-user"), Password: pw,
 		Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
@@ -353,4 +364,15 @@ func demoCommand() *cli.Command {
 			return simlab.Demo(c.Context, os.Stdout, c.Bool("keep"))
 		},
 	}
+}
+
+// urlHasPassword reports whether a vCenter URL carries user:password, as
+// govc's GOVC_URL may.
+func urlHasPassword(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
 }

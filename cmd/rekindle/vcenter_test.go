@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rekindle/rekindle/orchestrator/simlab"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// TestVCenterCredentials: govc's variables reach the simulator when
+// rekindle's are absent; no password and a wrong password are told apart,
+// with the exit status of a usage error and of a vCenter refusal.
+func TestVCenterCredentials(t *testing.T) {
+	l, err := simlab.New(context.Background(), simlab.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.ImportShop(context.Background(), 1<<20, vmgen.FillRandom); err != nil {
+		t.Fatal(err)
+	}
+	u := *l.Server.URL
+	u.User = nil
+	base := []string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--vc-ca", filepath.Join(l.Dir, "vcsim-ca.pem"),
+		"--target", simlab.Target, "--nfs-server", "nfs1.example.com", "--network-map", "VM Network=DC0_DVPG0", "--dry-run"}
+	runEnv := func(env []string, args ...string) (string, string, int) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+	govc := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=rekindle", "GOVC_PASSWORD=demo-only"}
+	out, stderr, code := runEnv(govc, base...)
+	if code != 0 || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("with GOVC_* variables: exit %d\n%s%s", code, out, stderr)
+	}
+	_, stderr, code = runEnv(govc[:2], base...)
+	if code != exitUsage || !strings.Contains(stderr, "no password for vCenter user rekindle") || !strings.Contains(stderr, "--vc-password-file") {
+		t.Fatalf("no password: exit %d, %s", code, stderr)
+	}
+	_, stderr, code = runEnv(append(govc[:2:2], "GOVC_PASSWORD=s3cret-wrong"), base...)
+	if code != exitHypervisor || !strings.Contains(stderr, "log in to vCenter") || strings.Contains(stderr, "s3cret-wrong") {
+		t.Fatalf("wrong password: exit %d, %s", code, stderr)
+	}
+	// rekindle's own variable wins over govc's.
+	_, stderr, code = runEnv(append(govc, "REKINDLE_VC_PASSWORD=s3cret-wrong"), base...)
+	if code != exitHypervisor {
+		t.Fatalf("REKINDLE_VC_PASSWORD did not win over GOVC_PASSWORD: exit %d, %s", code, stderr)
+	}
+}
