@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/internal/httpjson"
 	"github.com/rekindle/rekindle/internal/pathroot"
 )
@@ -88,6 +89,12 @@ func (j *Jobs) run(id, op string, fn func(ctx context.Context) error) error {
 // Operations run in the background; 409 when the session is busy.
 func (j *Jobs) Handler() http.Handler {
 	mux := http.NewServeMux()
+	j.Routes(mux)
+	return mux
+}
+
+// Routes registers the routes Handler serves on mux.
+func (j *Jobs) Routes(mux httpapi.Router) {
 	mux.HandleFunc("POST /v1/restores", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Request
@@ -143,7 +150,6 @@ func (j *Jobs) Handler() http.Handler {
 	op("migrate", func(ctx context.Context, id string, body map[string]string) error {
 		return j.o.Migrate(ctx, id, body["to"])
 	})
-	return mux
 }
 
 func replyErr(w http.ResponseWriter, code int, v any, err error) {

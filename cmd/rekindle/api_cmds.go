@@ -17,6 +17,7 @@ import (
 	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/internal/pathroot"
 	"github.com/rekindle/rekindle/nfsd/datastore"
+	"github.com/rekindle/rekindle/orchestrator"
 )
 
 // The API's flags: serve's (TLS, names, where the token lives) and the
@@ -157,6 +158,18 @@ func apiTokenFile(c *cli.Context, state string) string {
 		return f
 	}
 	return filepath.Join(state, httpapi.TokenFileName)
+}
+
+// apiRoutes is every route of the API: the datastore's, the restores'
+// when jobs is not nil, and the OpenAPI description.
+func apiRoutes(svc *datastore.Service, jobs *orchestrator.Jobs) *httpapi.Mux {
+	m := httpapi.NewMux()
+	svc.Routes(m, version)
+	if jobs != nil {
+		jobs.Routes(m)
+	}
+	httpapi.DocRoutes(m)
+	return m
 }
 
 // apiNames are the names the API answers to besides loopback.

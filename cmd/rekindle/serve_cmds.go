@@ -181,7 +181,7 @@ func serveCmd(c *cli.Context) error {
 	// Backup jobs (`rekindle job define`) run here when due.
 	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg)}}
 	g.Go(func() error { return sched.Run(ctx) })
-	handler := svc.Handler(version)
+	var jobs *orchestrator.Jobs
 	if c.String("vc") != "" || c.String("hypervisor") == "qemu" {
 		// Restores through the API run here, against this server's exports.
 		d, closeDriver, err := openDriver(c, r.Dir)
@@ -189,7 +189,7 @@ func serveCmd(c *cli.Context) error {
 			return err
 		}
 		defer closeDriver()
-		jobs := orchestrator.NewJobs(ctx, &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: svc, Logger: log})
+		jobs = orchestrator.NewJobs(ctx, &orchestrator.Orchestrator{Catalog: cat, Driver: d, Exporter: svc, Logger: log})
 		defer jobs.Wait()
 		if d.Name() == "qemu" {
 			// qemu's datastores are folders of this machine, written as root.
@@ -199,24 +199,17 @@ func serveCmd(c *cli.Context) error {
 			}
 			jobs.ConfineDatastores(confine)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/", handler)
-		jh := jobs.Handler()
-		for _, p := range []string{"POST /v1/restores", "POST /v1/sessions/{id}/resume", "POST /v1/sessions/{id}/stop", "POST /v1/sessions/{id}/migrate"} {
-			mux.Handle(p, jh)
-		}
-		handler = mux
 		log.Info("restores enabled on the API", "hypervisor", d.Name())
 	}
 	token, err := httpapi.LoadOrCreateToken(tokenFile)
 	if err != nil {
 		return err
 	}
-	guard, err := httpapi.NewGuard(httpapi.GuardConfig{Token: token, Names: apiNames(c, name), Logger: log})
+	guard, err := httpapi.NewGuard(httpapi.GuardConfig{Token: token, Names: apiNames(c, name), Public: httpapi.PublicPaths, Logger: log})
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{{Addr: c.String("api"), Handler: guard.Wrap(handler), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLSConfig}}
+	servers := []*http.Server{{Addr: c.String("api"), Handler: guard.Wrap(apiRoutes(svc, jobs)), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLSConfig}}
 	if m := c.String("metrics"); m != "off" && m != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

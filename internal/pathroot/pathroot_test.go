@@ -14,7 +14,7 @@ func TestResolve(t *testing.T) {
 	for _, d := range []string{root, outside, filepath.Join(root, "prod")} {
 		os.MkdirAll(d, 0o755)
 	}
-	os.Symlink(outside, filepath.Join(root, "escape"))              // a link out of the root
+	os.Symlink(outside, filepath.Join(root, "escape"))                // a link out of the root
 	os.Symlink(filepath.Join(root, "prod"), filepath.Join(dir, "in")) // a link into it
 	r, err := New(root)
 	if err != nil {

@@ -3,13 +3,18 @@ package datastore
 import (
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 
+	"github.com/rekindle/rekindle/internal/httpapi"
 	"github.com/rekindle/rekindle/internal/httpjson"
 	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
 
-// API routes, all JSON:
+// API routes, all JSON (docs/openapi.json describes them):
 //
+//	GET    /healthz                 the process is alive (no token needed)
+//	GET    /readyz                  repository readable, NFS listening (no token needed)
 //	GET    /v1/status               server, exports, cache
 //	GET    /v1/sessions             every session, newest first
 //	POST   /v1/sessions             publish: PublishRequest -> SessionInfo
@@ -25,6 +30,23 @@ type Status = storeapi.Status
 // Handler serves the HTTP API.
 func (s *Service) Handler(version string) http.Handler {
 	mux := http.NewServeMux()
+	s.Routes(mux, version)
+	return mux
+}
+
+// Routes registers the API's routes on mux.
+func (s *Service) Routes(mux httpapi.Router, version string) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Reply(w, http.StatusOK, Health{Status: "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		h := s.ready()
+		code := http.StatusOK
+		if h.Status != "ready" {
+			code = http.StatusServiceUnavailable
+		}
+		httpjson.Reply(w, code, h)
+	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		var st Status
 		st.Version, st.NFS, st.Server = version, s.NFSAddr().String(), s.cfg.ServerName
@@ -60,7 +82,33 @@ func (s *Service) Handler(version string) http.Handler {
 		err := s.Discard(r.Context(), r.PathValue("id"))
 		replyErr(w, map[string]string{"discarded": r.PathValue("id")}, err)
 	})
-	return mux
+}
+
+// Health is what /healthz and /readyz answer: a status and, for readiness,
+// each check's outcome in one word. Details (paths, errors) go to the log,
+// never to the unauthenticated caller.
+type Health struct {
+	Status string            `json:"status"` // ok, ready, not ready
+	Checks map[string]string `json:"checks,omitempty"`
+}
+
+// ready checks that the repository can be read and that the NFS listener is
+// bound and not stopped.
+func (s *Service) ready() Health {
+	h := Health{Status: "ready", Checks: map[string]string{"repository": "ok", "nfs": "ok"}}
+	if _, err := os.Stat(filepath.Join(s.cfg.Repo.Dir, "points")); err != nil {
+		s.log.Warn("not ready: repository unreadable", "repo", s.cfg.Repo.Dir, "err", err)
+		h.Status, h.Checks["repository"] = "not ready", "unavailable"
+	}
+	select {
+	case <-s.serveDone:
+		h.Status, h.Checks["nfs"] = "not ready", "stopped"
+	default:
+		if s.nfs.Addr() == nil {
+			h.Status, h.Checks["nfs"] = "not ready", "not listening"
+		}
+	}
+	return h
 }
 
 func replyErr(w http.ResponseWriter, v any, err error) {

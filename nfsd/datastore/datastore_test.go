@@ -3,8 +3,10 @@ package datastore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -311,5 +313,56 @@ func TestHTTPAPI(t *testing.T) {
 	resp, err := http.Post(srv.URL+"/v1/sessions", "application/json", strings.NewReader(`{"vms":[{"vm":"web01"}],"bogus":1}`))
 	if err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("unknown field: %v %v", resp.Status, err)
+	}
+}
+
+// TestHealth: /healthz answers while the process lives; /readyz says ready
+// only while the repository can be read and the NFS listener is up, in
+// words that name no path.
+func TestHealth(t *testing.T) {
+	e := newEnv(t, "")
+	srv := httptest.NewServer(e.svc.Handler("test"))
+	defer srv.Close()
+	get := func(path string) (int, Health, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var h Health
+		if err := json.Unmarshal(b, &h); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, b)
+		}
+		return resp.StatusCode, h, string(b)
+	}
+	if code, h, _ := get("/healthz"); code != 200 || h.Status != "ok" {
+		t.Fatalf("healthz: %d %+v", code, h)
+	}
+	if code, h, _ := get("/readyz"); code != 200 || h.Status != "ready" {
+		t.Fatalf("readyz: %d %+v", code, h)
+	}
+	moved := e.repo.Dir + ".moved"
+	if err := os.Rename(e.repo.Dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	code, h, body := get("/readyz")
+	os.Rename(moved, e.repo.Dir)
+	if code != http.StatusServiceUnavailable || h.Checks["repository"] != "unavailable" || h.Checks["nfs"] != "ok" {
+		t.Fatalf("readyz with the repository gone: %d %s", code, body)
+	}
+	if strings.Contains(body, "/") {
+		t.Fatalf("readyz names a path: %s", body)
+	}
+	if code, _, _ := get("/readyz"); code != 200 {
+		t.Fatalf("readyz once the repository is back: %d", code)
+	}
+	e.stop() // the handler keeps the stopped service
+	if code, h, body := get("/readyz"); code != http.StatusServiceUnavailable || h.Checks["nfs"] != "stopped" {
+		t.Fatalf("readyz after Close: %d %s", code, body)
+	}
+	if code, _, _ := get("/healthz"); code != 200 {
+		t.Fatalf("healthz after Close: %d", code)
 	}
 }
