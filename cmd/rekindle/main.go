@@ -101,6 +101,7 @@ func usageErrors(cmds []*cli.Command) {
 func commands() []*cli.Command {
 	cmds := append(repoCommands(), serveCommands()...)
 	cmds = append(cmds, restoreCommands()...)
+	cmds = append(cmds, filesCommands()...)
 	cmds = append(cmds, demoCommand())
 	cmds = append(cmds, retentionCommands()...)
 	cmds = append(cmds, jobCommand())

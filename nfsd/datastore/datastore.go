@@ -27,6 +27,7 @@ import (
 	"github.com/go-git/go-billy/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rekindle/rekindle/backupfs/guestfs"
 	"github.com/rekindle/rekindle/backupfs/overlay"
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/view"
@@ -42,6 +43,10 @@ const (
 	SessionsExport = storeapi.SessionsExport
 	pointsID       = 1
 	sessionsID     = 2
+	// FilesExport serves the guest files inside restore points, read-only
+	// (see backupfs/guestfs), to the clients PointsAllow admits.
+	FilesExport = "/files"
+	filesID     = 3
 )
 
 // Config configures a Service.
@@ -80,6 +85,7 @@ type Service struct {
 	log    *slog.Logger
 	cache  *repo.Cache
 	points *view.PointFS
+	files  *guestfs.FS
 	root   *view.MountFS
 	nfs    *nfsd.Server
 
@@ -144,6 +150,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if err := s.nfs.AddExport(nfsd.Export{Path: PointsExport, FS: s.points, ReadOnly: true, Allow: cfg.PointsAllow, ID: pointsID}); err != nil {
+		return nil, err
+	}
+	if s.files, err = guestfs.New(cfg.Repo, s.cache, guestfs.Options{Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if err := s.nfs.AddExport(nfsd.Export{Path: FilesExport, FS: s.files, ReadOnly: true, Allow: cfg.PointsAllow, ID: filesID}); err != nil {
 		return nil, err
 	}
 	if err := s.nfs.AddExport(nfsd.Export{Path: SessionsExport, FS: s.root, ID: sessionsID}); err != nil {

@@ -1,0 +1,630 @@
+// Package guestfs presents the guest filesystems inside restore points as one
+// read-only billy.Filesystem, for the /files NFS export and `rekindle files`:
+//
+//	/<vm>/<point>/<disk>/<volume>/<path inside the guest>
+//
+// A volume is a partition (p1, p5 for the first logical one), a logical
+// volume of LVM2 (lvm-<vg>-<lv>) or, on a disk without a partition table,
+// the whole disk (whole). A disk's folder lists the volumes whose files are
+// served, and a <volume>.README.txt for every volume that cannot be opened
+// (encrypted, unsupported, damaged: it says which and why) or is served with
+// caveats (a journal not replayed).
+//
+// Nothing is read until asked: a point's volumes are found on the first
+// listing of one of its disks, a volume's filesystem is opened on first use;
+// both are kept in bounded caches and read through the repository's shared
+// chunk cache. File attributes are the guest's; file ids (NFS fileid) are
+// derived from the volume and the guest's own file number, so hard links
+// share one.
+package guestfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-billy/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/willscott/go-nfs/file"
+
+	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/backupfs/view"
+)
+
+// ReadmeSuffix ends the name of a volume's status entry in its disk's folder.
+const ReadmeSuffix = ".README.txt"
+
+// Options tune an FS.
+type Options struct {
+	// MaxPoints bounds the restore points whose volume layout is kept
+	// (default 64); MaxVolumes the volumes kept open (default 32). File data
+	// is not held here: it is read through the shared chunk cache.
+	MaxPoints  int
+	MaxVolumes int
+	Logger     *slog.Logger
+}
+
+// FS is the read-only tree of guest files of every restore point.
+type FS struct {
+	repo  *repo.Repo
+	cache *repo.Cache
+	log   *slog.Logger
+
+	mu     sync.RWMutex
+	points map[string]map[string]*repo.RestorePoint // vm -> point id -> point
+
+	layouts *lru.Cache[string, *layout]   // point id -> volumes
+	trees   *lru.Cache[string, *gfs.Tree] // point/disk/volume -> open filesystem
+	openMu  sync.Mutex                    // serialises layout scans and volume opens
+}
+
+// layout is what a restore point's disks hold.
+type layout struct {
+	pt    *repo.RestorePoint
+	disks map[string][]*Volume // disk name -> volumes, in table order
+	warn  map[string][]string  // disk name -> partition table warnings
+}
+
+// New returns the guest file view of r's restore points.
+func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
+	if opts.MaxPoints <= 0 {
+		opts.MaxPoints = 64
+	}
+	if opts.MaxVolumes <= 0 {
+		opts.MaxVolumes = 32
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	fs := &FS{repo: r, cache: cache, log: opts.Logger}
+	fs.layouts, _ = lru.New[string, *layout](opts.MaxPoints)
+	fs.trees, _ = lru.New[string, *gfs.Tree](opts.MaxVolumes)
+	if err := fs.Refresh(); err != nil {
+		return nil, err
+	}
+	return fs, nil
+}
+
+// Refresh rereads the repository's restore points.
+func (fs *FS) Refresh() error {
+	pts, err := fs.repo.Points()
+	if err != nil {
+		return fmt.Errorf("guest file view: %w", err)
+	}
+	m := map[string]map[string]*repo.RestorePoint{}
+	for _, p := range pts {
+		if m[p.VM.Name] == nil {
+			m[p.VM.Name] = map[string]*repo.RestorePoint{}
+		}
+		m[p.VM.Name][p.ID] = p
+	}
+	fs.mu.Lock()
+	fs.points = m
+	fs.mu.Unlock()
+	return nil
+}
+
+// OpenVolumes is how many volumes are open now.
+func (fs *FS) OpenVolumes() int { return fs.trees.Len() }
+
+func (fs *FS) point(vm, id string) (*repo.RestorePoint, bool) {
+	fs.mu.RLock()
+	p, ok := fs.points[vm][id]
+	fs.mu.RUnlock()
+	if ok {
+		return p, true
+	}
+	if err := fs.Refresh(); err != nil {
+		return nil, false
+	}
+	fs.mu.RLock()
+	p, ok = fs.points[vm][id]
+	fs.mu.RUnlock()
+	return p, ok
+}
+
+// Volumes lists the volumes of a restore point's disk (scanning the point's
+// disks on first use).
+func (fs *FS) Volumes(vm, pointID, disk string) ([]*Volume, error) {
+	l, err := fs.layout(vm, pointID)
+	if err != nil {
+		return nil, err
+	}
+	vols, ok := l.disks[disk]
+	if !ok {
+		return nil, fmt.Errorf("restore point %s has no disk %q: %w", pointID, disk, os.ErrNotExist)
+	}
+	return vols, nil
+}
+
+func (fs *FS) layout(vm, id string) (*layout, error) {
+	if l, ok := fs.layouts.Get(id); ok {
+		return l, nil
+	}
+	pt, ok := fs.point(vm, id)
+	if !ok {
+		return nil, fmt.Errorf("vm %s restore point %s: %w", vm, id, os.ErrNotExist)
+	}
+	fs.openMu.Lock()
+	defer fs.openMu.Unlock()
+	if l, ok := fs.layouts.Get(id); ok {
+		return l, nil
+	}
+	l := &layout{pt: pt, disks: map[string][]*Volume{}, warn: map[string][]string{}}
+	readers := map[string]io.ReaderAt{}
+	for _, d := range pt.Disks {
+		label := fmt.Sprintf("restore point %s disk %s", pt.ID, d.Name)
+		dr, err := fs.repo.OpenDisk(d.Index, fs.cache, label)
+		if err != nil {
+			return nil, err
+		}
+		readers[d.Name] = dr
+		vols, warn, err := diskVolumes(d, dr)
+		if err != nil {
+			vols = []*Volume{{Name: WholeDisk, Disk: d.Name, Kind: KindWholeDisk, Size: d.Size, Status: StatusDamaged, Reason: err.Error()}}
+		}
+		l.disks[d.Name], l.warn[d.Name] = vols, warn
+	}
+	addLVM(pt, l, readers, fs.log)
+	for _, d := range pt.Disks {
+		for _, v := range l.disks[d.Name] {
+			if v.Status != StatusOK {
+				continue
+			}
+			key := volKey(pt.ID, v)
+			if _, err := fs.openTree(key, v); err != nil {
+				failOpen(v, err)
+				fs.log.Warn("guest files: volume not served", "point", pt.ID, "disk", v.Disk, "volume", v.Name, "err", err)
+			}
+		}
+	}
+	fs.layouts.Add(id, l)
+	return l, nil
+}
+
+func volKey(point string, v *Volume) string { return point + "/" + v.Disk + "/" + v.Name }
+
+// openTree opens v's filesystem (or returns it open).
+func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, error) {
+	if t, ok := fs.trees.Get(key); ok {
+		return t, nil
+	}
+	r, err := openVolume(v)
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := r.(gfs.Noter); ok {
+		v.Notes = n.Notes()
+	}
+	t := gfs.NewTree(r, "volume "+key)
+	fs.trees.Add(key, t)
+	return t, nil
+}
+
+// tree returns the open filesystem of a served volume.
+func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, *Volume, error) {
+	vols, err := fs.Volumes(vm, id, disk)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, v := range vols {
+		if v.Name != vol {
+			continue
+		}
+		if !v.Servable() {
+			break
+		}
+		key := volKey(id, v)
+		if t, ok := fs.trees.Get(key); ok {
+			return t, v, nil
+		}
+		fs.openMu.Lock()
+		defer fs.openMu.Unlock()
+		t, err := fs.openTree(key, v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("volume %s: %w", key, err)
+		}
+		return t, v, nil
+	}
+	return nil, nil, fmt.Errorf("%s/%s/%s/%s: %w", vm, id, disk, vol, os.ErrNotExist)
+}
+
+// loc is a path of the view split at its levels.
+type loc struct {
+	vm, point, disk, vol string
+	inner                string // "/..." inside the volume, "" above it
+	depth                int    // components before inner: 0 (root) .. 4 (volume)
+	clean                string
+}
+
+func split(p string) loc {
+	c := path.Clean("/" + p)
+	l := loc{clean: c}
+	if c == "/" {
+		return l
+	}
+	parts := strings.SplitN(c[1:], "/", 5)
+	l.depth = min(len(parts), 4)
+	for i, s := range parts {
+		switch i {
+		case 0:
+			l.vm = s
+		case 1:
+			l.point = s
+		case 2:
+			l.disk = s
+		case 3:
+			l.vol = s
+			l.inner = "/"
+		case 4:
+			l.inner = "/" + s
+		}
+	}
+	return l
+}
+
+func notExist(op, p string) error { return &os.PathError{Op: op, Path: p, Err: os.ErrNotExist} }
+
+// entryInfo is an os.FileInfo carrying the NFS attributes go-nfs reads.
+type entryInfo struct {
+	name  string
+	size  int64
+	mode  os.FileMode
+	mtime time.Time
+	sys   file.FileInfo
+}
+
+func (i *entryInfo) Name() string       { return i.name }
+func (i *entryInfo) Size() int64        { return i.size }
+func (i *entryInfo) Mode() os.FileMode  { return i.mode }
+func (i *entryInfo) ModTime() time.Time { return i.mtime }
+func (i *entryInfo) IsDir() bool        { return i.mode.IsDir() }
+func (i *entryInfo) Sys() any           { return i.sys }
+
+func synthDir(name, p string, mtime time.Time) *entryInfo {
+	return &entryInfo{name: name, mode: os.ModeDir | 0o555, mtime: mtime, size: 4096,
+		sys: file.FileInfo{Nlink: 2, Fileid: view.HashID("files", p)}}
+}
+
+func guestInfo(key string, e gfs.Entry) *entryInfo {
+	return &entryInfo{name: e.Name, size: e.Size, mode: e.Mode, mtime: e.Mtime,
+		sys: file.FileInfo{Nlink: max(e.Nlink, 1), UID: e.UID, GID: e.GID,
+			Fileid: view.HashID("files:"+key, strconv.FormatUint(e.Ino, 10))}}
+}
+
+// Lstat returns the attributes of p (a symlink's own).
+func (fs *FS) Lstat(p string) (os.FileInfo, error) {
+	l := split(p)
+	switch l.depth {
+	case 0:
+		return synthDir("/", "/", time.Time{}), nil
+	case 1:
+		fs.mu.RLock()
+		pts, ok := fs.points[l.vm]
+		var newest time.Time
+		for _, pt := range pts {
+			if pt.Created.After(newest) {
+				newest = pt.Created
+			}
+		}
+		fs.mu.RUnlock()
+		if !ok {
+			if err := fs.Refresh(); err == nil {
+				fs.mu.RLock()
+				_, ok = fs.points[l.vm]
+				fs.mu.RUnlock()
+			}
+			if !ok {
+				return nil, notExist("lstat", l.clean)
+			}
+		}
+		return synthDir(l.vm, l.clean, newest), nil
+	case 2:
+		pt, ok := fs.point(l.vm, l.point)
+		if !ok {
+			return nil, notExist("lstat", l.clean)
+		}
+		return synthDir(l.point, l.clean, pt.Created), nil
+	case 3:
+		pt, ok := fs.point(l.vm, l.point)
+		if !ok {
+			return nil, notExist("lstat", l.clean)
+		}
+		for _, d := range pt.Disks {
+			if d.Name == l.disk {
+				return synthDir(l.disk, l.clean, pt.Created), nil
+			}
+		}
+		return nil, notExist("lstat", l.clean)
+	}
+	pt, ok := fs.point(l.vm, l.point)
+	if !ok {
+		return nil, notExist("lstat", l.clean)
+	}
+	if l.inner == "/" {
+		if v, ok := fs.readmeOf(l); ok {
+			return &entryInfo{name: l.vol, size: int64(len(v.readme())), mode: 0o444, mtime: pt.Created,
+				sys: file.FileInfo{Nlink: 1, Fileid: view.HashID("files", l.clean)}}, nil
+		}
+	}
+	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	if err != nil {
+		return nil, &os.PathError{Op: "lstat", Path: l.clean, Err: err}
+	}
+	if l.inner == "/" {
+		return synthDir(l.vol, l.clean, pt.Created), nil
+	}
+	e, err := t.Lstat(l.inner)
+	if err != nil {
+		return nil, err
+	}
+	return guestInfo(l.point+"/"+l.disk+"/"+l.vol, e), nil
+}
+
+// readmeOf finds the volume whose status entry l names.
+func (fs *FS) readmeOf(l loc) (*Volume, bool) {
+	name, ok := strings.CutSuffix(l.vol, ReadmeSuffix)
+	if !ok {
+		return nil, false
+	}
+	vols, err := fs.Volumes(l.vm, l.point, l.disk)
+	if err != nil {
+		return nil, false
+	}
+	for _, v := range vols {
+		if v.Name == name && hasReadme(v) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+func hasReadme(v *Volume) bool { return !v.Servable() || len(v.Notes) > 0 }
+
+// Stat is Lstat: symlinks inside a guest point into the guest's namespace,
+// which clients resolve themselves.
+func (fs *FS) Stat(p string) (os.FileInfo, error) { return fs.Lstat(p) }
+
+// ReadDir lists the folder at p.
+func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
+	l := split(p)
+	var out []os.FileInfo
+	switch l.depth {
+	case 0:
+		if err := fs.Refresh(); err != nil {
+			return nil, err
+		}
+		fs.mu.RLock()
+		vms := make([]string, 0, len(fs.points))
+		for vm := range fs.points {
+			vms = append(vms, vm)
+		}
+		fs.mu.RUnlock()
+		sort.Strings(vms)
+		for _, vm := range vms {
+			fi, err := fs.Lstat("/" + vm)
+			if err == nil {
+				out = append(out, fi)
+			}
+		}
+		return out, nil
+	case 1:
+		if _, err := fs.Lstat(l.clean); err != nil {
+			return nil, err
+		}
+		fs.mu.RLock()
+		var ids []string
+		for id := range fs.points[l.vm] {
+			ids = append(ids, id)
+		}
+		fs.mu.RUnlock()
+		sort.Strings(ids)
+		for _, id := range ids {
+			if pt, ok := fs.point(l.vm, id); ok {
+				out = append(out, synthDir(id, l.clean+"/"+id, pt.Created))
+			}
+		}
+		return out, nil
+	case 2:
+		pt, ok := fs.point(l.vm, l.point)
+		if !ok {
+			return nil, notExist("readdir", l.clean)
+		}
+		for _, d := range pt.Disks {
+			out = append(out, synthDir(d.Name, l.clean+"/"+d.Name, pt.Created))
+		}
+		return out, nil
+	case 3:
+		vols, err := fs.Volumes(l.vm, l.point, l.disk)
+		if err != nil {
+			return nil, &os.PathError{Op: "readdir", Path: l.clean, Err: err}
+		}
+		pt, _ := fs.point(l.vm, l.point)
+		for _, v := range vols {
+			if v.Servable() {
+				out = append(out, synthDir(v.Name, l.clean+"/"+v.Name, pt.Created))
+			}
+			if hasReadme(v) {
+				n := v.Name + ReadmeSuffix
+				out = append(out, &entryInfo{name: n, size: int64(len(v.readme())), mode: 0o444, mtime: pt.Created,
+					sys: file.FileInfo{Nlink: 1, Fileid: view.HashID("files", l.clean+"/"+n)}})
+			}
+		}
+		return out, nil
+	}
+	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	if err != nil {
+		return nil, &os.PathError{Op: "readdir", Path: l.clean, Err: err}
+	}
+	ents, err := t.ReadDir(l.inner)
+	if err != nil {
+		return nil, err
+	}
+	key := l.point + "/" + l.disk + "/" + l.vol
+	out = make([]os.FileInfo, len(ents))
+	for i, e := range ents {
+		out[i] = guestInfo(key, e)
+	}
+	return out, nil
+}
+
+// Readlink returns a guest symlink's target.
+func (fs *FS) Readlink(p string) (string, error) {
+	l := split(p)
+	if l.depth < 4 || l.inner == "/" {
+		return "", &os.PathError{Op: "readlink", Path: l.clean, Err: errors.New("not a symlink")}
+	}
+	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: l.clean, Err: err}
+	}
+	return t.Readlink(l.inner)
+}
+
+// Open opens a file for reading.
+func (fs *FS) Open(p string) (billy.File, error) { return fs.OpenFile(p, os.O_RDONLY, 0) }
+
+// OpenFile opens a file; anything but reading is refused.
+func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
+	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND) != 0 {
+		return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrPermission}
+	}
+	l := split(p)
+	if l.depth == 4 && l.inner == "/" {
+		if v, ok := fs.readmeOf(l); ok {
+			b := v.readme()
+			return &roFile{name: l.clean, ra: bytes.NewReader(b), size: int64(len(b))}, nil
+		}
+	}
+	if l.depth < 4 || l.inner == "/" {
+		if _, err := fs.Lstat(p); err != nil {
+			return nil, err
+		}
+		return &roFile{name: l.clean, dir: true}, nil
+	}
+	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: l.clean, Err: err}
+	}
+	e, err := t.Lstat(l.inner)
+	if err != nil {
+		return nil, err
+	}
+	if e.Mode.IsDir() {
+		return &roFile{name: l.clean, dir: true}, nil
+	}
+	e, ra, err := t.Open(l.inner)
+	if err != nil {
+		return nil, err
+	}
+	return &roFile{name: l.clean, ra: ra, size: e.Size}, nil
+}
+
+func (fs *FS) Create(p string) (billy.File, error) {
+	return nil, &os.PathError{Op: "create", Path: p, Err: os.ErrPermission}
+}
+func (fs *FS) Rename(from, to string) error {
+	return &os.LinkError{Op: "rename", Old: from, New: to, Err: os.ErrPermission}
+}
+func (fs *FS) Remove(p string) error {
+	return &os.PathError{Op: "remove", Path: p, Err: os.ErrPermission}
+}
+func (fs *FS) Join(elem ...string) string { return path.Join(elem...) }
+func (fs *FS) TempFile(dir, prefix string) (billy.File, error) {
+	return nil, &os.PathError{Op: "tempfile", Path: dir, Err: os.ErrPermission}
+}
+func (fs *FS) MkdirAll(p string, _ os.FileMode) error {
+	return &os.PathError{Op: "mkdir", Path: p, Err: os.ErrPermission}
+}
+func (fs *FS) Symlink(target, link string) error {
+	return &os.PathError{Op: "symlink", Path: link, Err: os.ErrPermission}
+}
+func (fs *FS) Chroot(p string) (billy.Filesystem, error) { return view.Sub(fs, p) }
+func (fs *FS) Root() string                              { return "/" }
+func (fs *FS) Capabilities() billy.Capability {
+	return billy.ReadCapability | billy.SeekCapability
+}
+
+// Space reports the repository's filesystem as full: guest files take no
+// writes.
+func (fs *FS) Space() (total, free, avail uint64, err error) {
+	total, _, _, err = view.FolderSpace(fs.repo.Dir)()
+	return total, 0, 0, err
+}
+
+var errReadOnly = errors.New("guest files are read-only")
+
+// roFile is an open file of the view.
+type roFile struct {
+	name string
+	ra   io.ReaderAt
+	size int64
+	dir  bool
+	mu   sync.Mutex
+	off  int64
+}
+
+func (f *roFile) Name() string { return f.name }
+func (f *roFile) Write([]byte) (int, error) {
+	return 0, &os.PathError{Op: "write", Path: f.name, Err: errReadOnly}
+}
+func (f *roFile) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := f.ReadAt(p, f.off)
+	f.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+func (f *roFile) ReadAt(p []byte, off int64) (int, error) {
+	if f.dir {
+		return 0, &os.PathError{Op: "read", Path: f.name, Err: errors.New("is a directory")}
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	if rem := f.size - off; int64(len(p)) > rem {
+		n, err := f.ra.ReadAt(p[:rem], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return f.ra.ReadAt(p, off)
+}
+func (f *roFile) Seek(offset int64, whence int) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.off
+	case io.SeekEnd:
+		offset += f.size
+	default:
+		return 0, fmt.Errorf("seek: bad whence %d", whence)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("seek %s: negative offset", f.name)
+	}
+	f.off = offset
+	return offset, nil
+}
+func (f *roFile) Close() error  { return nil }
+func (f *roFile) Lock() error   { return nil }
+func (f *roFile) Unlock() error { return nil }
+func (f *roFile) Truncate(int64) error {
+	return &os.PathError{Op: "truncate", Path: f.name, Err: errReadOnly}
+}

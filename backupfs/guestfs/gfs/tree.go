@@ -1,0 +1,174 @@
+package gfs
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"runtime/debug"
+	"strings"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Tree walks slash paths ("/" is the root) over a Reader. It is safe for
+// concurrent use when the Reader is.
+type Tree struct {
+	r     Reader
+	label string
+	dirs  *lru.Cache[uint64, *dirList] // directory Ino -> entries
+	files *lru.Cache[uint64, io.ReaderAt]
+}
+
+type dirList struct {
+	entries []Entry
+	byName  map[string]int
+}
+
+// DefaultCachedDirs bounds the directories a Tree keeps listed.
+const DefaultCachedDirs = 512
+
+// NewTree walks r; label names the volume in errors.
+func NewTree(r Reader, label string) *Tree {
+	dirs, _ := lru.New[uint64, *dirList](DefaultCachedDirs)
+	files, _ := lru.New[uint64, io.ReaderAt](256)
+	return &Tree{r: r, label: label, dirs: dirs, files: files}
+}
+
+// Reader is the filesystem the tree walks.
+func (t *Tree) Reader() Reader { return t.r }
+
+// guard turns a panic of the reader into an error wrapping ErrPanic.
+func (t *Tree) guard(op, p string, err *error) {
+	if v := recover(); v != nil {
+		*err = &os.PathError{Op: op, Path: p, Err: fmt.Errorf("%s: %w: %v (%s)", t.label, ErrPanic, v, firstFrames(debug.Stack()))}
+	}
+}
+
+// firstFrames keeps the panicking function's line of a stack, for the log.
+func firstFrames(st []byte) string {
+	lines := strings.Split(string(st), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "panic(") && i+3 < len(lines) {
+			return strings.TrimSpace(lines[i+2]) + " " + strings.TrimSpace(lines[i+3])
+		}
+	}
+	return "no stack"
+}
+
+func (t *Tree) list(dir Entry) (*dirList, error) {
+	if d, ok := t.dirs.Get(dir.Ino); ok {
+		return d, nil
+	}
+	ents, err := t.r.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &dirList{entries: ents, byName: make(map[string]int, len(ents))}
+	for i, e := range ents {
+		d.byName[e.Name] = i
+	}
+	t.dirs.Add(dir.Ino, d)
+	return d, nil
+}
+
+// Lstat returns the entry at p without following a final symlink.
+func (t *Tree) Lstat(p string) (e Entry, err error) {
+	defer t.guard("lstat", p, &err)
+	return t.lstat(p)
+}
+
+func (t *Tree) lstat(p string) (Entry, error) {
+	cur, err := t.r.Root()
+	if err != nil {
+		return Entry{}, &os.PathError{Op: "lstat", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
+	}
+	cur.Name = "/"
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return cur, nil
+	}
+	for _, name := range strings.Split(p[1:], "/") {
+		if !cur.Mode.IsDir() {
+			return Entry{}, &os.PathError{Op: "lstat", Path: p, Err: fmt.Errorf("%s: not a directory", t.label)}
+		}
+		d, err := t.list(cur)
+		if err != nil {
+			return Entry{}, &os.PathError{Op: "lstat", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
+		}
+		i, ok := d.byName[name]
+		if !ok {
+			return Entry{}, &os.PathError{Op: "lstat", Path: p, Err: os.ErrNotExist}
+		}
+		cur = d.entries[i]
+	}
+	return cur, nil
+}
+
+// ReadDir lists the directory at p.
+func (t *Tree) ReadDir(p string) (out []Entry, err error) {
+	defer t.guard("readdir", p, &err)
+	e, err := t.lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !e.Mode.IsDir() {
+		return nil, &os.PathError{Op: "readdir", Path: p, Err: fmt.Errorf("%s: not a directory", t.label)}
+	}
+	d, err := t.list(e)
+	if err != nil {
+		return nil, &os.PathError{Op: "readdir", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
+	}
+	return d.entries, nil
+}
+
+// Open returns the entry at p, a regular file, and its bytes.
+func (t *Tree) Open(p string) (e Entry, ra io.ReaderAt, err error) {
+	defer t.guard("open", p, &err)
+	e, err = t.lstat(p)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	if !e.Mode.IsRegular() {
+		return Entry{}, nil, &os.PathError{Op: "open", Path: p, Err: fmt.Errorf("%s: not a regular file", t.label)}
+	}
+	if ra, ok := t.files.Get(e.Ino); ok {
+		return e, ra, nil
+	}
+	ra, err = t.r.Open(e)
+	if err != nil {
+		return Entry{}, nil, &os.PathError{Op: "open", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
+	}
+	ra = guardedReaderAt{ra: ra, t: t, p: p}
+	t.files.Add(e.Ino, ra)
+	return e, ra, nil
+}
+
+// Readlink returns the target of the symlink at p.
+func (t *Tree) Readlink(p string) (s string, err error) {
+	defer t.guard("readlink", p, &err)
+	e, err := t.lstat(p)
+	if err != nil {
+		return "", err
+	}
+	if e.Mode&os.ModeSymlink == 0 {
+		return "", &os.PathError{Op: "readlink", Path: p, Err: fmt.Errorf("%s: not a symlink", t.label)}
+	}
+	s, err = t.r.Readlink(e)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
+	}
+	return s, nil
+}
+
+// guardedReaderAt recovers a panic of a file's reader.
+type guardedReaderAt struct {
+	ra io.ReaderAt
+	t  *Tree
+	p  string
+}
+
+func (g guardedReaderAt) ReadAt(b []byte, off int64) (n int, err error) {
+	defer g.t.guard("read", g.p, &err)
+	return g.ra.ReadAt(b, off)
+}

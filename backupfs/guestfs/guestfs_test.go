@@ -1,0 +1,114 @@
+package guestfs
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-billy/v5"
+	"github.com/willscott/go-nfs/file"
+
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/testdata/guestimg"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// importDisks records raw disk images as one restore point of vm.
+func importDisks(t testing.TB, r *repo.Repo, vm string, disks ...string) *repo.RestorePoint {
+	t.Helper()
+	spec := vmgen.Spec{Name: vm, Seed: 1}
+	for _, d := range disks {
+		spec.Disks = append(spec.Disks, vmgen.DiskSpec{Source: d, Format: vmgen.FormatRaw})
+	}
+	folder, err := vmgen.Generate(filepath.Join(t.TempDir(), "vm"), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ingest.Import(context.Background(), r, folder, ingest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newRepo(t testing.TB) *repo.Repo {
+	t.Helper()
+	r, err := repo.Init(filepath.Join(t.TempDir(), "repo"), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// billyReader reads a guest tree through a billy.Filesystem.
+type billyReader struct{ fs billy.Filesystem }
+
+func (b billyReader) Lstat(p string) (os.FileInfo, error)     { return b.fs.Lstat(p) }
+func (b billyReader) ReadDir(p string) ([]os.FileInfo, error) { return b.fs.ReadDir(p) }
+func (b billyReader) Readlink(p string) (string, error)       { return b.fs.Readlink(p) }
+func (b billyReader) ReadFile(p string) ([]byte, error) {
+	f, err := b.fs.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+func (b billyReader) Fileid(fi os.FileInfo) uint64 { return fi.Sys().(file.FileInfo).Fileid }
+
+func TestLinuxDisk(t *testing.T) {
+	dir := t.TempDir()
+	disk, trees := guestimg.LinuxDisk(t, dir)
+	whole, wholeTree := guestimg.WholeExt2(t, dir)
+	r := newRepo(t)
+	pt := importDisks(t, r, "web01", disk, whole)
+	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.OpenVolumes() != 0 {
+		t.Fatalf("%d volumes open before any access", fs.OpenVolumes())
+	}
+	d0, d1 := pt.Disks[0].Name, pt.Disks[1].Name
+	base := "/web01/" + pt.ID + "/"
+	ents, err := fs.ReadDir(base + d0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "p1 p5 p6 p7.README.txt" {
+		t.Fatalf("disk folder lists %q", got)
+	}
+	rd, err := billyReader{fs}.ReadFile(base + d0 + "/p7.README.txt")
+	if err != nil || !strings.Contains(string(rd), "damaged") {
+		t.Fatalf("p7 status: %q, %v", rd, err)
+	}
+	for v, tree := range trees {
+		t.Run(v, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+d0+"/"+v, false) })
+	}
+	t.Run("whole", func(t *testing.T) { wholeTree.Check(t, billyReader{fs}, base+d1+"/whole", false) })
+
+	// The huge files' data at their ends, read at an unaligned offset.
+	for _, v := range []string{"p1", "p5"} {
+		w := trees[v]["huge.bin"]
+		f, err := fs.Open(base + d0 + "/" + v + "/huge.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 5000)
+		n, err := f.ReadAt(b, w.DataAt-904)
+		if n != 5000 || (err != nil && err != io.EOF) {
+			t.Fatalf("%s huge.bin: read %d, %v", v, n, err)
+		}
+		if string(b[:904]) != string(make([]byte, 904)) || string(b[904:]) != string(w.Data) {
+			t.Fatalf("%s huge.bin: bytes around its data differ", v)
+		}
+	}
+}

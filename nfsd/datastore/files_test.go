@@ -1,0 +1,93 @@
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/testdata/guestimg"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// TestFilesExport reads guest files of a restore point through /files with
+// libnfs's real clients: every byte of every file of two volumes, the 10 000
+// entries of a hashed directory, and the status entry of a damaged volume.
+func TestFilesExport(t *testing.T) {
+	dir := t.TempDir()
+	disk, trees := guestimg.LinuxDisk(t, dir)
+	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	folder, err := vmgen.Generate(filepath.Join(dir, "vm"), vmgen.Spec{Name: "web01", Seed: 1,
+		Disks: []vmgen.DiskSpec{{Source: disk, Format: vmgen.FormatRaw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := ingest.Import(context.Background(), r, folder, ingest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Open(context.Background(), filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	svc, err := New(context.Background(), Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		svc.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	_, port, _ := net.SplitHostPort(svc.NFSAddr().String())
+	url := func(p string) string {
+		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
+	}
+	base := "/files/web01/" + pt.ID + "/" + pt.Disks[0].Name
+	ls := mustRun(t, "nfs-ls", url(base))
+	for _, want := range []string{"p1", "p5", "p6", "p7.README.txt"} {
+		if !strings.Contains(ls, want) {
+			t.Fatalf("disk folder lacks %s:\n%s", want, ls)
+		}
+	}
+	if got := mustRun(t, "nfs-cat", url(base+"/p7.README.txt")); !strings.Contains(got, "damaged") {
+		t.Fatalf("p7 status entry: %q", got)
+	}
+	for _, v := range []string{"p1", "p5"} {
+		tree := trees[v]
+		for _, p := range tree.Paths() {
+			w := tree[p]
+			if w.Dir || w.Link != "" || (w.HardTo == "" && w.Size > 64<<20) {
+				continue
+			}
+			got := mustRun(t, "nfs-cat", url(base+"/"+v+"/"+p))
+			if got != string(tree.Bytes(p)) {
+				t.Fatalf("%s/%s over NFS: %d bytes, differs from the source's %d", v, p, len(got), len(tree.Bytes(p)))
+			}
+		}
+	}
+	big := mustRun(t, "nfs-ls", url(base+"/p6/big"))
+	if n := strings.Count(big, "\n"); n < 10000 || !strings.Contains(big, "f09999") {
+		t.Fatalf("p6/big lists %d lines over NFS, want 10000 entries", n)
+	}
+	if out, err := run(t, "nfs-ls", url(base+"/p7")); err == nil {
+		t.Fatalf("damaged volume listed as a folder: %s", out)
+	}
+}
