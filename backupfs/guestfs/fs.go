@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,9 @@ type FS struct {
 
 	layouts *lru.Cache[string, *layout]   // point id -> volumes
 	trees   *lru.Cache[string, *gfs.Tree] // point/disk/volume -> open filesystem
+	// listings keeps guest folders' converted entries: NFS clients page
+	// through a large folder with one ReadDir per page.
+	listings *lru.Cache[string, []os.FileInfo]
 	openMu  sync.Mutex                    // serialises layout scans and volume opens
 }
 
@@ -89,6 +93,7 @@ func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
 	fs := &FS{repo: r, cache: cache, log: opts.Logger}
 	fs.layouts, _ = lru.New[string, *layout](opts.MaxPoints)
 	fs.trees, _ = lru.New[string, *gfs.Tree](opts.MaxVolumes)
+	fs.listings, _ = lru.New[string, []os.FileInfo](64)
 	if err := fs.Refresh(); err != nil {
 		return nil, err
 	}
@@ -462,6 +467,9 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 		}
 		return out, nil
 	}
+	if out, ok := fs.listings.Get(l.clean); ok {
+		return slices.Clone(out), nil
+	}
 	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
 		return nil, &os.PathError{Op: "readdir", Path: l.clean, Err: err}
@@ -475,7 +483,8 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 	for i, e := range ents {
 		out[i] = guestInfo(key, e)
 	}
-	return out, nil
+	fs.listings.Add(l.clean, out)
+	return slices.Clone(out), nil
 }
 
 // Readlink returns a guest symlink's target.
