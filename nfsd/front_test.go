@@ -2,6 +2,7 @@ package nfsd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -331,4 +332,42 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	p.waitLog(30*time.Second, "accept: accepting again", "listener=portmap")
 	legitServed(t, p)
 	p.requireAlive()
+}
+
+// TestPartialRecordsPinLittle (issue 12, item 5): 40 connections that each
+// announce a 1 MiB record and send one byte of it hold a few KiB each of the
+// record memory budget (they used to pin 1.06 MiB each, for 2 minutes, with
+// no bound), a legitimate 1 MiB WRITE still goes through, and once the record
+// timeout closes them the budget is whole again.
+func TestPartialRecordsPinLittle(t *testing.T) {
+	_, exp := exportDir(t)
+	ts := startServer(t, Config{StateDir: t.TempDir(), Limits: Limits{RecordMemory: MinRecordMemory, RecordTimeout: 2 * time.Second}}, exp)
+	const partials = 40
+	var conns []net.Conn
+	for range partials {
+		c, err := net.Dial("tcp", ts.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{0x80, 0x10, 0x00, 0x00, 0x01}) // last fragment of 1 MiB, 1 byte of it
+		conns = append(conns, c)
+	}
+	waitFor(t, "every partial record to be charged", func() bool { return ts.budget.used.Load() >= partials*516 })
+	if used := ts.budget.used.Load(); used > partials*(8<<10) {
+		t.Fatalf("%d partial records hold %d bytes of the record budget; want at most %d", partials, used, partials*(8<<10))
+	}
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	hello := n.mustLookup(root, "hello.txt")
+	if st, _ := n.call(procWrite, writeArgs(hello, 0, bytes.Repeat([]byte{'w'}, 1<<20))); st != 0 {
+		t.Fatalf("1 MiB WRITE beside %d partial records: %v", partials, st)
+	}
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Fatalf("partial record's connection not closed by the 2s record timeout: %v", err)
+		}
+	}
+	waitFor(t, "the budget to be given back", func() bool { return ts.budget.used.Load() == 0 })
 }

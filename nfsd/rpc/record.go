@@ -61,7 +61,12 @@ func (rr *RecordReader) Append(dst []byte) ([]byte, error) {
 		}
 		for rem > 0 {
 			if len(rec) == cap(rec) {
-				step := min(rem, max(minGrow, len(rec)-base))
+				// Doubling, so that many small fragments cost linear time;
+				// the last fragment needs no room past its end.
+				step := max(minGrow, len(rec)-base)
+				if last {
+					step = min(step, rem)
+				}
 				grown, err := rr.grow(rec, len(rec)+step, len(rec)+rem)
 				if err != nil {
 					return rec, err
