@@ -98,6 +98,15 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 		}
 		in.Points[vm] = p
 	}
+	// A driver that can tell whether the target is usable says so now,
+	// before a session exists (the vSphere driver; QEMU has no target).
+	if tc, ok := o.Driver.(interface {
+		CheckTarget(ctx context.Context, target string) error
+	}); ok {
+		if err := tc.CheckTarget(ctx, req.Target); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPlan, err)
+		}
+	}
 	hosts, err := o.Driver.Hosts(ctx, req.Target)
 	if err != nil {
 		return nil, fmt.Errorf("list hosts under %q: %w", req.Target, err)

@@ -71,7 +71,7 @@ func exitCode(err error) int {
 	case errors.Is(err, repo.ErrNotFound), errors.Is(err, catalog.ErrNotFound), errors.Is(err, orchestrator.ErrNotFound),
 		errors.Is(err, repo.ErrNotRepository):
 		return exitNotFound
-	case isUsage(err), errors.Is(err, catalog.ErrAmbiguous):
+	case isUsage(err), errors.Is(err, catalog.ErrAmbiguous), errors.Is(err, orchestrator.ErrPlan):
 		return exitUsage
 	}
 	return exitFailure

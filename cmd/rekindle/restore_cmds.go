@@ -288,23 +288,42 @@ func restoreCmd(c *cli.Context) error {
 		return err
 	}
 	defer done()
+	serverNote := ""
 	if req.Server == "" {
-		cl, err := apiClient(c)
-		if err != nil {
+		name, err := func() (string, error) {
+			cl, err := apiClient(c)
+			if err != nil {
+				return "", err
+			}
+			st, err := cl.Status(c.Context)
+			if err != nil {
+				return "", err
+			}
+			return st.Server, nil
+		}()
+		switch {
+		case err == nil:
+			req.Server = name
+		case c.Bool("dry-run"):
+			// A plan needs no server: name it and say what was not checked.
+			req.Server = "(the rekindle server)"
+			serverNote = fmt.Sprintf("not checked: the NFS server's name and exports: %v; pass --nfs-server NAME", err)
+		default:
 			return err
 		}
-		st, err := cl.Status(c.Context)
-		if err != nil {
-			return err
-		}
-		req.Server = st.Server
 	}
 	if c.Bool("dry-run") {
 		p, err := o.Plan(c.Context, req)
 		if err != nil {
 			return err
 		}
-		return printPlan(p, c.Bool("json"))
+		if err := printPlan(p, c.Bool("json")); err != nil {
+			return err
+		}
+		if serverNote != "" && !c.Bool("json") {
+			fmt.Println(serverNote)
+		}
+		return nil
 	}
 	start := time.Now()
 	id, err := o.Start(c.Context, req)

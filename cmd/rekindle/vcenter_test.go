@@ -55,6 +55,28 @@ func TestVCenterCredentials(t *testing.T) {
 	if code != exitHypervisor || !strings.Contains(stderr, "log in to vCenter") || strings.Contains(stderr, "s3cret-wrong") {
 		t.Fatalf("wrong password: exit %d, %s", code, stderr)
 	}
+	// No --target: refused before anything changes, dry run or not.
+	noTarget := []string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--vc-ca", filepath.Join(l.Dir, "vcsim-ca.pem"),
+		"--nfs-server", "nfs1.example.com", "--network-map", "VM Network=DC0_DVPG0"}
+	for _, args := range [][]string{append(noTarget, "--dry-run"), noTarget} {
+		_, stderr, code = runEnv(govc, args...)
+		if code != exitUsage || !strings.Contains(stderr, "vSphere needs a target: pass --target") || strings.Contains(stderr, "sessions resume") {
+			t.Fatalf("%v without --target: exit %d, %s", args, code, stderr)
+		}
+	}
+	if list, err := l.Catalog.Sessions(context.Background()); err != nil || len(list) != 0 {
+		t.Fatalf("a refused restore left sessions: %v %v", list, err)
+	}
+	_, stderr, code = runEnv(govc, append(noTarget, "--dry-run", "--target", "/DC0/host/nosuch")...)
+	if code != exitNotFound || !strings.Contains(stderr, "nosuch") {
+		t.Fatalf("unknown --target: exit %d, %s", code, stderr)
+	}
+	// A dry run needs no running rekindle server: it says what it skipped.
+	out, stderr, code = runEnv(govc, "restore", "vapp", "shop", "--repo", l.Repo.Dir, "--vc-ca", filepath.Join(l.Dir, "vcsim-ca.pem"),
+		"--target", simlab.Target, "--network-map", "VM Network=DC0_DVPG0", "--server", "127.0.0.1:1", "--dry-run")
+	if code != 0 || !strings.Contains(out, "nothing changed") || !strings.Contains(out, "not checked: the NFS server") {
+		t.Fatalf("dry run without a server: exit %d\n%s%s", code, out, stderr)
+	}
 	// rekindle's own variable wins over govc's.
 	_, stderr, code = runEnv(append(govc, "REKINDLE_VC_PASSWORD=s3cret-wrong"), base...)
 	if code != exitHypervisor {
