@@ -105,6 +105,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, demoCommand())
 	cmds = append(cmds, retentionCommands()...)
 	cmds = append(cmds, jobCommand())
+	cmds = append(cmds, protectCommands()...)
 	for _, c := range cmds {
 		if c.Name == "backup" {
 			c.Subcommands = append(c.Subcommands, vcBackupCommands()...)
