@@ -112,3 +112,33 @@ func TestLinuxDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestGPTDisk(t *testing.T) {
+	disk, tree := guestimg.GPTDisk(t, t.TempDir())
+	r := newRepo(t)
+	pt := importDisks(t, r, "db01", disk)
+	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "/db01/" + pt.ID + "/" + pt.Disks[0].Name
+	vols, err := fs.Volumes("db01", pt.ID, pt.Disks[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vols {
+		got = append(got, v.Name+":"+v.Status)
+	}
+	if s := strings.Join(got, " "); s != "p1:ok p2:encrypted p3:empty" {
+		t.Fatalf("volumes %q", s)
+	}
+	if vols[0].Offset != 2048*512 || vols[0].Size != 12<<20 {
+		t.Fatalf("p1 at %d+%d", vols[0].Offset, vols[0].Size)
+	}
+	b, err := billyReader{fs}.ReadFile(base + "/p2.README.txt")
+	if err != nil || !strings.Contains(string(b), "LUKS") {
+		t.Fatalf("p2 status entry: %q %v", b, err)
+	}
+	tree.Check(t, billyReader{fs}, base+"/p1", false)
+}

@@ -92,3 +92,35 @@ func WholeExt2(tb testing.TB, dir string) (string, Tree) {
 	Ext(tb, disk, 16*MiB, src, "-t", "ext2")
 	return disk, t
 }
+
+// GPTDisk builds a 32 MiB disk with a GPT (sgdisk): p1 ext4 with a tree,
+// p2 starting with a LUKS header's magic (detection only: rekindle never
+// reads further), p3 left unformatted.
+func GPTDisk(tb testing.TB, dir string) (string, Tree) {
+	tb.Helper()
+	t := NewTree(3, Options{Symlinks: true, Unicode: true})
+	src := filepath.Join(dir, "src-gpt")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := t.Write(src); err != nil {
+		tb.Fatal(err)
+	}
+	img := filepath.Join(dir, "gpt-p1.img")
+	Ext(tb, img, 12*MiB, src, "-t", "ext4")
+	disk := filepath.Join(dir, "gpt.raw")
+	Sparse(tb, disk, 32*MiB)
+	Run(tb, "sgdisk", "-n", "1:2048:+12M", "-c", "1:root", "-t", "1:8300",
+		"-n", "2:0:+4M", "-t", "2:8309", "-n", "3:0:+4M", disk)
+	Place(tb, disk, 2048*512, img)
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	p2 := int64(2048+12*MiB/512) * 512
+	if _, err := f.WriteAt([]byte("LUKS\xba\xbe\x00\x02"), p2); err != nil {
+		tb.Fatal(err)
+	}
+	return disk, t
+}
