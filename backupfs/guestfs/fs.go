@@ -69,7 +69,7 @@ type FS struct {
 	// listings keeps guest folders' converted entries: NFS clients page
 	// through a large folder with one ReadDir per page.
 	listings *lru.Cache[string, []os.FileInfo]
-	openMu  sync.Mutex                    // serialises layout scans and volume opens
+	openMu   sync.Mutex // serialises layout scans and volume opens
 }
 
 // layout is what a restore point's disks hold.
