@@ -137,6 +137,13 @@ func expandSynopsis(s string) ([][]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A redirection ends the command's own words.
+		for i, w := range words {
+			if strings.HasPrefix(w, ">") {
+				words = words[:i]
+				break
+			}
+		}
 		// Choices: line k takes the k-th choice of every word (or its last).
 		most := 1
 		for _, w := range words {
