@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -158,6 +159,10 @@ func serveCmd(c *cli.Context) error {
 	log := slog.Default()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_build_info",
+		Help: "Always 1; the labels say which rekindle is running."}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(buildInfo)
 	svc, err := datastore.New(c.Context, datastore.Config{
 		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
 		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),

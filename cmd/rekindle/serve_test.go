@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -232,5 +233,25 @@ func TestServeConfigFile(t *testing.T) {
 	st, err = testClient(api2).Status(context.Background())
 	if err != nil || st.Server != "nfs2.example.com" {
 		t.Fatalf("environment not applied: %+v %v", st, err)
+	}
+}
+
+// TestBuildInfoMetric scrapes a running server's /metrics for the build.
+func TestBuildInfoMetric(t *testing.T) {
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	run(t, false, "init", "--repo", repoDir)
+	api, metrics := freePort(t), freePort(t)
+	s := &server{t: t, api: api, args: []string{"serve", "--repo", repoDir, "--portmap", "off", "--metrics", metrics,
+		"--api", api, "--nfs", freePort(t)}}
+	s.start()
+	defer s.kill()
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `rekindle_build_info{goversion="`+runtime.Version()+`",version="dev"} 1`) {
+		t.Fatalf("no rekindle_build_info in /metrics:\n%.2000s", b)
 	}
 }
