@@ -142,3 +142,17 @@ func TestGPTDisk(t *testing.T) {
 	}
 	tree.Check(t, billyReader{fs}, base+"/p1", false)
 }
+
+func TestFATDisk(t *testing.T) {
+	disk, tree := guestimg.FATDisk(t, t.TempDir())
+	r := newRepo(t)
+	pt := importDisks(t, r, "win01", disk)
+	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "/win01/" + pt.ID + "/" + pt.Disks[0].Name
+	for _, v := range []string{"p1", "p2", "p3"} {
+		t.Run(v, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+"/"+v, true) })
+	}
+}

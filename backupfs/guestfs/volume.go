@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rekindle/rekindle/backupfs/guestfs/ext4"
+	"github.com/rekindle/rekindle/backupfs/guestfs/fat"
 	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
 	"github.com/rekindle/rekindle/backupfs/guestfs/partition"
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -116,6 +117,8 @@ func openVolume(v *Volume) (r gfs.Reader, err error) {
 	switch v.Filesystem {
 	case fsExt:
 		return ext4.Open(v.ra, v.Size)
+	case fsFAT:
+		return fat.Open(v.ra, v.Size)
 	}
 	return nil, fmt.Errorf("%s: %w", v.Filesystem, gfs.ErrUnsupported)
 }

@@ -124,3 +124,43 @@ func GPTDisk(tb testing.TB, dir string) (string, Tree) {
 	}
 	return disk, t
 }
+
+// FATDisk builds a 64 MiB MBR disk with FAT12 (p1), FAT16 (p2) and FAT32
+// (p3) volumes made by mkfs.vfat and filled by mcopy, each holding the
+// returned tree (FAT keeps no modes, owners or links).
+func FATDisk(tb testing.TB, dir string) (string, Tree) {
+	tb.Helper()
+	t := NewTree(4, Options{Unicode: true, Deep: 3})
+	// mtools writes long names as UCS-2: a character outside the BMP (the
+	// emoji) loses its high bits, so it has no place in a FAT made here.
+	delete(t, "ünïcødé/emoji-🦀.txt")
+	src := filepath.Join(dir, "src-fat")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := t.Write(src); err != nil {
+		tb.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	disk := filepath.Join(dir, "fat.raw")
+	Sparse(tb, disk, 64*MiB)
+	Sfdisk(tb, disk, "label: dos\nstart=2048, size=8192, type=1\nstart=10240, size=32768, type=6\nstart=43008, size=86016, type=c\n")
+	for i, v := range []struct {
+		start, sectors int64
+		args           []string
+	}{{2048, 8192, []string{"-F", "12"}}, {10240, 32768, []string{"-F", "16"}}, {43008, 86016, []string{"-F", "32", "-s", "1"}}} {
+		img := filepath.Join(dir, "fat"+string(rune('1'+i))+".img")
+		Sparse(tb, img, v.sectors*512)
+		Run(tb, "mkfs.vfat", append(v.args, img)...)
+		args := []string{"-s", "-m", "-i", img}
+		for _, e := range ents {
+			args = append(args, filepath.Join(src, e.Name()))
+		}
+		Run(tb, "mcopy", append(args, "::/")...)
+		Place(tb, disk, v.start*512, img)
+	}
+	return disk, t
+}
