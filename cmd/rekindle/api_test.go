@@ -161,10 +161,16 @@ func TestServeRefusesOpenAPIWithoutTLS(t *testing.T) {
 	run(t, false, "init", "--repo", repoDir)
 	_, port, _ := net.SplitHostPort(freePort(t))
 	for _, addr := range []string{"0.0.0.0:" + port, ":" + port, "[::]:" + port} {
-		cmd := exec.Command(binary, "serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--metrics", "off", "--api", addr)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, binary, "serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--metrics", "off", "--api", addr)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		err := cmd.Run()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("serve --api %s without TLS was not refused: still serving after 10 s\n%s", addr, stderr.String())
+		}
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 2 {
 			t.Fatalf("serve --api %s: err %v (want exit 2)\n%s", addr, err, stderr.String())

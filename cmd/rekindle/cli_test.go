@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rekindle/rekindle/testdata/vmgen"
 )
@@ -34,12 +36,23 @@ func TestMain(m *testing.M) {
 
 // run runs the rekindle binary and returns stdout; it fails the test on a
 // non-zero exit unless wantFail.
+// runTimeout bounds every command run: the slowest (an import, a restore on
+// the simulator) take seconds.
+const runTimeout = 3 * time.Minute
+
 func run(t *testing.T, wantFail bool, args ...string) (string, string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	// A command that should fail at once but serves instead (a refusal
+	// removed) must fail the test, not hang it.
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("rekindle %s: still running after %v, killed\nstdout: %s\nstderr: %s", strings.Join(args, " "), runTimeout, stdout.String(), stderr.String())
+	}
 	if (err != nil) != wantFail {
 		t.Fatalf("rekindle %s: err %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}

@@ -76,6 +76,7 @@ func (s *server) start() {
 			return
 		}
 		if time.Now().After(deadline) {
+			s.kill() // no stray server outlives the test
 			s.t.Fatalf("server did not come up: %v\n%s", err, s.log)
 		}
 		time.Sleep(50 * time.Millisecond)
