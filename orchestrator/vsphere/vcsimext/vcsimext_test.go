@@ -2,10 +2,6 @@ package vcsimext_test
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,17 +124,9 @@ func TestRemoveDatastore(t *testing.T) {
 		must(t, wait(ctx)(vm.Destroy(ctx)))
 		// The simulator deletes the VM's files in a task of its own that
 		// Destroy does not wait for, and that task reads the datastore without
-		// its lock: wait for the folder to go before changing the datastore.
-		vmDir := filepath.Join(nasRoot, "backups", "vm1")
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			if _, err := os.Stat(vmDir); errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s still there 10 s after Destroy", vmDir)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		// its lock: wait, through the simulator's API (which orders the two
+		// goroutines), for every recent task to end before changing the datastore.
+		waitTasksEnded(t, ctx, c)
 		must(t, dss0.Remove(ctx, ds))
 		if _, err := finder.Datastore(ctx, "backups"); err == nil {
 			t.Fatal("datastore still in the inventory")
@@ -196,4 +184,32 @@ func TestUpdateVAppConfig(t *testing.T) {
 			t.Fatalf("reading a destroyed vApp: %v", err)
 		}
 	})
+}
+
+// waitTasksEnded waits until every task in the task manager's recent list
+// has succeeded or failed.
+func waitTasksEnded(t *testing.T, ctx context.Context, c *vim25.Client) {
+	t.Helper()
+	pc := property.DefaultCollector(c)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var tm mo.TaskManager
+		must(t, pc.RetrieveOne(ctx, *c.ServiceContent.TaskManager, []string{"recentTask"}, &tm))
+		running := 0
+		for _, ref := range tm.RecentTask {
+			var task mo.Task
+			if err := pc.RetrieveOne(ctx, ref, []string{"info"}, &task); err != nil {
+				continue // a task gone from the inventory has ended
+			}
+			if st := task.Info.State; st != types.TaskInfoStateSuccess && st != types.TaskInfoStateError {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d simulator tasks still running after 10 s", running)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
