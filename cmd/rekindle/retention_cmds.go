@@ -12,6 +12,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/retention"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/site"
 )
 
 // retentionCommands are forget and prune.
@@ -90,6 +91,16 @@ func forgetCmd(c *cli.Context) error {
 	pins, err := cat.PointPins(c.Context)
 	if err != nil {
 		return err
+	}
+	// The newest site package of each site must keep every point it names.
+	sitePins, err := site.Pins(r)
+	if err != nil {
+		return err
+	}
+	for id, why := range sitePins {
+		if _, ok := pins[id]; !ok {
+			pins[id] = why
+		}
 	}
 	ds, err := retention.Forget(c.Context, r, p, retention.ForgetOptions{VMs: c.StringSlice("vm"), DryRun: c.Bool("dry-run"), Pins: pins,
 		Removed: func(id string) error { return forgetInCatalog(c, cat, id) }})

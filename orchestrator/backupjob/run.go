@@ -18,6 +18,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/retention"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/site"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
 )
@@ -157,6 +158,16 @@ func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string
 	pins, err := r.Catalog.PointPins(ctx)
 	if err != nil {
 		return err
+	}
+	// The newest site package of each site must keep every point it names.
+	sitePins, err := site.Pins(r.Repo)
+	if err != nil {
+		return err
+	}
+	for id, why := range sitePins {
+		if _, ok := pins[id]; !ok {
+			pins[id] = why
+		}
 	}
 	_, err = retention.Forget(ctx, r.Repo, p, retention.ForgetOptions{VMs: vms, Pins: pins, Removed: func(id string) error {
 		if err := r.Catalog.RemovePoint(ctx, id); err != nil && !errors.Is(err, catalog.ErrNotFound) {
