@@ -512,14 +512,14 @@ func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
 	if l.depth == 4 && l.inner == "/" {
 		if v, ok := fs.readmeOf(l); ok {
 			b := v.readme()
-			return &roFile{name: l.clean, ra: bytes.NewReader(b), size: int64(len(b))}, nil
+			return view.NewReadOnlyFile(l.clean, bytes.NewReader(b), int64(len(b)), errReadOnly), nil
 		}
 	}
 	if l.depth < 4 || l.inner == "/" {
 		if _, err := fs.Lstat(p); err != nil {
 			return nil, err
 		}
-		return &roFile{name: l.clean, dir: true}, nil
+		return view.NewReadOnlyDir(l.clean, errReadOnly), nil
 	}
 	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
@@ -530,13 +530,13 @@ func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
 		return nil, err
 	}
 	if e.Mode.IsDir() {
-		return &roFile{name: l.clean, dir: true}, nil
+		return view.NewReadOnlyDir(l.clean, errReadOnly), nil
 	}
 	e, ra, err := t.Open(l.inner)
 	if err != nil {
 		return nil, err
 	}
-	return &roFile{name: l.clean, ra: ra, size: e.Size}, nil
+	return view.NewReadOnlyFile(l.clean, ra, e.Size, errReadOnly), nil
 }
 
 func (fs *FS) Create(p string) (billy.File, error) {
@@ -572,68 +572,3 @@ func (fs *FS) Space() (total, free, avail uint64, err error) {
 }
 
 var errReadOnly = errors.New("guest files are read-only")
-
-// roFile is an open file of the view.
-type roFile struct {
-	name string
-	ra   io.ReaderAt
-	size int64
-	dir  bool
-	mu   sync.Mutex
-	off  int64
-}
-
-func (f *roFile) Name() string { return f.name }
-func (f *roFile) Write([]byte) (int, error) {
-	return 0, &os.PathError{Op: "write", Path: f.name, Err: errReadOnly}
-}
-func (f *roFile) Read(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.ReadAt(p, f.off)
-	f.off += int64(n)
-	if err == io.EOF && n > 0 {
-		err = nil
-	}
-	return n, err
-}
-func (f *roFile) ReadAt(p []byte, off int64) (int, error) {
-	if f.dir {
-		return 0, &os.PathError{Op: "read", Path: f.name, Err: errors.New("is a directory")}
-	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	if rem := f.size - off; int64(len(p)) > rem {
-		n, err := f.ra.ReadAt(p[:rem], off)
-		if err == nil {
-			err = io.EOF
-		}
-		return n, err
-	}
-	return f.ra.ReadAt(p, off)
-}
-func (f *roFile) Seek(offset int64, whence int) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += f.off
-	case io.SeekEnd:
-		offset += f.size
-	default:
-		return 0, fmt.Errorf("seek: bad whence %d", whence)
-	}
-	if offset < 0 {
-		return 0, fmt.Errorf("seek %s: negative offset", f.name)
-	}
-	f.off = offset
-	return offset, nil
-}
-func (f *roFile) Close() error  { return nil }
-func (f *roFile) Lock() error   { return nil }
-func (f *roFile) Unlock() error { return nil }
-func (f *roFile) Truncate(int64) error {
-	return &os.PathError{Op: "truncate", Path: f.name, Err: errReadOnly}
-}

@@ -180,7 +180,7 @@ func (m *MountFS) OpenFile(f string, flag int, perm os.FileMode) (billy.File, er
 		if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE|os.O_TRUNC) != 0 {
 			return nil, rootErr("open", f)
 		}
-		return &roFile{name: "/", dir: true}, nil
+		return NewReadOnlyDir("/", errReadOnly), nil
 	}
 	return fs.OpenFile(rest, flag, perm)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"sort"
@@ -151,16 +150,16 @@ func (fs *PointFS) OpenFile(filename string, flag int, _ os.FileMode) (billy.Fil
 		return nil, err
 	}
 	if n.mode.IsDir() {
-		return &roFile{name: p, ra: bytes.NewReader(nil), dir: true}, nil
+		return NewReadOnlyDir(p, errReadOnly), nil
 	}
 	if n.data != nil || n.size == 0 {
-		return &roFile{name: p, ra: bytes.NewReader(n.data), size: n.size}, nil
+		return NewReadOnlyFile(p, bytes.NewReader(n.data), n.size, errReadOnly), nil
 	}
 	dr, err := fs.reader(n)
 	if err != nil {
 		return nil, err
 	}
-	return &roFile{name: p, ra: dr, size: n.size}, nil
+	return NewReadOnlyFile(p, dr, n.size, errReadOnly), nil
 }
 
 func (fs *PointFS) reader(n *pnode) (*repo.DiskReader, error) {
@@ -252,81 +251,9 @@ func (fs *PointFS) PathOf(id uint64) (string, error) {
 	return p, nil
 }
 
-// roFile is an open file of a read-only view.
-type roFile struct {
-	name string
-	ra   io.ReaderAt
-	size int64
-	off  int64
-	dir  bool
-	mu   sync.Mutex
-}
-
-func (f *roFile) Name() string { return f.name }
-func (f *roFile) Write([]byte) (int, error) {
-	return 0, &os.PathError{Op: "write", Path: f.name, Err: errReadOnly}
-}
-func (f *roFile) Read(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.ReadAt(p, f.off)
-	f.off += int64(n)
-	if err == io.EOF && n > 0 {
-		err = nil
-	}
-	return n, err
-}
-func (f *roFile) ReadAt(p []byte, off int64) (int, error) {
-	if f.dir {
-		return 0, &os.PathError{Op: "read", Path: f.name, Err: errors.New("is a directory")}
-	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	return f.ra.ReadAt(p, off)
-}
-func (f *roFile) Seek(offset int64, whence int) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += f.off
-	case io.SeekEnd:
-		offset += f.size
-	default:
-		return 0, fmt.Errorf("seek: bad whence %d", whence)
-	}
-	if offset < 0 {
-		return 0, fmt.Errorf("seek %s: negative offset", f.name)
-	}
-	f.off = offset
-	return offset, nil
-}
-func (f *roFile) Close() error  { return nil }
-func (f *roFile) Lock() error   { return nil }
-func (f *roFile) Unlock() error { return nil }
-func (f *roFile) Truncate(int64) error {
-	return &os.PathError{Op: "truncate", Path: f.name, Err: errReadOnly}
-}
-
 // Space reports the repository's filesystem as full: restore points take no
 // writes.
 func (fs *PointFS) Space() (total, free, avail uint64, err error) {
 	total, _, _, err = FolderSpace(fs.repo.Dir)()
 	return total, 0, 0, err
-}
-
-// ReadSlices lends the bytes at off without copying them: the NFS server's
-// READ fast path sends them as they are (see nfsd.SliceReader).
-func (f *roFile) ReadSlices(off int64, n int) ([][]byte, int, error) {
-	if f.dir {
-		return nil, 0, &os.PathError{Op: "read", Path: f.name, Err: errors.New("is a directory")}
-	}
-	if dr, ok := f.ra.(*repo.DiskReader); ok {
-		return dr.ReadSlices(off, n)
-	}
-	b := make([]byte, n)
-	m, err := f.ReadAt(b, off)
-	return [][]byte{b[:m]}, m, err
 }
