@@ -65,9 +65,6 @@ func vcBackupConfig(c *cli.Context) (vcbackup.Config, func(), error) {
 }
 
 func backupVMCmd(c *cli.Context) error {
-	if c.Command.Name == "vapp" && c.NArg() != 1 {
-		return usageErr("backup vapp: give one vApp NAME")
-	}
 	if c.NArg() == 0 {
 		return usageErr("backup vm: give one or more VM names")
 	}

@@ -28,9 +28,6 @@ func jobCommand() *cli.Command {
 }
 
 func jobDefineCmd(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageErr("job define: give one FILE.yaml")
-	}
 	b, err := os.ReadFile(c.Args().First())
 	if err != nil {
 		return err
@@ -123,9 +120,6 @@ func jobListCmd(c *cli.Context) error {
 }
 
 func jobShowCmd(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageErr("job show: give one job NAME")
-	}
 	_, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return err
@@ -168,9 +162,6 @@ func jobShowCmd(c *cli.Context) error {
 }
 
 func jobRunCmd(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageErr("job run: give one job NAME")
-	}
 	r, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return err
@@ -219,9 +210,6 @@ func jobRunCmd(c *cli.Context) error {
 }
 
 func jobDeleteCmd(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageErr("job delete: give one job NAME")
-	}
 	_, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return err

@@ -127,9 +127,6 @@ func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
 }
 
 func backupImport(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return &exitError{2, "backup import: give exactly one SRC folder"}
-	}
 	r, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return err
@@ -190,9 +187,6 @@ func dedup(st repo.IngestStats) string {
 }
 
 func appDefine(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return &exitError{2, "app define: give exactly one FILE.yaml"}
-	}
 	b, err := os.ReadFile(c.Args().First())
 	if err != nil {
 		return err

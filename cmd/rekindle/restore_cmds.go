@@ -184,9 +184,6 @@ func newOrchestrator(c *cli.Context) (*orchestrator.Orchestrator, func(), error)
 }
 
 func withOrchestrator(c *cli.Context, fn func(*orchestrator.Orchestrator, string) error) error {
-	if c.NArg() != 1 {
-		return &exitError{2, c.Command.Name + ": give one session ID"}
-	}
 	o, done, err := newOrchestrator(c)
 	if err != nil {
 		return err
@@ -243,9 +240,6 @@ func stepPrinter(w io.Writer, asJSON bool) func(orchestrator.Event) {
 }
 
 func restoreCmd(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return &exitError{2, "restore " + c.Command.Name + ": give one NAME"}
-	}
 	name := c.Args().First()
 	req := orchestrator.Request{Target: c.String("target"), Point: c.String("point"), Test: c.Bool("test"),
 		IsolatedNetwork: c.String("isolated-network"), MigrateTo: c.String("migrate-to"),

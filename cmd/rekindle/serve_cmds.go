@@ -329,9 +329,6 @@ func sessionsList(c *cli.Context) error {
 }
 
 func sessionsShow(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return &exitError{2, "sessions show: give one session ID"}
-	}
 	cl, err := apiClient(c)
 	if err != nil {
 		return err
@@ -362,9 +359,6 @@ func sessionsShow(c *cli.Context) error {
 }
 
 func sessionsDiscard(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return &exitError{2, "sessions discard: give one session ID"}
-	}
 	cl, err := apiClient(c)
 	if err != nil {
 		return err
