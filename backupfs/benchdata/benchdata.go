@@ -34,7 +34,7 @@ var (
 	dir    string
 	folder string
 	err    error
-	repos  sync.Map // chunk size -> *repo.Repo
+	repos  sync.Map // [2]int{chunk size, format version} -> *repo.Repo
 	mu     sync.Mutex
 )
 
@@ -51,20 +51,29 @@ func Folder() (string, string, error) {
 	return folder, filepath.Join(folder, "bench01-flat.vmdk"), err
 }
 
-// Repo returns a repository of the given chunk size holding the folder.
-func Repo(chunk int) (*repo.Repo, *repo.RestorePoint, error) {
+// Repo returns a repository of the given chunk size holding the folder, in
+// the current format.
+func Repo(chunk int) (*repo.Repo, *repo.RestorePoint, error) { return RepoVersion(chunk, 0) }
+
+// RepoVersion is Repo in the given repository format version (0: current),
+// so a benchmark can compare layouts in one run.
+func RepoVersion(chunk, version int) (*repo.Repo, *repo.RestorePoint, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	f, _, err := Folder()
 	if err != nil {
 		return nil, nil, err
 	}
-	if v, ok := repos.Load(chunk); ok {
+	if version == 0 {
+		version = repo.FormatVersion
+	}
+	key := [2]int{chunk, version}
+	if v, ok := repos.Load(key); ok {
 		r := v.(*repo.Repo)
 		p, err := r.LatestPoint("bench01")
 		return r, p, err
 	}
-	r, err := repo.Init(filepath.Join(dir, fmt.Sprintf("repo-%d", chunk)), repo.InitOptions{ChunkSize: chunk})
+	r, err := repo.Init(filepath.Join(dir, fmt.Sprintf("repo-%d-v%d", chunk, version)), repo.InitOptions{ChunkSize: chunk, Version: version})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,7 +81,7 @@ func Repo(chunk int) (*repo.Repo, *repo.RestorePoint, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	repos.Store(chunk, r)
+	repos.Store(key, r)
 	return r, p, nil
 }
 

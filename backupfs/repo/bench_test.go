@@ -130,6 +130,72 @@ func BenchmarkRandom4K(b *testing.B) {
 	}
 }
 
+// BenchmarkChunkLayout compares the two chunk layouts in one run, on the
+// same disk: format version 1 (one zstd payload per chunk) and version 2
+// (32 KiB frames). Per iteration: 2000 cold 4 KiB random reads (a fresh
+// cache, so the first touch of a chunk reads and decodes it) and a cold
+// sequential read of the whole disk in 1 MiB requests, on each layout;
+// v2/v1 ratios of time per read (below 1: v2 faster) and of stored bytes.
+func BenchmarkChunkLayout(b *testing.B) {
+	const reads = 2000
+	for _, cs := range benchdata.ChunkSizes[:2] {
+		b.Run(fmt.Sprintf("chunk=%dK", cs>>10), func(b *testing.B) {
+			type layout struct {
+				r  *repo.Repo
+				p  *repo.RestorePoint
+				tr time.Duration // random
+				ts time.Duration // sequential
+			}
+			var ls [2]*layout
+			for i, v := range []int{1, 2} {
+				r, p, err := benchdata.RepoVersion(cs, v)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Verify(b.Context(), []*repo.RestorePoint{p}, nil) // page cache warm: decode cost, not disk
+				ls[i] = &layout{r: r, p: p}
+			}
+			size := ls[0].p.Disks[0].Size
+			rng := rand.New(rand.NewPCG(3, 3))
+			offs := make([]int64, reads)
+			for i := range offs {
+				offs[i] = rng.Int64N(size/4096) * 4096
+			}
+			buf, big := make([]byte, 4096), make([]byte, 1<<20)
+			b.ResetTimer()
+			for range b.N {
+				for _, l := range ls {
+					dr, _ := l.r.OpenDisk(l.p.Disks[0].Index, repo.NewCache(repo.CacheOptions{MaxBytes: 64 << 20, ChunkSize: cs, Readahead: -1}), "bench")
+					t0 := time.Now()
+					for _, o := range offs {
+						if _, err := dr.ReadAt(buf, o); err != nil {
+							b.Fatal(err)
+						}
+					}
+					l.tr += time.Since(t0)
+					dr, _ = l.r.OpenDisk(l.p.Disks[0].Index, repo.NewCache(repo.CacheOptions{ChunkSize: cs}), "bench")
+					t0 = time.Now()
+					for off := int64(0); off < size; off += int64(len(big)) {
+						if _, err := dr.ReadAt(big, off); err != nil && err != io.EOF {
+							b.Fatal(err)
+						}
+					}
+					l.ts += time.Since(t0)
+				}
+			}
+			per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(b.N*reads) }
+			seq := func(d time.Duration) float64 { return mbps(size*int64(b.N), d) }
+			b.ReportMetric(per(ls[0].tr), "v1-cold-us/read")
+			b.ReportMetric(per(ls[1].tr), "v2-cold-us/read")
+			b.ReportMetric(per(ls[1].tr)/per(ls[0].tr), "v2/v1-cold-4K-time")
+			b.ReportMetric(seq(ls[0].ts), "v1-seq-MB/s")
+			b.ReportMetric(seq(ls[1].ts), "v2-seq-MB/s")
+			b.ReportMetric(seq(ls[1].ts)/seq(ls[0].ts), "v2/v1-seq-throughput")
+			b.ReportMetric(float64(ls[1].p.Stats.BytesStored)/float64(ls[0].p.Stats.BytesStored), "v2/v1-stored-bytes")
+		})
+	}
+}
+
 // BenchmarkCacheMemory runs 8 readers (4 sequential, 4 random) against a
 // 64 MiB cache and reports the most it held and the heap in use.
 func BenchmarkCacheMemory(b *testing.B) {

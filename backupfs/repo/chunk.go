@@ -16,7 +16,10 @@ import (
 // test for it with errors.Is; the message names the object.
 var ErrCorrupt = errors.New("corrupt")
 
-// Chunk file layout (little endian):
+// Two chunk file layouts exist; a reader tells them apart by the magic, so
+// one repository may hold both (docs/repository-format.md, "Chunk files").
+//
+// Version 1, "RKC1" (little endian), one payload for the whole chunk:
 //
 //	0  4  magic "RKC1"
 //	4  1  codec: 0 stored as is, 1 zstd
@@ -26,21 +29,43 @@ var ErrCorrupt = errors.New("corrupt")
 //	44 8  xxhash64 of the uncompressed bytes
 //	52 .. payload
 //
+// Version 2, "RKC2", the chunk cut into frames of 2^shift bytes, each
+// compressed and checked on its own, so a small read decodes one frame:
+//
+//	0  4  magic "RKC2"
+//	4  1  log2 of the frame size
+//	5  3  reserved, zero
+//	8  4  uncompressed length n
+//	12 32 SHA-256 of the uncompressed bytes (the chunk's name)
+//	44 4  frame count k = ceil(n / frame size)
+//	48 16k frame table: stored length (4), codec (1), reserved (3), xxhash64 of
+//	       the frame's uncompressed bytes (8)
+//	48+16k 8 xxhash64 of bytes [0, 48+16k): header and table
+//	56+16k .. the frames' stored bytes, in order
+//
 // Readers check the digest in the header against the name they asked for (a
-// chunk stored under the wrong name is caught) and the xxhash64 of what they
-// decoded (damage is caught), at a fraction of the cost of re-hashing with
-// SHA-256 on every read. VerifyChunk, behind `rekindle verify`, re-hashes.
+// chunk stored under the wrong name is caught) and the xxhash64 of every
+// frame they decode (damage is caught), at a fraction of the cost of
+// re-hashing with SHA-256 on every read. VerifyChunk, behind `rekindle
+// verify`, re-hashes.
 const (
-	chunkMagic      = "RKC1"
-	chunkHeaderSize = 52
-	codecStored     = 0
-	codecZstd       = 1
+	chunkMagicV1      = "RKC1"
+	chunkMagicV2      = "RKC2"
+	chunkHeaderSize   = 52 // version 1
+	chunkHeaderV2     = 48 // version 2, before the frame table
+	frameEntrySize    = 16
+	codecStored       = 0
+	codecZstd         = 1
+	minFrameShift     = 12
+	maxFrameShift     = 24
+	DefaultFrameShift = 15 // 32 KiB frames: see docs/repository-format.md
 )
 
 var (
-	zstdOnce sync.Once
-	zstdEnc  *zstd.Encoder
-	zstdDec  *zstd.Decoder
+	zstdOnce     sync.Once
+	zstdEnc      *zstd.Encoder // version 1: zstd's own frame checksum on
+	zstdFrameEnc *zstd.Encoder // version 2: our per-frame xxhash64 instead
+	zstdDec      *zstd.Decoder
 )
 
 func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
@@ -52,6 +77,11 @@ func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
 		if err != nil {
 			panic(err) // only on invalid static options
 		}
+		zstdFrameEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(n), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+		if err != nil {
+			panic(err)
+		}
 		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(n),
 			zstd.WithDecoderMaxMemory(MaxChunkSize), zstd.WithDecoderMaxWindow(MaxChunkSize))
 		if err != nil {
@@ -61,18 +91,27 @@ func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
 	return zstdEnc, zstdDec
 }
 
-// EncodeChunk returns the stored form of data, whose SHA-256 is d: zstd when
-// that saves at least 1/32 of the size, else the bytes as they are (random
-// data does not compress and reads faster stored).
-func EncodeChunk(d Digest, data []byte) []byte {
+// compresses reports whether zstd output of size z for n input bytes is worth
+// keeping: it must save at least 1/32 (random data does not compress and
+// reads faster stored).
+func compresses(z, n int) bool { return z < n-n/32 }
+
+// EncodeChunk returns the stored form of data, whose SHA-256 is d, in the
+// current layout (version 2: 32 KiB frames).
+func EncodeChunk(d Digest, data []byte) []byte { return encodeChunkFrames(d, data, DefaultFrameShift) }
+
+// EncodeChunkV1 returns the stored form of data in the version 1 layout, the
+// one repositories of format version 1 keep getting so that older rekindle
+// releases still read them.
+func EncodeChunkV1(d Digest, data []byte) []byte {
 	enc, _ := zstdCodecs()
 	out := make([]byte, chunkHeaderSize, chunkHeaderSize+len(data)/2)
-	copy(out, chunkMagic)
+	copy(out, chunkMagicV1)
 	binary.LittleEndian.PutUint32(out[8:], uint32(len(data)))
 	copy(out[12:44], d[:])
 	binary.LittleEndian.PutUint64(out[44:], xxhash.Sum64(data))
 	out = enc.EncodeAll(data, out)
-	if len(out)-chunkHeaderSize < len(data)-len(data)/32 {
+	if compresses(len(out)-chunkHeaderSize, len(data)) {
 		out[4] = codecZstd
 		return out
 	}
@@ -81,16 +120,207 @@ func EncodeChunk(d Digest, data []byte) []byte {
 	return out
 }
 
-// DecodeChunk checks and decodes a stored chunk that should hold the bytes
-// whose digest is want: the header must name want and the decoded bytes must
-// match the header's xxhash64. Damage is an error, never wrong bytes.
+func encodeChunkFrames(d Digest, data []byte, shift uint) []byte {
+	zstdCodecs()
+	fs := 1 << shift
+	k := (len(data) + fs - 1) / fs
+	tab := chunkHeaderV2 + frameEntrySize*k
+	out := make([]byte, tab+8, tab+8+len(data)/2)
+	copy(out, chunkMagicV2)
+	out[4] = byte(shift)
+	binary.LittleEndian.PutUint32(out[8:], uint32(len(data)))
+	copy(out[12:44], d[:])
+	binary.LittleEndian.PutUint32(out[44:], uint32(k))
+	for i := range k {
+		frame := data[i*fs : min(len(data), (i+1)*fs)]
+		start := len(out)
+		out = zstdFrameEnc.EncodeAll(frame, out)
+		codec := byte(codecZstd)
+		if !compresses(len(out)-start, len(frame)) {
+			out = append(out[:start], frame...)
+			codec = codecStored
+		}
+		e := out[chunkHeaderV2+i*frameEntrySize:]
+		binary.LittleEndian.PutUint32(e, uint32(len(out)-start))
+		e[4] = codec
+		binary.LittleEndian.PutUint64(e[8:], xxhash.Sum64(frame))
+	}
+	binary.LittleEndian.PutUint64(out[tab:], xxhash.Sum64(out[:tab]))
+	return out
+}
+
+// frameRef locates one frame in a chunk file.
+type frameRef struct {
+	off, size int64 // stored bytes in the file
+	codec     byte
+	sum       uint64 // xxhash64 of the uncompressed bytes
+}
+
+// chunkLayout is a chunk file's parsed header: its length, its frames (one
+// frame covering the whole chunk for version 1) and where the payload starts.
+type chunkLayout struct {
+	name      Digest // the digest the header names
+	n         int    // uncompressed length
+	frameSize int
+	frames    []frameRef
+}
+
+// frameSpan is the uncompressed byte range of frame i.
+func (l *chunkLayout) frameSpan(i int) (lo, hi int) {
+	return i * l.frameSize, min(l.n, (i+1)*l.frameSize)
+}
+
+// chunkHeaderLen is how many leading bytes of a chunk file parseLayout
+// needs, given at least its first 48 bytes; 0 when the header is damaged
+// beyond telling.
+func chunkHeaderLen(head []byte) int {
+	if len(head) < chunkHeaderV2 {
+		return 0
+	}
+	switch string(head[:4]) {
+	case chunkMagicV1:
+		return chunkHeaderSize
+	case chunkMagicV2:
+		k := binary.LittleEndian.Uint32(head[44:])
+		if k == 0 || k > MaxChunkSize>>minFrameShift {
+			return 0
+		}
+		return chunkHeaderV2 + frameEntrySize*int(k) + 8
+	}
+	return 0
+}
+
+// parseLayout parses the header of a chunk file of fileSize bytes from its
+// first bytes (at least chunkHeaderLen of them). fileSize -1 means unknown
+// (version 2 only): the frames' ends are then checked when they are read. Errors say what is wrong;
+// callers wrap them with the chunk's name and ErrCorrupt.
+func parseLayout(head []byte, fileSize int64) (*chunkLayout, error) {
+	hl := chunkHeaderLen(head)
+	if hl == 0 || len(head) < hl || (fileSize >= 0 && fileSize < int64(hl)) {
+		return nil, errors.New("bad header")
+	}
+	if head[5] != 0 || head[6] != 0 || head[7] != 0 {
+		return nil, errors.New("reserved header bytes set")
+	}
+	n := binary.LittleEndian.Uint32(head[8:])
+	if n == 0 || n > MaxChunkSize {
+		return nil, fmt.Errorf("length %d out of range", n)
+	}
+	l := &chunkLayout{name: Digest(head[12:44]), n: int(n)}
+	if string(head[:4]) == chunkMagicV1 {
+		codec := head[4]
+		size := fileSize - chunkHeaderSize
+		switch {
+		case codec == codecStored && size != int64(n):
+			return nil, fmt.Errorf("stored length %d, header says %d", size, n)
+		case codec != codecStored && codec != codecZstd:
+			return nil, fmt.Errorf("unknown codec %d", codec)
+		}
+		l.frameSize = int(n)
+		l.frames = []frameRef{{off: chunkHeaderSize, size: size, codec: codec, sum: binary.LittleEndian.Uint64(head[44:])}}
+		return l, nil
+	}
+	tab := hl - 8
+	if xxhash.Sum64(head[:tab]) != binary.LittleEndian.Uint64(head[tab:]) {
+		return nil, errors.New("header checksum mismatch")
+	}
+	shift := head[4]
+	if shift < minFrameShift || shift > maxFrameShift {
+		return nil, fmt.Errorf("frame size 2^%d out of range", shift)
+	}
+	l.frameSize = 1 << shift
+	k := (tab - chunkHeaderV2) / frameEntrySize
+	if k != (l.n+l.frameSize-1)/l.frameSize {
+		return nil, fmt.Errorf("%d frames for %d bytes of frame size %d", k, n, l.frameSize)
+	}
+	l.frames = make([]frameRef, k)
+	off := int64(hl)
+	for i := range l.frames {
+		e := head[chunkHeaderV2+i*frameEntrySize:]
+		f := frameRef{off: off, size: int64(binary.LittleEndian.Uint32(e)), codec: e[4], sum: binary.LittleEndian.Uint64(e[8:])}
+		lo, hi := l.frameSpan(i)
+		switch {
+		case e[5] != 0 || e[6] != 0 || e[7] != 0:
+			return nil, fmt.Errorf("frame %d: reserved bytes set", i)
+		case f.codec == codecStored && f.size != int64(hi-lo):
+			return nil, fmt.Errorf("frame %d: stored length %d, frame is %d bytes", i, f.size, hi-lo)
+		case f.size > int64(hi-lo): // a writer keeps zstd only when it is smaller
+			return nil, fmt.Errorf("frame %d: compressed length %d exceeds the frame's %d bytes", i, f.size, hi-lo)
+		case f.codec != codecStored && f.codec != codecZstd:
+			return nil, fmt.Errorf("frame %d: unknown codec %d", i, f.codec)
+		case f.size == 0:
+			return nil, fmt.Errorf("frame %d: empty", i)
+		}
+		l.frames[i] = f
+		off += f.size
+	}
+	if fileSize >= 0 && off != fileSize {
+		return nil, fmt.Errorf("frames end at %d, file is %d bytes", off, fileSize)
+	}
+	return l, nil
+}
+
+// decodeFrame decodes frame i, whose stored bytes are src, into dst (exactly
+// the frame's uncompressed length) and checks its xxhash64.
+func (l *chunkLayout) decodeFrame(i int, src, dst []byte) error {
+	f := l.frames[i]
+	switch f.codec {
+	case codecStored:
+		copy(dst, src)
+	case codecZstd:
+		_, dec := zstdCodecs()
+		out, err := dec.DecodeAll(src, dst[:0])
+		if err != nil {
+			return l.frameErr(i, fmt.Errorf("zstd: %v", err))
+		}
+		if len(out) != len(dst) {
+			return l.frameErr(i, fmt.Errorf("decompressed length %d, want %d", len(out), len(dst)))
+		}
+		if len(out) > 0 && &out[0] != &dst[0] {
+			copy(dst, out)
+		}
+	}
+	if xxhash.Sum64(dst) != f.sum {
+		return l.frameErr(i, errors.New("checksum mismatch"))
+	}
+	return nil
+}
+
+func (l *chunkLayout) frameErr(i int, err error) error {
+	if len(l.frames) == 1 && l.frameSize == l.n {
+		return err // a version 1 chunk has no frames to name
+	}
+	lo, hi := l.frameSpan(i)
+	return fmt.Errorf("frame %d (bytes %d–%d): %w", i, lo, hi-1, err)
+}
+
+// decodeChunkPayload decodes a whole chunk file, checking every frame.
+func decodeChunkPayload(raw []byte) (*chunkLayout, []byte, error) {
+	l, err := parseLayout(raw, int64(len(raw)))
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]byte, l.n)
+	for i, f := range l.frames {
+		lo, hi := l.frameSpan(i)
+		if err := l.decodeFrame(i, raw[f.off:f.off+f.size], out[lo:hi]); err != nil {
+			return l, nil, err
+		}
+	}
+	return l, out, nil
+}
+
+// DecodeChunk checks and decodes a stored chunk (either layout) that should
+// hold the bytes whose digest is want: the header must name want and every
+// frame's decoded bytes must match its xxhash64. Damage is an error, never
+// wrong bytes.
 func DecodeChunk(want Digest, raw []byte) ([]byte, error) {
-	data, err := decodeChunkPayload(raw)
+	l, data, err := decodeChunkPayload(raw)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w: %v", want, ErrCorrupt, err)
 	}
-	if got := Digest(raw[12:44]); got != want {
-		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", want, ErrCorrupt, got)
+	if l.name != want {
+		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", want, ErrCorrupt, l.name)
 	}
 	return data, nil
 }
@@ -108,44 +338,16 @@ func VerifyChunk(want Digest, raw []byte) ([]byte, error) {
 	return data, nil
 }
 
-func decodeChunkPayload(raw []byte) ([]byte, error) {
-	if len(raw) < chunkHeaderSize || !bytes.Equal(raw[:4], []byte(chunkMagic)) {
-		return nil, errors.New("bad header")
+// ChunkLayoutVersion reports which layout (1 or 2) a stored chunk uses, or 0
+// when its magic is neither.
+func ChunkLayoutVersion(raw []byte) int {
+	switch {
+	case bytes.HasPrefix(raw, []byte(chunkMagicV1)):
+		return 1
+	case bytes.HasPrefix(raw, []byte(chunkMagicV2)):
+		return 2
 	}
-	if raw[5] != 0 || raw[6] != 0 || raw[7] != 0 {
-		return nil, errors.New("reserved header bytes set")
-	}
-	n := binary.LittleEndian.Uint32(raw[8:])
-	if n == 0 || n > MaxChunkSize {
-		return nil, fmt.Errorf("length %d out of range", n)
-	}
-	payload := raw[chunkHeaderSize:]
-	switch raw[4] {
-	case codecStored:
-		if uint32(len(payload)) != n {
-			return nil, fmt.Errorf("stored length %d, header says %d", len(payload), n)
-		}
-		return checkSum(raw, payload)
-	case codecZstd:
-		_, dec := zstdCodecs()
-		out, err := dec.DecodeAll(payload, make([]byte, 0, n))
-		if err != nil {
-			return nil, fmt.Errorf("zstd: %v", err)
-		}
-		if uint32(len(out)) != n {
-			return nil, fmt.Errorf("decompressed length %d, header says %d", len(out), n)
-		}
-		return checkSum(raw, out)
-	default:
-		return nil, fmt.Errorf("unknown codec %d", raw[4])
-	}
-}
-
-func checkSum(raw, data []byte) ([]byte, error) {
-	if xxhash.Sum64(data) != binary.LittleEndian.Uint64(raw[44:52]) {
-		return nil, errors.New("checksum mismatch")
-	}
-	return data, nil
+	return 0
 }
 
 // IsZero reports whether b holds only zero bytes.

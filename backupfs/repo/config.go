@@ -15,8 +15,10 @@ const (
 	// FormatName identifies a rekindle repository's config file.
 	FormatName = "rekindle-repository"
 	// FormatVersion is the repository layout version this code writes and the
-	// newest it opens.
-	FormatVersion = 1
+	// newest it opens. Version 2 stores chunks as independently decodable
+	// frames (chunk.go); version 1 repositories open as they are and keep
+	// getting version 1 chunks, so older releases still read them.
+	FormatVersion = 2
 
 	// DefaultChunkSize is 256 KiB: see docs/repository-format.md ("Chunk size")
 	// for the benchmark behind the choice.
@@ -71,6 +73,10 @@ func validChunkSize(n int) error {
 // InitOptions are the settings fixed when a repository is created.
 type InitOptions struct {
 	ChunkSize int // 0 means DefaultChunkSize
+	// Version is the layout version to create, 0 meaning FormatVersion.
+	// Version 1 (whole-chunk payloads) is for tests and benchmarks that
+	// compare with repositories written by older releases.
+	Version int
 }
 
 var layoutDirs = []string{"chunks", "indexes", "points", "apps", "sites", "tmp"}
@@ -83,6 +89,12 @@ func Init(dir string, opts InitOptions) (*Repo, error) {
 	}
 	if err := validChunkSize(opts.ChunkSize); err != nil {
 		return nil, fmt.Errorf("init repository %s: %w", dir, err)
+	}
+	if opts.Version == 0 {
+		opts.Version = FormatVersion
+	}
+	if opts.Version < 1 || opts.Version > FormatVersion {
+		return nil, fmt.Errorf("init repository %s: format version %d: want 1 to %d", dir, opts.Version, FormatVersion)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
 		return nil, fmt.Errorf("init repository %s: a repository already exists there", dir)
@@ -97,7 +109,7 @@ func Init(dir string, opts InitOptions) (*Repo, error) {
 		return nil, err
 	}
 	cfg := Config{
-		Format: FormatName, Version: FormatVersion, ID: hex.EncodeToString(id),
+		Format: FormatName, Version: opts.Version, ID: hex.EncodeToString(id),
 		ChunkSize: opts.ChunkSize, Hash: "sha256", Compression: "zstd",
 		Created: time.Now().UTC().Truncate(time.Second),
 	}

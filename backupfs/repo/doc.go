@@ -7,6 +7,10 @@
 //     set at init), named by the SHA-256 of its uncompressed bytes, stored
 //     zstd-compressed (or stored as is when it does not compress) under
 //     chunks/. An all-zero chunk is never stored.
+//   - frame: a 32 KiB piece of a chunk, compressed and checksummed on its
+//     own (chunk layout 2), so a small read decodes one frame, not the
+//     chunk. Repositories of format version 1 keep whole-chunk payloads
+//     (layout 1); readers take both.
 //   - index: the flat list of chunk digests of one disk (or large file)
 //     version, in order, so the chunk holding byte offset o is entry
 //     o / chunk size. The all-zero digest marks a chunk of zeros. Indexes are

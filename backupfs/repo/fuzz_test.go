@@ -9,13 +9,17 @@ func FuzzDecodeChunk(f *testing.F) {
 	abc := bytes.Repeat([]byte("abc"), 100)
 	f.Add(EncodeChunk(Sum(abc), abc))
 	f.Add(EncodeChunk(Sum([]byte{1, 2, 3}), []byte{1, 2, 3}))
+	f.Add(EncodeChunkV1(Sum(abc), abc))
+	long := testDisk(3, 100<<10)
+	f.Add(encodeChunkFrames(Sum(long), long, minFrameShift))
 	f.Add([]byte("RKC1\x01\x00\x00\x00\xff\xff\xff\xff"))
+	f.Add([]byte("RKC2\x0f\x00\x00\x00\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		data, err := decodeChunkPayload(raw)
+		l, data, err := decodeChunkPayload(raw)
 		if err != nil {
 			return
 		}
-		if len(data) == 0 || len(data) > MaxChunkSize {
+		if len(data) == 0 || len(data) > MaxChunkSize || len(data) != l.n {
 			t.Fatalf("decoded %d bytes", len(data))
 		}
 		// Whatever decodes is returned only under the name in its header, and
@@ -29,6 +33,14 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		if _, err := VerifyChunk(named, raw); (err == nil) != (Sum(data) == named) {
 			t.Fatalf("VerifyChunk: %v", err)
+		}
+		// Every frame decodes on its own to the same bytes.
+		for i, fr := range l.frames {
+			lo, hi := l.frameSpan(i)
+			dst := make([]byte, hi-lo)
+			if err := l.decodeFrame(i, raw[fr.off:fr.off+fr.size], dst); err != nil || !bytes.Equal(dst, data[lo:hi]) {
+				t.Fatalf("frame %d alone: %v", i, err)
+			}
 		}
 	})
 }

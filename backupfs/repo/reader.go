@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +16,13 @@ import (
 
 // Cache is a bounded cache of decompressed chunks shared by every reader of
 // a process. Chunks are named by content, so one cache may serve several
-// repositories. Loads of the same chunk by concurrent readers are merged; no
-// lock is held while a chunk is read from disk.
+// repositories. A chunk enters the cache on its first read with its frame
+// table and fills frame by frame as readers need them (a cold 4 KiB read
+// decodes one frame); readahead decodes whole chunks. Loads of the same
+// chunk or frame by concurrent readers are merged; no lock is held while a
+// chunk is read from disk.
 type Cache struct {
-	lru      *lru.Cache[Digest, []byte]
+	lru      *lru.Cache[Digest, *chunkEntry]
 	group    singleflight.Group
 	ahead    chan struct{} // bounds readahead fetches in flight
 	window   int
@@ -57,11 +61,12 @@ func NewCache(opts CacheOptions) *Cache {
 		n = 2
 	}
 	c := &Cache{ahead: make(chan struct{}, opts.Parallel), window: opts.Readahead, maxBytes: opts.MaxBytes}
-	c.lru, _ = lru.NewWithEvict(n, func(_ Digest, v []byte) { c.bytes.Add(-int64(len(v))) })
+	c.lru, _ = lru.NewWithEvict(n, func(_ Digest, e *chunkEntry) { c.bytes.Add(-e.evict()) })
 	return c
 }
 
-// CacheStats are a cache's counters.
+// CacheStats are a cache's counters. A hit is a read whose bytes were
+// decoded already; a miss decoded at least one frame.
 type CacheStats struct {
 	Hits, Misses int64
 	Bytes        int64 // decompressed bytes held now
@@ -74,40 +79,74 @@ func (c *Cache) Stats() CacheStats {
 	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.bytes.Load(), MaxBytes: c.maxBytes, Entries: c.lru.Len()}
 }
 
-// Get returns the decompressed chunk d of repository r. The slice is shared:
-// callers must not modify it.
+// Get returns a copy of the decompressed chunk d of repository r, decoding
+// and caching all its frames.
 func (c *Cache) Get(r *Repo, d Digest) ([]byte, error) {
-	if v, ok := c.lru.Get(d); ok {
-		c.hits.Add(1)
-		return v, nil
+	e, err := c.entry(r, d, 0, -1)
+	if err != nil {
+		return nil, err
 	}
-	c.misses.Add(1)
-	return c.load(r, d)
+	parts, err := c.parts(r, d, e, 0, e.layout.n)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Join(parts, nil), nil
 }
 
-func (c *Cache) load(r *Repo, d Digest) ([]byte, error) {
-	v, err, _ := c.group.Do(string(d[:]), func() (any, error) {
-		if v, ok := c.lru.Peek(d); ok {
-			return v, nil
+// parts returns bytes [lo, hi) of chunk d's entry e as slices of its
+// frames, decoding the frames they need first.
+func (c *Cache) parts(r *Repo, d Digest, e *chunkEntry, lo, hi int) ([][]byte, error) {
+	if hi > e.layout.n || lo >= hi {
+		return nil, fmt.Errorf("chunk %s holds %d bytes, reader needs %d: %w", d, e.layout.n, hi, ErrCorrupt)
+	}
+	first, last := e.framesOf(lo, hi)
+	if e.readyRange(first, last) {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+		if err := e.load(c, r, d, first, last); err != nil {
+			return nil, err
 		}
-		b, err := r.GetChunk(d)
+	}
+	return e.slices(lo, hi), nil
+}
+
+// entry returns chunk d's cache entry, reading its header when it is not
+// cached. A new entry comes with the frames holding bytes [lo, hi) of the
+// chunk decoded, read through the same open file; hi < 0 reads and decodes
+// the whole chunk.
+func (c *Cache) entry(r *Repo, d Digest, lo, hi int) (*chunkEntry, error) {
+	if e, ok := c.lru.Get(d); ok {
+		return e, nil
+	}
+	v, err, _ := c.group.Do(string(d[:]), func() (any, error) {
+		if e, ok := c.lru.Peek(d); ok {
+			return e, nil
+		}
+		var e *chunkEntry
+		var err error
+		if hi < 0 {
+			e, err = r.loadChunkEntry(d)
+		} else {
+			e, err = r.openChunkEntry(d, lo, hi)
+		}
 		if err != nil {
 			return nil, err
 		}
-		c.bytes.Add(int64(len(b)))
-		c.lru.Add(d, b)
-		return b, nil
+		c.bytes.Add(e.held)
+		c.lru.Add(d, e)
+		return e, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.([]byte), nil
+	return v.(*chunkEntry), nil
 }
 
 // prefetch loads d in the background unless it is cached or the readahead
 // budget is spent: readahead never makes a caller wait.
 func (c *Cache) prefetch(r *Repo, d Digest) {
-	if c.lru.Contains(d) {
+	if e, ok := c.lru.Peek(d); ok && e.readyRange(0, len(e.ready)-1) {
 		return
 	}
 	select {
@@ -117,7 +156,10 @@ func (c *Cache) prefetch(r *Repo, d Digest) {
 	}
 	go func() {
 		defer func() { <-c.ahead }()
-		_, _ = c.load(r, d) // errors surface to the reader that needs the chunk
+		// Errors surface to the reader that needs the chunk.
+		if e, err := c.entry(r, d, 0, -1); err == nil {
+			_ = e.load(c, r, d, 0, len(e.ready)-1)
+		}
 	}()
 }
 
@@ -169,12 +211,14 @@ func (dr *DiskReader) Index() *Index { return dr.idx }
 // ReadAt reads len(p) bytes at off. Zero chunks read as zeros without I/O;
 // a damaged or missing chunk is an error, never wrong bytes.
 func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
-	n, eof, err := dr.spans(off, len(p), func(k int, b []byte, lo, hi int64) {
+	n, eof, err := dr.spans(off, len(p), func(k int, parts [][]byte, lo, hi int64) {
 		dst := p[lo-off : hi-off]
-		if b == nil {
+		if parts == nil {
 			clear(dst)
-		} else {
-			copy(dst, b)
+			return
+		}
+		for _, b := range parts {
+			dst = dst[copy(dst, b):]
 		}
 	})
 	if err != nil {
@@ -184,11 +228,11 @@ func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // spans calls fn with the bytes of each chunk that [off, off+n) touches:
-// the k-th chunk's part, covering disk offsets [lo, hi), as the cache's own
-// bytes, or nil for a zero chunk. It clamps n at the end of the disk (eof is
+// the k-th chunk's part, covering disk offsets [lo, hi), as slices of the
+// cache's own frames, or nil for a zero chunk. It clamps n at the end of the disk (eof is
 // then io.EOF), notes the access for readahead, and fetches several chunks
 // in parallel. fn may run concurrently for different k.
-func (dr *DiskReader) spans(off int64, n int, fn func(k int, b []byte, lo, hi int64)) (int, error, error) {
+func (dr *DiskReader) spans(off int64, n int, fn func(k int, parts [][]byte, lo, hi int64)) (int, error, error) {
 	if off < 0 {
 		return 0, nil, fmt.Errorf("%s: negative offset %d", dr.name, off)
 	}
@@ -212,14 +256,15 @@ func (dr *DiskReader) spans(off int64, n int, fn func(k int, b []byte, lo, hi in
 			fn(int(i-first), nil, lo, hi)
 			return nil
 		}
-		b, err := dr.cache.Get(dr.repo, d)
+		e, err := dr.cache.entry(dr.repo, d, int(lo-i*cs), int(hi-i*cs))
 		if err != nil {
 			return fmt.Errorf("%s: offset %d: %w", dr.name, i*cs, err)
 		}
-		if int64(len(b)) < hi-i*cs {
-			return fmt.Errorf("%s: chunk %s holds %d bytes, index needs %d: %w", dr.name, d.Short(), len(b), hi-i*cs, ErrCorrupt)
+		parts, err := dr.cache.parts(dr.repo, d, e, int(lo-i*cs), int(hi-i*cs))
+		if err != nil {
+			return fmt.Errorf("%s: offset %d: %w", dr.name, i*cs, err)
 		}
-		fn(int(i-first), b[lo-i*cs:hi-i*cs:hi-i*cs], lo, hi)
+		fn(int(i-first), parts, lo, hi)
 		return nil
 	}
 	if first == last { // most reads: no goroutine
@@ -299,22 +344,22 @@ func (r *Repo) ReadFile(f ConfigFile, cache *Cache) ([]byte, error) {
 // the kernel's shared zero pages.
 var zeros [1 << 20]byte
 
-// ReadSlices returns the n bytes at off as slices of the cache's own chunk
+// ReadSlices returns the n bytes at off as slices of the cache's own frame
 // buffers (and of a shared zero buffer for zero chunks), without copying.
 // The slices are read-only and stay valid; the cache drops its reference on
 // eviction and the garbage collector frees them when the caller is done.
 // Past the end it returns fewer bytes and io.EOF, like ReadAt.
 func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
 	cs := int64(dr.idx.ChunkSize)
-	out := make([][]byte, (max(off, 0)+int64(n)-1)/cs-max(off, 0)/cs+1)
-	n, eof, err := dr.spans(off, n, func(k int, b []byte, lo, hi int64) {
+	per := make([][][]byte, (max(off, 0)+int64(n)-1)/cs-max(off, 0)/cs+1)
+	n, eof, err := dr.spans(off, n, func(k int, parts [][]byte, lo, hi int64) {
 		switch {
-		case b != nil:
-			out[k] = b
+		case parts != nil:
+			per[k] = parts
 		case hi-lo <= int64(len(zeros)):
-			out[k] = zeros[: hi-lo : hi-lo]
+			per[k] = [][]byte{zeros[: hi-lo : hi-lo]}
 		default: // a zero chunk larger than the shared buffer
-			out[k] = make([]byte, hi-lo)
+			per[k] = [][]byte{make([]byte, hi-lo)}
 		}
 	})
 	if err != nil {
@@ -323,5 +368,13 @@ func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
 	if n == 0 {
 		return nil, 0, eof
 	}
-	return out[:(off+int64(n)-1)/cs-off/cs+1], n, eof
+	per = per[:(off+int64(n)-1)/cs-off/cs+1]
+	if len(per) == 1 {
+		return per[0], n, eof
+	}
+	var out [][]byte
+	for _, parts := range per {
+		out = append(out, parts...)
+	}
+	return out, n, eof
 }

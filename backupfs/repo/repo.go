@@ -86,7 +86,7 @@ func (r *Repo) PutChunk(d Digest, data []byte) (stored int64, wrote bool, err er
 	if _, err := os.Stat(p); err == nil {
 		return 0, false, nil
 	}
-	enc := EncodeChunk(d, data)
+	enc := r.encodeChunk(d, data)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
 	}
@@ -94,6 +94,15 @@ func (r *Repo) PutChunk(d Digest, data []byte) (stored int64, wrote bool, err er
 		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
 	}
 	return int64(len(enc)), true, nil
+}
+
+// encodeChunk is the stored form of a chunk in this repository's layout:
+// framed (version 2) unless the repository is still version 1.
+func (r *Repo) encodeChunk(d Digest, data []byte) []byte {
+	if r.Config.Version < 2 {
+		return EncodeChunkV1(d, data)
+	}
+	return EncodeChunk(d, data)
 }
 
 // ReadChunkRaw returns the stored bytes of chunk d, undecoded.

@@ -123,31 +123,41 @@ func TestChunkCodec(t *testing.T) {
 				tc.data[i] = byte(rng.Uint32())
 			}
 		}
-		enc := EncodeChunk(Sum(tc.data), tc.data)
-		if enc[4] != tc.codec {
-			t.Errorf("%s: codec %d, want %d", tc.name, enc[4], tc.codec)
-		}
-		got, err := DecodeChunk(Sum(tc.data), enc)
-		if err != nil || !bytes.Equal(got, tc.data) {
-			t.Fatalf("%s: round trip failed: %v", tc.name, err)
-		}
-		enc[len(enc)-1] ^= 0x40
-		if _, err := DecodeChunk(Sum(tc.data), enc); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("%s: flipped byte not detected: %v", tc.name, err)
-		}
-		enc[len(enc)-1] ^= 0x40
-		// A good chunk stored under another chunk's name is caught by the
-		// header, without re-hashing.
-		other := Sum([]byte("another chunk"))
-		if _, err := DecodeChunk(other, enc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "holds chunk") {
-			t.Errorf("%s: chunk under the wrong name not detected: %v", tc.name, err)
-		}
-		// A header that lies about the digest passes the cheap check only if
-		// its xxhash matches too; VerifyChunk's SHA-256 catches even that.
-		forged := bytes.Clone(enc)
-		copy(forged[12:44], other[:])
-		if _, err := VerifyChunk(other, forged); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "SHA-256") {
-			t.Errorf("%s: forged header not caught by verify: %v", tc.name, err)
+		for _, layout := range []int{1, 2} {
+			enc := EncodeChunk(Sum(tc.data), tc.data)
+			codec := enc[chunkHeaderV2+4] // the first frame's
+			if layout == 1 {
+				enc = EncodeChunkV1(Sum(tc.data), tc.data)
+				codec = enc[4]
+			}
+			if codec != tc.codec || ChunkLayoutVersion(enc) != layout {
+				t.Errorf("%s: layout %d, codec %d, want layout %d, codec %d", tc.name, ChunkLayoutVersion(enc), codec, layout, tc.codec)
+			}
+			got, err := DecodeChunk(Sum(tc.data), enc)
+			if err != nil || !bytes.Equal(got, tc.data) {
+				t.Fatalf("%s: round trip failed: %v", tc.name, err)
+			}
+			enc[len(enc)-1] ^= 0x40
+			if _, err := DecodeChunk(Sum(tc.data), enc); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: flipped byte not detected: %v", tc.name, err)
+			}
+			enc[len(enc)-1] ^= 0x40
+			// A good chunk stored under another chunk's name is caught by the
+			// header, without re-hashing.
+			other := Sum([]byte("another chunk"))
+			if _, err := DecodeChunk(other, enc); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "holds chunk") {
+				t.Errorf("%s: chunk under the wrong name not detected: %v", tc.name, err)
+			}
+			// A header that lies about the digest passes the cheap check only if
+			// its xxhash matches too; VerifyChunk's SHA-256 catches even that.
+			forged := bytes.Clone(enc)
+			copy(forged[12:44], other[:])
+			if layout == 2 { // the header checksum covers the digest
+				forged = forgeHeader(forged)
+			}
+			if _, err := VerifyChunk(other, forged); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "SHA-256") {
+				t.Errorf("%s: forged header not caught by verify: %v", tc.name, err)
+			}
 		}
 	}
 }

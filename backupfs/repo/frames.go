@@ -1,0 +1,282 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// chunkEntry is one chunk in a Cache: its layout and its frames, each
+// decoded into its own buffer when a reader first needs it. A frame's buffer
+// is set once, before its ready flag, and never written again, so readers
+// lend it out while other frames of the chunk are being decoded.
+type chunkEntry struct {
+	layout *chunkLayout
+	frames [][]byte // frame i's bytes once ready[i]
+	ready  []atomic.Bool
+
+	mu      sync.Mutex
+	loading []chan struct{} // per frame: closed when the reader decoding it is done
+	held    int64           // decoded bytes counted in the cache's total
+	evicted bool            // out of the cache: frames decoded now are not counted
+}
+
+func newChunkEntry(l *chunkLayout) *chunkEntry {
+	k := len(l.frames)
+	return &chunkEntry{layout: l, frames: make([][]byte, k), ready: make([]atomic.Bool, k), loading: make([]chan struct{}, k)}
+}
+
+// evict marks e out of its cache and returns the bytes it held there.
+func (e *chunkEntry) evict() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.evicted = true
+	return e.held
+}
+
+// readyRange reports whether frames first..last are all decoded.
+func (e *chunkEntry) readyRange(first, last int) bool {
+	for i := first; i <= last; i++ {
+		if !e.ready[i].Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// framesOf is the range of frames holding bytes [lo, hi) of the chunk.
+func (e *chunkEntry) framesOf(lo, hi int) (int, int) {
+	return lo / e.layout.frameSize, (max(hi, lo+1) - 1) / e.layout.frameSize
+}
+
+// slices returns bytes [lo, hi) of the chunk as slices of its ready frames.
+func (e *chunkEntry) slices(lo, hi int) [][]byte {
+	first, last := e.framesOf(lo, hi)
+	fs := e.layout.frameSize
+	out := make([][]byte, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		a, b := max(lo-i*fs, 0), min(hi-i*fs, len(e.frames[i]))
+		out = append(out, e.frames[i][a:b:b])
+	}
+	return out
+}
+
+// load decodes frames first..last that are not decoded yet: those no other
+// reader is decoding it reads itself (one read for all of them), for the
+// others it waits, and it retries a frame whose reader failed.
+func (e *chunkEntry) load(c *Cache, r *Repo, d Digest, first, last int) error {
+	for {
+		var mine []int
+		var wait []chan struct{}
+		e.mu.Lock()
+		for i := first; i <= last; i++ {
+			switch {
+			case e.ready[i].Load():
+			case e.loading[i] != nil:
+				wait = append(wait, e.loading[i])
+			default:
+				e.loading[i] = make(chan struct{})
+				mine = append(mine, i)
+			}
+		}
+		e.mu.Unlock()
+		if len(mine) > 0 {
+			n, err := e.decode(r, d, nil, mine)
+			e.mu.Lock()
+			for _, i := range mine {
+				close(e.loading[i])
+				e.loading[i] = nil
+			}
+			if !e.evicted {
+				e.held += n
+				c.bytes.Add(n)
+			}
+			e.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		if len(wait) == 0 {
+			return nil
+		}
+		for _, ch := range wait {
+			<-ch
+		}
+	}
+}
+
+// rawPool holds the buffers frames are read into before they are decoded.
+var rawPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// decode reads and decodes frames (ascending) of chunk d through f, or a
+// file it opens when f is nil, marks them ready and returns the bytes it
+// decoded.
+func (e *chunkEntry) decode(r *Repo, d Digest, f *os.File, frames []int) (int64, error) {
+	if f == nil {
+		var err error
+		if f, err = r.openChunk(d); err != nil {
+			return 0, err
+		}
+		defer f.Close()
+	}
+	l := e.layout
+	var done int64
+	a, b := l.frames[frames[0]], l.frames[frames[len(frames)-1]]
+	if len(frames) == 1 && a.codec == codecStored {
+		// A frame that did not compress is read straight into its buffer.
+		lo, hi := l.frameSpan(frames[0])
+		buf := make([]byte, hi-lo)
+		if err := readFull(f, buf, a.off); err != nil {
+			return 0, chunkErr(d, l.frameErr(frames[0], err))
+		}
+		if err := l.decodeFrame(frames[0], buf, buf); err != nil {
+			return 0, chunkErr(d, err)
+		}
+		e.frames[frames[0]] = buf
+		e.ready[frames[0]].Store(true)
+		return int64(len(buf)), nil
+	}
+	bp := rawPool.Get().(*[]byte)
+	defer rawPool.Put(bp)
+	n := int(b.off + b.size - a.off)
+	if cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	raw := (*bp)[:n]
+	if err := readFull(f, raw, a.off); err != nil {
+		return 0, chunkErr(d, l.frameErr(frames[0], err))
+	}
+	for _, i := range frames {
+		fr := l.frames[i]
+		lo, hi := l.frameSpan(i)
+		buf := make([]byte, hi-lo)
+		if err := l.decodeFrame(i, raw[fr.off-a.off:fr.off-a.off+fr.size], buf); err != nil {
+			return done, chunkErr(d, err)
+		}
+		e.frames[i] = buf
+		e.ready[i].Store(true)
+		done += int64(len(buf))
+	}
+	return done, nil
+}
+
+func chunkErr(d Digest, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("chunk %s: %w", d, err)
+	}
+	return fmt.Errorf("chunk %s: %w: %w", d, ErrCorrupt, err)
+}
+
+// readFull reads len(p) bytes at off; a file shorter than its header says
+// is corrupt.
+func readFull(f *os.File, p []byte, off int64) error {
+	n, err := f.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return fmt.Errorf("file ends after %d of %d bytes at offset %d", n, len(p), off)
+	}
+	return err
+}
+
+func (r *Repo) openChunk(d Digest) (*os.File, error) {
+	f, err := os.Open(r.ChunkPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunk %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	return f, nil
+}
+
+// headRead is how much of a chunk file the first read takes: the header and
+// frame table of chunks up to 1.8 MiB at 32 KiB frames (a larger table takes
+// a second read).
+const headRead = 1024
+
+// openChunkEntry reads chunk d's header and the frames holding bytes
+// [lo, hi), not the rest.
+func (r *Repo) openChunkEntry(d Digest, lo, hi int) (*chunkEntry, error) {
+	f, err := r.openChunk(d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, headRead)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	size := int64(-1) // unknown: a frame past the end is a short read
+	if n < len(head) {
+		size, head = int64(n), head[:n]
+	}
+	hl := chunkHeaderLen(head)
+	if hl > len(head) && size < 0 {
+		head = make([]byte, hl)
+		if err := readFull(f, head, 0); err != nil {
+			return nil, chunkErr(d, err)
+		}
+	}
+	if size < 0 && ChunkLayoutVersion(head) == 1 {
+		// A version 1 chunk is one payload to the end of the file.
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", d, err)
+		}
+		size = fi.Size()
+	}
+	l, err := parseLayout(head, size)
+	if err != nil {
+		return nil, chunkErr(d, err)
+	}
+	if l.name != d {
+		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", d, ErrCorrupt, l.name)
+	}
+	e := newChunkEntry(l)
+	if lo >= l.n || hi > l.n || lo >= hi {
+		return e, nil // the caller reports the short chunk
+	}
+	first, last := e.framesOf(lo, hi)
+	frames := make([]int, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		frames = append(frames, i)
+	}
+	if e.held, err = e.decode(r, d, f, frames); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// loadChunkEntry reads and decodes the whole chunk d.
+func (r *Repo) loadChunkEntry(d Digest) (*chunkEntry, error) {
+	raw, err := r.ReadChunkRaw(d)
+	if err != nil {
+		return nil, err
+	}
+	l, err := parseLayout(raw, int64(len(raw)))
+	if err != nil {
+		return nil, chunkErr(d, err)
+	}
+	if l.name != d {
+		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", d, ErrCorrupt, l.name)
+	}
+	e := newChunkEntry(l)
+	for i, f := range l.frames {
+		lo, hi := l.frameSpan(i)
+		buf := make([]byte, hi-lo)
+		if err := l.decodeFrame(i, raw[f.off:f.off+f.size], buf); err != nil {
+			return nil, chunkErr(d, err)
+		}
+		e.frames[i] = buf
+		e.ready[i].Store(true)
+		e.held += int64(len(buf))
+	}
+	return e, nil
+}

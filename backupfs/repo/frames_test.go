@@ -1,0 +1,284 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// forgeHeader recomputes a version 2 chunk's header checksum after a test
+// changed its header on purpose.
+func forgeHeader(raw []byte) []byte {
+	tab := chunkHeaderLen(raw) - 8
+	binary.LittleEndian.PutUint64(raw[tab:], xxhash.Sum64(raw[:tab]))
+	return raw
+}
+
+// readyFrames counts the decoded frames of chunk d in c.
+func readyFrames(c *Cache, d Digest) (ready, total int) {
+	e, ok := c.lru.Peek(d)
+	if !ok {
+		return 0, 0
+	}
+	for i := range e.ready {
+		if e.ready[i].Load() {
+			ready++
+		}
+	}
+	return ready, len(e.ready)
+}
+
+func TestColdSmallReadDecodesOneFrame(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	data := bytes.Repeat([]byte("a compressible disk block "), 2*DefaultChunkSize/26+1)[:2*DefaultChunkSize]
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	c := NewCache(CacheOptions{Readahead: -1})
+	dr := NewDiskReader(r, x, c, "disk")
+	buf := make([]byte, 4096)
+	off := int64(DefaultChunkSize + 5*32<<10 + 100) // chunk 1, frame 5
+	if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+		t.Fatalf("read: %v", err)
+	}
+	if ready, total := readyFrames(c, x.Chunks[1]); ready != 1 || total != DefaultChunkSize>>DefaultFrameShift {
+		t.Fatalf("a cold 4 KiB read decoded %d of %d frames, want 1", ready, total)
+	}
+	// A read across a frame boundary decodes the two frames it touches.
+	off = int64(DefaultChunkSize + 2*32<<10 - 10)
+	if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+		t.Fatalf("read across frames: %v", err)
+	}
+	if ready, _ := readyFrames(c, x.Chunks[1]); ready != 3 {
+		t.Fatalf("%d frames decoded after reads of frames 1, 2 and 5", ready)
+	}
+	// The whole chunk reads the same, decoding the rest.
+	got, err := c.Get(r, x.Chunks[1])
+	if err != nil || !bytes.Equal(got, data[DefaultChunkSize:]) {
+		t.Fatalf("whole chunk: %v", err)
+	}
+}
+
+func TestCorruptFrameIsNamed(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	data := testDisk(5, DefaultChunkSize)
+	copy(data[:64<<10], bytes.Repeat([]byte("text "), 64<<10/5+1)) // frames zstd and stored
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	c := x.Chunks[0]
+	path := r.ChunkPath(c)
+	good, _ := os.ReadFile(path)
+	l, err := parseLayout(good, int64(len(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, frame := range []int{0, 3, len(l.frames) - 1} {
+		b := bytes.Clone(good)
+		f := l.frames[frame]
+		b[f.off+f.size/2] ^= 0x10
+		os.WriteFile(path, b, 0o600)
+		cache := NewCache(CacheOptions{Readahead: -1})
+		dr := NewDiskReader(r, x, cache, "disk web01")
+		lo, hi := l.frameSpan(frame)
+		_, err := dr.ReadAt(make([]byte, 4096), int64(lo))
+		want := fmt.Sprintf("chunk %s: corrupt: frame %d (bytes %d–%d)", c, frame, lo, hi-1)
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Errorf("frame %d damaged: read error %v, want it to contain %q", frame, err, want)
+		}
+		// The frames around it are checked on their own and still read.
+		other := (frame + 1) % len(l.frames)
+		olo, _ := l.frameSpan(other)
+		buf := make([]byte, 4096)
+		if _, err := dr.ReadAt(buf, int64(olo)); err != nil || !bytes.Equal(buf, data[olo:olo+4096]) {
+			t.Errorf("frame %d damaged: read of frame %d: %v", frame, other, err)
+		}
+		// Reading the whole chunk (readahead, verify) fails and says where.
+		if _, err := r.GetChunk(c); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("frame %d ", frame)) {
+			t.Errorf("frame %d damaged: GetChunk: %v", frame, err)
+		}
+		if rep, _ := r.Verify(context.Background(), []*RestorePoint{pointOf(d, len(data))}, nil); rep == nil || rep.OK() {
+			t.Errorf("frame %d damaged: verify passed", frame)
+		}
+	}
+	// A damaged frame table is caught by the header checksum.
+	b := bytes.Clone(good)
+	b[chunkHeaderV2+3*frameEntrySize+8] ^= 1 // frame 3's xxhash
+	os.WriteFile(path, b, 0o600)
+	dr := NewDiskReader(r, x, NewCache(CacheOptions{Readahead: -1}), "disk")
+	if _, err := dr.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "header checksum") {
+		t.Errorf("damaged frame table: %v", err)
+	}
+	// A chunk cut short is an error, not zeros.
+	os.WriteFile(path, good[:len(good)-100], 0o600)
+	dr = NewDiskReader(r, x, NewCache(CacheOptions{Readahead: -1}), "disk")
+	if _, err := dr.ReadAt(make([]byte, 10), int64(len(data)-10)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncated chunk: %v", err)
+	}
+}
+
+func pointOf(d Digest, size int) *RestorePoint {
+	return &RestorePoint{ID: "20260101T000000Z-000000", VM: VMIdentity{Name: "web01"},
+		Disks: []Disk{{Name: "web01", Size: int64(size), Index: d}}}
+}
+
+// TestConcurrentFrameLoads has many readers touch the frames of the same
+// cold chunks at once (run with -race): every read gets its bytes, and
+// readers of one frame share its decode.
+func TestConcurrentFrameLoads(t *testing.T) {
+	r := newRepo(t, 64<<10)
+	data := testDisk(9, 1<<20)
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	for round := range 3 {
+		c := NewCache(CacheOptions{ChunkSize: 64 << 10, Readahead: -1 + 2*(round%2)}) // readahead on in round 1
+		dr := NewDiskReader(r, x, c, "disk")
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(g), uint64(round)))
+				for range 300 {
+					off := rng.Int64N(int64(len(data)))
+					n := 1 + rng.IntN(70000)
+					buf := make([]byte, n)
+					got, err := dr.ReadAt(buf, off)
+					if err != nil && !errors.Is(err, io.EOF) {
+						errs <- err
+						return
+					}
+					if !bytes.Equal(buf[:got], data[off:off+int64(got)]) {
+						errs <- fmt.Errorf("read %d at %d: wrong bytes", n, off)
+						return
+					}
+					if round == 2 {
+						parts, got, err := dr.ReadSlices(off, n)
+						if err != nil && !errors.Is(err, io.EOF) {
+							errs <- err
+							return
+						}
+						if !bytes.Equal(bytes.Join(parts, nil), data[off:off+int64(got)]) {
+							errs <- fmt.Errorf("slices %d at %d: wrong bytes", n, off)
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestVersion1RepositoryKeepsVersion1Chunks(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		r, err := Init(filepath.Join(t.TempDir(), "r"), InitOptions{ChunkSize: 64 << 10, Version: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := testDisk(4, 200<<10)
+		d := storeBytes(t, r, data)
+		x, _ := r.LoadIndex(d)
+		for _, c := range x.Chunks {
+			if c.IsZero() {
+				continue
+			}
+			raw, _ := r.ReadChunkRaw(c)
+			if got := ChunkLayoutVersion(raw); got != v {
+				t.Fatalf("repository version %d wrote a chunk of layout %d", v, got)
+			}
+		}
+		r2, err := Open(r.Dir)
+		if err != nil || r2.Config.Version != v {
+			t.Fatalf("reopen: version %d, %v", r2.Config.Version, err)
+		}
+		buf := make([]byte, len(data))
+		dr := NewDiskReader(r2, x, NewCache(CacheOptions{ChunkSize: 64 << 10}), "disk")
+		if _, err := dr.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data) {
+			t.Fatalf("version %d read back: %v", v, err)
+		}
+	}
+	if _, err := Init(filepath.Join(t.TempDir(), "r"), InitOptions{Version: FormatVersion + 1}); err == nil {
+		t.Fatal("init of an unknown version accepted")
+	}
+}
+
+// TestRepositoryVersion1Fixture reads testdata/repo-v1, written by rekindle
+// before chunk frames existed (see its README.md), through today's code.
+func TestRepositoryVersion1Fixture(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	if err := os.CopyFS(dir, os.DirFS("testdata/repo-v1")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.Version != 1 {
+		t.Fatalf("fixture version %d", r.Config.Version)
+	}
+	p, err := r.LatestPoint("old01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "3693fb8718d1aa37213c65d5370f223bd22bdf89884941b0dcd2ab3c58d15d47"
+	for _, readahead := range []int{-1, 0} {
+		dr, err := r.OpenDisk(p.Disks[0].Index, NewCache(CacheOptions{ChunkSize: r.ChunkSize(), Readahead: readahead}), "disk old01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		buf := make([]byte, 4096) // small reads, as a guest makes them
+		for off := int64(0); off < dr.Size(); off += int64(len(buf)) {
+			n, err := dr.ReadAt(buf, off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			h.Write(buf[:n])
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			t.Fatalf("disk reads as %s, want %s", got, want)
+		}
+	}
+	rep, err := r.Verify(context.Background(), []*RestorePoint{p}, nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	// New chunks written into it stay version 1, so the release that wrote
+	// it still reads it.
+	fresh := bytes.Repeat([]byte("a new chunk "), 6000)
+	if _, _, err := r.PutChunk(Sum(fresh), fresh); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := r.ReadChunkRaw(Sum(fresh))
+	if ChunkLayoutVersion(raw) != 1 {
+		t.Fatal("a chunk written into a version 1 repository is not version 1")
+	}
+	var n int
+	fs.WalkDir(os.DirFS(dir), "chunks", func(_ string, e fs.DirEntry, _ error) error {
+		if !e.IsDir() {
+			n++
+		}
+		return nil
+	})
+	if n != 5 {
+		t.Fatalf("%d chunk files, want the fixture's 4 and the new one", n)
+	}
+}
