@@ -37,7 +37,7 @@ type clientConn struct {
 	mu       sync.Mutex
 	pipes    []*pipe
 	affinity map[string]*affinity
-	ordered  map[string]*orderQueue // handles with fast-path calls queued or running
+	ordered  map[string]*handleOrder // handles with fast-path calls queued or running
 	rr       int
 
 	// inflight holds a token per call accepted onto the fast path (or queued
@@ -55,11 +55,67 @@ type clientConn struct {
 	wg        sync.WaitGroup // pipes, readers and fast-path goroutines
 }
 
-// orderQueue holds the ordered calls (WRITE, SETATTR, COMMIT) of one handle
-// that arrived while a fast-path WRITE of it was queued or running; one
-// goroutine works through them in arrival order.
-type orderQueue struct {
-	calls []queuedCall
+// handleOrder holds the ordered calls (WRITE, SETATTR, COMMIT) of one handle
+// that arrived while a fast-path call of it was queued or running, in arrival
+// order, until each is done. A call starts once no earlier call it conflicts
+// with is left (see conflicts), so WRITEs to different bytes of a file run
+// together and overlapping ones keep their order.
+type handleOrder struct {
+	calls []*orderedCall
+}
+
+// orderedCall is one call in a handleOrder.
+type orderedCall struct {
+	queuedCall
+	lo, hi  uint64 // a fast-path WRITE's bytes
+	kind    int
+	started bool
+}
+
+// Kinds of ordered calls.
+const (
+	orderWrite   = iota // a fast-path WRITE: waits only for earlier calls overlapping its bytes
+	orderCommit         // a fast-path COMMIT: waits for every earlier call, holds up no later WRITE
+	orderBarrier        // anything else (SETATTR, calls for go-nfs): waits for all before, holds up all after
+)
+
+func newOrderedCall(fast *fastCall, fwd *fwdCall) *orderedCall {
+	oc := &orderedCall{queuedCall: queuedCall{fast: fast, fwd: fwd}, kind: orderBarrier}
+	if fast != nil {
+		switch fast.proc {
+		case procWrite:
+			oc.kind, oc.lo = orderWrite, fast.args.offset
+			oc.hi = oc.lo + max(uint64(fast.args.count), 1)
+		case procCommit:
+			oc.kind = orderCommit
+		}
+	}
+	return oc
+}
+
+// conflicts reports whether later must wait for earlier, an ordered call of
+// the same handle that arrived before it. A COMMIT covers the WRITEs answered
+// before it arrived, so it waits for all of them; a WRITE arriving after a
+// COMMIT need not be covered by it, so it does not wait.
+func conflicts(earlier, later *orderedCall) bool {
+	switch {
+	case later.kind == orderCommit, earlier.kind == orderBarrier, later.kind == orderBarrier:
+		return true
+	case earlier.kind == orderCommit:
+		return false
+	}
+	return earlier.lo < later.hi && later.lo < earlier.hi
+}
+
+// startable reports whether calls[i] may start: no earlier call left
+// conflicts with it. c.mu is held.
+func (h *handleOrder) startable(i int) bool {
+	for _, e := range h.calls[:i] {
+		if conflicts(e, h.calls[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // queuedCall is a fast-path call or one for go-nfs.
@@ -106,7 +162,7 @@ func (s *Server) newClientConn(nc net.Conn) *clientConn {
 		client:   rpc.HostOf(nc.RemoteAddr()),
 		local:    rpc.HostOf(nc.LocalAddr()),
 		affinity: map[string]*affinity{},
-		ordered:  map[string]*orderQueue{},
+		ordered:  map[string]*handleOrder{},
 		inflight: make(chan struct{}, s.pipes*pipeQueue),
 		running:  make(chan struct{}, s.pipes),
 		readEnd:  make(chan struct{}),
@@ -414,42 +470,67 @@ func (c *clientConn) dispatch(ctx context.Context, fwd *fwdCall, fast *fastCall)
 		return func() { c.runFast(fast) }, true
 	}
 	c.mu.Lock()
-	if q := c.ordered[fwd.key]; q != nil {
-		q.calls = append(q.calls, queuedCall{fast: fast, fwd: fwd})
-		c.mu.Unlock()
-		return nil, true
+	h := c.ordered[fwd.key]
+	if h == nil {
+		if fast == nil || c.affinity[fwd.key] != nil {
+			c.mu.Unlock()
+			<-c.inflight
+			return nil, c.forward(ctx, fwd)
+		}
+		h = &handleOrder{}
+		c.ordered[fwd.key] = h
 	}
-	if fast == nil || c.affinity[fwd.key] != nil {
-		c.mu.Unlock()
-		<-c.inflight
-		return nil, c.forward(ctx, fwd)
-	}
-	q := &orderQueue{}
-	c.ordered[fwd.key] = q
+	oc := newOrderedCall(fast, fwd)
+	h.calls = append(h.calls, oc)
+	start := h.startable(len(h.calls) - 1)
+	oc.started = start
 	c.mu.Unlock()
-	return func() { c.runOrdered(fwd.key, q, queuedCall{fast: fast}) }, true
+	if !start {
+		return nil, true // a call it waits for starts it when done
+	}
+	return func() { c.runOrdered(fwd.key, h, oc) }, true
 }
 
-// runOrdered works through a handle's ordered calls, starting with first, and
-// forgets the queue once it is empty.
-func (c *clientConn) runOrdered(key string, q *orderQueue, first queuedCall) {
-	next := first
-	for {
-		if next.fast != nil {
-			c.runFast(next.fast)
+// runOrdered runs an ordered call of a handle, then starts the calls that
+// were waiting only for it: one in this goroutine, the others in their own.
+// It forgets the handle's order once no call is left.
+func (c *clientConn) runOrdered(key string, h *handleOrder, oc *orderedCall) {
+	for oc != nil {
+		if oc.fast != nil {
+			c.runFast(oc.fast)
 		} else {
-			c.forwardAndWait(next.fwd)
+			c.forwardAndWait(oc.fwd)
 		}
 		c.mu.Lock()
-		if len(q.calls) == 0 {
-			delete(c.ordered, key)
-			c.mu.Unlock()
-			return
+		for i, e := range h.calls {
+			if e == oc {
+				h.calls = append(h.calls[:i], h.calls[i+1:]...)
+				break
+			}
 		}
-		next = q.calls[0]
-		q.calls[0] = queuedCall{}
-		q.calls = q.calls[1:]
+		var next []*orderedCall
+		for i, e := range h.calls {
+			if !e.started && h.startable(i) {
+				e.started = true
+				next = append(next, e)
+			}
+		}
+		if len(h.calls) == 0 {
+			delete(c.ordered, key)
+		}
 		c.mu.Unlock()
+		oc = nil
+		for i, e := range next {
+			if i == len(next)-1 {
+				oc = e
+				break
+			}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.runOrdered(key, h, e)
+			}()
+		}
 	}
 }
 

@@ -22,9 +22,13 @@
 //     least busy one. Replies go back to the client whole, under a write lock,
 //     with go-nfs's echo of the call's XID.
 //   - Ordered calls are WRITE, SETATTR and COMMIT: those of one file handle are
-//     applied in the order they arrived. One that arrives while another for the
-//     same handle is in flight waits for it: on that call's pipe if it is in
-//     go-nfs, in the handle's queue behind it if it is on the fast path.
+//     applied in the order they arrived where the order matters. One that
+//     arrives while another for the same handle is in flight waits for it: on
+//     that call's pipe if it is in go-nfs, in the handle's queue if it is on
+//     the fast path. There WRITEs wait only for earlier WRITEs overlapping
+//     their bytes (so WRITEs to different blocks of a file run together and
+//     share syncs), a COMMIT for every earlier call, and SETATTR and calls
+//     for go-nfs are barriers both ways.
 //   - An export is a filesystem published under a path (Export). A client may use
 //     it when the server's allow-list, the export's allow-list, any subtree rule
 //     covering the path (SetSubtreeAllow) and Config.Authorize all admit the

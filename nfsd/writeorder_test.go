@@ -1,0 +1,155 @@
+package nfsd
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	nfs "github.com/willscott/go-nfs"
+
+	"github.com/rekindle/rekindle/nfsd/rpc"
+)
+
+// heldWriteFS holds every Write whose data starts with "HOLD" until
+// released, and tells when one is held.
+type heldWriteFS struct {
+	billyFS
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (f *heldWriteFS) OpenFile(name string, flag int, perm os.FileMode) (billyFile, error) {
+	file, err := f.billyFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &heldWriteFile{billyFile: file, fs: f}, nil
+}
+
+type heldWriteFile struct {
+	billyFile
+	fs *heldWriteFS
+}
+
+func (f *heldWriteFile) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("HOLD")) {
+		f.fs.held <- struct{}{}
+		<-f.fs.release
+	}
+	return f.billyFile.Write(p)
+}
+
+// waitWrite waits for a WRITE's reply and checks it succeeded.
+func waitWrite(t *testing.T, p *rpc.Pending, what string) {
+	t.Helper()
+	r, err := p.Wait(testCtx(t))
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if st := nfs.NFSStatus(rpc.NewDecoder(r.Body).Uint32()); st != nfs.NFSStatusOk {
+		t.Fatalf("%s: %v", what, st)
+	}
+}
+
+// TestWritesToOtherBlocksPassAHeldWrite holds one WRITE of a file in the
+// filesystem: WRITEs of the same file to other bytes, sent after it on the
+// same connection, are answered meanwhile; a WRITE overlapping it, sent
+// between them, waits for it and lands after it.
+func TestWritesToOtherBlocksPassAHeldWrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disk.img"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := &heldWriteFS{billyFS: osfs.New(dir), held: make(chan struct{}, 1), release: make(chan struct{})}
+	ts := startServer(t, Config{StateDir: t.TempDir(), PipesPerConn: 4}, Export{Path: "/rekindle", FS: fs, ID: 7})
+	released := false
+	t.Cleanup(func() { // before the server stops, which waits for the held call
+		if !released {
+			close(fs.release)
+		}
+	})
+	n := newNFSClient(t, ts.Addr())
+	fh := n.mustLookup(n.mustMount("/rekindle"), "disk.img")
+	start := func(off uint64, data []byte) *rpc.Pending {
+		p, err := n.c.Start(progNFS, 3, procWrite, writeArgs(fh, off, data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := append([]byte("HOLD"), bytes.Repeat([]byte{'a'}, 4092)...)
+	pa := start(0, a)
+	select {
+	case <-fs.held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the held WRITE never reached the filesystem")
+	}
+	c := bytes.Repeat([]byte{'c'}, 100)
+	pc := start(2048, c) // overlaps a
+	b := bytes.Repeat([]byte{'b'}, 4096)
+	waitWrite(t, start(512<<10, b), "WRITE to another block while one is held")
+	d := bytes.Repeat([]byte{'d'}, 4096)
+	waitWrite(t, start(4096, d), "WRITE to the next block while one is held")
+	if pa.Ready() || pc.Ready() {
+		t.Fatalf("answered while the first WRITE is held: held %v, overlapping %v", pa.Ready(), pc.Ready())
+	}
+	close(fs.release)
+	released = true
+	waitWrite(t, pa, "held WRITE")
+	waitWrite(t, pc, "overlapping WRITE")
+	got, _ := os.ReadFile(filepath.Join(dir, "disk.img"))
+	want := make([]byte, 1<<20)
+	copy(want[0:], a)
+	copy(want[2048:], c)
+	copy(want[4096:], d)
+	copy(want[512<<10:], b)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("file differs from the writes applied in order: at 2048 %q", got[2048:2052])
+	}
+}
+
+// TestOverlappingWritesMatchASerialModel sends many WRITEs of one file at
+// once on one connection, at random offsets and lengths so that some
+// overlap and most do not, and checks the file against applying them one
+// after another in the order sent.
+func TestOverlappingWritesMatchASerialModel(t *testing.T) {
+	dir := t.TempDir()
+	const size = 256 << 10
+	if err := os.WriteFile(filepath.Join(dir, "disk.img"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, Config{StateDir: t.TempDir(), PipesPerConn: 8}, Export{Path: "/rekindle", FS: osfs.New(dir), ID: 7})
+	n := newNFSClient(t, ts.Addr())
+	fh := n.mustLookup(n.mustMount("/rekindle"), "disk.img")
+	model := make([]byte, size)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for round := range 4 {
+		var pending []*rpc.Pending
+		for i := range 400 {
+			off := rng.IntN(size - 16<<10)
+			data := bytes.Repeat([]byte{byte(round*400 + i)}, 1+rng.IntN(16<<10))
+			how := uint32(rng.IntN(3)) // UNSTABLE, DATA_SYNC and FILE_SYNC mixed
+			p, err := n.c.Start(progNFS, 3, procWrite, writeArgsHow(fh, uint64(off), uint32(len(data)), how, data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, p)
+			copy(model[off:], data)
+		}
+		for i, p := range pending {
+			waitWrite(t, p, "WRITE "+string(rune('0'+i%10)))
+		}
+		got, _ := os.ReadFile(filepath.Join(dir, "disk.img"))
+		if !bytes.Equal(got, model) {
+			i := 0
+			for got[i] == model[i] {
+				i++
+			}
+			t.Fatalf("round %d: the file differs from the writes applied in the order sent, first at byte %d (%d, want %d)", round, i, got[i], model[i])
+		}
+	}
+}
