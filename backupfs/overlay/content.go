@@ -24,8 +24,11 @@ const (
 
 // content is the bytes of one file, shared by all its handles and keyed by
 // file id, so a rename never disturbs an open file. Its lock is per file:
-// reads share it, writes and truncation hold it alone. Lock order:
-// content.mu, then Overlay.mu, then mapMu.
+// reads and writes share it (writes to different blocks run together; those
+// touching a common block take turns in arrival order, see blockLocks),
+// truncation and appends hold it alone. Under the shared lock, stateMu
+// guards size and bits. Lock order: content.mu, then Overlay.mu, then
+// mapMu, then stateMu.
 type content struct {
 	o       *Overlay
 	id      uint64
@@ -39,8 +42,10 @@ type content struct {
 	baseSize  int64 // without a node: the base file's size
 	loaded    bool
 	data      durable.File
+	stateMu   sync.Mutex // size and bits, while mu is held shared
 	size      int64
 	bits      []byte // marked blocks below the base limit; nil without origin
+	blocks    blockLocks
 
 	baseMu sync.Mutex
 	base   billy.File
@@ -263,6 +268,8 @@ func (c *content) sizeNow() (int64, error) {
 	if !c.upper {
 		return c.baseSize, nil
 	}
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
 	return c.size, nil
 }
 
@@ -277,7 +284,9 @@ func (c *content) readAt(p []byte, off int64) (int, error) {
 	defer c.mu.RUnlock()
 	size := c.baseSize
 	if c.upper {
+		c.stateMu.Lock()
 		size = c.size
+		c.stateMu.Unlock()
 	}
 	if off >= size {
 		return 0, io.EOF
@@ -308,11 +317,13 @@ func (c *content) readUpper(p []byte, off int64) error {
 			return c.readData(p[x-off:], x)
 		}
 		b := x / bs
+		c.stateMu.Lock()
 		m := c.marked(b)
 		run := (b + 1) * bs
 		for run < end && run < c.baseLimit && c.marked(run/bs) == m {
 			run += bs
 		}
+		c.stateMu.Unlock()
 		run = min(run, end)
 		if !m {
 			run = min(run, c.baseLimit)
@@ -380,32 +391,42 @@ func (c *content) baseFile() (billy.File, error) {
 // offset used. Unmarked blocks below the base limit that p covers only in
 // part are first filled from the origin, so a marked block is whole.
 func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
-	if err := c.lock(); err != nil {
+	// An append needs the size to stay put until it has written: it takes
+	// the file alone. Other writes share it, with the blocks they touch.
+	lock, unlock := c.rlock, c.mu.RUnlock
+	if appendMode {
+		lock, unlock = c.lock, c.mu.Unlock
+	}
+	if err := lock(); err != nil {
 		return 0, err
 	}
 	if !c.upper {
-		c.mu.Unlock()
+		unlock()
 		return 0, syscall.EBADF
 	}
 	if appendMode {
 		off = c.size
 	}
 	if off < 0 {
-		c.mu.Unlock()
+		unlock()
 		return 0, syscall.EINVAL
 	}
 	if len(p) == 0 { // like pwrite(2): no bytes, no change of size
-		c.mu.Unlock()
+		unlock()
 		return off, nil
 	}
 	o := c.o
 	bs := o.bs
 	end := off + int64(len(p))
+	c.blocks.lock(off/bs, (end-1)/bs)
 	var first, last int64 = 0, -1 // blocks to mark
 	if c.bits != nil && off < c.baseLimit {
 		first, last = off/bs, (min(end, c.baseLimit)-1)/bs
 		for b := first; b <= last; b++ {
-			if c.marked(b) {
+			c.stateMu.Lock()
+			m := c.marked(b)
+			c.stateMu.Unlock()
+			if m {
 				continue
 			}
 			bStart, bEnd := b*bs, min((b+1)*bs, c.baseLimit)
@@ -413,36 +434,42 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 				continue
 			}
 			if err := c.fillBlock(p, off, bStart, bEnd); err != nil {
-				c.mu.Unlock()
+				c.blocks.unlock(off/bs, (end-1)/bs)
+				unlock()
 				return 0, err
 			}
 		}
 	}
 	if _, err := c.data.WriteAt(p, off); err != nil {
-		c.mu.Unlock()
+		c.blocks.unlock(off/bs, (end-1)/bs)
+		unlock()
 		return 0, err
 	}
 	var newBits int64
+	var lo int64
+	var snap []byte
+	c.stateMu.Lock()
 	for b := first; b <= last; b++ {
 		if !c.marked(b) {
 			c.bits[b>>3] |= 1 << (b & 7)
 			newBits++
 		}
 	}
-	var lo int64
-	var snap []byte
 	if newBits > 0 && o.sync {
 		lo = first >> 3
 		snap = bytes.Clone(c.bits[lo : last>>3+1])
-	} else if newBits > 0 {
+	}
+	c.size = max(c.size, end)
+	c.stateMu.Unlock()
+	if newBits > 0 && !o.sync {
 		c.mapMu.Lock()
 		c.dirtyRange(first>>3, last>>3+1)
 		c.mapMu.Unlock()
 	}
-	c.size = max(c.size, end)
+	c.blocks.unlock(off/bs, (end-1)/bs)
 	removed := c.removed.Load()
 	data := c.data
-	c.mu.Unlock()
+	unlock()
 
 	o.bytesWritten.Add(int64(len(p)))
 	o.blocksRedirected.Add(newBits)
@@ -460,6 +487,51 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 		}
 	}
 	return off, nil
+}
+
+// blockLocks are the block ranges of one file that writes are working on:
+// a write whose blocks overlap another's waits for it, so a block filled
+// from the origin is never written by two writes at once, and overlapping
+// writes land in the order they took their blocks.
+type blockLocks struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	active [][2]int64
+}
+
+// lock waits until no write holds a block in [first, last], then holds them.
+func (l *blockLocks) lock(first, last int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cond == nil {
+		l.cond = sync.NewCond(&l.mu)
+	}
+	for l.busy(first, last) {
+		l.cond.Wait()
+	}
+	l.active = append(l.active, [2]int64{first, last})
+}
+
+func (l *blockLocks) busy(first, last int64) bool {
+	for _, r := range l.active {
+		if r[0] <= last && first <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// unlock gives back blocks [first, last] that lock took.
+func (l *blockLocks) unlock(first, last int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, r := range l.active {
+		if r == [2]int64{first, last} {
+			l.active = append(l.active[:i], l.active[i+1:]...)
+			break
+		}
+	}
+	l.cond.Broadcast()
 }
 
 // dirtyRange adds bitmap bytes [lo, hi) to the range sync must write.
@@ -621,7 +693,9 @@ func (c *content) sync() error {
 	lo, hi := c.dirtyLo, c.dirtyHi
 	var snap []byte
 	if lo < hi {
+		c.stateMu.Lock()
 		snap = bytes.Clone(c.bits[lo:hi])
+		c.stateMu.Unlock()
 		c.dirtyLo, c.dirtyHi = 0, 0
 	}
 	c.mapMu.Unlock()
