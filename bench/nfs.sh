@@ -16,6 +16,9 @@
 #   BENCH_WORK      scratch folder (deleted and recreated)            (bench/build/work)
 #   BENCH_DOC       markdown file to update, or empty for none        (docs/benchmarks.md)
 #   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
+#   BENCH_FILES     small files per metadata run (CREATE+WRITE+COMMIT) (2000)
+#   BENCH_ONLY      extended regex: run only the tests whose name matches (all)
+#   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
 #
 # Everything runs as root inside private network, mount and PID namespaces: rpcbind,
 # Ganesha (NFS 2049, MOUNT 20048) and rekindle (NFS+MOUNT 20490, API 7480) bind
@@ -30,10 +33,11 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}"
-export BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}"
+export BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
+NFSFILES=$root/bench/build/nfsfiles
 RK=$root/bin/rekindle
 RES=$root/bench/build/results
 VM=bench01
@@ -72,8 +76,9 @@ outer() {
 
 	local t0=$SECONDS
 	"$here/build-fio.sh"
-	log "go build bin/rekindle"
+	log "go build bin/rekindle, bench/build/nfsfiles"
 	go build -o "$RK" ./cmd/rekindle
+	go build -tags libnfs -o "$NFSFILES" ./bench/nfsfiles
 
 	rm -rf "$BENCH_WORK" "$RES"
 	mkdir -p "$BENCH_WORK" "$RES/json"
@@ -153,7 +158,9 @@ g_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$G_PORT&mountport=$G_MNT"; }
 
 start_rekindle() { # extra serve flags
 	RK_FLAGS="$*"
-	"$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
+	local prof=''
+	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle.$(date +%s%N).pprof
+	REKINDLE_CPUPROFILE=$prof "$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
 		--api $RK_API --metrics off "$@" >>"$RES/rekindle.log" 2>&1 &
 	RK_PID=$!
 	wait_nfs "$(rk_url /points)" rekindle "$RES/rekindle.log"
@@ -289,6 +296,46 @@ run_test() {
 	log "$test $server run $rep: no good result in 3 attempts; left out"
 }
 
+# run_files TEST SERVER REP: BENCH_FILES small files (CREATE, WRITE 4 KiB UNSTABLE,
+# COMMIT each) into a fresh session's VM folder on rekindle, a fresh folder on
+# Ganesha, through libnfs (bench/nfsfiles). Appends "TEST SERVER REP FILES/S
+# CPU_US_PER_FILE" to values.tsv and the CREATE figures to files.tsv.
+run_files() {
+	local test=$1 server=$2 rep=$3 attempt out url dir sid pid c0 c1 rc
+	for attempt in 1 2 3; do
+		out=$RES/json/$test.$server.$rep.$attempt.json
+		sid=''
+		case $server in
+		rekindle)
+			sid=$("$RK" publish --server $RK_API --vm $VM --json | jq -r .id)
+			url=$(rk_url /rekindle) dir=$sid/$VM pid=$RK_PID ;;
+		ganesha)
+			dir=files-$rep-$attempt
+			rm -rf "$BENCH_WORK/ganesha/export/$dir"
+			mkdir "$BENCH_WORK/ganesha/export/$dir"
+			url=$(g_url "$BENCH_WORK/ganesha/export") pid=$G_PID ;;
+		esac
+		sync
+		c0=$(cpu_ticks "$pid")
+		rc=0
+		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" >"$out" 2>"$out.log" || rc=$?
+		c1=$(cpu_ticks "$pid")
+		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		if [ "$rc" = 0 ] && [ "$(jq -r .files "$out" 2>/dev/null)" = "$BENCH_FILES" ]; then
+			jq -r --arg t "$test" --arg s "$server" --arg r "$rep" \
+				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" \
+				'[$t, $s, $r, .files_per_second, $cpu / .files] | @tsv' "$out" >>"$RES/values.tsv"
+			jq -r --arg s "$server" --arg r "$rep" \
+				'[$s, $r, .create_first_us, .create_last_us, .create_median_us, .write_median_us, .commit_median_us, .edge] | @tsv' \
+				"$out" >>"$RES/files.tsv"
+			return 0
+		fi
+		log "$test $server run $rep attempt $attempt: nfsfiles exit $rc (see $out.log); retrying"
+		head -3 "$out.log" >&2 || true
+	done
+	log "$test $server run $rep: no good result in 3 attempts; left out"
+}
+
 # each TEST: name|dir|unit|setup|servers|expect|fio args
 tests_warm() {
 	local D R
@@ -325,6 +372,9 @@ randwrite-sync-qd1|write|IOPS|write|rekindle ganesha local|$S|--rw=randwrite --b
 randwrite-sync-qd8|write|IOPS|write|rekindle ganesha|$S|--rw=randwrite --bs=4k --iodepth=8 --io_size=$BENCH_SYNC_IO --sync=1
 EOF
 }
+tests_files() {
+	echo "files-create-write-commit|write|files/s|files|rekindle ganesha|0|"
+}
 tests_unsafe() {
 	local W
 	W=$(bytes "$BENCH_WRITE")
@@ -338,12 +388,17 @@ run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		IFS='|' read -r name dir unit setup servers expect args <<<"$line"
+		if [ -n "$BENCH_ONLY" ] && ! [[ $name =~ $BENCH_ONLY ]]; then continue; fi
 		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
 		log "$name ($BENCH_RUNS runs each: $servers)"
 		for rep in $(seq "$BENCH_RUNS"); do
 			order=$servers
 			[ $((rep % 2)) = 0 ] && order=$(echo "$servers" | awk '{ for (i = NF; i > 0; i--) printf "%s%s", $i, (i > 1 ? " " : "") }')
 			for s in $order; do
+				if [ "$setup" = files ]; then
+					run_files "$name" "$s" "$rep"
+					continue
+				fi
 				# shellcheck disable=SC2086
 				run_test "$name" "$s" "$rep" "$dir" "$unit" "$expect" "$setup" -- $args
 			done
@@ -366,16 +421,19 @@ inner() {
 	echo "can_drop_caches=$CAN_DROP" >>"$RES/data.env"
 	: >"$RES/values.tsv"
 	: >"$RES/tests.tsv"
+	: >"$RES/files.tsv"
 
 	start_rekindle
 	start_ganesha
 	log "servers up: rekindle pid $RK_PID (NFS 127.0.0.1:$RK_PORT), ganesha pid $G_PID (NFS 127.0.0.1:$G_PORT)"
 
+	if [ -z "$BENCH_ONLY" ] || tests_warm | cut -d'|' -f1 | grep -Eq "$BENCH_ONLY"; then
 	log "warm-up: one full read through each server and locally"
 	run_test warmup rekindle 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
 	run_test warmup ganesha 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
 	cat "$BENCH_WORK/ganesha/export/$DISKFILE" >/dev/null
 	: >"$RES/values.tsv"
+	fi
 
 	run_set "$(tests_warm)"
 	if [ "$CAN_DROP" = 1 ]; then
@@ -384,6 +442,7 @@ inner() {
 		log "cannot write /proc/sys/vm/drop_caches: skipping the cold-read tests"
 	fi
 	run_set "$(tests_write)"
+	run_set "$(tests_files)"
 	log "restarting rekindle with --unsafe-writes"
 	stop_pid "$RK_PID" rekindle
 	RK_PID=''
@@ -428,6 +487,7 @@ label() {
 	randwrite-sync-qd1) echo "rand write 4 KiB, qd 1, FILE_SYNC" ;;
 	randwrite-sync-qd8) echo "rand write 4 KiB, qd 8, FILE_SYNC" ;;
 	write-qd8-unsafe) echo "seq write 1 MiB, qd 8, rekindle --unsafe-writes" ;;
+	files-create-write-commit) echo "$BENCH_FILES small files: CREATE + WRITE 4 KiB + COMMIT each (libnfs)" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -458,7 +518,7 @@ report() {
 		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
 		echo
 		echo '```'
-		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE"
+		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE BENCH_SYNC_IO=$BENCH_SYNC_IO BENCH_FILES=$BENCH_FILES${BENCH_ONLY:+ BENCH_ONLY='$BENCH_ONLY'}"
 		echo '```'
 		echo
 		echo "| test | unit | rekindle | Ganesha | local | rekindle / Ganesha | rekindle / local | Ganesha / local | server CPU µs per request: rekindle / Ganesha |"
@@ -485,6 +545,19 @@ report() {
 		echo
 		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers UNSTABLE WRITEs UNSTABLE and syncs on COMMIT, FILE_SYNC WRITEs (sync=1 rows) are synced before the reply on every server; --unsafe-writes syncs nothing."
 		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
+		if [ -s "$RES/files.tsv" ]; then
+			echo
+			echo "Small files (bench/nfsfiles, libnfs, one connection): medians over the runs of each operation's median latency, µs; CREATE first/last = median over the first and the last $(awk -F'\t' 'NR == 1 { print $8 }' "$RES/files.tsv") files of a run."
+			echo
+			echo "| server | CREATE, first files | CREATE, last files | last / first | CREATE | WRITE 4 KiB | COMMIT |"
+			echo "|---|--:|--:|--:|--:|--:|--:|"
+			local s
+			for s in rekindle ganesha; do
+				fcol() { awk -F'\t' -v s="$s" -v c="$1" '$1 == s { print $c }' "$RES/files.tsv" | median; }
+				[ -n "$(fcol 3)" ] || continue
+				echo "| $s | $(cpufmt "$(fcol 3)") | $(cpufmt "$(fcol 4)") | $(ratio "$(fcol 4)" "$(fcol 3)") | $(cpufmt "$(fcol 5)") | $(cpufmt "$(fcol 6)") | $(cpufmt "$(fcol 7)") |"
+			done
+		fi
 	} >"$RES/table.md"
 
 	echo

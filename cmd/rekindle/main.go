@@ -22,7 +22,9 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	endProfile := startProfile(os.Getenv("REKINDLE_CPUPROFILE"))
 	code := runCLI(ctx, os.Args, os.Stderr)
+	endProfile()
 	stop()
 	os.Exit(code)
 }
