@@ -3,7 +3,8 @@
 // Vocabulary:
 //
 //   - job: a named definition (YAML, stored in the catalog by `rekindle job
-//     define`): which VMs (names, inventory folders, vApps), which vCenter,
+//     define`): which VMs (names, inventory folders, vApps, vSphere tags as
+//     category:tag), which vCenter,
 //     when (an interval or a cron expression), how many VMs at once, and the
 //     retention policy applied to those VMs after each run.
 //   - run: one execution of a job, manual (`job run`) or by the schedule
@@ -38,6 +39,7 @@ type Definition struct {
 	VMs      []string `yaml:"vms,omitempty"`     // VM names or inventory paths
 	Folders  []string `yaml:"folders,omitempty"` // every VM under these inventory folders
 	VApps    []string `yaml:"vapps,omitempty"`   // these vApps, members and app definition
+	Tags     []string `yaml:"tags,omitempty"`    // every VM carrying one of these tags, "category:tag"
 	Interval string   `yaml:"interval,omitempty"`
 	Cron     string   `yaml:"cron,omitempty"` // 5 fields or @daily, @hourly...
 	Parallel int      `yaml:"parallel,omitempty"`
@@ -124,8 +126,13 @@ func Parse(b []byte) (*Definition, error) {
 	if d.VCenter.URL == "" {
 		return nil, fmt.Errorf("job %s: vcenter.url is required", d.Name)
 	}
-	if len(d.VMs)+len(d.Folders)+len(d.VApps) == 0 {
-		return nil, fmt.Errorf("job %s: name what to back up: vms, folders or vapps", d.Name)
+	if len(d.VMs)+len(d.Folders)+len(d.VApps)+len(d.Tags) == 0 {
+		return nil, fmt.Errorf("job %s: name what to back up: vms, folders, vapps or tags", d.Name)
+	}
+	for _, t := range d.Tags {
+		if _, _, err := parseTag(t); err != nil {
+			return nil, fmt.Errorf("job %s: %w", d.Name, err)
+		}
 	}
 	switch {
 	case d.Interval != "" && d.Cron != "":

@@ -30,7 +30,8 @@ func TestParseErrors(t *testing.T) {
 		{"name: j\nvcenter: {url: x}\nvms: [a]\n", "give interval"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\ncron: '@daily'\n", "not both"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ncron: 'every day'\n", `cron "every day"`},
-		{"name: j\nvcenter: {url: x}\ninterval: 1h\n", "vms, folders or vapps"},
+		{"name: j\nvcenter: {url: x}\ninterval: 1h\n", "vms, folders, vapps or tags"},
+		{"name: j\nvcenter: {url: x}\ntags: [nightly]\ninterval: 1h\n", `tag "nightly": want category:tag`},
 		{"name: j\nvms: [a]\ninterval: 1h\n", "vcenter.url is required"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretention: {}\n", "retention has no rule"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretain: {keep_last: 1}\n", "field retain not found"},
@@ -136,6 +137,61 @@ func TestRun(t *testing.T) {
 	must(t, err)
 	if len(runs) != 2 || runs[0].ID != run.ID {
 		t.Fatalf("history: %+v", runs)
+	}
+}
+
+// A job selects VMs by vSphere tag (category:tag) through vCenter's REST
+// API: only the tagged VMs are backed up, once each, beside named ones; a
+// tag or category vCenter does not know, or a tag no VM carries, is a failed
+// entry of the run and not an empty success.
+func TestRunSelectsByTag(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, n := range []string{"web01", "web02", "db01", "other01"} {
+		_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: n, Disks: []int64{256 << 10}, PowerOn: true})
+		must(t, err)
+	}
+	must(t, e.lab.TagVMs(ctx, "backup", "nightly", "web01", "web02"))
+	must(t, e.lab.TagVMs(ctx, "backup", "weekly", "web02", "db01"))
+	must(t, e.lab.TagVMs(ctx, "backup", "never")) // a tag on no VM
+	must(t, e.lab.TagVMs(ctx, "owner", "nightly", "other01"))
+
+	backedUp := func(run *catalog.JobRun) map[string]string {
+		got, err := e.cat.JobRun(ctx, run.ID)
+		must(t, err)
+		out := map[string]string{}
+		for _, v := range got.VMs {
+			out[v.VM] = v.PointID + v.Error
+		}
+		return out
+	}
+	d := e.job(t, "name: tagged\ntags: [backup:nightly, 'backup:weekly']\nvms: [web01]\ninterval: 24h\n")
+	run, err := e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	got := backedUp(run)
+	if run.State != catalog.RunDone || run.VMsOK != 3 || len(got) != 3 || got["web01"] == "" || got["web02"] == "" || got["db01"] == "" {
+		t.Fatalf("tagged run: state %s ok %d, VMs %v (%s)", run.State, run.VMsOK, got, run.Error)
+	}
+
+	for _, c := range []struct{ sel, want string }{
+		{"backup:monthly", `category "backup" has no tag "monthly"`},
+		{"nosuch:nightly", `vCenter has no tag category "nosuch"`},
+		{"backup:never", "no VM carries it"},
+	} {
+		d := e.job(t, "name: bad\ntags: ['"+c.sel+"']\ninterval: 24h\n")
+		run, err := e.runner.Run(ctx, d, "manual")
+		must(t, err)
+		got := backedUp(run)
+		if run.State != catalog.RunFailed || run.VMsOK != 0 || !strings.Contains(got["tag "+c.sel], c.want) {
+			t.Errorf("job with tag %s: state %s, VMs %v, want failed with %q", c.sel, run.State, got, c.want)
+		}
+	}
+	// A bad tag beside good ones: the good ones are backed up, the run is partial.
+	d = e.job(t, "name: mixed\ntags: ['backup:nightly', 'backup:monthly']\ninterval: 24h\n")
+	run, err = e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	if got := backedUp(run); run.State != catalog.RunPartial || run.VMsOK != 2 || got["other01"] != "" {
+		t.Fatalf("mixed run: state %s ok %d, VMs %v", run.State, run.VMsOK, got)
 	}
 }
 

@@ -114,6 +114,20 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 	if err != nil {
 		errs = append(errs, err)
 	}
+	tagged, tagErrs := taggedVMs(ctx, drv.Client(), d.restUser(pw), d.Tags)
+	for _, sel := range d.Tags {
+		// An unknown tag is a failed entry of the run, not a run that
+		// passes with nothing to do.
+		if err := tagErrs[sel]; err != nil {
+			errs = append(errs, err)
+			results = append(results, vcbackup.Result{VM: "tag " + sel, Err: err})
+		}
+	}
+	for _, n := range tagged {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
 	names = slices.DeleteFunc(names, func(n string) bool { return inApps[n] })
 	if len(names) > 0 {
 		rs, err := vcbackup.BackupVMs(ctx, cfg, names)
@@ -179,7 +193,7 @@ func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string
 }
 
 // selectVMs lists the job's VMs: the names it gives, then every VM under
-// its folders, once each.
+// its folders, once each (tagged VMs are added by taggedVMs).
 func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]string, error) {
 	out := slices.Clone(d.VMs)
 	if len(d.Folders) == 0 {

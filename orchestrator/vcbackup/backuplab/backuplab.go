@@ -16,6 +16,9 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vapi/rest"
+	_ "github.com/vmware/govmomi/vapi/simulator" // vCenter's REST API (tags) in the simulator
+	"github.com/vmware/govmomi/vapi/tags"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -48,6 +51,7 @@ func New(ctx context.Context, nasRoot string) (*Lab, error) {
 	vcsimext.Extend(m.Map(), vcsimext.Options{NASRoot: nasRoot})
 	l := &Lab{Model: m, Backup: vcsimext.ExtendBackup(m)}
 	m.Service.TLS = new(tls.Config)
+	m.Service.RegisterEndpoints = true // the vAPI (REST) simulator, for tags
 	l.Server = m.Service.NewServer()
 	c, err := govmomi.NewClient(ctx, l.Server.URL, true)
 	if err != nil {
@@ -265,4 +269,42 @@ func (l *Lab) Snapshots(ctx context.Context, vm *object.VirtualMachine) ([]strin
 		walk(m.Snapshot.RootSnapshotList)
 	}
 	return out, nil
+}
+
+// TagVMs attaches the tag category:tag (creating both when missing) to the
+// named VMs, through vCenter's REST API as an admin would.
+func (l *Lab) TagVMs(ctx context.Context, category, tag string, vms ...string) error {
+	rc := rest.NewClient(l.Client)
+	if err := rc.Login(ctx, l.Server.URL.User); err != nil {
+		return err
+	}
+	defer rc.Logout(ctx)
+	m := tags.NewManager(rc)
+	cat, err := m.GetCategory(ctx, category)
+	if err != nil {
+		id, err := m.CreateCategory(ctx, &tags.Category{Name: category, Cardinality: "MULTIPLE",
+			AssociableTypes: []string{"VirtualMachine"}})
+		if err != nil {
+			return fmt.Errorf("create tag category %s: %w", category, err)
+		}
+		cat = &tags.Category{ID: id, Name: category}
+	}
+	t, err := m.GetTagForCategory(ctx, tag, cat.ID)
+	if err != nil {
+		id, err := m.CreateTag(ctx, &tags.Tag{Name: tag, CategoryID: cat.ID})
+		if err != nil {
+			return fmt.Errorf("create tag %s:%s: %w", category, tag, err)
+		}
+		t = &tags.Tag{ID: id}
+	}
+	for _, name := range vms {
+		vm, err := l.Finder.VirtualMachine(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := m.AttachTag(ctx, t.ID, vm.Reference()); err != nil {
+			return fmt.Errorf("tag %s with %s:%s: %w", name, category, tag, err)
+		}
+	}
+	return nil
 }
