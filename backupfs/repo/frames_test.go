@@ -13,9 +13,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -280,5 +282,42 @@ func TestRepositoryVersion1Fixture(t *testing.T) {
 	})
 	if n != 5 {
 		t.Fatalf("%d chunk files, want the fixture's 4 and the new one", n)
+	}
+}
+
+// TestReadaheadRamps checks the readahead window grows with the stream: a
+// read that happens to follow another fetches 2 chunks ahead, a long
+// sequential reader the whole window.
+func TestReadaheadRamps(t *testing.T) {
+	r := newRepo(t, 64<<10)
+	data := make([]byte, 64*64<<10) // random: every chunk its own cache entry
+	rand.NewChaCha8([32]byte{21}).Read(data)
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	settle := func(c *Cache) int {
+		deadline := time.Now().Add(20 * time.Second)
+		for len(c.ahead) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("readahead fetches never finished")
+			}
+			runtime.Gosched()
+		}
+		return c.Stats().Entries
+	}
+	c := NewCache(CacheOptions{ChunkSize: 64 << 10, Readahead: 16, Parallel: 64})
+	dr := NewDiskReader(r, x, c, "disk")
+	buf := make([]byte, 4096)
+	dr.ReadAt(buf, 10*64<<10)
+	dr.ReadAt(buf, 11*64<<10)
+	if n := settle(c); n != 4 {
+		t.Fatalf("two adjacent reads left %d chunks cached, want them and 2 ahead", n)
+	}
+	for i := int64(12); i < 20; i++ {
+		if _, err := dr.ReadAt(buf, i*64<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := settle(c); n != 10+16 {
+		t.Fatalf("a sequential reader of chunks 10-19 left %d chunks cached, want 26 (a full window ahead)", n)
 	}
 }

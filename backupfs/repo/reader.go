@@ -309,6 +309,10 @@ func (dr *DiskReader) readahead(first, last int64) {
 	}
 	s.hits++
 	s.next = max(s.next, last+1)
+	// The window doubles with every read that continues the stream, from 2
+	// chunks: a random reader whose read happens to land next to an earlier
+	// one fetches 2 chunks, not a whole window.
+	window = min(window, int64(1)<<min(s.hits, 30))
 	from, to := max(s.ahead, last+1), min(last+window, int64(len(dr.idx.Chunks))-1)
 	if to >= from {
 		s.ahead = to + 1
