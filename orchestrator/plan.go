@@ -55,6 +55,9 @@ type Plan struct {
 	Groups    [][]string  `json:"groups"` // inventory names, in startup order
 	Hosts     []string    `json:"hosts"`  // hosts that mount the datastore
 	Datastore string      `json:"datastore"`
+	// NotChecked names what a plan made without the hypervisor could not
+	// check ("target", "networks", ...).
+	NotChecked []string `json:"not_checked,omitempty"`
 }
 
 // PlannedVM is one VM of a plan.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 
@@ -98,6 +99,17 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 		}
 		in.Points[vm] = p
 	}
+	if o.Driver == nil {
+		// An offline plan (a dry run with no hypervisor to ask): VMs are
+		// placed on a stand-in host and the plan says what it did not check.
+		in.Hosts = []Host{{Name: UncheckedHost, Connected: true, MemFreeMB: math.MaxInt32}}
+		p, err := MakePlan(req, in)
+		if err != nil {
+			return nil, err
+		}
+		p.NotChecked = []string{"target", "hosts", "networks", "datastores"}
+		return p, nil
+	}
 	// A driver that can tell whether the target is usable says so now,
 	// before a session exists (the vSphere driver; QEMU has no target).
 	if tc, ok := o.Driver.(interface {
@@ -112,7 +124,28 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 		return nil, fmt.Errorf("list hosts under %q: %w", req.Target, err)
 	}
 	in.Hosts = hosts
-	return MakePlan(req, in)
+	p, err := MakePlan(req, in)
+	if err != nil {
+		return nil, err
+	}
+	// The plan's networks, hosts and datastores must exist before anything
+	// changes: a real restore plans first, so it fails here too.
+	if pc, ok := o.Driver.(PlanChecker); ok {
+		if err := pc.CheckPlan(ctx, p, hosts); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPlan, err)
+		}
+	}
+	return p, nil
+}
+
+// UncheckedHost stands in for a host in a plan made without a hypervisor.
+const UncheckedHost = "(not checked)"
+
+// PlanChecker is a driver that can check a plan against its inventory
+// (the networks NICs attach to, the hosts, the datastores) without
+// changing anything.
+type PlanChecker interface {
+	CheckPlan(ctx context.Context, p *Plan, hosts []Host) error
 }
 
 // Start plans req, records the session and runs it. It returns the session

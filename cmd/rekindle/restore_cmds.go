@@ -163,14 +163,24 @@ func sessionControlCommands() []*cli.Command {
 // newOrchestrator wires the catalog, the hypervisor driver and the server's
 // API into an orchestrator that prints its steps.
 func newOrchestrator(c *cli.Context) (*orchestrator.Orchestrator, func(), error) {
+	return newOrchestratorWith(c, true)
+}
+
+// newOrchestratorWith leaves the driver out when withDriver is false: an
+// offline plan (a dry run with no vCenter given).
+func newOrchestratorWith(c *cli.Context, withDriver bool) (*orchestrator.Orchestrator, func(), error) {
 	r, cat, err := openRepoCatalog(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	d, closeDriver, err := openDriver(c, r.Dir)
-	if err != nil {
-		cat.Close()
-		return nil, nil, err
+	var d orchestrator.Driver
+	closeDriver := func() {}
+	if withDriver {
+		d, closeDriver, err = openDriver(c, r.Dir)
+		if err != nil {
+			cat.Close()
+			return nil, nil, err
+		}
 	}
 	cl, err := apiClient(c)
 	if err != nil {
@@ -277,7 +287,10 @@ func restoreCmd(c *cli.Context) error {
 	for _, a := range c.StringSlice("apart") {
 		req.Apart = append(req.Apart, strings.Split(a, ","))
 	}
-	o, done, err := newOrchestrator(c)
+	// A dry run needs no vCenter: without --vc it plans offline and says
+	// what it could not check.
+	offline := c.Bool("dry-run") && c.String("hypervisor") == "vsphere" && c.String("vc") == ""
+	o, done, err := newOrchestratorWith(c, !offline)
 	if err != nil {
 		return err
 	}
@@ -314,7 +327,13 @@ func restoreCmd(c *cli.Context) error {
 		if err := printPlan(p, c.Bool("json")); err != nil {
 			return err
 		}
-		if serverNote != "" && !c.Bool("json") {
+		if c.Bool("json") {
+			return nil
+		}
+		if offline {
+			fmt.Printf("not checked: %s (no vCenter given: pass --vc, or set GOVC_URL)\n", strings.Join(p.NotChecked, ", "))
+		}
+		if serverNote != "" {
 			fmt.Println(serverNote)
 		}
 		return nil

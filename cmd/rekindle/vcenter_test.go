@@ -83,3 +83,62 @@ func TestVCenterCredentials(t *testing.T) {
 		t.Fatalf("REKINDLE_VC_PASSWORD did not win over GOVC_PASSWORD: exit %d, %s", code, stderr)
 	}
 }
+
+// TestDryRunChecks: a dry run with no vCenter and no server plans offline
+// and says what it did not check; with vCenter, a --network-map to a
+// network that does not exist is refused naming it and listing what exists,
+// dry run or real restore, and the real one leaves no session.
+func TestDryRunChecks(t *testing.T) {
+	l, err := simlab.New(context.Background(), simlab.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.ImportShop(context.Background(), 1<<20, vmgen.FillRandom); err != nil {
+		t.Fatal(err)
+	}
+	runEnv := func(env []string, args ...string) (string, string, int) {
+		cmd := exec.Command(binary, args...)
+		for _, e := range os.Environ() {
+			if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
+				cmd.Env = append(cmd.Env, e)
+			}
+		}
+		cmd.Env = append(cmd.Env, env...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+	out, stderr, code := runEnv(nil, "restore", "vapp", "shop", "--repo", l.Repo.Dir, "--target", simlab.Target,
+		"--server", "127.0.0.1:1", "--dry-run")
+	if code != 0 || !strings.Contains(out, "nothing changed") || !strings.Contains(out, "not checked: target, hosts, networks, datastores (no vCenter given") ||
+		!strings.Contains(out, "not checked: the NFS server") {
+		t.Fatalf("offline dry run: exit %d\n%s%s", code, out, stderr)
+	}
+	u := *l.Server.URL
+	u.User = nil
+	govc := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=rekindle", "GOVC_PASSWORD=demo-only"}
+	args := []string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--vc-ca", filepath.Join(l.Dir, "vcsim-ca.pem"),
+		"--target", simlab.Target, "--nfs-server", "nfs1.example.com", "--network-map", "VM Network=nosuch-net"}
+	for _, a := range [][]string{append(args, "--dry-run"), args} {
+		out, stderr, code = runEnv(govc, a...)
+		if code != exitNotFound || !strings.Contains(stderr, `network "nosuch-net" does not exist`) ||
+			!strings.Contains(stderr, "networks there: ") || !strings.Contains(stderr, "DC0_DVPG0") || strings.Contains(out, "nothing changed") {
+			t.Fatalf("%v: exit %d\n%s%s", a, code, out, stderr)
+		}
+	}
+	if list, err := l.Catalog.Sessions(context.Background()); err != nil || len(list) != 0 {
+		t.Fatalf("a refused restore left sessions: %v %v", list, err)
+	}
+	out, stderr, code = runEnv(govc, append(args[:len(args)-1], "VM Network=DC0_DVPG0", "--dry-run")...)
+	if code != 0 || !strings.Contains(out, "nothing changed") || strings.Contains(out, "not checked: target") {
+		t.Fatalf("dry run with vCenter: exit %d\n%s%s", code, out, stderr)
+	}
+}
