@@ -42,6 +42,10 @@ type callState struct {
 	// access, when set, is what the caller may do: ACCESS's reply is cut to it.
 	access    uint32
 	hasAccess bool
+	// createMode is the mode a CREATE asks for, or nil: the file is made with
+	// it, so go-nfs's SETATTR after the create finds nothing to change (one
+	// metadata sync per CREATE, not two).
+	createMode *uint32
 
 	mu  sync.Mutex
 	err error // the last error a filesystem returned, see note
@@ -136,6 +140,10 @@ func (s *Server) prepareForward(client netip.Addr, argsOff int, proc uint32, a *
 	}
 	st := s.calls.add(client)
 	st.id, st.access, st.hasAccess = a.id, a.accessMask, a.hasAccessMask
+	if proc == procCreate && a.sattr.mode != nil {
+		m := *a.sattr.mode
+		st.createMode = &m
+	}
 	args := framed[4+argsOff:]
 	out := make([]byte, 0, len(framed)+8*len(a.handleOffs))
 	out = append(out, framed[:4+argsOff]...)
@@ -239,7 +247,13 @@ func (c *callFS) file(f billy.File, err error) (billy.File, error) {
 // Create makes a new file its caller's.
 func (c *callFS) Create(name string) (billy.File, error) {
 	_, statErr := c.exportFS.Lstat(name)
-	f, err := c.file(c.exportFS.Create(name))
+	var f billy.File
+	var err error
+	if m := c.st.createMode; m != nil {
+		f, err = c.file(c.exportFS.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, os.FileMode(*m)&os.ModePerm))
+	} else {
+		f, err = c.file(c.exportFS.Create(name))
+	}
 	if err == nil && errors.Is(statErr, os.ErrNotExist) {
 		if err := c.own(name); err != nil {
 			f.Close()

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,5 +152,46 @@ func TestOverlappingWritesMatchASerialModel(t *testing.T) {
 			}
 			t.Fatalf("round %d: the file differs from the writes applied in the order sent, first at byte %d (%d, want %d)", round, i, got[i], model[i])
 		}
+	}
+}
+
+// chmodCountFS counts Chmod calls.
+type chmodCountFS struct {
+	billyFS
+	chmods *atomic.Int64
+}
+
+func (f chmodCountFS) Chmod(name string, mode os.FileMode) error {
+	f.chmods.Add(1)
+	return f.billyFS.(interface {
+		Chmod(string, os.FileMode) error
+	}).Chmod(name, mode)
+}
+
+// TestCreateMakesTheFileWithItsMode: a CREATE that sets a mode makes the
+// file with it, so no SETATTR (a second metadata sync in an overlay)
+// follows.
+func TestCreateMakesTheFileWithItsMode(t *testing.T) {
+	dir := t.TempDir()
+	fs := chmodCountFS{billyFS: osfs.New(dir), chmods: new(atomic.Int64)}
+	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: fs, ID: 7})
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	e := &rpc.Encoder{}
+	e.Opaque(root)
+	e.String("new.txt")
+	e.Uint32(0) // UNCHECKED
+	e.Uint32(1) // set mode
+	e.Uint32(0o640)
+	e.Raw(make([]byte, 4*5)) // uid, gid, size, atime, mtime: not set
+	if st, _ := n.call(procCreate, e.Bytes()); st != nfs.NFSStatusOk {
+		t.Fatalf("CREATE: %v", st)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "new.txt"))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("created file: %v, %v; want mode 0640", fi, err)
+	}
+	if c := fs.chmods.Load(); c != 0 {
+		t.Fatalf("CREATE with a mode took %d Chmod calls after the create, want none", c)
 	}
 }
