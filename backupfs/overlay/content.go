@@ -50,6 +50,10 @@ type content struct {
 	baseMu sync.Mutex
 	base   billy.File
 
+	// syncMu runs one sync at a time, so a sync that finds no bits to write
+	// knows the sync before it wrote and synced all there were.
+	syncMu sync.Mutex
+
 	mapMu   sync.Mutex
 	mapf    durable.File
 	durable []byte // the bits known to be in the bitmap file
@@ -683,6 +687,8 @@ func (o *Overlay) setBaseLimit(id uint64, limit int64) error {
 // sync makes what was written durable: the data first, then the bitmap
 // bits that make it visible, then the names of new data and bitmap files.
 func (c *content) sync() error {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
 	if err := c.rlock(); err != nil {
 		return err
 	}
@@ -707,7 +713,9 @@ func (c *content) sync() error {
 	if err == nil && snap != nil && !removed {
 		err = c.persistBits(lo, snap, false)
 	}
-	if err == nil {
+	if err == nil && snap != nil && !removed {
+		// Only bits written here need syncing: a rewrite of redirected
+		// blocks costs one fdatasync, as on a plain file.
 		c.mapMu.Lock()
 		if c.mapf != nil {
 			err = c.mapf.DataSync()
