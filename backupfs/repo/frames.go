@@ -187,7 +187,7 @@ func readFull(f *os.File, p []byte, off int64) error {
 func (r *Repo) openChunk(d Digest) (*os.File, error) {
 	f, err := os.Open(r.ChunkPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunk %s: %w", d, ErrNotFound)
+		return nil, missing("chunk", d)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", d, err)

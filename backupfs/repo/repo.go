@@ -24,6 +24,21 @@ import (
 // in the repository.
 var ErrNotFound = errors.New("not found")
 
+// ErrMissing is wrapped (with ErrNotFound) when an object that a restore
+// point names, a chunk or an index, is not in the repository: the
+// repository is damaged, unlike a point or app name that does not exist.
+var ErrMissing = errors.New("missing from the repository")
+
+// missingObject is a chunk or index a restore point names that is gone.
+type missingObject struct{ what string }
+
+func (e *missingObject) Error() string {
+	return e.what + ": not found in the repository (damaged: `rekindle verify` lists the points it affects)"
+}
+func (e *missingObject) Is(target error) bool { return target == ErrNotFound || target == ErrMissing }
+
+func missing(kind string, d Digest) error { return &missingObject{kind + " " + d.String()} }
+
 // Repo is an open repository. It is safe for concurrent use; several
 // processes may write to one repository at once because every object is
 // content-addressed or uniquely named.
@@ -109,7 +124,7 @@ func (r *Repo) encodeChunk(d Digest, data []byte) []byte {
 func (r *Repo) ReadChunkRaw(d Digest) ([]byte, error) {
 	b, err := os.ReadFile(r.ChunkPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunk %s: %w", d, ErrNotFound)
+		return nil, missing("chunk", d)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", d, err)
@@ -171,7 +186,7 @@ func (r *Repo) PutIndex(x *Index) (Digest, error) {
 func (r *Repo) LoadIndex(d Digest) (*Index, error) {
 	b, err := os.ReadFile(r.indexPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("index %s: %w", d, ErrNotFound)
+		return nil, missing("index", d)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", d, err)

@@ -62,7 +62,7 @@ func exitCode(err error) int {
 		return ee.code
 	case errors.As(err, &ae):
 		return exitUsage
-	case errors.Is(err, repo.ErrCorrupt):
+	case errors.Is(err, repo.ErrCorrupt), errors.Is(err, repo.ErrMissing):
 		return exitDamaged
 	case errors.As(err, &he):
 		return exitHypervisor
