@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 const (
@@ -83,7 +85,10 @@ var layoutDirs = []string{"chunks", "indexes", "points", "apps", "sites", "tmp"}
 
 // Init creates a repository in dir (created if missing; it must not already
 // hold a repository) and opens it.
-func Init(dir string, opts InitOptions) (*Repo, error) {
+func Init(dir string, opts InitOptions) (*Repo, error) { return InitFS(durablefs.OS(), dir, opts) }
+
+// InitFS is Init on fsys (tests put a powercut.FS here).
+func InitFS(fsys durablefs.FS, dir string, opts InitOptions) (*Repo, error) {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = DefaultChunkSize
 	}
@@ -96,11 +101,11 @@ func Init(dir string, opts InitOptions) (*Repo, error) {
 	if opts.Version < 1 || opts.Version > FormatVersion {
 		return nil, fmt.Errorf("init repository %s: format version %d: want 1 to %d", dir, opts.Version, FormatVersion)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+	if _, err := fsys.Stat(filepath.Join(dir, "config.json")); err == nil {
 		return nil, fmt.Errorf("init repository %s: a repository already exists there", dir)
 	}
 	for _, d := range layoutDirs {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+		if err := durablefs.MkdirAll(fsys, filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("init repository %s: %w", dir, err)
 		}
 	}
@@ -114,14 +119,14 @@ func Init(dir string, opts InitOptions) (*Repo, error) {
 		Created: time.Now().UTC().Truncate(time.Second),
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := writeFileAtomic(filepath.Join(dir, "tmp"), filepath.Join(dir, "config.json"), append(b, '\n'), true); err != nil {
+	if err := writeFileAtomic(fsys, filepath.Join(dir, "tmp"), filepath.Join(dir, "config.json"), append(b, '\n'), true); err != nil {
 		return nil, fmt.Errorf("init repository %s: %w", dir, err)
 	}
-	return Open(dir)
+	return OpenFS(fsys, dir)
 }
 
-func readConfig(dir string) (*Config, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+func readConfig(fsys durablefs.FS, dir string) (*Config, error) {
+	b, err := durablefs.ReadFile(fsys, filepath.Join(dir, "config.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open repository %s: %w (no config.json; create one with `rekindle init --repo %s`)", dir, ErrNotRepository, dir)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 // chunkEntry is one chunk in a Cache: its layout and its frames, each
@@ -115,13 +117,15 @@ var rawPool = sync.Pool{New: func() any { return new([]byte) }}
 // decode reads and decodes frames (ascending) of chunk d through f, or a
 // file it opens when f is nil, marks them ready and returns the bytes it
 // decoded.
-func (e *chunkEntry) decode(r *Repo, d Digest, f *os.File, frames []int) (int64, error) {
+func (e *chunkEntry) decode(r *Repo, d Digest, f io.ReaderAt, frames []int) (int64, error) {
 	if f == nil {
 		var err error
-		if f, err = r.openChunk(d); err != nil {
+		cf, err := r.openChunk(d)
+		if err != nil {
 			return 0, err
 		}
-		defer f.Close()
+		defer cf.Close()
+		f = cf
 	}
 	l := e.layout
 	var done int64
@@ -173,7 +177,7 @@ func chunkErr(d Digest, err error) error {
 
 // readFull reads len(p) bytes at off; a file shorter than its header says
 // is corrupt.
-func readFull(f *os.File, p []byte, off int64) error {
+func readFull(f io.ReaderAt, p []byte, off int64) error {
 	n, err := f.ReadAt(p, off)
 	if n == len(p) {
 		return nil
@@ -184,8 +188,8 @@ func readFull(f *os.File, p []byte, off int64) error {
 	return err
 }
 
-func (r *Repo) openChunk(d Digest) (*os.File, error) {
-	f, err := os.Open(r.ChunkPath(d))
+func (r *Repo) openChunk(d Digest) (durablefs.File, error) {
+	f, err := r.fsys().OpenFile(r.ChunkPath(d), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, missing("chunk", d)
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 // Lock kinds (see docs/repository-format.md, "Locks").
@@ -83,7 +85,7 @@ func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error
 	default:
 		return nil, fmt.Errorf("lock kind %q unknown", kind)
 	}
-	if err := os.MkdirAll(r.lockDir(), 0o755); err != nil {
+	if err := durablefs.MkdirAll(r.fsys(), r.lockDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("lock repository %s: %w", r.Dir, err)
 	}
 	host, _ := os.Hostname()
@@ -108,7 +110,7 @@ func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error
 			go l.refresh()
 			return l, nil
 		}
-		os.Remove(r.lockPath(info.ID))
+		r.fsys().Remove(r.lockPath(info.ID))
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +135,7 @@ func (r *Repo) writeLock(info LockInfo) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.tmpDir(), r.lockPath(info.ID), append(b, '\n'), true); err != nil {
+	if err := r.writeFileAtomic(r.lockPath(info.ID), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("lock repository %s: %w", r.Dir, err)
 	}
 	return nil
@@ -151,7 +153,7 @@ func (r *Repo) conflict(own LockInfo) (*LockInfo, error) {
 			continue
 		}
 		if r.stale(l) {
-			os.Remove(r.lockPath(l.ID))
+			r.fsys().Remove(r.lockPath(l.ID))
 			continue
 		}
 		if own.Kind == LockExclusive || l.Kind == LockExclusive || (own.Kind == LockServe && l.Kind == LockServe) {
@@ -175,7 +177,7 @@ func (r *Repo) stale(l LockInfo) bool {
 // not parse is reported with kind exclusive, so it blocks until it is stale
 // by its modification time.
 func (r *Repo) Locks() ([]LockInfo, error) {
-	ents, err := os.ReadDir(r.lockDir())
+	ents, err := r.fsys().ReadDir(r.lockDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -188,7 +190,7 @@ func (r *Repo) Locks() ([]LockInfo, error) {
 		if !ok || e.IsDir() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(r.lockDir(), e.Name()))
+		b, err := durablefs.ReadFile(r.fsys(), filepath.Join(r.lockDir(), e.Name()))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // released meanwhile
 		}
@@ -219,7 +221,7 @@ func (l *RepoLock) Check() error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(l.r.lockPath(l.info.ID)); err != nil {
+	if _, err := l.r.fsys().Stat(l.r.lockPath(l.info.ID)); err != nil {
 		return fmt.Errorf("repository lock %s lost: %w", l.info.ID, err)
 	}
 	return nil
@@ -234,7 +236,7 @@ func (l *RepoLock) refresh() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			if _, err := os.Stat(l.r.lockPath(l.info.ID)); err != nil {
+			if _, err := l.r.fsys().Stat(l.r.lockPath(l.info.ID)); err != nil {
 				l.setLost(fmt.Errorf("repository lock %s lost: removed by another process", l.info.ID))
 				return
 			}
@@ -259,7 +261,7 @@ func (l *RepoLock) Unlock() error {
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
-		if rerr := os.Remove(l.r.lockPath(l.info.ID)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		if rerr := l.r.fsys().Remove(l.r.lockPath(l.info.ID)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = fmt.Errorf("unlock repository %s: %w", l.r.Dir, rerr)
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -19,13 +18,13 @@ func (r *Repo) DeletePoint(id string) error {
 	if !ValidPointID(id) {
 		return fmt.Errorf("restore point %q: %w", id, ErrNotFound)
 	}
-	if err := os.Remove(r.pointPath(id)); err != nil {
+	if err := r.fsys().Remove(r.pointPath(id)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore point %s: %w", id, ErrNotFound)
 		}
 		return fmt.Errorf("forget restore point %s: %w", id, err)
 	}
-	if err := durablefs.SyncDir(durablefs.OS(), filepath.Join(r.Dir, "points")); err != nil {
+	if err := durablefs.SyncDir(r.fsys(), filepath.Join(r.Dir, "points")); err != nil {
 		return fmt.Errorf("forget restore point %s: %w", id, err)
 	}
 	return nil
@@ -102,7 +101,7 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 		}
 	}
 	remove := func(kind, dir string, keep map[Digest]bool, kept, removed *int) error {
-		return walkObjects(filepath.Join(r.Dir, dir), func(path string, d Digest) error {
+		return r.walkObjects(filepath.Join(r.Dir, dir), func(path string, d Digest) error {
 			if keep[d] {
 				*kept++
 				return nil
@@ -115,12 +114,12 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 					return err
 				}
 			}
-			fi, err := os.Stat(path)
+			fi, err := r.fsys().Stat(path)
 			if err != nil {
 				return nil // gone meanwhile
 			}
 			if !opts.DryRun {
-				if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				if err := r.fsys().Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return fmt.Errorf("prune: remove %s %s: %w", kind, d, err)
 				}
 			}
@@ -144,8 +143,8 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 
 // walkObjects calls fn for every object file under dir (<aa>/<digest>);
 // files whose names are not digests are left alone.
-func walkObjects(dir string, fn func(path string, d Digest) error) error {
-	subs, err := os.ReadDir(dir)
+func (r *Repo) walkObjects(dir string, fn func(path string, d Digest) error) error {
+	subs, err := r.fsys().ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -153,7 +152,7 @@ func walkObjects(dir string, fn func(path string, d Digest) error) error {
 		if !s.IsDir() || len(s.Name()) != 2 {
 			continue
 		}
-		ents, err := os.ReadDir(filepath.Join(dir, s.Name()))
+		ents, err := r.fsys().ReadDir(filepath.Join(dir, s.Name()))
 		if err != nil {
 			return err
 		}

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
@@ -45,22 +43,35 @@ func missing(kind string, d Digest) error { return &missingObject{kind + " " + d
 type Repo struct {
 	Dir    string
 	Config Config
+	fs     durablefs.FS // nil means durablefs.OS()
+}
+
+// fsys is the filesystem the repository lives on.
+func (r *Repo) fsys() durablefs.FS {
+	if r.fs == nil {
+		return durablefs.OS()
+	}
+	return r.fs
 }
 
 // Open opens the repository in dir. It fails with a clear error when dir holds
 // no repository or one of a newer format.
-func Open(dir string) (*Repo, error) {
+func Open(dir string) (*Repo, error) { return OpenFS(durablefs.OS(), dir) }
+
+// OpenFS opens the repository in dir of fsys (tests put a powercut.FS here
+// to prove what a power cut leaves).
+func OpenFS(fsys durablefs.FS, dir string) (*Repo, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := readConfig(abs)
+	cfg, err := readConfig(fsys, abs)
 	if err != nil {
 		return nil, err
 	}
-	r := &Repo{Dir: abs, Config: *cfg}
+	r := &Repo{Dir: abs, Config: *cfg, fs: fsys}
 	for _, d := range layoutDirs {
-		if fi, err := os.Stat(filepath.Join(abs, d)); err != nil || !fi.IsDir() {
+		if fi, err := fsys.Stat(filepath.Join(abs, d)); err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("open repository %s: folder %s missing: the repository is damaged", abs, d)
 		}
 	}
@@ -89,7 +100,7 @@ func (r *Repo) appPath(name string) string { return filepath.Join(r.Dir, "apps",
 
 // HasChunk reports whether chunk d is stored (it does not check its content).
 func (r *Repo) HasChunk(d Digest) bool {
-	_, err := os.Stat(r.ChunkPath(d))
+	_, err := r.fsys().Stat(r.ChunkPath(d))
 	return err == nil
 }
 
@@ -98,14 +109,16 @@ func (r *Repo) HasChunk(d Digest) bool {
 // call Sync before writing anything that names the chunk.
 func (r *Repo) PutChunk(d Digest, data []byte) (stored int64, wrote bool, err error) {
 	p := r.ChunkPath(d)
-	if _, err := os.Stat(p); err == nil {
+	if _, err := r.fsys().Stat(p); err == nil {
 		return 0, false, nil
 	}
 	enc := r.encodeChunk(d, data)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	// Neither the chunk nor its folder is synced here: Sync (one syncfs)
+	// makes both durable before anything names the chunk.
+	if err := r.fsys().Mkdir(filepath.Dir(p), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
 	}
-	if err := writeFileAtomic(r.tmpDir(), p, enc, false); err != nil {
+	if err := r.writeFileAtomic(p, enc, false); err != nil {
 		return 0, false, fmt.Errorf("store chunk %s: %w", d, err)
 	}
 	return int64(len(enc)), true, nil
@@ -122,7 +135,7 @@ func (r *Repo) encodeChunk(d Digest, data []byte) []byte {
 
 // ReadChunkRaw returns the stored bytes of chunk d, undecoded.
 func (r *Repo) ReadChunkRaw(d Digest) ([]byte, error) {
-	b, err := os.ReadFile(r.ChunkPath(d))
+	b, err := durablefs.ReadFile(r.fsys(), r.ChunkPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, missing("chunk", d)
 	}
@@ -154,12 +167,7 @@ func (r *Repo) VerifyChunk(d Digest) ([]byte, error) {
 // after storing chunks and before writing the index or manifest naming them:
 // one syncfs costs far less than an fsync per chunk.
 func (r *Repo) Sync() error {
-	f, err := os.Open(r.Dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
+	if err := durablefs.SyncAll(r.fsys(), r.Dir); err != nil {
 		return fmt.Errorf("sync repository %s: %w", r.Dir, err)
 	}
 	return nil
@@ -170,13 +178,15 @@ func (r *Repo) PutIndex(x *Index) (Digest, error) {
 	b := x.Encode()
 	d := Sum(b)
 	p := r.indexPath(d)
-	if _, err := os.Stat(p); err == nil {
+	if _, err := r.fsys().Stat(p); err == nil {
 		return d, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	// The index's folder is synced into indexes/ when it is new: the point
+	// naming the index is written next, after no further repository sync.
+	if err := durablefs.MkdirAll(r.fsys(), filepath.Dir(p), 0o755); err != nil {
 		return d, fmt.Errorf("store index %s: %w", d, err)
 	}
-	if err := writeFileAtomic(r.tmpDir(), p, b, true); err != nil {
+	if err := r.writeFileAtomic(p, b, true); err != nil {
 		return d, fmt.Errorf("store index %s: %w", d, err)
 	}
 	return d, nil
@@ -184,7 +194,7 @@ func (r *Repo) PutIndex(x *Index) (Digest, error) {
 
 // LoadIndex reads and checks index d.
 func (r *Repo) LoadIndex(d Digest) (*Index, error) {
-	b, err := os.ReadFile(r.indexPath(d))
+	b, err := durablefs.ReadFile(r.fsys(), r.indexPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, missing("index", d)
 	}
@@ -226,10 +236,10 @@ func (r *Repo) SavePoint(p *RestorePoint) error {
 		return err
 	}
 	path := r.pointPath(p.ID)
-	if _, err := os.Stat(path); err == nil {
+	if _, err := r.fsys().Stat(path); err == nil {
 		return fmt.Errorf("restore point %s already exists", p.ID)
 	}
-	if err := writeFileAtomic(r.tmpDir(), path, append(b, '\n'), true); err != nil {
+	if err := r.writeFileAtomic(path, append(b, '\n'), true); err != nil {
 		return fmt.Errorf("save restore point %s: %w", p.ID, err)
 	}
 	return nil
@@ -240,7 +250,7 @@ func (r *Repo) Point(id string) (*RestorePoint, error) {
 	if !ValidPointID(id) {
 		return nil, fmt.Errorf("restore point %q: %w (ids look like 20261121T230748Z-3f9a2c)", id, ErrNotFound)
 	}
-	b, err := os.ReadFile(r.pointPath(id))
+	b, err := durablefs.ReadFile(r.fsys(), r.pointPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("restore point %s: %w", id, ErrNotFound)
 	}
@@ -259,7 +269,7 @@ func (r *Repo) Point(id string) (*RestorePoint, error) {
 
 // Points loads every restore point, oldest first.
 func (r *Repo) Points() ([]*RestorePoint, error) {
-	names, err := listNames(filepath.Join(r.Dir, "points"), ".json")
+	names, err := r.listNames(filepath.Join(r.Dir, "points"), ".json")
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +311,7 @@ func (r *Repo) SaveApp(a *App) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.tmpDir(), r.appPath(a.Name), append(b, '\n'), true); err != nil {
+	if err := r.writeFileAtomic(r.appPath(a.Name), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("save app %s: %w", a.Name, err)
 	}
 	return nil
@@ -312,7 +322,7 @@ func (r *Repo) App(name string) (*App, error) {
 	if ValidName(name) != nil {
 		return nil, fmt.Errorf("app %q: %w", name, ErrNotFound)
 	}
-	b, err := os.ReadFile(r.appPath(name))
+	b, err := durablefs.ReadFile(r.fsys(), r.appPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("app %q: %w", name, ErrNotFound)
 	}
@@ -328,7 +338,7 @@ func (r *Repo) App(name string) (*App, error) {
 
 // Apps loads every app, by name.
 func (r *Repo) Apps() ([]*App, error) {
-	names, err := listNames(filepath.Join(r.Dir, "apps"), ".json")
+	names, err := r.listNames(filepath.Join(r.Dir, "apps"), ".json")
 	if err != nil {
 		return nil, err
 	}
@@ -343,8 +353,8 @@ func (r *Repo) Apps() ([]*App, error) {
 	return out, nil
 }
 
-func listNames(dir, suffix string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+func (r *Repo) listNames(dir, suffix string) ([]string, error) {
+	ents, err := r.fsys().ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -358,18 +368,22 @@ func listNames(dir, suffix string) ([]string, error) {
 	return out, nil
 }
 
-// writeFileAtomic writes b to a temporary file in tmp (named after this
-// process, see removeStaleTemp) and renames it to path; when durable, it
-// fsyncs the file before and path's folder after.
-func writeFileAtomic(tmp, path string, b []byte, durable bool) error {
-	return durablefs.Replace(durablefs.OS(), path, b, 0o600, durablefs.Options{
+// writeFileAtomic writes b to a temporary file in the repository's tmp
+// folder (named after this process, see removeStaleTemp) and renames it to
+// path; when durable, it fsyncs the file before and path's folder after.
+func (r *Repo) writeFileAtomic(path string, b []byte, durable bool) error {
+	return writeFileAtomic(r.fsys(), r.tmpDir(), path, b, durable)
+}
+
+func writeFileAtomic(fsys durablefs.FS, tmp, path string, b []byte, durable bool) error {
+	return durablefs.Replace(fsys, path, b, 0o600, durablefs.Options{
 		TempDir: tmp, TempPrefix: strconv.Itoa(os.Getpid()) + "-", NoSync: !durable})
 }
 
 // removeStaleTemp deletes temporary files left by writers that are no longer
 // running (their pid prefixes the name). Live writers' files are kept.
 func (r *Repo) removeStaleTemp() {
-	ents, err := os.ReadDir(r.tmpDir())
+	ents, err := r.fsys().ReadDir(r.tmpDir())
 	if err != nil {
 		return
 	}
@@ -380,7 +394,7 @@ func (r *Repo) removeStaleTemp() {
 			continue
 		}
 		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
-			os.Remove(filepath.Join(r.tmpDir(), e.Name()))
+			r.fsys().Remove(filepath.Join(r.tmpDir(), e.Name()))
 		}
 	}
 }

@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 // Site packages record a datacenter's virtual infrastructure (the format is
@@ -30,14 +31,14 @@ func (r *Repo) SaveSitePackage(id string, data []byte, points []string) error {
 		return fmt.Errorf("site package id %q malformed (want <site>-<YYYYMMDDThhmmssZ>-<6 hex>)", id)
 	}
 	for _, p := range points {
-		if _, err := os.Stat(r.pointPath(p)); err != nil || !ValidPointID(p) {
+		if _, err := r.fsys().Stat(r.pointPath(p)); err != nil || !ValidPointID(p) {
 			return fmt.Errorf("site package %s names restore point %q, which is not in the repository: back it up first", id, p)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(r.Dir, "sites"), 0o700); err != nil {
+	if err := durablefs.MkdirAll(r.fsys(), filepath.Join(r.Dir, "sites"), 0o700); err != nil {
 		return fmt.Errorf("save site package %s: %w", id, err)
 	}
-	if err := writeFileAtomic(r.tmpDir(), r.sitePath(id), data, true); err != nil {
+	if err := r.writeFileAtomic(r.sitePath(id), data, true); err != nil {
 		return fmt.Errorf("save site package %s: %w", id, err)
 	}
 	return nil
@@ -48,7 +49,7 @@ func (r *Repo) SitePackage(id string) ([]byte, error) {
 	if !ValidSitePackageID(id) {
 		return nil, fmt.Errorf("site package %q: %w", id, ErrNotFound)
 	}
-	b, err := os.ReadFile(r.sitePath(id))
+	b, err := durablefs.ReadFile(r.fsys(), r.sitePath(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("site package %q: %w", id, ErrNotFound)
 	}
@@ -61,7 +62,7 @@ func (r *Repo) SitePackage(id string) ([]byte, error) {
 // SitePackages lists the stored site package ids, oldest first (ids sort
 // by time within a site).
 func (r *Repo) SitePackages() ([]string, error) {
-	names, err := listNames(filepath.Join(r.Dir, "sites"), ".json")
+	names, err := r.listNames(filepath.Join(r.Dir, "sites"), ".json")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -124,6 +124,22 @@ func Replace(fsys FS, name string, data []byte, perm os.FileMode, opts Options) 
 	return nil
 }
 
+// SyncAll makes everything written so far to the filesystem holding dir
+// durable, file bytes and directory entries alike (syncfs(2) on Linux): one
+// call instead of an fsync per file, for writers of many files (repository
+// chunks) that name none of them until it returns. An FS has it when it
+// has a SyncAll(dir string) error method (OS and powercut do).
+func SyncAll(fsys FS, dir string) error {
+	s, ok := fsys.(interface{ SyncAll(dir string) error })
+	if !ok {
+		return fmt.Errorf("sync %s: %T cannot sync a whole filesystem", dir, fsys)
+	}
+	if err := s.SyncAll(dir); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
 // SyncDir makes the entries of directory dir durable.
 func SyncDir(fsys FS, dir string) error {
 	d, err := fsys.OpenFile(dir, os.O_RDONLY, 0)

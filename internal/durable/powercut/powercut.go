@@ -43,6 +43,10 @@ type FS struct {
 	root  *inode
 	locks map[string]bool
 	syncs int
+	// steps counts the calls that change the disk; at cutAt (when >= 0)
+	// the power goes and after keeps what a reboot finds.
+	steps, cutAt int
+	after        *FS
 }
 
 type inode struct {
@@ -57,7 +61,7 @@ var _ durable.FS = (*FS)(nil)
 
 // New returns an empty filesystem.
 func New() *FS {
-	return &FS{root: newDir(0o755), locks: map[string]bool{}}
+	return &FS{root: newDir(0o755), locks: map[string]bool{}, cutAt: -1}
 }
 
 func newDir(perm os.FileMode) *inode {
@@ -71,7 +75,80 @@ func newDir(perm os.FileMode) *inode {
 func (fsys *FS) Cut() *FS {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if fsys.after != nil { // CutAt's cut came first
+		return fsys.after
+	}
 	fsys.dead = true
+	return fsys.synced()
+}
+
+// CutAt arms a power cut at a step: the calls that change the disk (a
+// create or truncate, a write, a sync, mkdir, rename, remove, chtimes) are
+// counted from 0 from now on, and call n finds the power gone: it and every
+// later call fail with ErrPowerCut, as after Cut, and Cut then returns the
+// filesystem as it was synced before call n. A test cuts at every step of
+// an operation in turn (n = 0, 1, ... Steps of a whole run).
+func (fsys *FS) CutAt(n int) {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	fsys.steps, fsys.cutAt = 0, n
+}
+
+// Steps counts the calls that changed the disk since New or CutAt.
+func (fsys *FS) Steps() int {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.steps
+}
+
+// step counts a call that changes the disk and cuts the power when it is
+// the armed one; fsys.mu is held.
+func (fsys *FS) step(op, name string) error {
+	if fsys.dead {
+		return &fs.PathError{Op: op, Path: name, Err: ErrPowerCut}
+	}
+	if fsys.cutAt >= 0 && fsys.steps >= fsys.cutAt {
+		fsys.after = fsys.synced()
+		fsys.dead = true
+		return &fs.PathError{Op: op, Path: name, Err: ErrPowerCut}
+	}
+	fsys.steps++
+	return nil
+}
+
+// SyncAll makes everything on the filesystem durable, every file's bytes
+// and every directory's entries: what syncfs(2) does (see durable.SyncAll).
+func (fsys *FS) SyncAll(string) error {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if err := fsys.step("syncfs", "/"); err != nil {
+		return err
+	}
+	fsys.syncs++
+	seen := map[*inode]bool{}
+	var walk func(n *inode)
+	walk = func(n *inode) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		n.syncedMtime = n.mtime
+		if !n.dir {
+			n.synced = slices.Clone(n.data)
+			return
+		}
+		n.syncedKids = make(map[string]*inode, len(n.kids))
+		for k, v := range n.kids {
+			n.syncedKids[k] = v
+			walk(v)
+		}
+	}
+	walk(fsys.root)
+	return nil
+}
+
+// synced copies the synced state into a new FS; fsys.mu is held.
+func (fsys *FS) synced() *FS {
 	memo := map[*inode]*inode{}
 	var copyNode func(n *inode) *inode
 	copyNode = func(n *inode) *inode {
@@ -91,7 +168,7 @@ func (fsys *FS) Cut() *FS {
 		}
 		return c
 	}
-	return &FS{root: copyNode(fsys.root), locks: map[string]bool{}}
+	return &FS{root: copyNode(fsys.root), locks: map[string]bool{}, cutAt: -1}
 }
 
 // Syncs counts the Sync and DataSync calls made on fs.
@@ -148,6 +225,11 @@ func (fsys *FS) parent(op, name string) (*inode, string, error) {
 func (fsys *FS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if flag&(os.O_CREATE|os.O_TRUNC) != 0 {
+		if err := fsys.step("open", name); err != nil {
+			return nil, err
+		}
+	}
 	d, base, err := fsys.parent("open", name)
 	if err != nil && len(split(name)) > 0 {
 		return nil, err
@@ -213,6 +295,9 @@ func (fsys *FS) ReadDir(name string) ([]os.DirEntry, error) {
 func (fsys *FS) Mkdir(name string, perm os.FileMode) error {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if err := fsys.step("mkdir", name); err != nil {
+		return err
+	}
 	d, base, err := fsys.parent("mkdir", name)
 	if err != nil {
 		if errors.Is(err, syscall.EBUSY) {
@@ -233,6 +318,9 @@ func (fsys *FS) Mkdir(name string, perm os.FileMode) error {
 func (fsys *FS) Rename(oldname, newname string) error {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if err := fsys.step("rename", oldname); err != nil {
+		return err
+	}
 	od, ob, err := fsys.parent("rename", oldname)
 	if err != nil {
 		return err
@@ -266,6 +354,9 @@ func (fsys *FS) Rename(oldname, newname string) error {
 func (fsys *FS) Remove(name string) error {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if err := fsys.step("remove", name); err != nil {
+		return err
+	}
 	d, base, err := fsys.parent("remove", name)
 	if err != nil {
 		return err
@@ -286,6 +377,9 @@ func (fsys *FS) Remove(name string) error {
 func (fsys *FS) RemoveAll(name string) error {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if err := fsys.step("removeall", name); err != nil {
+		return err
+	}
 	d, base, err := fsys.parent("removeall", name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -303,6 +397,9 @@ func (fsys *FS) RemoveAll(name string) error {
 func (fsys *FS) Chtimes(name string, atime, mtime time.Time) error {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	if err := fsys.step("chtimes", name); err != nil {
+		return err
+	}
 	n, err := fsys.walk("chtimes", name)
 	if err != nil {
 		return err
@@ -435,6 +532,9 @@ func (f *file) Write(p []byte) (int, error) {
 	if err := f.live("write"); err != nil {
 		return 0, err
 	}
+	if err := f.fs.step("write", f.name); err != nil {
+		return 0, err
+	}
 	if f.appendMode {
 		f.pos = int64(len(f.n.data))
 	}
@@ -447,6 +547,9 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if err := f.live("write"); err != nil {
+		return 0, err
+	}
+	if err := f.fs.step("write", f.name); err != nil {
 		return 0, err
 	}
 	return f.writeAt(p, off)
@@ -467,6 +570,9 @@ func (f *file) Truncate(size int64) error {
 	if err := f.live("truncate"); err != nil {
 		return err
 	}
+	if err := f.fs.step("truncate", f.name); err != nil {
+		return err
+	}
 	if !f.write || f.n.dir || size < 0 {
 		return &fs.PathError{Op: "truncate", Path: f.name, Err: syscall.EINVAL}
 	}
@@ -484,6 +590,9 @@ func (f *file) Sync() error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if err := f.live("sync"); err != nil {
+		return err
+	}
+	if err := f.fs.step("sync", f.name); err != nil {
 		return err
 	}
 	f.fs.syncs++

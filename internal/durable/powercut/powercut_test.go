@@ -94,3 +94,53 @@ func TestMkdirWithoutDirSyncVanishes(t *testing.T) {
 		t.Errorf("an unsynced mkdir survived the cut: %v", err)
 	}
 }
+
+// TestCutAt cuts at every step of a durable write in turn: until the
+// replace's last step (the directory sync) is done, the old content is what
+// a reboot finds; a call at or after the cut fails with ErrPowerCut; SyncAll makes
+// unsynced bytes and names durable.
+func TestCutAt(t *testing.T) {
+	setup := func() *FS {
+		fsys := New()
+		if err := durable.MkdirAll(fsys, "/d", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := durable.WriteFile(fsys, "/d/f", []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return fsys
+	}
+	whole := setup()
+	whole.CutAt(-1)
+	if err := durable.WriteFile(whole, "/d/f", []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	steps := whole.Steps()
+	if steps < 5 {
+		t.Fatalf("a durable replace took %d steps", steps)
+	}
+	for n := 0; n <= steps; n++ {
+		fsys := setup()
+		fsys.CutAt(n)
+		err := durable.WriteFile(fsys, "/d/f", []byte("new"), 0o600)
+		if n < steps && !errors.Is(err, ErrPowerCut) {
+			t.Errorf("cut at step %d of %d: WriteFile returned %v", n, steps, err)
+		}
+		got, want := content(fsys.Cut(), "/d/f"), "old"
+		if n == steps {
+			want = "new"
+		}
+		if got != want {
+			t.Errorf("cut at step %d of %d: /d/f = %q, want %q", n, steps, got, want)
+		}
+	}
+
+	fsys := New()
+	write(t, fsys, "/a", "unsynced", false)
+	if err := durable.SyncAll(fsys, "/"); err != nil {
+		t.Fatal(err)
+	}
+	if got := content(fsys.Cut(), "/a"); got != "unsynced" {
+		t.Errorf("after SyncAll and a cut: %q", got)
+	}
+}
