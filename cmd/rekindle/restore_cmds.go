@@ -29,7 +29,7 @@ func hypervisorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "vc", Usage: "vCenter URL, e.g. https://vc.example.com/sdk", EnvVars: []string{"REKINDLE_VC_URL", "GOVC_URL"}},
 		&cli.StringFlag{Name: "vc-user", Usage: "vCenter user", EnvVars: []string{"REKINDLE_VC_USER", "GOVC_USERNAME"}},
 		&cli.StringFlag{Name: "vc-password-file", Usage: "file holding the vCenter password (or set REKINDLE_VC_PASSWORD, or GOVC_PASSWORD)", EnvVars: []string{"REKINDLE_VC_PASSWORD_FILE"}},
-		&cli.StringFlag{Name: "vc-thumbprint", Usage: "vCenter certificate SHA-1 thumbprint to trust", EnvVars: []string{"REKINDLE_VC_THUMBPRINT"}},
+		&cli.StringFlag{Name: "vc-thumbprint", Usage: "vCenter certificate SHA-256 (or SHA-1) thumbprint to trust, as an unknown-authority error prints it", EnvVars: []string{"REKINDLE_VC_THUMBPRINT"}},
 		&cli.StringFlag{Name: "vc-ca", Usage: "CA bundle to verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_CA"}},
 		&cli.BoolFlag{Name: "vc-insecure", Aliases: []string{"k"}, Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE", "GOVC_INSECURE"}},
 		&cli.StringFlag{Name: "datacenter", Usage: "vSphere datacenter (default: the only one)", EnvVars: []string{"REKINDLE_DATACENTER"}},
@@ -73,16 +73,19 @@ func connectVC(c *cli.Context, hint string) (*vsphere.Driver, error) {
 	if c.String("vc") == "" {
 		return nil, &exitError{exitUsage, "vsphere: --vc URL (or REKINDLE_VC_URL) is required" + hint}
 	}
-	pw := os.Getenv("REKINDLE_VC_PASSWORD")
+	pw, pwFrom := os.Getenv("REKINDLE_VC_PASSWORD"), "REKINDLE_VC_PASSWORD"
 	if pw == "" {
-		pw = os.Getenv("GOVC_PASSWORD")
+		pw, pwFrom = os.Getenv("GOVC_PASSWORD"), "GOVC_PASSWORD"
 	}
 	if f := c.String("vc-password-file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("vCenter password file: %w", err)
 		}
-		pw = strings.TrimRight(string(b), "\r\n")
+		pw, pwFrom = strings.TrimRight(string(b), "\r\n"), "--vc-password-file "+f
+	}
+	if pw == "" {
+		pwFrom = "the --vc URL"
 	}
 	if user := c.String("vc-user"); pw == "" && !urlHasPassword(c.String("vc")) {
 		if user == "" {
@@ -94,9 +97,29 @@ func connectVC(c *cli.Context, hint string) (*vsphere.Driver, error) {
 		Insecure: c.Bool("vc-insecure"), Thumbprint: c.String("vc-thumbprint"), CAFile: c.String("vc-ca"),
 		Datacenter: c.String("datacenter")}, slog.Default())
 	if err != nil {
-		return nil, &hypervisorError{err}
+		return nil, &hypervisorError{vcWayOut(err, c.String("vc-user"), pwFrom)}
 	}
 	return d, nil
+}
+
+// vcWayOut adds to a vCenter connection error what the operator can do.
+func vcWayOut(err error, user, pwFrom string) error {
+	var ce *vsphere.CertificateError
+	switch {
+	case errors.As(err, &ce) && ce.Pinned != "":
+		return fmt.Errorf("%w\nif the vCenter's certificate was replaced, check the new thumbprint on the vCenter and pass it with --vc-thumbprint (or REKINDLE_VC_THUMBPRINT)", err)
+	case errors.As(err, &ce):
+		tp := ce.SHA256
+		if tp == "" {
+			tp = "THUMBPRINT"
+		}
+		return fmt.Errorf("%w\ncheck the thumbprint on the vCenter, then trust it with --vc-thumbprint %s (or REKINDLE_VC_THUMBPRINT), "+
+			"or trust the CA that signed it with --vc-ca FILE.pem (or REKINDLE_VC_CA), "+
+			"or skip the check with --vc-insecure (-k, GOVC_INSECURE=1; not for production)", err, tp)
+	case vsphere.IsLoginRefused(err):
+		return fmt.Errorf("%w\nvCenter refused user %q with the password from %s: check both (a password was given, so this is not a missing one)", err, user, pwFrom)
+	}
+	return err
 }
 
 func restoreFlags() []cli.Flag {

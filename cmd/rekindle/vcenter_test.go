@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmware/govmomi/vim25/soap"
+
 	"github.com/rekindle/rekindle/orchestrator/simlab"
 	"github.com/rekindle/rekindle/testdata/vmgen"
 )
@@ -140,5 +142,69 @@ func TestDryRunChecks(t *testing.T) {
 	out, stderr, code = runEnv(govc, append(args[:len(args)-1], "VM Network=DC0_DVPG0", "--dry-run")...)
 	if code != 0 || !strings.Contains(out, "nothing changed") || strings.Contains(out, "not checked: target") {
 		t.Fatalf("dry run with vCenter: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestVCenterCertificate: the simulator over TLS with its self-signed
+// certificate. Not trusted: exit 5 with the server's SHA-256 and SHA-1
+// thumbprints and the three ways out; the printed thumbprint pinned, or -k,
+// then work; a wrong pin shows the real one; a wrong password says the
+// password was refused and where it came from.
+func TestVCenterCertificate(t *testing.T) {
+	l, err := simlab.New(context.Background(), simlab.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.ImportShop(context.Background(), 1<<20, vmgen.FillRandom); err != nil {
+		t.Fatal(err)
+	}
+	u := *l.Server.URL
+	u.User = nil
+	env := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=rekindle", "GOVC_PASSWORD=demo-only"}
+	run := func(env []string, extra ...string) (string, string, int) {
+		cmd := exec.Command(binary, append([]string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--target", simlab.Target,
+			"--nfs-server", "nfs1.example.com", "--network-map", "VM Network=DC0_DVPG0", "--dry-run"}, extra...)...)
+		for _, e := range os.Environ() {
+			if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
+				cmd.Env = append(cmd.Env, e)
+			}
+		}
+		cmd.Env = append(cmd.Env, env...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+	sha256, sha1 := soap.ThumbprintSHA256(l.Server.Certificate()), soap.ThumbprintSHA1(l.Server.Certificate())
+	_, stderr, code := run(env)
+	for _, w := range []string{"not trusted", "SHA-256 thumbprint " + sha256, "SHA-1 thumbprint " + sha1,
+		"--vc-thumbprint " + sha256, "--vc-ca", "--vc-insecure (-k"} {
+		if code != exitHypervisor || !strings.Contains(stderr, w) {
+			t.Fatalf("untrusted certificate: exit %d, no %q in\n%s", code, w, stderr)
+		}
+	}
+	for _, extra := range [][]string{{"--vc-thumbprint", sha256}, {"--vc-thumbprint", sha1}, {"-k"}} {
+		if out, stderr, code := run(env, extra...); code != 0 || !strings.Contains(out, "nothing changed") {
+			t.Fatalf("%v: exit %d\n%s%s", extra, code, out, stderr)
+		}
+	}
+	if out, stderr, code := run(append(env, "GOVC_INSECURE=1")); code != 0 {
+		t.Fatalf("GOVC_INSECURE=1: exit %d\n%s%s", code, out, stderr)
+	}
+	wrong := strings.Repeat("01:", 31) + "01"
+	_, stderr, code = run(env, "--vc-thumbprint", wrong)
+	if code != exitHypervisor || !strings.Contains(stderr, "does not match the pinned thumbprint "+wrong) || !strings.Contains(stderr, sha256) {
+		t.Fatalf("wrong thumbprint: exit %d\n%s", code, stderr)
+	}
+	_, stderr, code = run(append(env[:2:2], "GOVC_PASSWORD=s3cret-wrong"), "-k")
+	if code != exitHypervisor || !strings.Contains(stderr, `vCenter refused user "rekindle" with the password from GOVC_PASSWORD`) || strings.Contains(stderr, "s3cret-wrong") {
+		t.Fatalf("wrong password: exit %d\n%s", code, stderr)
 	}
 }

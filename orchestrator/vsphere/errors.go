@@ -118,3 +118,9 @@ func faultDetail(f types.BaseMethodFault) string {
 func isNotFound(err error) bool {
 	return fault.Is(err, &types.ManagedObjectNotFound{})
 }
+
+// IsLoginRefused reports whether vCenter refused the user name or password
+// (InvalidLogin), as opposed to not being reached or not trusted.
+func IsLoginRefused(err error) bool {
+	return fault.Is(err, &types.InvalidLogin{})
+}

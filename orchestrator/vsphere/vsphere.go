@@ -32,8 +32,8 @@ type Config struct {
 	Password string
 	// Insecure skips certificate verification.
 	Insecure bool
-	// Thumbprint pins the server certificate by its SHA-1 thumbprint
-	// ("AB:CD:..."), as ESXi and vCenter display it.
+	// Thumbprint pins the server certificate by its SHA-256 or SHA-1
+	// thumbprint ("AB:CD:..."), as ESXi, vCenter and govc display it.
 	Thumbprint string
 	// CAFile is a PEM file of the CAs to trust instead of the system's.
 	CAFile string
@@ -82,7 +82,7 @@ func Connect(ctx context.Context, cfg Config, logger *slog.Logger) (*Driver, err
 	}
 	c, err := vim25.NewClient(ctx, sc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to vCenter %s: %w", where, err)
+		return nil, fmt.Errorf("connect to vCenter %s: %w", where, certificateError(ctx, u.Host, cfg.Thumbprint, err))
 	}
 	c.RoundTripper = keepalive.NewHandlerSOAP(sc, keepAliveIdle, nil)
 	sm := session.NewManager(c)
