@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rekindle/rekindle/backupfs/replicate"
+	"github.com/rekindle/rekindle/orchestrator/site"
+)
+
+func replicateCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name: "replicate", Usage: "copy what another repository (the recovery site's) lacks: chunks first, site packages last",
+		Description: "Example:\n  rekindle replicate --repo /srv/rekindle --to /mnt/dr/rekindle --watch --interval 5m",
+		Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag,
+			&cli.StringFlag{Name: "to", Required: true, Usage: "target repository folder (created with the source's settings when empty)"},
+			&cli.BoolFlag{Name: "watch", Usage: "copy again every --interval until interrupted (follows new backups and protect cycles)"},
+			&cli.DurationFlag{Name: "interval", Value: time.Minute, Usage: "with --watch, the wait between copies"},
+			&cli.IntFlag{Name: "workers", Usage: "chunks copied at once (default: the number of CPUs)"}},
+		Action: replicateCmd,
+	}}
+}
+
+func replicateCmd(c *cli.Context) error {
+	src, err := replicate.NewLocal(c.String("repo"))
+	if err != nil {
+		return err
+	}
+	dst, err := replicate.NewLocal(c.String("to"))
+	if err != nil {
+		return err
+	}
+	if src.Dir == dst.Dir {
+		return usageErr("--to %s is the source repository", c.String("to"))
+	}
+	quiet := c.Bool("quiet") || c.Bool("json")
+	opts := replicate.Options{Workers: c.Int("workers"), SitePoints: func(b []byte) ([]string, error) {
+		p, err := site.Decode(b)
+		if err != nil {
+			return nil, err
+		}
+		return p.Points(), nil
+	}}
+	once := func() (*replicate.Stats, error) {
+		pr := newProgress("replicate", quiet)
+		o := opts
+		o.Progress = func(p replicate.Progress) { pr.update(p.Done, p.Total) }
+		st, err := replicate.Copy(c.Context, src, dst, o)
+		pr.finish()
+		return st, err
+	}
+	if !c.Bool("watch") {
+		st, err := once()
+		if st != nil {
+			if perr := printReplicate(c, st, false); perr != nil {
+				return perr
+			}
+		}
+		return err
+	}
+	if c.Duration("interval") <= 0 {
+		return usageErr("--interval %s: want a positive duration", c.Duration("interval"))
+	}
+	var last error
+	replicate.Watch(c.Context, src, dst, c.Duration("interval"), opts, func(st *replicate.Stats, err error) {
+		last = err
+		if st != nil {
+			printReplicate(c, st, true)
+		}
+		if err != nil {
+			slog.Error("replicate", "err", err)
+		}
+	})
+	return last
+}
+
+// printReplicate renders one copy: with --json an indented object, or one
+// compact object a line under --watch.
+func printReplicate(c *cli.Context, st *replicate.Stats, watch bool) error {
+	if c.Bool("json") {
+		if watch {
+			b, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(os.Stdout, "%s\n", b)
+			return err
+		}
+		return printJSON(os.Stdout, st)
+	}
+	fmt.Printf("replicated %s to %s: %d chunks, %d indexes, %d restore points, %d apps, %d site packages; %s in %.1fs (%s/s); %d chunks already there\n",
+		st.Source, st.Target, st.Chunks, st.Indexes, st.Points, st.Apps, st.Sites,
+		humanBytes(st.Bytes), st.Seconds, humanBytes(int64(st.BytesPerSecond)), st.ChunksPresent)
+	return nil
+}
