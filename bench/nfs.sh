@@ -318,7 +318,7 @@ run_files() {
 		sync
 		c0=$(cpu_ticks "$pid")
 		rc=0
-		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" >"$out" 2>"$out.log" || rc=$?
+		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" -edge $((BENCH_FILES >= 1000 ? 100 : 10)) >"$out" 2>"$out.log" || rc=$?
 		c1=$(cpu_ticks "$pid")
 		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		if [ "$rc" = 0 ] && [ "$(jq -r .files "$out" 2>/dev/null)" = "$BENCH_FILES" ]; then
