@@ -9,6 +9,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/guestfs/ext4"
 	"github.com/rekindle/rekindle/backupfs/guestfs/fat"
 	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
+	"github.com/rekindle/rekindle/backupfs/guestfs/ntfs"
 	"github.com/rekindle/rekindle/backupfs/guestfs/partition"
 	"github.com/rekindle/rekindle/backupfs/repo"
 )
@@ -119,6 +120,8 @@ func openVolume(v *Volume) (r gfs.Reader, err error) {
 		return ext4.Open(v.ra, v.Size)
 	case fsFAT:
 		return fat.Open(v.ra, v.Size)
+	case fsNTFS:
+		return ntfs.Open(v.ra, v.Size)
 	}
 	return nil, fmt.Errorf("%s: %w", v.Filesystem, gfs.ErrUnsupported)
 }

@@ -1,0 +1,434 @@
+// Package ntfs reads an NTFS volume read-only for file-level restore, as a
+// gfs.Reader, through www.velocidex.com/golang/go-ntfs (which parses the
+// boot sector, MFT records, runlists, index B+ trees and LZNT1 compression).
+//
+// Words: an MFT record is one file's metadata (its number is the file's Ino:
+// hard links, several $FILE_NAME attributes of one record, share it); a
+// directory's index ($I30) holds one entry per name; the unnamed $DATA
+// attribute is a file's bytes (resident in the record, or clusters named by
+// a runlist, possibly sparse or compressed). Windows keeps no POSIX modes or
+// owners: files are 0644 (0444 read-only), directories 0755, owner 0:0.
+// Symlinks are reparse points (symlink, junction) or Interix links (what
+// ntfs-3g writes).
+//
+// The library is wrapped defensively: its panics become errors wrapping
+// gfs.ErrPanic, its metadata calls take one lock per volume (its caches are
+// not documented as safe for concurrent use), and the work one call may do
+// is bounded (entries per directory, link target sizes).
+package ntfs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"unicode/utf16"
+
+	"www.velocidex.com/golang/go-ntfs/parser"
+
+	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
+)
+
+// Bounds on the work of one call, against damaged or hostile metadata.
+const (
+	maxDirEntries = 1 << 21 // entries of one directory index
+	maxLinkTarget = 16 << 10
+	rootRecord    = 5  // the root directory's MFT record
+	firstUser     = 16 // records below are the system's ($MFT, $Bitmap, ...)
+)
+
+// Attribute types and flags of the on-disk format.
+const (
+	attrStandardInfo = 0x10
+	attrFileName     = 0x30
+	attrVolumeInfo   = 0x70
+	attrData         = 0x80
+	attrReparse      = 0xC0
+
+	faReadOnly = 0x1
+	faSystem   = 0x4
+
+	tagSymlink    = 0xA000000C
+	tagMountPoint = 0xA0000003
+
+	nsDOS = 2 // a $FILE_NAME in the 8.3 namespace only: an alias, not a link
+)
+
+// FS is an NTFS volume opened read-only.
+type FS struct {
+	mu    sync.Mutex // go-ntfs's metadata calls, one at a time
+	ctx   *parser.NTFSContext
+	size  int64
+	notes []string
+}
+
+// ref is an Entry's handle on its MFT record.
+type ref struct {
+	rec     int64
+	symlink string
+}
+
+// Open opens the NTFS volume of size bytes read through ra.
+func Open(ra io.ReaderAt, size int64) (fs *FS, err error) {
+	defer recoverAs(&err, "open")
+	ctx, err := parser.GetNTFSContext(&bounded{ra: ra, size: size}, 0)
+	if err != nil {
+		return nil, gfs.Corruptf("ntfs: %v", err)
+	}
+	fs = &FS{ctx: ctx, size: size}
+	if vs := ctx.Boot.VolumeSize() * 512; vs > size+4096 { // VolumeSize counts sectors
+		return nil, gfs.Corruptf("ntfs: boot sector says %d bytes, the volume holds %d (truncated?)", vs, size)
+	}
+	root, err := ctx.GetMFT(rootRecord)
+	if err != nil {
+		return nil, gfs.Corruptf("ntfs: root directory record: %v", err)
+	}
+	if !root.Flags().IsSet("DIRECTORY") {
+		return nil, gfs.Corruptf("ntfs: MFT record 5 is not a directory")
+	}
+	fs.notes = volumeNotes(ctx)
+	return fs, nil
+}
+
+// Notes says what a reader of the volume should know (gfs.Noter).
+func (fs *FS) Notes() []string { return fs.notes }
+
+// volumeNotes reads $Volume's flags: a dirty volume was not cleanly
+// unmounted, and $LogFile is not replayed on the read-only backup.
+func volumeNotes(ctx *parser.NTFSContext) []string {
+	m, err := ctx.GetMFT(3)
+	if err != nil {
+		return nil
+	}
+	for _, a := range m.EnumerateAttributes(ctx) {
+		if a.Type().Value != attrVolumeInfo || !a.IsResident() {
+			continue
+		}
+		b := make([]byte, 12)
+		if n, _ := a.Data(ctx).ReadAt(b, 0); n < 12 {
+			return nil
+		}
+		if binary.LittleEndian.Uint16(b[10:])&0x1 != 0 {
+			return []string{"the NTFS volume is marked dirty (Windows did not shut down cleanly or chkdsk is pending): $LogFile is not replayed on the read-only backup; files are served as they lie on disk"}
+		}
+	}
+	return nil
+}
+
+// recoverAs turns a panic of the library into an error for this call.
+func recoverAs(err *error, op string) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("ntfs %s: %w: %v (%s)", op, gfs.ErrPanic, p, firstLine(debug.Stack()))
+	}
+}
+
+func firstLine(st []byte) string {
+	lines := strings.Split(string(st), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "panic(") && i+2 < len(lines) {
+			return strings.TrimSpace(lines[i+2])
+		}
+	}
+	return "no stack"
+}
+
+// bounded is the volume: reads past its end are EOF, never another volume's bytes.
+type bounded struct {
+	ra   io.ReaderAt
+	size int64
+}
+
+func (b *bounded) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= b.size {
+		return 0, io.EOF
+	}
+	if rem := b.size - off; int64(len(p)) > rem {
+		n, err := b.ra.ReadAt(p[:rem], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return b.ra.ReadAt(p, off)
+}
+
+// Root is the root directory.
+func (fs *FS) Root() (e gfs.Entry, err error) {
+	defer recoverAs(&err, "root")
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	e, err = fs.stat(rootRecord, "/")
+	if err == nil && !e.Mode.IsDir() {
+		return gfs.Entry{}, gfs.Corruptf("ntfs: the root is not a directory")
+	}
+	return e, err
+}
+
+// stat builds the entry of MFT record rec, named name.
+func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
+	m, err := fs.ctx.GetMFT(rec)
+	if err != nil {
+		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d: %v", rec, err)
+	}
+	flags := m.Flags()
+	if !flags.IsSet("ALLOCATED") {
+		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d of %q is not in use", rec, name)
+	}
+	e := gfs.Entry{Name: name, Ino: uint64(rec), Ref: &ref{rec: rec}}
+	var fattr uint64
+	var haveSI, reparse bool
+	var dataAttr *parser.NTFS_ATTRIBUTE
+	for _, a := range m.EnumerateAttributes(fs.ctx) {
+		switch a.Type().Value {
+		case attrStandardInfo:
+			si := fs.ctx.Profile.STANDARD_INFORMATION(a.Data(fs.ctx), 0)
+			e.Mtime = si.File_altered_time().Time.UTC()
+			fattr = si.Flags().Value
+			haveSI = true
+		case attrFileName:
+			fn := fs.ctx.Profile.FILE_NAME(a.Data(fs.ctx), 0)
+			if fn.NameType().Value != nsDOS {
+				e.Nlink++
+			}
+		case attrData:
+			if a.Name() == "" && (a.IsResident() || a.Runlist_vcn_start() == 0) && dataAttr == nil {
+				dataAttr = a
+			}
+		case attrReparse:
+			reparse = true
+			if t, ok := reparseTarget(a.Data(fs.ctx), a.DataSize()); ok {
+				e.Ref.(*ref).symlink = t
+			}
+		}
+	}
+	if !haveSI {
+		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d of %q has no $STANDARD_INFORMATION", rec, name)
+	}
+	if e.Nlink == 0 {
+		e.Nlink = 1
+	}
+	r := e.Ref.(*ref)
+	switch {
+	case r.symlink != "":
+		e.Mode, e.Size = os.ModeSymlink|0o777, int64(len(r.symlink))
+		return e, nil
+	case flags.IsSet("DIRECTORY"):
+		e.Mode = os.ModeDir | 0o755
+		return e, nil
+	case reparse:
+		// Another reparse point (deduplication, cloud files, WOF): its
+		// bytes are not where $DATA says; serve nothing rather than a guess.
+		e.Mode = 0o444
+		return e, nil
+	}
+	e.Mode = 0o644
+	if fattr&faReadOnly != 0 {
+		e.Mode = 0o444
+	}
+	if dataAttr != nil {
+		e.Size = dataAttr.DataSize()
+	}
+	if fattr&faSystem != 0 && e.Size >= 10 && e.Size <= maxLinkTarget {
+		if t, ok := fs.interix(m); ok {
+			r.symlink = t
+			e.Mode, e.Size = os.ModeSymlink|0o777, int64(len(t))
+		}
+	}
+	return e, nil
+}
+
+// interix reads an Interix symlink (a system file "IntxLNK\1" + UTF-16LE target).
+func (fs *FS) interix(m *parser.MFT_ENTRY) (string, bool) {
+	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, parser.WILDCARD_STREAM_NAME)
+	if err != nil {
+		return "", false
+	}
+	b := make([]byte, maxLinkTarget)
+	n, _ := rd.ReadAt(b, 0)
+	b = b[:n]
+	if len(b) < 10 || string(b[:8]) != "IntxLNK\x01" || (len(b)-8)%2 != 0 {
+		return "", false
+	}
+	return utf16le(b[8:]), true
+}
+
+// reparseTarget reads a symlink or junction's target from $REPARSE_POINT.
+func reparseTarget(ra io.ReaderAt, size int64) (string, bool) {
+	if size < 20 || size > maxLinkTarget {
+		return "", false
+	}
+	b := make([]byte, size)
+	if n, _ := ra.ReadAt(b, 0); int64(n) < size {
+		return "", false
+	}
+	le := binary.LittleEndian
+	tag := le.Uint32(b)
+	var buf []byte // the path buffer the name offsets count from
+	switch tag {
+	case tagSymlink:
+		buf = b[20:] // symlinks carry 4 bytes of flags after the offsets
+	case tagMountPoint:
+		buf = b[16:]
+	default:
+		return "", false
+	}
+	off, ln := int(le.Uint16(b[12:])), int(le.Uint16(b[14:])) // the print name
+	if ln == 0 {                                               // none: the substitute name
+		off, ln = int(le.Uint16(b[8:])), int(le.Uint16(b[10:]))
+	}
+	if off+ln > len(buf) || ln == 0 || ln%2 != 0 {
+		return "", false
+	}
+	t := strings.TrimPrefix(utf16le(buf[off:off+ln]), `\??\`)
+	if tag == tagSymlink && le.Uint32(b[16:])&1 != 0 { // relative: a path of this volume
+		t = strings.ReplaceAll(t, `\`, "/")
+	}
+	return t, true
+}
+
+func utf16le(b []byte) string {
+	u := make([]uint16, len(b)/2)
+	for i := range u {
+		u[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return string(utf16.Decode(u))
+}
+
+// ReadDir lists a directory from its $I30 index: one entry per name
+// (8.3 aliases left out), system files of the root left out.
+func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
+	defer recoverAs(&err, "readdir")
+	r, ok := dir.Ref.(*ref)
+	if !ok || !dir.Mode.IsDir() {
+		return nil, fmt.Errorf("ntfs: %s: not a directory", dir.Name)
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	m, err := fs.ctx.GetMFT(r.rec)
+	if err != nil {
+		return nil, gfs.Corruptf("ntfs: directory record %d: %v", r.rec, err)
+	}
+	type key struct {
+		rec  int64
+		name string
+	}
+	seen := map[key]bool{}
+	for i, ie := range m.Dir(fs.ctx) {
+		if i >= maxDirEntries {
+			return nil, gfs.Corruptf("ntfs: directory %s has over %d index entries", dir.Name, maxDirEntries)
+		}
+		if ie.Flags()&2 != 0 { // the index node's end marker holds no name
+			continue
+		}
+		fn := ie.File()
+		rec := int64(ie.MftReference())
+		if fn.NameType().Value == nsDOS || rec == r.rec || (r.rec == rootRecord && rec < firstUser) {
+			continue
+		}
+		name := fn.Name()
+		if name == "" || strings.ContainsAny(name, "/\x00") {
+			continue
+		}
+		k := key{rec, name}
+		if seen[k] {
+			continue // an entry of an inner index node is listed once
+		}
+		seen[k] = true
+		e, err := fs.stat(rec, name)
+		if err != nil {
+			// A stale entry of an index block (a deleted file) names a
+			// record no longer in use: not a file of this directory.
+			var mf *parser.MFT_ENTRY
+			if mf, _ = fs.ctx.GetMFT(rec); mf != nil && !mf.Flags().IsSet("ALLOCATED") {
+				continue
+			}
+			return nil, err
+		}
+		if ie.Seq_num() != 0 {
+			if mf, _ := fs.ctx.GetMFT(rec); mf != nil && mf.Sequence_value() != ie.Seq_num() {
+				continue // the record was reused by another file
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Open returns the bytes of a regular file's unnamed $DATA stream.
+func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
+	defer recoverAs(&err, "open")
+	r, ok := f.Ref.(*ref)
+	if !ok || !f.Mode.IsRegular() {
+		return nil, fmt.Errorf("ntfs: %s: not a regular file", f.Name)
+	}
+	if f.Size == 0 {
+		return &file{size: 0}, nil
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	m, err := fs.ctx.GetMFT(r.rec)
+	if err != nil {
+		return nil, gfs.Corruptf("ntfs: MFT record %d: %v", r.rec, err)
+	}
+	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, "")
+	if err != nil {
+		return nil, gfs.Corruptf("ntfs: %s: $DATA: %v", f.Name, err)
+	}
+	if got := parser.RangeSize(rd); got < f.Size {
+		// go-ntfs joins at most 21 extents of an attribute list: a file
+		// that fragmented is not served short.
+		return nil, fmt.Errorf("ntfs: %s: runlists cover %d of %d bytes: %w", f.Name, got, f.Size, gfs.ErrUnsupported)
+	}
+	return &file{rd: rd, size: f.Size, name: f.Name}, nil
+}
+
+// file reads a stream: ReadAt fills p up to the file's size (the library
+// may return a run at a time) and recovers the library's panics.
+type file struct {
+	rd   io.ReaderAt
+	size int64
+	name string
+}
+
+func (f *file) ReadAt(p []byte, off int64) (n int, err error) {
+	defer recoverAs(&err, "read")
+	if off < 0 {
+		return 0, errors.New("ntfs: negative offset")
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rem := f.size - off; int64(want) > rem {
+		want = int(rem)
+	}
+	for n < want {
+		m, rerr := f.rd.ReadAt(p[n:want], off+int64(n))
+		n += m
+		if m == 0 {
+			if rerr == nil || rerr == io.EOF {
+				return n, gfs.Corruptf("ntfs: %s: data ends at %d of %d bytes", f.name, off+int64(n), f.size)
+			}
+			return n, rerr
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Readlink returns a symlink's target.
+func (fs *FS) Readlink(l gfs.Entry) (string, error) {
+	r, ok := l.Ref.(*ref)
+	if !ok || r.symlink == "" {
+		return "", fmt.Errorf("ntfs: %s: not a symlink", l.Name)
+	}
+	return r.symlink, nil
+}
+
+var _ gfs.Reader = (*FS)(nil)
