@@ -28,6 +28,7 @@ const (
 	StatusDamaged     = "damaged"     // structures unreadable or contradictory
 	StatusEmpty       = "empty"       // no filesystem signature found
 	StatusLVM         = "lvm-pv"      // an LVM physical volume: see its logical volumes
+	StatusIncomplete  = "incomplete"  // an LVM logical volume on a physical volume the point lacks
 )
 
 // detect names what b, the first bytes of a volume, holds: a filesystem

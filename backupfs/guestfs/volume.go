@@ -24,7 +24,7 @@ type Volume struct {
 	Size       int64    `json:"size"`                 // bytes
 	Type       string   `json:"type,omitempty"`       // partition type code or GUID
 	Filesystem string   `json:"filesystem,omitempty"` // ext, xfs, ntfs, fat, or what was recognised
-	Status     string   `json:"status"`               // ok, unsupported, encrypted, damaged, empty, lvm-pv
+	Status     string   `json:"status"`               // ok, unsupported, encrypted, damaged, empty, lvm-pv, incomplete
 	Reason     string   `json:"reason,omitempty"`     // why it is not served
 	Notes      []string `json:"notes,omitempty"`      // served, with these caveats
 
