@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
@@ -100,37 +104,80 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 			}
 		}
 	}
+	var mu sync.Mutex // guards rep and orders Progress calls
 	remove := func(kind, dir string, keep map[Digest]bool, kept, removed *int) error {
-		return r.walkObjects(filepath.Join(r.Dir, dir), func(path string, d Digest) error {
-			if keep[d] {
-				*kept++
-				return nil
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if (*removed)%256 == 0 {
+		// The folders' garbage is removed by pruneWorkers at once, one
+		// folder each: an unlink of a synced file waits on the
+		// filesystem's journal (and its discards), and those waits overlap
+		// (a profile shows a prune's time in unlinkat, not on the CPU).
+		folders, err := r.objectFolders(filepath.Join(r.Dir, dir))
+		if err != nil {
+			return err
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(pruneWorkers)
+		for _, folder := range folders {
+			g.Go(func() error {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				ents, err := r.fsys().ReadDir(folder)
+				if err != nil {
+					return err
+				}
+				var garbage []os.DirEntry
+				nkept := 0
+				for _, e := range ents {
+					d, err := ParseDigest(e.Name())
+					if err != nil || e.IsDir() {
+						continue
+					}
+					if keep[d] {
+						nkept++
+					} else {
+						garbage = append(garbage, e)
+					}
+				}
+				mu.Lock()
+				*kept += nkept
+				mu.Unlock()
+				if len(garbage) == 0 {
+					return nil
+				}
+				// Before each folder's deletions: stop if another process
+				// judged the lock stale and took the repository.
 				if err := lock.Check(); err != nil {
 					return err
 				}
-			}
-			fi, err := r.fsys().Stat(path)
-			if err != nil {
-				return nil // gone meanwhile
-			}
-			if !opts.DryRun {
-				if err := r.fsys().Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return fmt.Errorf("prune: remove %s %s: %w", kind, d, err)
+				for _, e := range garbage {
+					if err := gctx.Err(); err != nil {
+						return err
+					}
+					d, _ := ParseDigest(e.Name())
+					path := filepath.Join(folder, e.Name())
+					fi, err := e.Info()
+					if err != nil {
+						continue // gone meanwhile
+					}
+					if !opts.DryRun {
+						if err := r.fsys().Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+							return fmt.Errorf("prune: remove %s %s: %w", kind, d, err)
+						}
+					}
+					mu.Lock()
+					*removed++
+					rep.BytesRemoved += fi.Size()
+					if opts.Progress != nil {
+						opts.Progress(kind, d)
+					}
+					mu.Unlock()
 				}
-			}
-			*removed++
-			rep.BytesRemoved += fi.Size()
-			if opts.Progress != nil {
-				opts.Progress(kind, d)
-			}
-			return nil
-		})
+				return nil
+			})
+		}
+		return g.Wait()
 	}
+	// Every unreferenced index goes before any chunk.
 	if err := remove("index", "indexes", indexes, &rep.IndexesKept, &rep.IndexesRemoved); err != nil {
 		return rep, err
 	}
@@ -141,30 +188,20 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 	return rep, nil
 }
 
-// walkObjects calls fn for every object file under dir (<aa>/<digest>);
-// files whose names are not digests are left alone.
-func (r *Repo) walkObjects(dir string, fn func(path string, d Digest) error) error {
+// pruneWorkers is how many object folders Prune empties at once.
+const pruneWorkers = 8
+
+// objectFolders lists the object folders under dir (<aa>, two hex digits).
+func (r *Repo) objectFolders(dir string) ([]string, error) {
 	subs, err := r.fsys().ReadDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []string
 	for _, s := range subs {
-		if !s.IsDir() || len(s.Name()) != 2 {
-			continue
-		}
-		ents, err := r.fsys().ReadDir(filepath.Join(dir, s.Name()))
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			d, err := ParseDigest(e.Name())
-			if err != nil || e.IsDir() {
-				continue
-			}
-			if err := fn(filepath.Join(dir, s.Name(), e.Name()), d); err != nil {
-				return err
-			}
+		if s.IsDir() && len(s.Name()) == 2 {
+			out = append(out, filepath.Join(dir, s.Name()))
 		}
 	}
-	return nil
+	return out, nil
 }
