@@ -57,6 +57,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-fragments", Value: nfsd.DefaultMaxFragments, Usage: "most fragments in one RPC record", EnvVars: []string{"REKINDLE_MAX_FRAGMENTS"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
+	flags = append(flags, fromConfig(protectServeFlags())...)
 	flags = append(flags, fromConfig(apiServeFlags())...)
 	flags = append(flags, fromConfig(hypervisorFlags())...)
 	return []*cli.Command{
@@ -186,6 +187,13 @@ func serveCmd(c *cli.Context) error {
 	// Backup jobs (`rekindle job define`) run here when due.
 	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg)}}
 	g.Go(func() error { return sched.Run(ctx) })
+	// Protection cycles of --protect-site run here every --protect-every.
+	if protect, closeVC, err := protectSchedule(c, r, cat, log, reg); err != nil {
+		return err
+	} else if protect != nil {
+		defer closeVC()
+		g.Go(func() error { return protect.Run(ctx) })
+	}
 	var jobs *orchestrator.Jobs
 	if c.String("vc") != "" || c.String("hypervisor") == "qemu" {
 		// Restores through the API run here, against this server's exports.
