@@ -88,7 +88,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Failures(site string) prometheus.Counter { return m.failures.WithLabelValues(site) }
 
 // LastSuccess is the last-success gauge of site (for tests and tools).
-func (m *Metrics) LastSuccess(site string) prometheus.Gauge { return m.lastSuccess.WithLabelValues(site) }
+func (m *Metrics) LastSuccess(site string) prometheus.Gauge {
+	return m.lastSuccess.WithLabelValues(site)
+}
 
 func (m *Metrics) observe(site string, start, ended time.Time, p *Package, err error) {
 	if m == nil {
