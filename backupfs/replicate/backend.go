@@ -284,12 +284,23 @@ func (l *Local) Write(ctx context.Context, kind Kind, name string, data []byte) 
 	return nil
 }
 
-// Flush fsyncs every file written since the last Flush, then their folders.
+// Flush makes every file written since the last Flush durable, and its
+// name: one syncfs where the FS has it, else an fsync per file and folder.
 func (l *Local) Flush(ctx context.Context) error {
 	l.mu.Lock()
 	files, dirs := l.pending, l.dirs
 	l.pending, l.dirs = nil, map[string]struct{}{}
 	l.mu.Unlock()
+	if len(files) == 0 && len(dirs) == 0 {
+		return nil
+	}
+	if _, ok := l.fs().(interface{ SyncAll(string) error }); ok {
+		// One syncfs instead of an fsync per file and folder.
+		if err := durable.SyncAll(l.fs(), l.Dir); err != nil {
+			return fmt.Errorf("flush %s: %w", l.Dir, err)
+		}
+		return nil
+	}
 	for _, p := range files {
 		if err := ctx.Err(); err != nil {
 			return err
