@@ -21,8 +21,20 @@ type Source interface {
 
 // RebuildStats says what Rebuild indexed.
 type RebuildStats struct {
-	VMs, Points, Disks, Apps int
-	Took                     time.Duration
+	VMs    int           `json:"vms"`
+	Points int           `json:"points"`
+	Disks  int           `json:"disks"`
+	Apps   int           `json:"apps"`
+	Took   time.Duration `json:"-"` // MarshalJSON writes took_s
+}
+
+// MarshalJSON writes the duration in seconds (docs/json.md).
+func (st RebuildStats) MarshalJSON() ([]byte, error) {
+	type plain RebuildStats
+	return json.Marshal(struct {
+		plain
+		TookSeconds float64 `json:"took_s"`
+	}{plain(st), st.Took.Seconds()})
 }
 
 // IndexPoint adds a restore point, its disks and NICs to the catalog, and

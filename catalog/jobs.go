@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -19,35 +20,64 @@ const (
 // Job is a stored backup job: its name and its definition as the user wrote
 // it (YAML); the orchestrator parses it.
 type Job struct {
-	Name       string
-	Definition []byte
-	Created    time.Time
-	Updated    time.Time
+	Name       string    `json:"name"`
+	Definition []byte    `json:"-"` // YAML as saved; MarshalJSON writes it as a string
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+}
+
+// MarshalJSON writes the definition as text, not base64.
+func (j Job) MarshalJSON() ([]byte, error) {
+	type plain Job
+	return json.Marshal(struct {
+		plain
+		Definition string `json:"definition"`
+	}{plain(j), string(j.Definition)})
 }
 
 // JobRun is one run of a job.
 type JobRun struct {
-	ID, Job     string
-	Trigger     string // "schedule" or "manual"
-	State       string
-	Started     time.Time
-	Ended       time.Time // zero while running
-	Error       string
-	VMsOK       int
-	VMsFailed   int
-	BytesRead   int64
-	BytesStored int64
-	VMs         []JobRunVM // by VM name; filled by JobRun, not JobRuns
+	ID          string     `json:"id"`
+	Job         string     `json:"job"`
+	Trigger     string     `json:"trigger"` // "schedule" or "manual"
+	State       string     `json:"state"`
+	Started     time.Time  `json:"started"`
+	Ended       time.Time  `json:"ended,omitzero"` // zero while running
+	Error       string     `json:"error,omitempty"`
+	VMsOK       int        `json:"vms_ok"`
+	VMsFailed   int        `json:"vms_failed"`
+	BytesRead   int64      `json:"bytes_read"`
+	BytesStored int64      `json:"bytes_stored"`
+	VMs         []JobRunVM `json:"vms"` // by VM name; filled by JobRun, not JobRuns
 }
 
-// JobRunVM is one VM's result in a run.
+// MarshalJSON writes missing VMs as [] rather than null.
+func (r JobRun) MarshalJSON() ([]byte, error) {
+	type plain JobRun
+	p := plain(r)
+	p.VMs = nonNil(p.VMs)
+	return json.Marshal(p)
+}
+
+// JobRunVM is one VM of a job run.
 type JobRunVM struct {
-	VM, PointID, Mode string
-	BytesRead         int64
-	BytesStored       int64
-	Duration          time.Duration
-	Error             string
-	Notes             string
+	VM          string        `json:"vm"`
+	PointID     string        `json:"point_id,omitempty"`
+	Mode        string        `json:"mode,omitempty"`
+	BytesRead   int64         `json:"bytes_read"`
+	BytesStored int64         `json:"bytes_stored"`
+	Duration    time.Duration `json:"-"` // MarshalJSON writes duration_s
+	Error       string        `json:"error,omitempty"`
+	Notes       string        `json:"notes,omitempty"`
+}
+
+// MarshalJSON writes the duration in seconds (docs/json.md).
+func (v JobRunVM) MarshalJSON() ([]byte, error) {
+	type plain JobRunVM
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_s"`
+	}{plain(v), v.Duration.Seconds()})
 }
 
 // SaveJob records (or replaces) a job definition.

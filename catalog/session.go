@@ -54,36 +54,70 @@ func checkEnum(what, v string, allowed []string) error {
 	return nil
 }
 
-// Session is one restore and its progress.
+// Session is one restore and its progress. Its JSON form follows the
+// conventions of docs/json.md: snake_case keys, arrays never null, times in
+// RFC 3339 with their zone (zero times omitted).
 type Session struct {
-	ID, Kind, State string
-	Target          string          // where the VMs go: cluster, resource pool, vApp...
-	Hypervisor      string          // which driver or vCenter
-	NFSPath         string          // the session folder in the export
-	Error           string          // why it failed, when it did
-	Allow           []string        // client addresses or CIDRs the export admits
-	Request         json.RawMessage // what was asked, as the caller encoded it
-	Created         time.Time
-	Updated         time.Time // last change to the session, its VMs or steps
-	VMs             []SessionVM
-	Steps           []Step // ordered by Seq
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	State      string          `json:"state"`
+	Target     string          `json:"target,omitempty"`     // where the VMs go: cluster, resource pool, vApp...
+	Hypervisor string          `json:"hypervisor,omitempty"` // which driver or vCenter
+	NFSPath    string          `json:"nfs_path,omitempty"`   // the session folder in the export
+	Error      string          `json:"error,omitempty"`      // why it failed, when it did
+	Allow      []string        `json:"allow"`                // client addresses or CIDRs the export admits
+	Request    json.RawMessage `json:"request,omitempty"`    // what was asked, as the caller encoded it
+	Created    time.Time       `json:"created"`
+	Updated    time.Time       `json:"updated"` // last change to the session, its VMs or steps
+	VMs        []SessionVM     `json:"vms"`
+	Steps      []Step          `json:"steps"` // ordered by Seq
+}
+
+// MarshalJSON writes missing lists as [] rather than null.
+func (s Session) MarshalJSON() ([]byte, error) {
+	type plain Session
+	p := plain(s)
+	p.Allow = nonNil(p.Allow)
+	p.VMs = nonNil(p.VMs)
+	p.Steps = nonNil(p.Steps)
+	return json.Marshal(p)
+}
+
+// nonNil returns s, or an empty slice for nil, so JSON says [] not null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // SessionVM is one VM a session restores.
 type SessionVM struct {
-	VM      string // name in the catalog
-	PointID string // restore point it runs from
-	Host    string // hypervisor host it is registered on
-	Name    string // name it is published under (differs for test clones)
+	VM      string `json:"vm"`             // name in the catalog
+	PointID string `json:"point_id"`       // restore point it runs from
+	Host    string `json:"host,omitempty"` // hypervisor host it is registered on
+	Name    string `json:"name"`           // name it is published under (differs for test clones)
 }
 
 // Step is one action of a session.
 type Step struct {
-	Seq            int // 1, 2, ... in the order steps first started
-	Name, State    string
-	Error          string
-	Detail         json.RawMessage
-	Started, Ended time.Time // zero when not yet
+	Seq     int             `json:"seq"` // 1, 2, ... in the order steps first started
+	Name    string          `json:"name"`
+	State   string          `json:"state"`
+	Error   string          `json:"error,omitempty"`
+	Detail  json.RawMessage `json:"detail,omitempty"`
+	Started time.Time       `json:"started,omitzero"` // zero when not yet
+	Ended   time.Time       `json:"ended,omitzero"`
+}
+
+// MarshalJSON leaves out a detail recorded as JSON null.
+func (st Step) MarshalJSON() ([]byte, error) {
+	type plain Step
+	p := plain(st)
+	if string(p.Detail) == "null" {
+		p.Detail = nil
+	}
+	return json.Marshal(p)
 }
 
 func validateSessionVMs(vms []SessionVM) error {

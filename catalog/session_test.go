@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -247,5 +248,32 @@ func TestSessionValidation(t *testing.T) {
 		if !errors.Is(tt.err, ErrNotFound) {
 			t.Errorf("%s: %v, want ErrNotFound", tt.name, tt.err)
 		}
+	}
+}
+
+// TestSessionJSON: a session's JSON has snake_case keys, [] for empty
+// lists, no zero times and no null detail (docs/json.md).
+func TestSessionJSON(t *testing.T) {
+	at := time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)
+	s := Session{ID: "rk-1", Kind: KindVM, State: SessionRunning, Created: at, Updated: at,
+		VMs:   []SessionVM{{VM: "web01", PointID: "p1", Name: "web01"}},
+		Steps: []Step{{Seq: 1, Name: "expose", State: StepDone, Detail: []byte("null"), Started: at, Ended: at}, {Seq: 2, Name: "boot", State: StepPending}}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"id":"rk-1","kind":"vm","state":"running","allow":[],"created":"2026-12-02T14:00:00Z","updated":"2026-12-02T14:00:00Z",` +
+		`"vms":[{"vm":"web01","point_id":"p1","name":"web01"}],` +
+		`"steps":[{"seq":1,"name":"expose","state":"done","started":"2026-12-02T14:00:00Z","ended":"2026-12-02T14:00:00Z"},{"seq":2,"name":"boot","state":"pending"}]}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	b, _ = json.Marshal(Session{ID: "rk-2"})
+	if !strings.Contains(string(b), `"vms":[],"steps":[]`) {
+		t.Fatalf("empty session: %s", b)
+	}
+	b, _ = json.Marshal(JobRun{ID: "r", VMs: []JobRunVM{{VM: "a", Duration: 2500 * time.Millisecond}}})
+	if !strings.Contains(string(b), `"duration_s":2.5`) || strings.Contains(string(b), `"ended"`) {
+		t.Fatalf("job run: %s", b)
 	}
 }

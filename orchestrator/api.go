@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,15 +97,31 @@ func (j *Jobs) Handler() http.Handler {
 // Routes registers the routes Handler serves on mux.
 func (j *Jobs) Routes(mux httpapi.Router) {
 	mux.HandleFunc("POST /v1/restores", func(w http.ResponseWriter, r *http.Request) {
+		// A Request and "dry_run": Request decodes itself (durations in
+		// seconds), so it is not embedded in the body's struct, whose decoding
+		// it would take over.
+		var fields map[string]json.RawMessage
 		var body struct {
 			Request
-			DryRun bool `json:"dry_run"`
+			DryRun bool
 		}
-		if err := httpjson.Decode(r.Body, &body); err != nil {
+		err := httpjson.Decode(r.Body, &fields)
+		if err == nil {
+			if dr, ok := fields["dry_run"]; ok {
+				err = json.Unmarshal(dr, &body.DryRun)
+				delete(fields, "dry_run")
+			}
+		}
+		if err == nil {
+			var b []byte
+			if b, err = json.Marshal(fields); err == nil {
+				err = json.Unmarshal(b, &body.Request)
+			}
+		}
+		if err != nil {
 			httpjson.Error(w, http.StatusBadRequest, "restore request: "+err.Error())
 			return
 		}
-		var err error
 		if body.MigrateTo, err = j.datastore("migrate_to", body.MigrateTo); err != nil {
 			replyErr(w, 0, nil, err)
 			return

@@ -37,7 +37,8 @@ type Request struct {
 	// Apart lists sets of VM names that must run on different hosts.
 	Apart [][]string `json:"apart,omitempty"`
 	// ReadyTimeout bounds the wait for each startup group.
-	ReadyTimeout time.Duration `json:"ready_timeout,omitempty"`
+	ReadyTimeout time.Duration `json:"-"` // JSON: ready_timeout_s
+
 	// Server is the NFS server name hosts mount (same on every host).
 	Server string   `json:"server"`
 	Allow  []string `json:"allow,omitempty"` // host addresses admitted to the session

@@ -40,8 +40,18 @@ type Event struct {
 	Phase    string        `json:"phase"` // start, progress, done, failed
 	Message  string        `json:"message,omitempty"`
 	Percent  int           `json:"percent,omitempty"`
-	Duration time.Duration `json:"duration,omitempty"`
+	Duration time.Duration `json:"-"` // MarshalJSON writes duration_s
 	Err      string        `json:"error,omitempty"`
+}
+
+// MarshalJSON writes the duration in seconds (docs/json.md), left out
+// while a step has none.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_s,omitempty"`
+	}{plain(e), e.Duration.Seconds()})
 }
 
 // Orchestrator runs restore sessions.

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,7 +52,7 @@ type PruneReport struct {
 	ChunksRemoved  int           `json:"chunks_removed"`
 	BytesRemoved   int64         `json:"bytes_removed"` // stored (compressed) bytes
 	DryRun         bool          `json:"dry_run"`
-	Duration       time.Duration `json:"duration_ns"`
+	Duration       time.Duration `json:"-"` // MarshalJSON writes duration_s
 }
 
 // Prune deletes every index and chunk no restore point references. It holds
@@ -204,4 +205,13 @@ func (r *Repo) objectFolders(dir string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// MarshalJSON writes the duration in seconds (docs/json.md).
+func (r PruneReport) MarshalJSON() ([]byte, error) {
+	type plain PruneReport
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_s"`
+	}{plain(r), r.Duration.Seconds()})
 }

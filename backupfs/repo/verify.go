@@ -42,7 +42,7 @@ type use struct{ point, file string }
 // points reference. It reports each damaged or missing object once, with
 // every restore point that references it.
 func (r *Repo) Verify(ctx context.Context, points []*RestorePoint, progress VerifyProgress) (*VerifyReport, error) {
-	rep := &VerifyReport{Points: len(points)}
+	rep := &VerifyReport{Points: len(points), Problems: []Problem{}}
 	chunkUses := map[Digest][]use{}
 	indexUses := map[Digest][]use{}
 	for _, p := range points {

@@ -56,6 +56,9 @@ func run(t *testing.T, wantFail bool, args ...string) (string, string) {
 	if (err != nil) != wantFail {
 		t.Fatalf("rekindle %s: err %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
+	if !wantFail {
+		auditJSON(t, args, stdout.String())
+	}
 	return stdout.String(), stderr.String()
 }
 

@@ -22,6 +22,7 @@ func runCode(t *testing.T, args ...string) (string, string, int) {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
+		auditJSON(t, args, stdout.String())
 		return stdout.String(), stderr.String(), 0
 	case errors.As(err, &ee):
 		return stdout.String(), stderr.String(), ee.ExitCode()

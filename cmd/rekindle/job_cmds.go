@@ -51,7 +51,7 @@ func jobDefineCmd(c *cli.Context) error {
 type jobSummary struct {
 	Name     string           `json:"name"`
 	Schedule string           `json:"schedule"`
-	Next     time.Time        `json:"next"`
+	Next     time.Time        `json:"next,omitzero"`
 	Last     *catalog.JobRun  `json:"last_run,omitempty"`
 	Runs     []catalog.JobRun `json:"runs,omitempty"`
 	Error    string           `json:"error,omitempty"`
@@ -105,7 +105,7 @@ func jobListCmd(c *cli.Context) error {
 		out = append(out, summarize(c, cat, j, 1))
 	}
 	if c.Bool("json") {
-		return printJSON(os.Stdout, out)
+		return printJSON(os.Stdout, nonNil(out))
 	}
 	var rows [][]string
 	for _, s := range out {

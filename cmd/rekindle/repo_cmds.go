@@ -161,8 +161,8 @@ func backupImport(c *cli.Context) error {
 	}
 	st := p.Stats
 	if c.Bool("json") {
-		out := map[string]any{"point": p.ID, "vm": p.VM.Name, "parent": p.Parent, "stats": st, "dedup_ratio": nil}
-		if st.BytesNew > 0 {
+		out := map[string]any{"point": p.ID, "vm": p.VM.Name, "parent": p.Parent, "stats": st}
+		if st.BytesNew > 0 { // left out when nothing was new (docs/json.md: no nulls)
 			out["dedup_ratio"] = float64(st.BytesRead) / float64(st.BytesNew)
 		}
 		return printJSON(os.Stdout, out)

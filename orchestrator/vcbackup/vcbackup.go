@@ -2,6 +2,7 @@ package vcbackup
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +95,7 @@ type Result struct {
 	Notes     []string           `json:"notes,omitempty"`
 	BytesRead int64              `json:"bytes_read"` // disk bytes fetched from vCenter
 	Stats     repo.IngestStats   `json:"stats"`
-	Duration  time.Duration      `json:"duration_ns"`
+	Duration  time.Duration      `json:"-"` // MarshalJSON writes duration_s
 	Err       error              `json:"-"`
 	Error     string             `json:"error,omitempty"`
 	Disks     []DiskResult       `json:"disks,omitempty"`
@@ -838,3 +839,12 @@ func (b *backuper) configFiles(ctx context.Context, vi *vmInfo) ([]repo.ConfigFi
 }
 
 const maxConfigFile = 1 << 20
+
+// MarshalJSON writes the duration in seconds (docs/json.md).
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_s"`
+	}{plain(r), r.Duration.Seconds()})
+}
