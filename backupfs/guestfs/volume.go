@@ -11,6 +11,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
 	"github.com/rekindle/rekindle/backupfs/guestfs/ntfs"
 	"github.com/rekindle/rekindle/backupfs/guestfs/partition"
+	"github.com/rekindle/rekindle/backupfs/guestfs/xfs"
 	"github.com/rekindle/rekindle/backupfs/repo"
 )
 
@@ -122,6 +123,8 @@ func openVolume(v *Volume) (r gfs.Reader, err error) {
 		return fat.Open(v.ra, v.Size)
 	case fsNTFS:
 		return ntfs.Open(v.ra, v.Size)
+	case fsXFS:
+		return xfs.Open(v.ra, v.Size)
 	}
 	return nil, fmt.Errorf("%s: %w", v.Filesystem, gfs.ErrUnsupported)
 }

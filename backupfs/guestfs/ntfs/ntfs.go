@@ -277,7 +277,7 @@ func reparseTarget(ra io.ReaderAt, size int64) (string, bool) {
 		return "", false
 	}
 	off, ln := int(le.Uint16(b[12:])), int(le.Uint16(b[14:])) // the print name
-	if ln == 0 {                                               // none: the substitute name
+	if ln == 0 {                                              // none: the substitute name
 		off, ln = int(le.Uint16(b[8:])), int(le.Uint16(b[10:]))
 	}
 	if off+ln > len(buf) || ln == 0 || ln%2 != 0 {
