@@ -19,6 +19,7 @@ const (
 	KindPartial = "partial" // some VMs of an app, back into the running app
 	KindTest    = "test"    // clones under new names on an isolated network
 	KindFile    = "file"    // file-level restore from the guest view
+	KindSite    = "site"    // a site recovery: infrastructure, then a session per VM
 )
 
 // Session states.
@@ -41,7 +42,7 @@ const (
 )
 
 var (
-	sessionKinds  = []string{KindVM, KindVApp, KindPartial, KindTest, KindFile}
+	sessionKinds  = []string{KindVM, KindVApp, KindPartial, KindTest, KindFile, KindSite}
 	sessionStates = []string{SessionPlanned, SessionRunning, SessionFailed, SessionStopping, SessionStopped, SessionDone}
 	stepStates    = []string{StepPending, StepRunning, StepDone, StepFailed, StepUndone}
 	endStates     = []string{StepDone, StepFailed, StepUndone}

@@ -93,6 +93,10 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 		if m.Name == "UpdateVAppConfig" {
 			w = &VirtualApp{VirtualApp: o}
 		}
+	case *simulator.HostNetworkSystem:
+		if m.Name == "AddPortGroup" || m.Name == "RemovePortGroup" {
+			w = &HostNetworkSystem{HostNetworkSystem: o}
+		}
 	}
 	if w != nil && !isWrapper(ctx.Session.Registry.Get(m.This)) {
 		ctx.Session.Put(w)
@@ -101,7 +105,7 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 
 func isWrapper(obj mo.Reference) bool {
 	switch obj.(type) {
-	case *HostDatastoreSystem, *VirtualApp:
+	case *HostDatastoreSystem, *VirtualApp, *HostNetworkSystem:
 		return true
 	}
 	return false

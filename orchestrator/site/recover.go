@@ -1,0 +1,822 @@
+package site
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/fault"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator"
+	"github.com/rekindle/rekindle/orchestrator/storeapi"
+)
+
+// Recovery steps, in order; one "vm:<name>" step per VM comes between
+// vapps and startorder.
+const (
+	StepNetworks   = "networks"
+	StepPools      = "pools"
+	StepFolders    = "folders"
+	StepVApps      = "vapps"
+	StepVMPrefix   = "vm:"
+	StepStartOrder = "startorder"
+)
+
+// Recoverer recreates a site on a recovery vCenter and recovers its VMs
+// through restore sessions.
+type Recoverer struct {
+	Client *vim25.Client // the recovery vCenter
+	// Orchestrator runs the restore sessions; its Driver is on Client's
+	// vCenter and datacenter.
+	Orchestrator *orchestrator.Orchestrator
+	Datacenter   string // recovery datacenter inventory path, "/DC0"
+	// Customize, when false, skips guest customization (a guest without
+	// tools cannot take it).
+	Customize bool
+
+	mu      sync.Mutex
+	powerOn []string // VM names in the order this Recoverer powered them on
+}
+
+// PoweredOn returns the VMs this Recoverer powered on, in order.
+func (r *Recoverer) PoweredOn() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.powerOn)
+}
+
+func (r *Recoverer) cat() *catalog.Catalog { return r.Orchestrator.Catalog }
+
+// Inventory reads what MakeRecoveryPlan needs from the recovery vCenter.
+func (r *Recoverer) Inventory(ctx context.Context) (Inventory, error) {
+	inv := Inventory{Datacenter: r.Datacenter, Clusters: map[string][]string{}, Networks: map[string]int{},
+		Switches: map[string]bool{}, Pools: map[string]bool{}, Folders: map[string]bool{}, VMs: map[string]bool{}}
+	fi := find.NewFinder(r.Client)
+	dc, err := fi.Datacenter(ctx, r.Datacenter)
+	if err != nil {
+		return inv, fmt.Errorf("recovery datacenter %s: %w", r.Datacenter, err)
+	}
+	fi.SetDatacenter(dc)
+	clusters, err := fi.ClusterComputeResourceList(ctx, "*")
+	if err != nil && !isNotFound(err) {
+		return inv, err
+	}
+	for _, c := range clusters {
+		hs, err := c.Hosts(ctx)
+		if err != nil {
+			return inv, err
+		}
+		var names []string
+		for _, h := range hs {
+			names = append(names, h.Name())
+		}
+		slices.Sort(names)
+		inv.Clusters[c.InventoryPath] = names
+	}
+	m := view.NewManager(r.Client)
+	v, err := m.CreateContainerView(ctx, dc.Reference(), []string{"Network", "DistributedVirtualSwitch", "ResourcePool", "Folder", "VirtualMachine", "HostSystem"}, true)
+	if err != nil {
+		return inv, err
+	}
+	defer v.Destroy(context.WithoutCancel(ctx))
+	var nets []mo.Network
+	if err := v.Retrieve(ctx, []string{"Network"}, []string{"name"}, &nets); err != nil {
+		return inv, err
+	}
+	for _, n := range nets {
+		inv.Networks[n.Name] = -1
+	}
+	var pgs []mo.DistributedVirtualPortgroup
+	if err := v.Retrieve(ctx, []string{"DistributedVirtualPortgroup"}, []string{"name", "config.defaultPortConfig"}, &pgs); err != nil {
+		return inv, err
+	}
+	for _, pg := range pgs {
+		inv.Networks[pg.Name] = dvpgVLAN(pg)
+	}
+	var hosts []mo.HostSystem
+	if err := v.Retrieve(ctx, []string{"HostSystem"}, []string{"config.network.portgroup"}, &hosts); err == nil {
+		for _, h := range hosts {
+			if h.Config == nil || h.Config.Network == nil {
+				continue
+			}
+			for _, pg := range h.Config.Network.Portgroup {
+				inv.Networks[pg.Spec.Name] = int(pg.Spec.VlanId)
+			}
+		}
+	}
+	var sws []mo.DistributedVirtualSwitch
+	if err := v.Retrieve(ctx, []string{"DistributedVirtualSwitch"}, []string{"name"}, &sws); err != nil {
+		return inv, err
+	}
+	for _, s := range sws {
+		inv.Switches[s.Name] = true
+	}
+	for c := range inv.Clusters {
+		list, err := fi.ResourcePoolList(ctx, c+"/Resources/...")
+		if err != nil && !isNotFound(err) {
+			return inv, err
+		}
+		for _, p := range list {
+			inv.Pools[p.InventoryPath] = true
+		}
+	}
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return inv, err
+	}
+	root := folders.VmFolder.InventoryPath
+	fl, err := fi.FolderList(ctx, root+"/...")
+	if err != nil && !isNotFound(err) {
+		return inv, err
+	}
+	for _, f := range fl {
+		if rel := strings.TrimPrefix(f.InventoryPath, root+"/"); rel != f.InventoryPath {
+			inv.Folders[rel] = true
+		}
+	}
+	var vms []mo.VirtualMachine
+	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name"}, &vms); err != nil {
+		return inv, err
+	}
+	for _, vm := range vms {
+		inv.VMs[vm.Name] = true
+	}
+	return inv, nil
+}
+
+func dvpgVLAN(pg mo.DistributedVirtualPortgroup) int {
+	if s, ok := pg.Config.DefaultPortConfig.(*types.VMwareDVSPortSetting); ok && s.Vlan != nil {
+		if v, ok := s.Vlan.(*types.VmwareDistributedVirtualSwitchVlanIdSpec); ok {
+			return int(v.VlanId)
+		}
+	}
+	return 0
+}
+
+func isNotFound(err error) bool {
+	var nf *find.NotFoundError
+	return errors.As(err, &nf)
+}
+
+// Plan makes the recovery plan of pkgs against the recovery vCenter.
+func (r *Recoverer) Plan(ctx context.Context, pkgs []*Package, m Mapping, opt RecoveryOptions) (*RecoveryPlan, error) {
+	inv, err := r.Inventory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return MakeRecoveryPlan(pkgs, inv, m, opt)
+}
+
+// Create records a recovery session for plan p (kind site in the catalog),
+// with its steps pending; Resume runs them.
+func (r *Recoverer) Create(ctx context.Context, p *RecoveryPlan) (string, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	id := storeapi.NewSessionID()
+	s := &catalog.Session{ID: id, Kind: catalog.KindSite, State: catalog.SessionPlanned, Target: p.Datacenter,
+		Hypervisor: "vsphere", Request: b}
+	for _, st := range p.steps() {
+		s.Steps = append(s.Steps, catalog.Step{Name: st})
+	}
+	if err := r.cat().CreateSession(ctx, s); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (p *RecoveryPlan) steps() []string {
+	s := []string{StepNetworks, StepPools, StepFolders, StepVApps}
+	for _, vm := range p.VMs {
+		s = append(s, StepVMPrefix+vm.Name)
+	}
+	return append(s, StepStartOrder)
+}
+
+// LoadRecovery returns recovery session id and its plan.
+func (r *Recoverer) LoadRecovery(ctx context.Context, id string) (*catalog.Session, *RecoveryPlan, error) {
+	s, err := r.cat().Session(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.Kind != catalog.KindSite {
+		return nil, nil, fmt.Errorf("session %s is a %s restore, not a site recovery: use `rekindle sessions`", id, s.Kind)
+	}
+	var p RecoveryPlan
+	if err := json.Unmarshal(s.Request, &p); err != nil {
+		return nil, nil, fmt.Errorf("session %s: recovery plan: %w", id, err)
+	}
+	return s, &p, nil
+}
+
+// Resume runs every step of recovery session id that is not done, in
+// order. Every step finds what an earlier attempt made, so a step that was
+// running when rekindle died runs again without duplicates.
+func (r *Recoverer) Resume(ctx context.Context, id string) error {
+	s, p, err := r.LoadRecovery(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch s.State {
+	case catalog.SessionStopped, catalog.SessionStopping:
+		return fmt.Errorf("recovery %s was stopped: start a new one", id)
+	case catalog.SessionDone:
+		return nil
+	}
+	done := map[string]bool{}
+	for _, st := range s.Steps {
+		done[st.Name] = st.State == catalog.StepDone
+	}
+	if err := r.cat().SetSessionState(ctx, id, catalog.SessionRunning, ""); err != nil {
+		return err
+	}
+	for _, name := range p.steps() {
+		if done[name] {
+			continue
+		}
+		if err := r.step(ctx, id, name, func(ctx context.Context) (any, error) { return r.do(ctx, id, p, name) }); err != nil {
+			r.cat().SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
+			return err
+		}
+	}
+	return r.cat().SetSessionState(ctx, id, catalog.SessionDone, "")
+}
+
+func (r *Recoverer) step(ctx context.Context, id, name string, fn func(context.Context) (any, error)) error {
+	if _, err := r.cat().StartStep(ctx, id, name); err != nil {
+		return err
+	}
+	start := time.Now()
+	r.emit(orchestrator.Event{Session: id, Step: name, Phase: "start"})
+	detail, err := fn(ctx)
+	rctx := context.WithoutCancel(ctx)
+	d := time.Since(start)
+	if err != nil {
+		err = fmt.Errorf("recovery %s: step %s: %w", id, name, err)
+		r.cat().EndStep(rctx, id, name, catalog.StepFailed, detail, err.Error())
+		r.emit(orchestrator.Event{Session: id, Step: name, Phase: "failed", Duration: d, Err: err.Error()})
+		return err
+	}
+	r.emit(orchestrator.Event{Session: id, Step: name, Phase: "done", Duration: d})
+	return r.cat().EndStep(rctx, id, name, catalog.StepDone, detail, "")
+}
+
+func (r *Recoverer) emit(e orchestrator.Event) {
+	if r.Orchestrator.Events != nil {
+		r.Orchestrator.Events(e)
+	}
+}
+
+func (r *Recoverer) finder(ctx context.Context) (*find.Finder, *object.Datacenter, error) {
+	fi := find.NewFinder(r.Client)
+	dc, err := fi.Datacenter(ctx, r.Datacenter)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi.SetDatacenter(dc)
+	return fi, dc, nil
+}
+
+func (r *Recoverer) do(ctx context.Context, id string, p *RecoveryPlan, step string) (any, error) {
+	fi, dc, err := r.finder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case step == StepNetworks:
+		return nil, r.makeNetworks(ctx, fi, dc, p)
+	case step == StepPools:
+		for _, pl := range p.Pools {
+			if err := r.ensurePool(ctx, fi, pl); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	case step == StepFolders:
+		folders, err := dc.Folders(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range p.Folders {
+			if err := ensureFolder(ctx, fi, folders.VmFolder, f.Path); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	case step == StepVApps:
+		for _, a := range p.VApps {
+			_, err := r.Orchestrator.Driver.EnsureApp(ctx, orchestrator.AppSpec{Name: a.Name, Parent: a.Parent, Resources: orchestrator.Resources{
+				CPUShares: a.CPU.Shares, CPUReservationMHz: a.CPU.Reservation, CPULimitMHz: a.CPU.Limit,
+				MemReservationMB: a.Mem.Reservation, MemLimitMB: a.Mem.Limit}})
+			if err != nil {
+				return nil, fmt.Errorf("vApp %s: %w", a.Path, err)
+			}
+		}
+		return nil, nil
+	case strings.HasPrefix(step, StepVMPrefix):
+		return r.recoverVM(ctx, id, p, strings.TrimPrefix(step, StepVMPrefix))
+	case step == StepStartOrder:
+		so, ok := r.Orchestrator.Driver.(interface {
+			SetStartOrder(ctx context.Context, appPath string, members []orchestrator.AppMember) error
+		})
+		if !ok {
+			return nil, nil
+		}
+		for _, a := range p.VApps {
+			var ms []orchestrator.AppMember
+			for _, m := range a.Members {
+				if p.vm(m.VM) == nil {
+					continue // not protected: not recovered
+				}
+				ms = append(ms, orchestrator.AppMember{VM: m.VM, Group: m.Group, StartDelay: m.StartDelay, WaitForGuest: m.WaitForGuest, StopAction: m.StopAction})
+			}
+			if err := so.SetStartOrder(ctx, a.Path, ms); err != nil {
+				return nil, fmt.Errorf("vApp %s startup order: %w", a.Path, err)
+			}
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("unknown step %q", step)
+}
+
+func (p *RecoveryPlan) vm(name string) *RecoverVM {
+	for i := range p.VMs {
+		if p.VMs[i].Name == name {
+			return &p.VMs[i]
+		}
+	}
+	return nil
+}
+
+// recoverVM runs the VM's restore session, creating it first (recorded in
+// the plan before it runs, so a resume finds it).
+func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, name string) (any, error) {
+	vm := p.vm(name)
+	if vm == nil {
+		return nil, fmt.Errorf("VM %s is not in the plan", name)
+	}
+	o := *r.Orchestrator
+	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, vm: *vm}
+	sid := p.Sessions[name]
+	if sid == "" {
+		req := orchestrator.Request{Kind: orchestrator.KindVM, VMs: []string{vm.Source}, Point: vm.Point, Target: vm.Target,
+			NetworkMap: vm.NetMap, Suffix: strings.TrimPrefix(vm.Name, vm.Source), Server: p.Server, ReadyTimeout: 2 * time.Minute}
+		var err error
+		if sid, err = o.Create(ctx, req); err != nil {
+			return nil, fmt.Errorf("restore session for %s: %w", name, err)
+		}
+		if p.Sessions == nil {
+			p.Sessions = map[string]string{}
+		}
+		p.Sessions[name] = sid
+		b, _ := json.Marshal(p)
+		if err := r.cat().SetSessionRequest(ctx, id, b); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.Resume(ctx, sid); err != nil {
+		return map[string]string{"session": sid}, err
+	}
+	return map[string]string{"session": sid}, nil
+}
+
+// recoveryDriver is the restore driver with what a site recovery adds: the
+// VM goes into its recovered folder, and before it powers on, its guest is
+// customized to keep its static addresses.
+type recoveryDriver struct {
+	orchestrator.Driver
+	r  *Recoverer
+	vm RecoverVM
+}
+
+func (d *recoveryDriver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
+	if d.vm.VApp == "" {
+		p.Folder = d.vm.Folder
+	}
+	return d.Driver.RegisterVM(ctx, p)
+}
+
+func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) error {
+	vm := object.NewVirtualMachine(d.r.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)})
+	st, err := vm.PowerState(ctx)
+	if err != nil {
+		return err
+	}
+	if st != types.VirtualMachinePowerStatePoweredOn && d.r.Customize {
+		if spec, ok := CustomizationSpec(d.vm); ok {
+			task, err := vm.Customize(ctx, spec)
+			if err == nil {
+				err = task.Wait(ctx)
+			}
+			if err != nil && !fault.Is(err, &types.CustomizationPending{}) {
+				return fmt.Errorf("customize %s (keep its addresses): %w", d.vm.Name, err)
+			}
+		}
+	}
+	if err := d.Driver.PowerOn(ctx, ref); err != nil {
+		return err
+	}
+	d.r.mu.Lock()
+	if !slices.Contains(d.r.powerOn, d.vm.Name) {
+		d.r.powerOn = append(d.r.powerOn, d.vm.Name)
+	}
+	d.r.mu.Unlock()
+	return nil
+}
+
+// CustomizationSpec is the guest customization that gives a recovered VM
+// its primary addresses: one adapter mapping per NIC, fixed for static
+// NICs, DHCP otherwise. ok is false when no NIC is static (nothing to keep).
+func CustomizationSpec(vm RecoverVM) (types.CustomizationSpec, bool) {
+	spec := types.CustomizationSpec{
+		Identity:         &types.CustomizationLinuxPrep{HostName: &types.CustomizationFixedName{Name: hostName(vm.Source)}, Domain: "local"},
+		GlobalIPSettings: types.CustomizationGlobalIPSettings{},
+	}
+	static := false
+	for _, n := range vm.NICs {
+		ad := types.CustomizationAdapterMapping{MacAddress: n.MAC, Adapter: types.CustomizationIPSettings{Ip: &types.CustomizationDhcpIpGenerator{}}}
+		if n.Addressing == AddrStatic && len(n.Addresses) > 0 {
+			if pfx, err := netip.ParsePrefix(n.Addresses[0]); err == nil && pfx.Addr().Is4() {
+				static = true
+				ad.Adapter.Ip = &types.CustomizationFixedIp{IpAddress: pfx.Addr().String()}
+				ad.Adapter.SubnetMask = mask4(pfx.Bits())
+				if n.Gateway != "" {
+					ad.Adapter.Gateway = []string{n.Gateway}
+				}
+			}
+		}
+		spec.NicSettingMap = append(spec.NicSettingMap, ad)
+	}
+	return spec, static
+}
+
+func hostName(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	return string(b)
+}
+
+func mask4(bits int) string {
+	var m uint32 = ^uint32(0) << (32 - bits)
+	if bits == 0 {
+		m = 0
+	}
+	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+}
+
+// makeNetworks creates the planned distributed switches and every network
+// that does not exist yet: standard port groups on each planned host (an
+// isolated vSwitch for test recoveries), distributed port groups with their
+// VLAN.
+func (r *Recoverer) makeNetworks(ctx context.Context, fi *find.Finder, dc *object.Datacenter, p *RecoveryPlan) error {
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range p.Switches {
+		if _, err := fi.Network(ctx, s.Name); err == nil {
+			continue
+		}
+		spec := types.DVSCreateSpec{ConfigSpec: &types.VMwareDVSConfigSpec{DVSConfigSpec: types.DVSConfigSpec{Name: s.Name}}}
+		for _, hn := range s.Hosts {
+			h, err := fi.HostSystem(ctx, hn)
+			if err != nil {
+				return err
+			}
+			spec.ConfigSpec.GetDVSConfigSpec().Host = append(spec.ConfigSpec.GetDVSConfigSpec().Host,
+				types.DistributedVirtualSwitchHostMemberConfigSpec{Operation: "add", Host: h.Reference()})
+		}
+		task, err := folders.NetworkFolder.CreateDVS(ctx, spec)
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil && !fault.Is(err, &types.DuplicateName{}) {
+			return fmt.Errorf("create distributed switch %s: %w", s.Name, err)
+		}
+	}
+	for _, n := range p.Networks {
+		if n.Exists {
+			continue
+		}
+		switch n.Kind {
+		case NetStandard:
+			for _, hn := range n.Hosts {
+				if err := ensureHostPortGroup(ctx, fi, hn, n); err != nil {
+					return err
+				}
+			}
+		case NetDistributed:
+			if _, err := fi.Network(ctx, n.Name); err == nil {
+				continue
+			}
+			sw, err := fi.Network(ctx, n.Switch)
+			if err != nil {
+				return fmt.Errorf("network %s: distributed switch %s: %w", n.Name, n.Switch, err)
+			}
+			dvs, ok := sw.(*object.DistributedVirtualSwitch)
+			if !ok {
+				return fmt.Errorf("network %s: %s is not a distributed switch", n.Name, n.Switch)
+			}
+			task, err := dvs.AddPortgroup(ctx, []types.DVPortgroupConfigSpec{{Name: n.Name, Type: "earlyBinding", NumPorts: 8,
+				DefaultPortConfig: &types.VMwareDVSPortSetting{Vlan: &types.VmwareDistributedVirtualSwitchVlanIdSpec{VlanId: int32(n.VLAN)}}}})
+			if err == nil {
+				err = task.Wait(ctx)
+			}
+			if err != nil && !fault.Is(err, &types.DuplicateName{}) {
+				return fmt.Errorf("create distributed port group %s: %w", n.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func ensureHostPortGroup(ctx context.Context, fi *find.Finder, hostName string, n PlannedNet) error {
+	h, err := fi.HostSystem(ctx, hostName)
+	if err != nil {
+		return fmt.Errorf("network %s: host %s: %w", n.Name, hostName, err)
+	}
+	ns, err := h.ConfigManager().NetworkSystem(ctx)
+	if err != nil {
+		return err
+	}
+	var hns mo.HostNetworkSystem
+	if err := ns.Properties(ctx, ns.Reference(), []string{"networkInfo"}, &hns); err != nil {
+		return err
+	}
+	var hs mo.HostSystem
+	if err := h.Properties(ctx, h.Reference(), []string{"config.network.portgroup"}, &hs); err != nil {
+		return err
+	}
+	if hs.Config != nil && hs.Config.Network != nil &&
+		slices.ContainsFunc(hs.Config.Network.Portgroup, func(pg types.HostPortGroup) bool { return pg.Spec.Name == n.Name }) {
+		return nil
+	}
+	if hns.NetworkInfo != nil {
+		if slices.ContainsFunc(hns.NetworkInfo.Portgroup, func(pg types.HostPortGroup) bool { return pg.Spec.Name == n.Name }) {
+			return nil
+		}
+		if !slices.ContainsFunc(hns.NetworkInfo.Vswitch, func(v types.HostVirtualSwitch) bool { return v.Name == n.Switch }) {
+			if n.Switch != IsolatedSwitch {
+				return fmt.Errorf("network %s: host %s has no vSwitch %s", n.Name, hostName, n.Switch)
+			}
+			// No uplinks: nothing on it reaches the physical network.
+			if err := ns.AddVirtualSwitch(ctx, n.Switch, &types.HostVirtualSwitchSpec{NumPorts: 128}); err != nil && !fault.Is(err, &types.AlreadyExists{}) {
+				return fmt.Errorf("isolated vSwitch on %s: %w", hostName, err)
+			}
+		}
+	}
+	err = ns.AddPortGroup(ctx, types.HostPortGroupSpec{Name: n.Name, VlanId: int32(n.VLAN), VswitchName: n.Switch, Policy: types.HostNetworkPolicy{}})
+	if err != nil && !fault.Is(err, &types.AlreadyExists{}) {
+		return fmt.Errorf("port group %s (VLAN %d) on host %s: %w", n.Name, n.VLAN, hostName, err)
+	}
+	return nil
+}
+
+func (r *Recoverer) ensurePool(ctx context.Context, fi *find.Finder, pl PlannedPool) error {
+	if _, err := fi.ResourcePool(ctx, pl.Path); err == nil {
+		return nil
+	}
+	parentPath, name := path.Split(pl.Path)
+	parent, err := fi.ResourcePool(ctx, strings.TrimSuffix(parentPath, "/"))
+	if err != nil {
+		return fmt.Errorf("pool %s: parent: %w", pl.Path, err)
+	}
+	_, err = parent.Create(ctx, name, types.ResourceConfigSpec{CpuAllocation: allocation(pl.CPU), MemoryAllocation: allocation(pl.Mem)})
+	if err != nil && !fault.Is(err, &types.DuplicateName{}) {
+		return fmt.Errorf("create pool %s: %w", pl.Path, err)
+	}
+	return nil
+}
+
+func allocation(a Allocation) types.ResourceAllocationInfo {
+	level := types.SharesLevel(a.Shares)
+	if level == "" {
+		level = types.SharesLevelNormal
+	}
+	exp := a.Expandable
+	return types.ResourceAllocationInfo{Reservation: &a.Reservation, Limit: &a.Limit, ExpandableReservation: &exp,
+		Shares: &types.SharesInfo{Level: level, Shares: a.ShareValue}}
+}
+
+func ensureFolder(ctx context.Context, fi *find.Finder, root *object.Folder, rel string) error {
+	if _, err := fi.Folder(ctx, root.InventoryPath+"/"+rel); err == nil {
+		return nil
+	}
+	parentRel, name := path.Split(rel)
+	parent := root
+	if parentRel != "" {
+		f, err := fi.Folder(ctx, root.InventoryPath+"/"+strings.TrimSuffix(parentRel, "/"))
+		if err != nil {
+			return fmt.Errorf("folder %s: parent: %w", rel, err)
+		}
+		parent = f
+	}
+	if _, err := parent.CreateFolder(ctx, name); err != nil && !fault.Is(err, &types.DuplicateName{}) {
+		return fmt.Errorf("create folder %s: %w", rel, err)
+	}
+	return nil
+}
+
+// Stop undoes recovery session id: it stops every restore session the
+// recovery ran (VMs off, unregistered, exports withdrawn), then removes the
+// vApps, pools, folders, networks and switches the plan created, newest
+// first. What existed before the recovery is never touched. Idempotent.
+func (r *Recoverer) Stop(ctx context.Context, id string) error {
+	_, p, err := r.LoadRecovery(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := r.cat().SetSessionState(ctx, id, catalog.SessionStopping, ""); err != nil {
+		return err
+	}
+	err = r.step(ctx, id, "stop", func(ctx context.Context) (any, error) { return nil, r.undo(ctx, p) })
+	if err != nil {
+		r.cat().SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
+		return err
+	}
+	return r.cat().SetSessionState(ctx, id, catalog.SessionStopped, "")
+}
+
+func (r *Recoverer) undo(ctx context.Context, p *RecoveryPlan) error {
+	var errs []error
+	for _, vm := range slices.Backward(p.VMs) {
+		sid := p.Sessions[vm.Name]
+		if sid == "" {
+			continue
+		}
+		s, err := r.cat().Session(ctx, sid)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if s.State == catalog.SessionStopped {
+			continue
+		}
+		if err := r.Orchestrator.Stop(ctx, sid); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s (session %s): %w", vm.Name, sid, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...) // the rest would be in use
+	}
+	fi, dc, err := r.finder(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range slices.Backward(p.VApps) {
+		if !a.Exists {
+			if err := r.Orchestrator.Driver.DestroyApp(ctx, a.Path); err != nil {
+				errs = append(errs, fmt.Errorf("remove vApp %s: %w", a.Path, err))
+			}
+		}
+	}
+	for _, pl := range slices.Backward(p.Pools) {
+		if pl.Exists {
+			continue
+		}
+		if err := destroyIfThere(ctx, func() (destroyer, error) { return fi.ResourcePool(ctx, pl.Path) }); err != nil {
+			errs = append(errs, fmt.Errorf("remove pool %s: %w", pl.Path, err))
+		}
+	}
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	for _, f := range slices.Backward(p.Folders) {
+		if f.Exists {
+			continue
+		}
+		if err := destroyIfThere(ctx, func() (destroyer, error) { return fi.Folder(ctx, folders.VmFolder.InventoryPath+"/"+f.Path) }); err != nil {
+			errs = append(errs, fmt.Errorf("remove folder %s: %w", f.Path, err))
+		}
+	}
+	isolated := map[string]bool{}
+	for _, n := range slices.Backward(p.Networks) {
+		if n.Exists {
+			continue
+		}
+		switch n.Kind {
+		case NetStandard:
+			for _, hn := range n.Hosts {
+				h, err := fi.HostSystem(ctx, hn)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				ns, err := h.ConfigManager().NetworkSystem(ctx)
+				if err == nil {
+					err = ns.RemovePortGroup(ctx, n.Name)
+				}
+				if err != nil && !fault.Is(err, &types.NotFound{}) {
+					errs = append(errs, fmt.Errorf("remove port group %s from %s: %w", n.Name, hn, err))
+				}
+				if n.Switch == IsolatedSwitch {
+					isolated[hn] = true
+				}
+			}
+		case NetDistributed:
+			if err := destroyIfThere(ctx, func() (destroyer, error) {
+				n, err := fi.Network(ctx, n.Name)
+				if err != nil {
+					return nil, err
+				}
+				d, _ := n.(destroyer)
+				return d, nil
+			}); err != nil {
+				errs = append(errs, fmt.Errorf("remove distributed port group %s: %w", n.Name, err))
+			}
+		}
+	}
+	for hn := range isolated {
+		if !r.isolatedSwitchUnused(ctx, fi, hn) {
+			continue
+		}
+		h, err := fi.HostSystem(ctx, hn)
+		if err == nil {
+			var ns *object.HostNetworkSystem
+			if ns, err = h.ConfigManager().NetworkSystem(ctx); err == nil {
+				err = ns.RemoveVirtualSwitch(ctx, IsolatedSwitch)
+			}
+		}
+		if err != nil && !fault.Is(err, &types.NotFound{}) {
+			errs = append(errs, fmt.Errorf("remove isolated vSwitch from %s: %w", hn, err))
+		}
+	}
+	for _, s := range slices.Backward(p.Switches) {
+		if err := destroyIfThere(ctx, func() (destroyer, error) {
+			n, err := fi.Network(ctx, s.Name)
+			if err != nil {
+				return nil, err
+			}
+			d, _ := n.(destroyer)
+			return d, nil
+		}); err != nil {
+			errs = append(errs, fmt.Errorf("remove distributed switch %s: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isolatedSwitchUnused says whether the isolated vSwitch on host has no
+// port groups left (another test recovery may still use it).
+func (r *Recoverer) isolatedSwitchUnused(ctx context.Context, fi *find.Finder, hostName string) bool {
+	h, err := fi.HostSystem(ctx, hostName)
+	if err != nil {
+		return false
+	}
+	var hs mo.HostSystem
+	if err := property.DefaultCollector(r.Client).RetrieveOne(ctx, h.Reference(), []string{"config.network.vswitch"}, &hs); err != nil || hs.Config == nil {
+		return false
+	}
+	for _, v := range hs.Config.Network.Vswitch {
+		if v.Name == IsolatedSwitch {
+			return len(v.Portgroup) == 0
+		}
+	}
+	return false
+}
+
+type destroyer interface {
+	Destroy(ctx context.Context) (*object.Task, error)
+}
+
+func destroyIfThere(ctx context.Context, get func() (destroyer, error)) error {
+	d, err := get()
+	if isNotFound(err) || (err == nil && d == nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	task, err := d.Destroy(ctx)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil && fault.Is(err, &types.ManagedObjectNotFound{}) {
+		return nil
+	}
+	return err
+}
