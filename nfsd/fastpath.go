@@ -77,6 +77,21 @@ type SliceReader interface {
 	ReadSlices(off int64, n int) ([][]byte, int, error)
 }
 
+// CachedOpener may be implemented by an export's filesystem that can open
+// some files without waiting for I/O (OpenCached's ok false: it would wait).
+// With CachedSliceReader files it lets the front answer a READ whose bytes
+// are at hand on the goroutine that read the call, without handing the
+// connection's reading to a new goroutine (see clientConn.dispatch).
+type CachedOpener interface {
+	OpenCached(name string) (billy.File, bool)
+}
+
+// CachedSliceReader is SliceReader without I/O: ok false when the bytes are
+// not at hand, and then it has done nothing.
+type CachedSliceReader interface {
+	CachedSlices(off int64, n int) ([][]byte, int, bool, error)
+}
+
 // fastReply is a reply record in pieces, written with one vectored write.
 type fastReply struct {
 	head []byte   // 4 bytes for the record mark, then the reply up to READ's data
@@ -186,22 +201,46 @@ func putReadBuf(b *[]byte) {
 
 // fastRead answers a READ as go-nfs's onRead does.
 func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
+	r, _ := s.readFile(xid, a, false)
+	return r
+}
+
+// fastReadCached is fastRead when it needs no I/O (CachedOpener,
+// CachedSliceReader); false when it would, and then it has done nothing:
+// errors, too, are left to fastRead.
+func (s *Server) fastReadCached(xid uint32, a *ioArgs) (fastReply, bool) {
+	return s.readFile(xid, a, true)
+}
+
+func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool) (fastReply, bool) {
 	efs, parts, err := s.fileOf(a.fh)
 	if err != nil {
-		return errorReply(xid, procRead, nfs.NFSStatusStale)
+		return errorReply(xid, procRead, nfs.NFSStatusStale), !cachedOnly
 	}
 	full := efs.Join(parts...)
-	f, err := efs.Open(full)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return errorReply(xid, procRead, nfs.NFSStatusNoEnt)
+	var f billy.File
+	if cachedOnly {
+		co, ok := efs.Filesystem.(CachedOpener)
+		if !ok || efs.check("open", full) != nil {
+			return fastReply{}, false
 		}
-		return errorReply(xid, procRead, nfs.NFSStatusAccess)
+		if f, ok = co.OpenCached(full); !ok {
+			return fastReply{}, false
+		}
+		if _, ok := f.(CachedSliceReader); !ok {
+			f.Close()
+			return fastReply{}, false
+		}
+	} else if f, err = efs.Open(full); err != nil {
+		if os.IsNotExist(err) {
+			return errorReply(xid, procRead, nfs.NFSStatusNoEnt), true
+		}
+		return errorReply(xid, procRead, nfs.NFSStatusAccess), true
 	}
 	defer f.Close()
 	info, err := efs.Stat(full)
 	if err != nil {
-		return errorReply(xid, procRead, nfs.NFSStatusAccess)
+		return errorReply(xid, procRead, nfs.NFSStatusAccess), !cachedOnly
 	}
 	count, setEOF := a.count, false
 	if int64(a.offset) >= info.Size() {
@@ -214,7 +253,13 @@ func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
 		lent [][]byte
 		n    int
 	)
-	if sr, ok := f.(SliceReader); ok {
+	if cachedOnly {
+		var hit bool
+		lent, n, hit, err = f.(CachedSliceReader).CachedSlices(int64(a.offset), int(count))
+		if !hit || (err != nil && !errors.Is(err, io.EOF)) {
+			return fastReply{}, false
+		}
+	} else if sr, ok := f.(SliceReader); ok {
 		lent, n, err = sr.ReadSlices(int64(a.offset), int(count))
 	} else {
 		buf = getReadBuf(count)
@@ -224,7 +269,7 @@ func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
 		if buf != nil {
 			putReadBuf(buf)
 		}
-		return errorReply(xid, procRead, nfs.NFSStatusIO)
+		return errorReply(xid, procRead, nfs.NFSStatusIO), true
 	}
 	eof := errors.Is(err, io.EOF) || setEOF
 
@@ -244,7 +289,7 @@ func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
 	if buf != nil {
 		r.data = (*buf)[:n]
 	}
-	return r
+	return r, true
 }
 
 // fastWrite answers a WRITE with the protocol's durability: an UNSTABLE

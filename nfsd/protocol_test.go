@@ -469,6 +469,7 @@ func readdirplusHandles(t *testing.T, d *rpc.Decoder) map[string][]byte {
 // slowFS blocks Open of one file until released.
 type slowFS struct {
 	billyFS
+	dir     string // for tests that read the files beside it
 	slow    string
 	entered chan struct{}
 	release chan struct{}

@@ -2,6 +2,7 @@ package nfsd
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -193,5 +194,89 @@ func TestCreateMakesTheFileWithItsMode(t *testing.T) {
 	}
 	if c := fs.chmods.Load(); c != 0 {
 		t.Fatalf("CREATE with a mode took %d Chmod calls after the create, want none", c)
+	}
+}
+
+// cachedFS is slowFS whose files named in cached open without I/O
+// (CachedOpener), their bytes held in memory (CachedSliceReader).
+type cachedFS struct {
+	*slowFS
+	cached map[string]bool
+	served *atomic.Int64 // READs answered from CachedSlices
+}
+
+func (f cachedFS) OpenCached(name string) (billyFile, bool) {
+	if !f.cached[filepath.Base(name)] {
+		return nil, false
+	}
+	file, err := f.slowFS.Open(name)
+	if err != nil {
+		return nil, false
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, name))
+	if err != nil {
+		return nil, false
+	}
+	return cachedFile{billyFile: file, b: b, served: f.served}, true
+}
+
+type cachedFile struct {
+	billyFile
+	b      []byte
+	served *atomic.Int64
+}
+
+func (f cachedFile) CachedSlices(off int64, n int) ([][]byte, int, bool, error) {
+	f.served.Add(1)
+	end := min(off+int64(n), int64(len(f.b)))
+	if off >= end {
+		return nil, 0, true, io.EOF
+	}
+	return [][]byte{f.b[off:end]}, int(end - off), true, nil
+}
+
+// TestCachedReadIsAnsweredInline: with a READ held in the filesystem, READs
+// of a file whose bytes are at hand are answered from CachedSlices on the
+// same connection, with the file's bytes.
+func TestCachedReadIsAnsweredInline(t *testing.T) {
+	dir, _ := exportDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "slow.bin"), []byte("slow data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slow := &slowFS{billyFS: osfs.New(dir), slow: "slow.bin", entered: make(chan struct{}, 1), release: make(chan struct{})}
+	slow.dir = dir
+	fs := cachedFS{slowFS: slow, cached: map[string]bool{"hello.txt": true}, served: new(atomic.Int64)}
+	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: fs, ID: 7, ReadOnly: true})
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(slow.release)
+		}
+	})
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	slowFH, helloFH := n.mustLookup(root, "slow.bin"), n.mustLookup(root, "hello.txt")
+	pSlow, err := n.c.Start(progNFS, 3, procRead, readArgs(slowFH, 0, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-slow.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the slow READ never reached the filesystem")
+	}
+	for i := range 3 {
+		st, data := n.read(helloFH, uint64(i), 100)
+		if st != nfs.NFSStatusOk || string(data) != "hello, world\n"[i:] {
+			t.Fatalf("READ %d of the cached file: %v %q", i, st, data)
+		}
+	}
+	if got := fs.served.Load(); got != 3 {
+		t.Fatalf("%d READs answered from CachedSlices, want 3", got)
+	}
+	close(slow.release)
+	released = true
+	if _, err := pSlow.Wait(testCtx(t)); err != nil {
+		t.Fatal(err)
 	}
 }

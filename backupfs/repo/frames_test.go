@@ -321,3 +321,34 @@ func TestReadaheadRamps(t *testing.T) {
 		t.Fatalf("a sequential reader of chunks 10-19 left %d chunks cached, want 26 (a full window ahead)", n)
 	}
 }
+
+func TestCachedSlicesDoNoIO(t *testing.T) {
+	r := newRepo(t, 64<<10)
+	data := make([]byte, 4*64<<10)
+	rand.NewChaCha8([32]byte{3}).Read(data)
+	clear(data[2*64<<10 : 3*64<<10]) // chunk 2 is a zero chunk
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	c := NewCache(CacheOptions{ChunkSize: 64 << 10, Readahead: -1})
+	dr := NewDiskReader(r, x, c, "disk")
+	if _, _, ok, _ := dr.CachedSlices(100, 4096); ok {
+		t.Fatal("CachedSlices of a cold chunk answered")
+	}
+	if c.Stats().Entries != 0 {
+		t.Fatal("CachedSlices of a cold chunk loaded it")
+	}
+	if parts, n, ok, err := dr.CachedSlices(2*64<<10+5, 100); !ok || err != nil || n != 100 || !bytes.Equal(bytes.Join(parts, nil), data[2*64<<10+5:2*64<<10+105]) {
+		t.Fatalf("zero chunk: ok %v, %d bytes, %v", ok, n, err)
+	}
+	dr.ReadAt(make([]byte, 10), 100) // decodes frame 0 of chunk 0
+	parts, n, ok, err := dr.CachedSlices(100, 4096)
+	if !ok || err != nil || n != 4096 || !bytes.Equal(bytes.Join(parts, nil), data[100:4196]) {
+		t.Fatalf("cached frame: ok %v, %d bytes, %v", ok, n, err)
+	}
+	if _, _, ok, _ := dr.CachedSlices(40<<10, 100); ok {
+		t.Fatal("CachedSlices of a frame not decoded answered")
+	}
+	if ready, _ := readyFrames(c, x.Chunks[0]); ready != 1 {
+		t.Fatalf("CachedSlices decoded frames: %d ready", ready)
+	}
+}

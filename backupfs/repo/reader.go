@@ -211,7 +211,7 @@ func (dr *DiskReader) Index() *Index { return dr.idx }
 // ReadAt reads len(p) bytes at off. Zero chunks read as zeros without I/O;
 // a damaged or missing chunk is an error, never wrong bytes.
 func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
-	n, eof, err := dr.spans(off, len(p), func(k int, parts [][]byte, lo, hi int64) {
+	n, eof, err := dr.spans(off, len(p), false, func(k int, parts [][]byte, lo, hi int64) {
 		dst := p[lo-off : hi-off]
 		if parts == nil {
 			clear(dst)
@@ -232,7 +232,9 @@ func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 // cache's own frames, or nil for a zero chunk. It clamps n at the end of the disk (eof is
 // then io.EOF), notes the access for readahead, and fetches several chunks
 // in parallel. fn may run concurrently for different k.
-func (dr *DiskReader) spans(off int64, n int, fn func(k int, parts [][]byte, lo, hi int64)) (int, error, error) {
+// With cachedOnly it does no I/O: a chunk whose bytes are not all decoded in
+// the cache ends it with errNotCached, before fn has seen any chunk.
+func (dr *DiskReader) spans(off int64, n int, cachedOnly bool, fn func(k int, parts [][]byte, lo, hi int64)) (int, error, error) {
 	if off < 0 {
 		return 0, nil, fmt.Errorf("%s: negative offset %d", dr.name, off)
 	}
@@ -248,6 +250,9 @@ func (dr *DiskReader) spans(off int64, n int, fn func(k int, parts [][]byte, lo,
 	}
 	cs := int64(dr.idx.ChunkSize)
 	first, last := off/cs, (off+int64(n)-1)/cs
+	if cachedOnly {
+		return dr.cachedSpans(off, n, eof, first, last, fn)
+	}
 	dr.readahead(first, last)
 	one := func(i int64) error {
 		lo, hi := max(off, i*cs), min(off+int64(n), (i+1)*cs)
@@ -279,6 +284,44 @@ func (dr *DiskReader) spans(off int64, n int, fn func(k int, parts [][]byte, lo,
 	}
 	if err := g.Wait(); err != nil {
 		return 0, nil, err
+	}
+	return n, eof, nil
+}
+
+// errNotCached ends a cachedOnly spans that would have to read.
+var errNotCached = errors.New("not cached")
+
+// cachedSpans is spans without I/O: every chunk of [off, off+n) is a zero
+// chunk or has the frames it needs decoded in the cache, or nothing happens.
+func (dr *DiskReader) cachedSpans(off int64, n int, eof error, first, last int64, fn func(k int, parts [][]byte, lo, hi int64)) (int, error, error) {
+	cs := int64(dr.idx.ChunkSize)
+	type span struct {
+		parts  [][]byte
+		lo, hi int64
+	}
+	var one [1]span
+	spans := one[:0]
+	for i := first; i <= last; i++ {
+		lo, hi := max(off, i*cs), min(off+int64(n), (i+1)*cs)
+		d := dr.idx.Chunks[i]
+		if d.IsZero() {
+			spans = append(spans, span{nil, lo, hi})
+			continue
+		}
+		e, ok := dr.cache.lru.Get(d)
+		if !ok || hi-i*cs > int64(e.layout.n) {
+			return 0, nil, errNotCached
+		}
+		a, b := int(lo-i*cs), int(hi-i*cs)
+		if f, l := e.framesOf(a, b); !e.readyRange(f, l) {
+			return 0, nil, errNotCached
+		}
+		spans = append(spans, span{e.slices(a, b), lo, hi})
+	}
+	dr.cache.hits.Add(int64(len(spans)))
+	dr.readahead(first, last)
+	for k, sp := range spans {
+		fn(k, sp.parts, sp.lo, sp.hi)
 	}
 	return n, eof, nil
 }
@@ -354,9 +397,25 @@ var zeros [1 << 20]byte
 // eviction and the garbage collector frees them when the caller is done.
 // Past the end it returns fewer bytes and io.EOF, like ReadAt.
 func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
+	return dr.readSlices(off, n, false)
+}
+
+// CachedSlices is ReadSlices when it needs no I/O: when every byte asked
+// for is decoded in the cache (or in a zero chunk), it returns them and ok;
+// otherwise it does nothing and returns ok false. The NFS server answers
+// such a READ on the goroutine that read the call (nfsd.CachedSliceReader).
+func (dr *DiskReader) CachedSlices(off int64, n int) ([][]byte, int, bool, error) {
+	parts, got, err := dr.readSlices(off, n, true)
+	if errors.Is(err, errNotCached) {
+		return nil, 0, false, nil
+	}
+	return parts, got, true, err
+}
+
+func (dr *DiskReader) readSlices(off int64, n int, cachedOnly bool) ([][]byte, int, error) {
 	cs := int64(dr.idx.ChunkSize)
 	per := make([][][]byte, (max(off, 0)+int64(n)-1)/cs-max(off, 0)/cs+1)
-	n, eof, err := dr.spans(off, n, func(k int, parts [][]byte, lo, hi int64) {
+	n, eof, err := dr.spans(off, n, cachedOnly, func(k int, parts [][]byte, lo, hi int64) {
 		switch {
 		case parts != nil:
 			per[k] = parts

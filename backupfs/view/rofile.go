@@ -1,6 +1,7 @@
 package view
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -89,6 +90,25 @@ func (f *roFile) Lock() error   { return nil }
 func (f *roFile) Unlock() error { return nil }
 func (f *roFile) Truncate(int64) error {
 	return &os.PathError{Op: "truncate", Path: f.name, Err: f.why}
+}
+
+// CachedSlices is ReadSlices when it needs no I/O (see
+// repo.DiskReader.CachedSlices): ok is false when the bytes are not at hand,
+// or the file is not one whose bytes can be.
+func (f *roFile) CachedSlices(off int64, n int) ([][]byte, int, bool, error) {
+	if f.dir {
+		return nil, 0, false, nil
+	}
+	switch ra := f.ra.(type) {
+	case *repo.DiskReader:
+		if f.size == ra.Size() {
+			return ra.CachedSlices(off, n)
+		}
+	case *bytes.Reader: // a small file held in memory
+		parts, got, err := f.ReadSlices(off, n)
+		return parts, got, true, err
+	}
+	return nil, 0, false, nil
 }
 
 // ReadSlices lends the bytes at off without copying them when they come
