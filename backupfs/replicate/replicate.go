@@ -160,6 +160,12 @@ func copyAll(ctx context.Context, src, dst Backend, opts Options, st *Stats) err
 		return fmt.Errorf("target chunk size %d differs from the source's %d: replicate into an empty folder or a repository made with `rekindle init --chunk-size %d`",
 			dstCfg.ChunkSize, srcCfg.ChunkSize, srcCfg.ChunkSize)
 	}
+	if dstCfg.Version < srcCfg.Version {
+		// Chunks are copied as they are stored: a version 2 chunk in a
+		// version 1 repository is one the releases that made it cannot read.
+		return fmt.Errorf("target repository is format version %d and the source version %d: its chunks would be unreadable by the rekindle releases that made the target; replicate into an empty folder (or one made by this rekindle's `rekindle init`)",
+			dstCfg.Version, srcCfg.Version)
+	}
 	unlockDst, err := dst.Lock(ctx, "replicate from "+src.String())
 	if err != nil {
 		return err

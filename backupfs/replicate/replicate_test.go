@@ -615,3 +615,27 @@ func TestPhasesFlushedInOrder(t *testing.T) {
 		t.Fatalf("copy returned with %d kinds unflushed", n)
 	}
 }
+
+// A replica never holds chunks of a newer layout than its own version:
+// copying version 2 chunks into a version 1 repository is refused before
+// anything is written.
+func TestOlderTargetVersionRefused(t *testing.T) {
+	ctx := context.Background()
+	srcDir := t.TempDir()
+	source(t, srcDir, 1, 1, 2)
+	dstDir := t.TempDir()
+	if _, err := repo.Init(dstDir, repo.InitOptions{ChunkSize: testChunk, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Copy(ctx, local(t, srcDir), local(t, dstDir), Options{})
+	if err == nil || !strings.Contains(err.Error(), "format version 1 and the source version 2") {
+		t.Fatalf("copy into a version 1 repository: %v, want a refusal naming both versions", err)
+	}
+	if st.Bytes != 0 || st.Chunks != 0 {
+		t.Fatalf("refused copy wrote %d bytes, %d chunks", st.Bytes, st.Chunks)
+	}
+	objs, err := local(t, dstDir).List(ctx, Chunks)
+	if err != nil || len(objs) != 0 {
+		t.Fatalf("target holds %d chunks after a refused copy (%v)", len(objs), err)
+	}
+}
