@@ -286,6 +286,9 @@ func (r *lvReader) ReadAt(p []byte, off int64) (int, error) {
 		}
 		run = min(run, int64(len(p)-done))
 		k, err := m.devs[dev].ReadAt(p[done:done+int(run)], at)
+		if k == 0 && err == nil {
+			err = io.ErrNoProgress // a device breaking io.ReaderAt's contract must not spin this loop
+		}
 		done += k
 		off += int64(k)
 		if err != nil && !(errors.Is(err, io.EOF) && k == int(run)) {
