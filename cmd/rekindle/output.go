@@ -83,7 +83,7 @@ func newProgressUnit(what string, quiet, count bool) *progress {
 		p.bar = progressbar.NewOptions64(-1, progressbar.OptionSetDescription(what),
 			progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(!count),
 			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+			progressbar.OptionShowCount(), progressbar.OptionUseIECUnits(true), progressbar.OptionClearOnFinish())
 	}
 	return p
 }

@@ -26,9 +26,13 @@ func repoCommands() []*cli.Command {
 	return []*cli.Command{
 		{
 			Name: "init", Usage: "create a repository",
-			Flags: []cli.Flag{repoFlag, &cli.IntFlag{Name: "chunk-size", Usage: "chunk size in bytes (power of two, 64 KiB to 16 MiB)", Value: repo.DefaultChunkSize}},
+			Flags: []cli.Flag{repoFlag, &cli.StringFlag{Name: "chunk-size", Usage: "chunk size, a power of two from 64K to 16M: bytes, or " + sizeUsage, Value: humanSize(repo.DefaultChunkSize)}},
 			Action: func(c *cli.Context) error {
-				r, err := repo.Init(c.String("repo"), repo.InitOptions{ChunkSize: c.Int("chunk-size")})
+				chunk, err := sizeFlag(c, "chunk-size", 1)
+				if err != nil {
+					return err
+				}
+				r, err := repo.Init(c.String("repo"), repo.InitOptions{ChunkSize: int(chunk)})
 				if err != nil {
 					return err
 				}

@@ -47,13 +47,13 @@ func serveCommands() []*cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "server-name", Usage: "host name or address hypervisors use to reach this server (default: the NFS address's host, else 127.0.0.1)", EnvVars: []string{"REKINDLE_SERVER_NAME"}}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allow", Usage: "CIDR admitted to the read-only /points export (repeatable; default loopback)", EnvVars: []string{"REKINDLE_ALLOW"}}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "squash", Value: "none", Usage: "NFS identities mapped to nobody (65534) on every export: none, root (uid 0) or all", EnvVars: []string{"REKINDLE_SQUASH"}}),
-		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "cache-mb", Value: 1024, Usage: "chunk cache size in MiB", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cache-mb", Value: "1024", Usage: "chunk cache size: MiB (1024), or " + sizeUsage + " (4GiB)", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Usage: "most open client connections to the NFS port (and, separately, the portmapper's) (default 4096, or half the file-descriptor limit if lower)", EnvVars: []string{"REKINDLE_MAX_CONNS"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns-per-client", Value: nfsd.DefaultMaxConnsPerClient, Usage: "most open connections from one client address", EnvVars: []string{"REKINDLE_MAX_CONNS_PER_CLIENT"}}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "idle-timeout", Value: nfsd.DefaultIdleTimeout, Usage: "close a client connection idle this long (clients reconnect)", EnvVars: []string{"REKINDLE_IDLE_TIMEOUT"}}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "record-timeout", Value: nfsd.DefaultRecordTimeout, Usage: "close a connection that takes longer to send one RPC record", EnvVars: []string{"REKINDLE_RECORD_TIMEOUT"}}),
-		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "record-memory-mb", Value: nfsd.DefaultRecordMemory >> 20, Usage: "memory budget in MiB for RPC records being read or answered, over all connections", EnvVars: []string{"REKINDLE_RECORD_MEMORY_MB"}}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "record-memory-mb", Value: fmt.Sprint(nfsd.DefaultRecordMemory >> 20), Usage: "memory budget for RPC records being read or answered, over all connections: MiB, or " + sizeUsage, EnvVars: []string{"REKINDLE_RECORD_MEMORY_MB"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-fragments", Value: nfsd.DefaultMaxFragments, Usage: "most fragments in one RPC record", EnvVars: []string{"REKINDLE_MAX_FRAGMENTS"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
@@ -92,7 +92,7 @@ func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
 	if c.String("config") == "" {
 		return altsrc.NewMapInputSource("", map[any]any{}), nil
 	}
-	return altsrc.NewYamlSourceFromFlagFunc("config")(c)
+	return yamlConfig(c.String("config"))
 }
 
 func serveCmd(c *cli.Context) error {
@@ -164,14 +164,22 @@ func serveCmd(c *cli.Context) error {
 		Help: "Always 1; the labels say which rekindle is running."}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(buildInfo)
+	cacheBytes, err := sizeFlag(c, "cache-mb", 1<<20)
+	if err != nil {
+		return err
+	}
+	recordMemory, err := sizeFlag(c, "record-memory-mb", 1<<20)
+	if err != nil {
+		return err
+	}
 	svc, err := datastore.New(c.Context, datastore.Config{
 		Repo: r, Catalog: cat, StateDir: state, NFSListen: c.String("nfs"), PortmapAddr: portmap,
-		ServerName: name, PointsAllow: allow, CacheBytes: c.Int64("cache-mb") << 20, Unsafe: c.Bool("unsafe-writes"),
+		ServerName: name, PointsAllow: allow, CacheBytes: cacheBytes, Unsafe: c.Bool("unsafe-writes"),
 		NoFastPath: c.Bool("no-fast-path"), Squash: c.String("squash"),
 		Limits: nfsd.Limits{
 			MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
 			IdleTimeout: c.Duration("idle-timeout"), RecordTimeout: c.Duration("record-timeout"),
-			RecordMemory: c.Int64("record-memory-mb") << 20, MaxFragments: c.Int("max-fragments"),
+			RecordMemory: recordMemory, MaxFragments: c.Int("max-fragments"),
 		},
 		Logger: log, Registry: reg,
 	})
