@@ -1,0 +1,161 @@
+package datastore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/testdata/guestimg"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// TestFilesExportNTFSXFS reads NTFS and XFS guest files through /files with
+// libnfs: every small file with nfs-cat, and unaligned ranges of the large,
+// sparse and compressed ones from 8 connections at once (bench/nfsread),
+// each range's bytes compared with the source's.
+func TestFilesExportNTFSXFS(t *testing.T) {
+	dir := t.TempDir()
+	ntfsDisk, ntfsTree := guestimg.NTFSDisk(t, dir)
+	xfsDisk, xfs1, xfs2 := guestimg.XFSDisk(t, dir)
+	tool := filepath.Join(dir, "nfsread")
+	build := exec.Command("go", "build", "-tags", "libnfs", "-o", tool, "../../bench/nfsread")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building bench/nfsread (needs libnfs-dev): %v\n%s", err, out)
+	}
+	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	folder, err := vmgen.Generate(filepath.Join(dir, "vm"), vmgen.Spec{Name: "mixed01", Seed: 1,
+		Disks: []vmgen.DiskSpec{{Source: ntfsDisk, Format: vmgen.FormatRaw}, {Source: xfsDisk, Format: vmgen.FormatRaw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := ingest.Import(context.Background(), r, folder, ingest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Open(context.Background(), filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	svc, err := New(context.Background(), Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		svc.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	_, port, _ := net.SplitHostPort(svc.NFSAddr().String())
+	url := func(p string) string {
+		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
+	}
+	base := "/files/mixed01/" + pt.ID + "/"
+	vols := []struct {
+		path string
+		tree guestimg.Tree
+	}{
+		{pt.Disks[0].Name + "/p1", ntfsTree},
+		{pt.Disks[1].Name + "/p1", xfs1},
+		{pt.Disks[1].Name + "/p2", xfs2},
+	}
+	for _, v := range vols {
+		t.Run(v.path, func(t *testing.T) {
+			var ranged []string
+			for _, p := range v.tree.Paths() {
+				w := v.tree[p]
+				if w.Dir || w.Link != "" || strings.HasPrefix(p, "big/") {
+					continue
+				}
+				if w.HardTo == "" && w.Size > 100<<10 {
+					ranged = append(ranged, p)
+					continue
+				}
+				got := mustRun(t, "nfs-cat", url(base+v.path+"/"+p))
+				if got != string(v.tree.Bytes(p)) {
+					t.Errorf("%s over NFS: %d bytes, differs from the source's %d", p, len(got), len(v.tree.Bytes(p)))
+				}
+			}
+			if len(ranged) == 0 {
+				t.Fatal("no large file to read in ranges")
+			}
+			for _, p := range ranged {
+				w := v.tree[p]
+				// Ranges at odd offsets and of odd lengths, some across the
+				// file's end, and around a sparse file's data.
+				var spec []string
+				var want [][]byte
+				add := func(off, n int64) {
+					spec = append(spec, fmt.Sprintf("%d:%d", off, n))
+					want = append(want, wantRange(v.tree, p, off, n))
+				}
+				for i := int64(0); i < 24; i++ {
+					add((i*w.Size)/24+i*7+1, 1+(i*40961)%70001)
+				}
+				add(w.DataAt+w.Size-w.DataAt-333, 4096)
+				if w.DataAt > 0 {
+					add(w.DataAt-5, 9000)
+				}
+				out := mustRun(t, tool, "-url", url("/files"), "-file", "/mixed01/"+pt.ID+"/"+v.path+"/"+p,
+					"-ranges", strings.Join(spec, ","), "-conns", "8")
+				var res struct{ Ranges []string }
+				if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Ranges) != len(want) {
+					t.Fatalf("%s: nfsread printed %q (%v)", p, out, err)
+				}
+				for i, s := range res.Ranges {
+					h := sha256.Sum256(want[i])
+					if s != hex.EncodeToString(h[:]) {
+						t.Errorf("%s: range %s read over NFS differs from the source", p, spec[i])
+					}
+				}
+			}
+		})
+	}
+	if ls := mustRun(t, "nfs-ls", url(base+pt.Disks[0].Name+"/p1/big")); strings.Count(ls, "\n") < 3000 {
+		t.Errorf("NTFS big/ lists %d lines over NFS, want 3000 entries", strings.Count(ls, "\n"))
+	}
+	if got := mustRun(t, "nfs-cat", url(base+pt.Disks[0].Name+"/p2.README.txt")); !strings.Contains(got, "BitLocker") {
+		t.Errorf("BitLocker volume's status entry over NFS: %q", got)
+	}
+}
+
+// wantRange is the source's bytes of p in [off, off+n), clamped at its size.
+func wantRange(t guestimg.Tree, p string, off, n int64) []byte {
+	w := t[p]
+	if w.HardTo != "" {
+		w = t[w.HardTo]
+	}
+	end := min(off+n, w.Size)
+	if off >= end {
+		return nil
+	}
+	b := make([]byte, end-off)
+	for i := range b {
+		pos := off + int64(i) - w.DataAt
+		if pos >= 0 && pos < int64(len(w.Data)) {
+			b[i] = w.Data[pos]
+		}
+	}
+	return b
+}
