@@ -73,15 +73,19 @@ type Stats struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
 	// Created is true when this run created the target repository.
-	Created       bool      `json:"created"`
-	Chunks        int       `json:"chunks"`         // copied
-	ChunksPresent int       `json:"chunks_present"` // needed, already in the target
-	Indexes       int       `json:"indexes"`
-	Points        int       `json:"points"`
-	Apps          int       `json:"apps"`
-	Sites         int       `json:"sites"`
-	Bytes         int64     `json:"bytes"` // stored bytes written to the target
-	Refused       []Refusal `json:"refused"`
+	Created       bool `json:"created"`
+	Chunks        int  `json:"chunks"`         // copied
+	ChunksPresent int  `json:"chunks_present"` // needed, already in the target
+	Indexes       int  `json:"indexes"`
+	Points        int  `json:"points"`
+	Apps          int  `json:"apps"`
+	Sites         int  `json:"sites"`
+	// Copied lists the restore points and apps this run wrote, so a caller
+	// can index them in the target's catalog.
+	CopiedPoints []string  `json:"copied_points"`
+	CopiedApps   []string  `json:"copied_apps"`
+	Bytes        int64     `json:"bytes"` // stored bytes written to the target
+	Refused      []Refusal `json:"refused"`
 	// SkippedSites are site packages not copied because a point they name
 	// is not in the target.
 	SkippedSites   []string  `json:"skipped_sites"`
@@ -98,7 +102,8 @@ var ErrRefused = errors.New("source objects refused")
 // holds both repositories' shared locks while it runs. On error, Stats
 // still says what was copied.
 func Copy(ctx context.Context, source, target Backend, opts Options) (*Stats, error) {
-	st := &Stats{Source: source.String(), Target: target.String(), Started: time.Now().UTC(), Refused: []Refusal{}, SkippedSites: []string{}}
+	st := &Stats{Source: source.String(), Target: target.String(), Started: time.Now().UTC(), Refused: []Refusal{}, SkippedSites: []string{},
+		CopiedPoints: []string{}, CopiedApps: []string{}}
 	err := copyAll(ctx, source, target, opts, st)
 	st.Seconds = time.Since(st.Started).Seconds()
 	if st.Seconds > 0 {
@@ -363,6 +368,7 @@ func (c *copier) run(ctx context.Context) error {
 			return err
 		}
 		c.st.Points++
+		c.st.CopiedPoints = append(c.st.CopiedPoints, pp.id)
 		have[pp.id] = true
 	}
 	if err := c.flush(ctx, Points); err != nil {
@@ -398,6 +404,7 @@ func (c *copier) run(ctx context.Context) error {
 			return err
 		}
 		c.st.Apps++
+		c.st.CopiedApps = append(c.st.CopiedApps, n)
 	}
 	if err := c.flush(ctx, Apps); err != nil {
 		return err

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/rekindle/rekindle/backupfs/replicate"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator/site"
 )
 
@@ -52,6 +55,11 @@ func replicateCmd(c *cli.Context) error {
 		o.Progress = func(p replicate.Progress) { pr.update(p.Done, p.Total) }
 		st, err := replicate.Copy(c.Context, src, dst, o)
 		pr.finish()
+		if st != nil {
+			if cerr := indexReplica(c, dst.Dir, st); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
 		return st, err
 	}
 	if !c.Bool("watch") {
@@ -68,6 +76,11 @@ func replicateCmd(c *cli.Context) error {
 	}
 	var last error
 	replicate.Watch(c.Context, src, dst, c.Duration("interval"), opts, func(st *replicate.Stats, err error) {
+		if st != nil {
+			if cerr := indexReplica(c, dst.Dir, st); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
 		last = err
 		if st != nil {
 			printReplicate(c, st, true)
@@ -96,5 +109,46 @@ func printReplicate(c *cli.Context, st *replicate.Stats, watch bool) error {
 	fmt.Printf("replicated %s to %s: %d chunks, %d indexes, %d restore points, %d apps, %d site packages; %s in %.1fs (%s/s); %d chunks already there\n",
 		st.Source, st.Target, st.Chunks, st.Indexes, st.Points, st.Apps, st.Sites,
 		humanBytes(st.Bytes), st.Seconds, humanBytes(int64(st.BytesPerSecond)), st.ChunksPresent)
+	return nil
+}
+
+// indexReplica records the points and apps a copy wrote in the target's
+// catalog when it has one (a recovery-site `rekindle serve` then sees them
+// without a rebuild); a target without one builds it when first opened.
+func indexReplica(c *cli.Context, dir string, st *replicate.Stats) error {
+	path := filepath.Join(dir, "catalog.db")
+	if len(st.CopiedPoints)+len(st.CopiedApps) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	r, err := repo.Open(dir)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.Open(c.Context, path)
+	if err != nil {
+		return fmt.Errorf("target catalog %s: %w (run `rekindle catalog rebuild --repo %s`)", path, err, dir)
+	}
+	defer cat.Close()
+	for _, id := range st.CopiedPoints {
+		p, err := r.Point(id)
+		if err == nil {
+			err = cat.IndexPoint(c.Context, p)
+		}
+		if err != nil {
+			return fmt.Errorf("restore point %s is in the target, but its catalog could not record it: %w (run `rekindle catalog rebuild --repo %s`)", id, err, dir)
+		}
+	}
+	for _, n := range st.CopiedApps {
+		a, err := r.App(n)
+		if err == nil {
+			err = cat.IndexApp(c.Context, a)
+		}
+		if err != nil {
+			return fmt.Errorf("app %s is in the target, but its catalog could not record it: %w (run `rekindle catalog rebuild --repo %s`)", n, err, dir)
+		}
+	}
 	return nil
 }

@@ -91,11 +91,16 @@ func TestReplicateKilledThenResumed(t *testing.T) {
 	// Whatever arrived is consistent: the target opens and verifies (no
 	// point names a missing chunk; here, no point arrived at all).
 	run(t, false, "verify", "--repo", dst, "-q")
+	run(t, false, "catalog", "rebuild", "--repo", dst) // a recovery server's catalog, made before the point arrives
 	landed := countFiles(t, filepath.Join(dst, "chunks"))
 	out, _ := run(t, false, "replicate", "--repo", src, "--to", dst, "--json")
 	st := replicateJSON(t, out)
 	if st.Points != 1 || st.Chunks+landed != total {
 		t.Fatalf("resumed copy: %d chunks copied, %d had landed before the kill, the source has %d; %d points", st.Chunks, landed, total, st.Points)
+	}
+	// The copy recorded the point in the target's existing catalog.
+	if out, _ := run(t, false, "list", "points", "--repo", dst, "--json"); strings.Count(out, `"id"`) != 1 {
+		t.Fatalf("target catalog after the copy lists:\n%s", out)
 	}
 	out, _ = run(t, false, "verify", "--repo", dst, "--json")
 	if !strings.Contains(out, `"problems": null`) && !strings.Contains(out, `"problems": []`) {
