@@ -108,6 +108,7 @@ func commands() []*cli.Command {
 	cmds = append(cmds, retentionCommands()...)
 	cmds = append(cmds, jobCommand())
 	cmds = append(cmds, protectCommands()...)
+	cmds = append(cmds, siteCommands()...)
 	cmds = append(cmds, replicateCommands()...)
 	for _, c := range cmds {
 		if c.Name == "backup" {
