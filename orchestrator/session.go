@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -479,20 +480,25 @@ func (o *Orchestrator) boot(ctx context.Context, id string, p *Plan) (any, error
 		}
 		for i, name := range names {
 			vm := p.VM(name)
-			if vm.Ready.Heartbeat || vm.Ready.IP {
-				ref, err := o.vm(ctx, id, name)
-				if err != nil {
-					return out, err
-				}
-				wctx, cancel := context.WithTimeout(ctx, timeout)
-				err = o.Driver.WaitReady(wctx, ref, vm.Ready)
-				cancel()
-				if err != nil {
-					return append(out, group...), fmt.Errorf("group %d: %s not ready within %s: %w", gi+1, name, timeout, err)
-				}
+			what := o.readyWhat(vm.Ready)
+			if what == "" {
+				// Nothing says the guest is up: say only what is known.
+				o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s powered on (readiness not checked)", gi+1, name)})
+				continue
+			}
+			ref, err := o.vm(ctx, id, name)
+			if err != nil {
+				return out, err
+			}
+			o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s: waiting for %s", gi+1, name, what)})
+			wctx, cancel := context.WithTimeout(ctx, timeout)
+			err = o.Driver.WaitReady(wctx, ref, vm.Ready)
+			cancel()
+			if err != nil {
+				return append(out, group...), fmt.Errorf("group %d: %s not ready within %s (waited for %s): %w", gi+1, name, timeout, what, err)
 			}
 			group[i].Ready = time.Now().UTC()
-			o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s up", gi+1, name)})
+			o.emit(Event{Session: id, Step: StepBoot, Phase: "progress", Message: fmt.Sprintf("group %d: %s up (%s)", gi+1, name, what)})
 		}
 		out = append(out, group...)
 		if delay > 0 && gi < len(p.Groups)-1 {
@@ -504,6 +510,26 @@ func (o *Orchestrator) boot(ctx context.Context, id string, p *Plan) (any, error
 		}
 	}
 	return out, nil
+}
+
+// readyWhat says what the driver waits for to call a VM up; "" when
+// readiness is not checked (the plan does not wait, or the driver checks
+// nothing).
+func (o *Orchestrator) readyWhat(check ReadyCheck) string {
+	if !check.Heartbeat && !check.IP {
+		return ""
+	}
+	if rw, ok := o.Driver.(interface{ ReadyWhat(ReadyCheck) string }); ok {
+		return rw.ReadyWhat(check)
+	}
+	var w []string
+	if check.Heartbeat {
+		w = append(w, "guest heartbeat")
+	}
+	if check.IP {
+		w = append(w, "guest IP address")
+	}
+	return strings.Join(w, " and ")
 }
 
 // Stop undoes session id: powers its VMs off, unregisters them, removes the

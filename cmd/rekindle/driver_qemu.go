@@ -8,7 +8,7 @@ import (
 )
 
 func init() {
-	newQEMUDriver = func(workDir string) (orchestrator.Driver, error) {
-		return qemu.New(qemu.Config{WorkDir: workDir, Logger: slog.Default()})
+	newQEMUDriver = func(workDir string, o qemuOptions) (orchestrator.Driver, error) {
+		return qemu.New(qemu.Config{WorkDir: workDir, Ready: o.ready, ReadyMarker: o.marker, Logger: slog.Default()})
 	}
 }

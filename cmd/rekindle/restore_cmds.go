@@ -34,11 +34,16 @@ func hypervisorFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "vc-insecure", Aliases: []string{"k"}, Usage: "do not verify vCenter's certificate", EnvVars: []string{"REKINDLE_VC_INSECURE", "GOVC_INSECURE"}},
 		&cli.StringFlag{Name: "datacenter", Usage: "vSphere datacenter (default: the only one)", EnvVars: []string{"REKINDLE_DATACENTER"}},
 		&cli.StringFlag{Name: "qemu-dir", Usage: "qemu: folder for VM state (default: --target, else REPO/state/qemu)", EnvVars: []string{"REKINDLE_QEMU_DIR"}},
+		&cli.StringFlag{Name: "qemu-ready", Value: "marker", Usage: "qemu: what \"up\" means: marker (--ready-marker on the serial console), agent (the QEMU guest agent answers guest-ping) or none (powered on only)", EnvVars: []string{"REKINDLE_QEMU_READY"}},
+		&cli.StringFlag{Name: "ready-marker", Value: "REKINDLE-BOOT-OK", Usage: "qemu: serial console text the guest prints when it is up (--qemu-ready marker)", EnvVars: []string{"REKINDLE_READY_MARKER"}},
 	}
 }
 
 // newQEMUDriver opens the qemu driver (set by driver_qemu.go).
-var newQEMUDriver func(workDir string) (orchestrator.Driver, error)
+var newQEMUDriver func(workDir string, o qemuOptions) (orchestrator.Driver, error)
+
+// qemuOptions are the qemu driver's flags.
+type qemuOptions struct{ ready, marker string }
 
 func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), error) {
 	switch c.String("hypervisor") {
@@ -53,7 +58,12 @@ func openDriver(c *cli.Context, repoDir string) (orchestrator.Driver, func(), er
 		if newQEMUDriver == nil {
 			return nil, nil, errors.New("this rekindle was built without the qemu driver")
 		}
-		d, err := newQEMUDriver(dir)
+		switch r := c.String("qemu-ready"); r {
+		case "marker", "agent", "none":
+		default:
+			return nil, nil, usageErr("--qemu-ready %q: want marker, agent or none", r)
+		}
+		d, err := newQEMUDriver(dir, qemuOptions{ready: c.String("qemu-ready"), marker: c.String("ready-marker")})
 		return d, func() {}, err
 	case "vsphere":
 		d, err := connectVC(c, "; or pass --hypervisor qemu")

@@ -14,9 +14,15 @@
 //   - relocation: the datastore Relocate takes is a local directory; each
 //     disk is mirrored (QMP drive-mirror, sync full) to <dir>/<vm>/<disk>.raw
 //     while the guest runs, then QEMU switches to the copy.
-//   - readiness: QEMU has no guest tools here; a VM is ready when its guest
-//     prints the ready marker (REKINDLE-BOOT-OK by default) on the serial
-//     console, which QEMU writes to a file.
+//   - readiness (Config.Ready): "marker", the guest prints the ready marker
+//     (REKINDLE-BOOT-OK by default, --ready-marker) on the serial console,
+//     which QEMU writes to a file; "agent", the QEMU guest agent answers
+//     guest-sync and guest-ping on the virtio-serial port
+//     org.qemu.guest_agent.0 (host end vms/<vm>/qga.sock); "none", nothing
+//     is checked and the session says "powered on", never "up".
+//   - stop: PowerOff escalates, each step bounded (Config.Stop) and logged:
+//     QMP system_powerdown (the guest's own shutdown), QMP quit, SIGTERM,
+//     SIGKILL.
 //
 // Everything the driver knows lives as JSON files under Config.WorkDir,
 // written atomically, so a new Driver on the same folder (an orchestrator

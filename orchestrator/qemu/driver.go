@@ -39,9 +39,17 @@ type Config struct {
 	// MemoryMB caps the memory a VM gets (it gets its backed-up memory when
 	// that is smaller); 0 means DefaultMemoryCapMB, a negative value no cap.
 	MemoryMB int
+	// Ready says what "up" means for a VM whose plan waits for its guest:
+	// ReadyMarker (the default) waits for ReadyText on the serial console,
+	// ReadyAgent for the QEMU guest agent to answer guest-ping on its
+	// virtio-serial channel, ReadyNone checks nothing (the VM is then only
+	// "powered on", never "up").
+	Ready string
 	// ReadyMarker is the serial console text that means the guest is up
 	// (default "REKINDLE-BOOT-OK").
 	ReadyMarker string
+	// Stop bounds each step of PowerOff's escalation.
+	Stop StopTimeouts
 	// Networks maps a network name to a QEMU -nic backend, e.g.
 	// "user,restrict=on" or "bridge,br=br0". NICs on other networks are
 	// left out (and logged): QEMU has no port groups to look them up in.
@@ -91,6 +99,14 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.ReadyMarker == "" {
 		cfg.ReadyMarker = "REKINDLE-BOOT-OK"
 	}
+	switch cfg.Ready {
+	case "":
+		cfg.Ready = ReadyMarker
+	case ReadyMarker, ReadyAgent, ReadyNone:
+	default:
+		return nil, fmt.Errorf("qemu driver: readiness %q: want %s, %s or %s", cfg.Ready, ReadyMarker, ReadyAgent, ReadyNone)
+	}
+	cfg.Stop = cfg.Stop.withDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

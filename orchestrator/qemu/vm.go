@@ -193,6 +193,9 @@ func (d *Driver) qemuArgs(v *vmState) ([]string, error) {
 		"-D", d.vmFile(v.Name, "qemu.log"),
 		"-daemonize",
 	}
+	if d.cfg.Ready == ReadyAgent {
+		args = append(args, d.agentArgs(v.Name)...)
+	}
 	if len(v.Disks) == 0 {
 		return nil, fmt.Errorf("vm %s has no disks: reconcile it first", v.Name)
 	}
@@ -262,7 +265,7 @@ func (d *Driver) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 		return err
 	}
 	// A console log of an earlier boot must not make this one look ready.
-	for _, f := range []string{"qemu.pid", "qmp.sock", "serial.log"} {
+	for _, f := range []string{"qemu.pid", "qmp.sock", "qga.sock", "serial.log"} {
 		if err := os.Remove(d.vmFile(name, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("vm %s: %w", name, err)
 		}
@@ -333,8 +336,9 @@ func (d *Driver) logTail(name string) string {
 	return string(b)
 }
 
-// PowerOff stops the VM's QEMU: QMP quit, or signals when the monitor does
-// not answer. A VM that is off already is not an error.
+// PowerOff stops the VM's QEMU, escalating (see stop): the guest's own
+// shutdown, QMP quit, SIGTERM, SIGKILL. A VM that is off already is not an
+// error.
 func (d *Driver) PowerOff(ctx context.Context, vm orchestrator.VMRef) error {
 	name := string(vm)
 	unlock, err := d.lockVM(ctx, name)
@@ -362,42 +366,73 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 	if pid == 0 {
 		return nil
 	}
+	t := d.cfg.Stop
 	// d.pid, not alive: a pid the kernel gave to another process since is
 	// not the VM's, and must not be signalled.
 	gone := func(within time.Duration) bool {
 		return waitFor(ctx, within, func() bool { return d.pid(name) != pid })
 	}
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	mon, err := dialQMP(qctx, d.vmFile(name, "qmp.sock"))
-	if err == nil {
-		err = mon.run(qctx, "quit", nil, nil)
-		mon.close()
-	}
-	cancel()
-	if (err == nil && gone(15*time.Second)) || gone(0) {
-		d.log.Info("vm powered off", "vm", name, "pid", pid)
+	start := time.Now()
+	off := func(how string) error {
+		d.log.Info("vm powered off", "vm", name, "pid", pid, "by", how, "after", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
-	// The monitor does not answer when QEMU's main loop is stuck, e.g. in
-	// libnfs reconnecting to an export that is away; SIGTERM is handled by
-	// that loop too, so SIGKILL follows soon.
-	d.log.Warn("QMP quit failed: signalling QEMU", "vm", name, "pid", pid, "err", err)
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		if gone(0) {
-			return nil
+	// Each step gets its timeout; the monitor does not answer when QEMU's
+	// main loop is stuck (libnfs reconnecting to an export that is away), and
+	// that loop handles SIGTERM too, so SIGKILL ends the escalation.
+	qmp := func(cmd string) error {
+		qctx, cancel := context.WithTimeout(ctx, t.QMP)
+		defer cancel()
+		mon, err := dialQMP(qctx, d.vmFile(name, "qmp.sock"))
+		if err != nil {
+			return err
 		}
-		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		defer mon.close()
+		return mon.run(qctx, cmd, nil, nil)
+	}
+	var tried []string
+	if t.Powerdown > 0 {
+		err := qmp("system_powerdown")
+		if err == nil && gone(t.Powerdown) {
+			return off("the guest's own shutdown (QMP system_powerdown)")
+		}
+		tried = append(tried, fmt.Sprintf("system_powerdown (%s)", stepResult(err, t.Powerdown)))
+		d.log.Warn("vm stop: the guest did not shut down: QMP quit next", "vm", name, "pid", pid, "step", "system_powerdown", "result", stepResult(err, t.Powerdown))
+	}
+	err := qmp("quit")
+	if err == nil && gone(t.Quit) || gone(0) {
+		return off("QMP quit")
+	}
+	tried = append(tried, fmt.Sprintf("quit (%s)", stepResult(err, t.Quit)))
+	d.log.Warn("vm stop: QMP quit did not end QEMU: signalling it", "vm", name, "pid", pid, "step", "quit", "result", stepResult(err, t.Quit))
+	for _, s := range []struct {
+		sig    syscall.Signal
+		within time.Duration
+	}{{syscall.SIGTERM, t.Term}, {syscall.SIGKILL, t.Kill}} {
+		if gone(0) {
+			return off("an earlier step")
+		}
+		if err := syscall.Kill(pid, s.sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("vm %s: signal QEMU pid %d: %w", name, pid, err)
 		}
-		if gone(5 * time.Second) {
-			d.log.Info("vm powered off", "vm", name, "pid", pid, "signal", sig.String())
-			return nil
+		if gone(s.within) {
+			return off(s.sig.String())
 		}
+		tried = append(tried, fmt.Sprintf("%s (no exit within %s)", s.sig, s.within))
+		d.log.Warn("vm stop: QEMU did not exit", "vm", name, "pid", pid, "step", s.sig.String(), "waited", s.within)
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("vm %s: power off: %w", name, ctx.Err())
+		return fmt.Errorf("vm %s: power off: %w (tried %s)", name, ctx.Err(), strings.Join(tried, ", "))
 	}
-	return fmt.Errorf("vm %s: QEMU pid %d does not exit", name, pid)
+	return fmt.Errorf("vm %s: QEMU pid %d does not exit (tried %s)", name, pid, strings.Join(tried, ", "))
+}
+
+// stepResult says how a QMP step of the stop ended.
+func stepResult(err error, waited time.Duration) string {
+	if err != nil {
+		return "no answer: " + err.Error()
+	}
+	return "no exit within " + waited.String()
 }
 
 // waitFor polls cond every 50ms until it holds (true) or within passes or
@@ -463,6 +498,12 @@ func (d *Driver) WaitReady(ctx context.Context, vm orchestrator.VMRef, check orc
 	if v.PoweredOn.IsZero() {
 		return fmt.Errorf("vm %s was never powered on", name)
 	}
+	switch {
+	case d.ReadyWhat(check) == "":
+		return nil // not checked: the VM is powered on, and only that is known
+	case d.cfg.Ready == ReadyAgent:
+		return d.waitAgent(ctx, name, v)
+	}
 	logPath := d.vmFile(name, "serial.log")
 	marker := []byte(d.cfg.ReadyMarker)
 	var off int64
@@ -485,19 +526,7 @@ func (d *Driver) WaitReady(ctx context.Context, vm orchestrator.VMRef, check orc
 		off = from + int64(len(b))
 		return bytes.Contains(b, marker), nil
 	}
-	record := func() error {
-		ready := time.Now().UTC()
-		_, err := d.updateVM(name, func(v *vmState) error {
-			if v.Ready.IsZero() {
-				v.Ready = ready
-			}
-			return nil
-		})
-		if err == nil {
-			d.log.Info("vm ready", "vm", name, "after", ready.Sub(v.PoweredOn).Round(time.Millisecond))
-		}
-		return err
-	}
+	record := func() error { return d.recordReady(name, v, "serial marker") }
 	tick := time.NewTicker(readyPoll)
 	defer tick.Stop()
 	for {
@@ -521,6 +550,43 @@ func (d *Driver) WaitReady(ctx context.Context, vm orchestrator.VMRef, check orc
 		case <-ctx.Done():
 			return fmt.Errorf("vm %s: waited %s for the guest to print %q on its serial console %s: %w",
 				name, time.Since(v.PoweredOn).Round(time.Second), d.cfg.ReadyMarker, logPath, ctx.Err())
+		}
+	}
+}
+
+// recordReady records that the guest of v is up, seen by how.
+func (d *Driver) recordReady(name string, v *vmState, how string) error {
+	ready := time.Now().UTC()
+	_, err := d.updateVM(name, func(v *vmState) error {
+		if v.Ready.IsZero() {
+			v.Ready = ready
+		}
+		return nil
+	})
+	if err == nil {
+		d.log.Info("vm ready", "vm", name, "by", how, "after", ready.Sub(v.PoweredOn).Round(time.Millisecond))
+	}
+	return err
+}
+
+// waitAgent waits for the QEMU guest agent to answer guest-ping on the VM's
+// virtio-serial channel.
+func (d *Driver) waitAgent(ctx context.Context, name string, v *vmState) error {
+	sock := d.vmFile(name, "qga.sock")
+	var last error
+	for {
+		if last = pingAgent(ctx, sock); last == nil {
+			return d.recordReady(name, v, "guest agent")
+		}
+		if !d.running(name) {
+			return fmt.Errorf("vm %s: QEMU exited before the guest agent answered guest-ping on %s: %s", name, sock, d.logTail(name))
+		}
+		select {
+		case <-time.After(readyPoll):
+		case <-ctx.Done():
+			return fmt.Errorf("vm %s: waited %s for the QEMU guest agent to answer guest-ping (virtio-serial port %s, host socket %s; "+
+				"is qemu-guest-agent installed and running in the guest?), last try: %v: %w",
+				name, time.Since(v.PoweredOn).Round(time.Second), agentPort, sock, last, ctx.Err())
 		}
 	}
 }
