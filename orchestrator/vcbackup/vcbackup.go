@@ -171,7 +171,6 @@ func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error
 type backuper struct {
 	cfg    Config
 	c      *vim25.Client
-	finder *find.Finder
 	dc     *object.Datacenter
 	server string
 }
@@ -183,7 +182,16 @@ func newBackuper(ctx context.Context, cfg Config) (*backuper, error) {
 		return nil, fmt.Errorf("vCenter: find datacenter %q: %w", cfg.Datacenter, err)
 	}
 	f.SetDatacenter(dc)
-	return &backuper{cfg: cfg, c: cfg.Client, finder: f, dc: dc, server: cfg.Client.URL().Hostname()}, nil
+	return &backuper{cfg: cfg, c: cfg.Client, dc: dc, server: cfg.Client.URL().Hostname()}, nil
+}
+
+// finder is a new finder in the backup's datacenter: a govmomi Finder
+// caches the datacenter's folders unguarded, so VMs backed up in parallel
+// each take their own (sharing one was a data race).
+func (b *backuper) finder() *find.Finder {
+	f := find.NewFinder(b.c, false)
+	f.SetDatacenter(b.dc)
+	return f
 }
 
 func (b *backuper) many(ctx context.Context, names []string, app string) []Result {
@@ -220,7 +228,7 @@ type vmInfo struct {
 func (b *backuper) findVM(ctx context.Context, name string) (*vmInfo, error) {
 	var ref types.ManagedObjectReference
 	if strings.Contains(name, "/") {
-		vm, err := b.finder.VirtualMachine(ctx, name)
+		vm, err := b.finder().VirtualMachine(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("find VM %q: %w", name, err)
 		}
@@ -745,7 +753,7 @@ func (b *backuper) diskURLs(ctx context.Context, snap types.ManagedObjectReferen
 		for i, d := range disks {
 			var dp object.DatastorePath
 			dp.FromString(d.file)
-			ds, err := b.finder.Datastore(ctx, dp.Datastore)
+			ds, err := b.finder().Datastore(ctx, dp.Datastore)
 			if err != nil {
 				return nil, nil, fmt.Errorf("disk %s: datastore %s: %w", d.name, dp.Datastore, err)
 			}
@@ -814,7 +822,7 @@ func (b *backuper) configFiles(ctx context.Context, vi *vmInfo) ([]repo.ConfigFi
 	for i, f := range want {
 		var fp object.DatastorePath
 		fp.FromString(f)
-		ds, err := b.finder.Datastore(ctx, fp.Datastore)
+		ds, err := b.finder().Datastore(ctx, fp.Datastore)
 		if err != nil {
 			return nil, fmt.Errorf("datastore %s: %w", fp.Datastore, err)
 		}

@@ -246,6 +246,82 @@ func TestFaultsLeaveNoSnapshot(t *testing.T) {
 		})
 	}
 
+	t.Run("QueryChangedDiskAreas", func(t *testing.T) {
+		// vCenter refusing the changed areas is a full read, said in the
+		// notes, and leaves no snapshot.
+		must(t, e.lab.WriteDisk("app01", 0, 3<<20, random(14, 100)))
+		e.lab.Model.Service.AddFaultRule(&simulator.FaultInjectionRule{MethodName: "QueryChangedDiskAreas", ObjectType: "*", ObjectName: "*",
+			Probability: 1, Enabled: true, MaxCount: 1, Message: "injected fault at QueryChangedDiskAreas"})
+		res := e.backup(t, "app01")[0]
+		e.lab.Model.Service.ClearFaultRules()
+		must(t, res.Err)
+		if res.Mode != vcbackup.ModeFull || !strings.Contains(strings.Join(res.Notes, ";"), "full read") {
+			t.Fatalf("after a refused changeId: mode %s notes %q", res.Mode, res.Notes)
+		}
+		e.checkDisk(t, res.Point, "app01", 0)
+		e.noSnapshots(t, vm)
+	})
+
+	// A step between the snapshot and the point: a fault there leaves no
+	// snapshot and no point, and the next run is clean.
+	for _, step := range []string{"RetrievePropertiesEx"} {
+		t.Run(step, func(t *testing.T) {
+			points, _ := e.r.Points()
+			must(t, e.lab.WriteDisk("app01", 0, 3<<20, random(12, 100)))
+			rule := &simulator.FaultInjectionRule{MethodName: step, ObjectType: "*", ObjectName: "*",
+				Probability: 1, Enabled: true, MaxCount: 1, Message: "injected fault at " + step}
+			if step == "RetrievePropertiesEx" {
+				// The snapshot's configuration, read after the snapshot.
+				e.cfg.Progress = func(p vcbackup.Progress) {
+					if p.Phase == "snapshot" {
+						e.lab.Model.Service.AddFaultRule(rule)
+					}
+				}
+			} else {
+				e.lab.Model.Service.AddFaultRule(rule)
+			}
+			res := e.backup(t, "app01")[0]
+			e.cfg.Progress = nil
+			e.lab.Model.Service.ClearFaultRules()
+			if res.Err == nil || !strings.Contains(res.Err.Error(), "injected fault") {
+				t.Fatalf("fault at %s: err %v, want the injected fault", step, res.Err)
+			}
+			if after, _ := e.r.Points(); len(after) != len(points) {
+				t.Fatalf("fault at %s: a restore point was written", step)
+			}
+			e.noSnapshots(t, vm)
+			res = e.backup(t, "app01")[0]
+			must(t, res.Err)
+			e.checkDisk(t, res.Point, "app01", 0)
+			e.noSnapshots(t, vm)
+			e.verify(t)
+		})
+	}
+
+	t.Run("cancelled", func(t *testing.T) {
+		// The run is stopped (serve shutting down, a job cancelled) while
+		// it reads: the snapshot is still removed, no point is written.
+		points, _ := e.r.Points()
+		must(t, e.lab.WriteDisk("app01", 0, 4<<20, random(13, 100)))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cfg := e.cfg
+		cfg.Progress = func(p vcbackup.Progress) {
+			if p.Phase == "read" {
+				cancel()
+			}
+		}
+		res, err := vcbackup.BackupVMs(ctx, cfg, []string{"app01"})
+		must(t, err)
+		if res[0].Err == nil {
+			t.Fatal("a cancelled backup succeeded")
+		}
+		if after, _ := e.r.Points(); len(after) != len(points) {
+			t.Fatal("a cancelled backup wrote a restore point")
+		}
+		e.noSnapshots(t, vm)
+	})
+
 	t.Run("read", func(t *testing.T) {
 		// vCenter goes away in the middle of the read.
 		e.lab.Backup.FailReads(1)
