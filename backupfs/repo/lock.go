@@ -80,6 +80,11 @@ func (r *Repo) lockDir() string { return filepath.Join(r.Dir, "locks") }
 // LockStaleAfter, or of a process on this host that no longer runs) are
 // removed. The lock is refreshed in the background until Unlock.
 func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error) {
+	return r.lock(ctx, kind, purpose, "")
+}
+
+// lock is Lock, not counting the lock whose id is beside as a conflict.
+func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLock, error) {
 	switch kind {
 	case LockShared, LockServe, LockExclusive:
 	default:
@@ -104,7 +109,7 @@ func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error
 			return nil, err
 		}
 		var holder *LockInfo
-		holder, err = r.conflict(info)
+		holder, err = r.conflict(info, beside)
 		if err == nil && holder == nil {
 			l := &RepoLock{r: r, info: info, stop: make(chan struct{}), done: make(chan struct{})}
 			go l.refresh()
@@ -143,13 +148,13 @@ func (r *Repo) writeLock(info LockInfo) error {
 
 // conflict returns the first live lock other than own that conflicts
 // with it, removing stale ones on the way.
-func (r *Repo) conflict(own LockInfo) (*LockInfo, error) {
+func (r *Repo) conflict(own LockInfo, beside string) (*LockInfo, error) {
 	locks, err := r.Locks()
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range locks {
-		if l.ID == own.ID {
+		if l.ID == own.ID || l.ID == beside {
 			continue
 		}
 		if r.stale(l) {

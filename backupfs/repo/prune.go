@@ -38,6 +38,13 @@ func (r *Repo) DeletePoint(id string) error {
 // PruneOptions tune Prune.
 type PruneOptions struct {
 	DryRun bool
+	// Beside is the lock of the `serve` this prune runs in, when it runs in
+	// one (a job's retention): the prune's exclusive lock then does not
+	// count that lock as a conflict, while every other holder (a backup, an
+	// import, another process) still makes it wait or fail. The server's
+	// sessions pin their points through the catalog, so forget keeps them,
+	// and prune only removes what no remaining point names.
+	Beside *RepoLock
 	// Progress, when set, is called after each object removed (or, in a dry
 	// run, found removable) with the kind ("index" or "chunk") and digest.
 	Progress func(kind string, d Digest)
@@ -66,7 +73,14 @@ type PruneReport struct {
 // moment leaves every point whole; the next prune removes the rest.
 func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, error) {
 	start := time.Now()
-	lock, err := r.Lock(ctx, LockExclusive, "prune")
+	beside := ""
+	if opts.Beside != nil {
+		if err := opts.Beside.Check(); err != nil {
+			return nil, err
+		}
+		beside = opts.Beside.info.ID
+	}
+	lock, err := r.lock(ctx, LockExclusive, "prune", beside)
 	if err != nil {
 		return nil, err
 	}

@@ -103,11 +103,11 @@ func serveCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lockRepo(c, r, repo.LockServe, "serve")
+	serveLock, err := r.Lock(c.Context, repo.LockServe, "serve")
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer serveLock.Unlock()
 	state := c.String("state")
 	if state == "" {
 		state = filepath.Join(r.Dir, "state")
@@ -193,7 +193,8 @@ func serveCmd(c *cli.Context) error {
 	g, ctx := errgroup.WithContext(c.Context)
 	g.Go(func() error { return svc.Serve(ctx) })
 	// Backup jobs (`rekindle job define`) run here when due.
-	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg)}}
+	// Their retention prunes beside this server's lock (sessions' points pinned).
+	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg), ServeLock: serveLock}}
 	g.Go(func() error { return sched.Run(ctx) })
 	// Protection cycles of --protect-site run here every --protect-every.
 	if protect, closeVC, err := protectSchedule(c, r, cat, log, reg); err != nil {

@@ -44,8 +44,8 @@ type Definition struct {
 	Cron     string   `yaml:"cron,omitempty"` // 5 fields or @daily, @hourly...
 	Parallel int      `yaml:"parallel,omitempty"`
 	Quiesce  bool     `yaml:"quiesce,omitempty"`
-	// Retention is applied to the job's VMs after every run (forget only;
-	// `rekindle prune` frees the chunks).
+	// Retention is applied to the job's VMs after every run: forget, then
+	// prune when retention.prune is set.
 	Retention *Retention `yaml:"retention,omitempty"`
 
 	interval time.Duration
@@ -72,6 +72,9 @@ type Retention struct {
 	KeepWeekly  int    `yaml:"keep_weekly,omitempty"`
 	KeepMonthly int    `yaml:"keep_monthly,omitempty"`
 	KeepWithin  string `yaml:"keep_within,omitempty"` // 36h, 7d, 2w
+	// Prune frees, after the forget, the chunks no point names any more
+	// (see Runner.ServeLock for a job that `serve` runs).
+	Prune bool `yaml:"prune,omitempty"`
 }
 
 // Policy converts r.

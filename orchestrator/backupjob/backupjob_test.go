@@ -1,7 +1,9 @@
 package backupjob_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -234,5 +236,93 @@ func TestExampleJob(t *testing.T) {
 	must(t, err)
 	if d.Schedule() != "cron 0 2 * * *" || len(d.VApps) != 1 {
 		t.Fatalf("%+v", d)
+	}
+}
+
+func chunkFiles(t *testing.T, r *repo.Repo) int {
+	t.Helper()
+	n := 0
+	must(t, filepath.WalkDir(filepath.Join(r.Dir, "chunks"), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	}))
+	return n
+}
+
+// A job that `serve` runs prunes beside the server's own lock (which
+// refuses a prune from any other process), and a point that a running
+// session reads is neither forgotten nor pruned: it reads back whole after
+// the prune. Once the session ends, the next run forgets and prunes it.
+func TestRetentionPrunesBesideServe(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	serveLock, err := e.r.Lock(ctx, repo.LockServe, "serve")
+	must(t, err)
+	defer serveLock.Unlock()
+	e.runner.ServeLock = serveLock
+	if _, err := e.r.Prune(ctx, repo.PruneOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("a prune not beside the server's lock: %v, want refused", err)
+	}
+	const size = 1 << 20
+	_, err = e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{size}, PowerOn: true})
+	must(t, err)
+	d := e.job(t, "name: nightly\nvms: [web01]\ninterval: 24h\nretention: {keep_last: 1, prune: true}\n")
+	fill := func(seed byte) []byte {
+		b := bytes.Repeat([]byte{seed, seed + 1, seed + 2}, size/3+1)[:size]
+		for i := 0; i < size; i += 997 {
+			b[i] = byte(i / 997 * int(seed))
+		}
+		must(t, e.lab.WriteDisk("web01", 0, 0, b))
+		return b
+	}
+	backup := func() *catalog.JobRun {
+		t.Helper()
+		run, err := e.runner.Run(ctx, d, "schedule")
+		must(t, err)
+		if run.State != catalog.RunDone {
+			t.Fatalf("run: %s (%s)", run.State, run.Error)
+		}
+		return run
+	}
+	first := fill(1)
+	p1 := backup().VMs[0].PointID
+	must(t, e.cat.CreateSession(ctx, &catalog.Session{ID: "s1", Kind: catalog.KindTest, State: catalog.SessionRunning,
+		VMs: []catalog.SessionVM{{VM: "web01", PointID: p1}}}))
+	pt, err := e.r.Point(p1)
+	must(t, err)
+	dr, err := e.r.OpenDisk(pt.Disks[0].Index, repo.NewCache(repo.CacheOptions{}), "web01")
+	must(t, err)
+
+	fill(2)
+	before := chunkFiles(t, e.r)
+	backup() // keep_last 1 would forget p1: the session pins it
+	if _, err := e.r.Point(p1); err != nil {
+		t.Fatalf("the point the session reads was forgotten: %v", err)
+	}
+	got := make([]byte, size)
+	if n, err := dr.ReadAt(got, 0); n != size || !bytes.Equal(got, first) {
+		t.Fatalf("the session's point after the prune: %d bytes, %v, equal %v", n, err, bytes.Equal(got, first))
+	}
+	pts, err := e.r.Points()
+	must(t, err)
+	if rep, err := e.r.Verify(ctx, pts, nil); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+
+	must(t, e.cat.SetSessionState(ctx, "s1", catalog.SessionDone, ""))
+	fill(3)
+	backup() // p1 and the second point go, and their chunks with them
+	if _, err := e.r.Point(p1); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("the ended session's point after retention: %v", err)
+	}
+	if after := chunkFiles(t, e.r); after >= before+before/2 {
+		t.Fatalf("chunks: %d before the second run, %d after the third: the prune freed nothing", before, after)
+	}
+	pts, err = e.r.Points()
+	must(t, err)
+	if rep, err := e.r.Verify(ctx, pts, nil); err != nil || len(pts) != 1 || !rep.OK() {
+		t.Fatalf("after the prune: %d points, verify %v %+v", len(pts), err, rep)
 	}
 }

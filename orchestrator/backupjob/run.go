@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,17 @@ type Runner struct {
 	// Progress, when set, receives every VM's backup progress.
 	Progress func(vcbackup.Progress)
 	Now      func() time.Time // for tests
+	// ServeLock is the repository lock of the `rekindle serve` the runner
+	// runs in. A job's prune then runs beside it (repo.PruneOptions.Beside)
+	// instead of being refused by it, while the server serves restores:
+	// the points its sessions read are pinned in the catalog, so forget
+	// keeps them and prune keeps their chunks.
+	ServeLock *repo.RepoLock
+
+	// prune orders, within this process, prunes (exclusive) against the
+	// runs' backups (shared): a backup that starts while a prune runs
+	// waits for it instead of failing on the prune's repository lock.
+	prune sync.RWMutex
 }
 
 func (r *Runner) logger() *slog.Logger {
@@ -93,6 +105,13 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 	}
 	defer drv.Close(context.WithoutCancel(ctx))
 	cfg := d.backupConfig(vcbackup.Config{Client: drv.Client(), Repo: r.Repo, Catalog: r.Catalog, Logger: log, Progress: r.Progress})
+	r.prune.RLock()
+	backedUp := false
+	defer func() {
+		if !backedUp {
+			r.prune.RUnlock()
+		}
+	}()
 
 	var results []vcbackup.Result
 	var errs []error
@@ -137,6 +156,9 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 		results = append(results, rs...)
 	}
 
+	r.prune.RUnlock()
+	backedUp = true
+
 	var done []string
 	for _, res := range results {
 		v := catalog.JobRunVM{VM: res.VM, Mode: res.Mode, BytesRead: res.BytesRead, Duration: res.Duration,
@@ -159,6 +181,10 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 	if d.Retention != nil && len(done) > 0 {
 		if err := r.applyRetention(ctx, d, done); err != nil {
 			errs = append(errs, fmt.Errorf("retention: %w", err))
+		} else if d.Retention.Prune {
+			if err := r.runPrune(ctx, log); err != nil {
+				errs = append(errs, fmt.Errorf("prune: %w", err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -190,6 +216,27 @@ func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string
 		return nil
 	}})
 	return err
+}
+
+// runPrune prunes the repository after a job's forget, beside the
+// server's lock when the runner runs in `serve`. A prune another process's
+// lock holds off (a backup or import run from the command line) is put off
+// to the next run: the forgotten points are gone already, their chunks
+// wait.
+func (r *Runner) runPrune(ctx context.Context, log *slog.Logger) error {
+	r.prune.Lock()
+	defer r.prune.Unlock()
+	rep, err := r.Repo.Prune(ctx, repo.PruneOptions{Beside: r.ServeLock})
+	if errors.Is(err, repo.ErrLocked) {
+		log.Warn("prune put off to the next run: the repository is locked", "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("prune done", "chunks_removed", rep.ChunksRemoved, "indexes_removed", rep.IndexesRemoved,
+		"bytes_removed", rep.BytesRemoved, "duration", rep.Duration)
+	return nil
 }
 
 // selectVMs lists the job's VMs: the names it gives, then every VM under
