@@ -1,0 +1,143 @@
+package datastore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/testdata/guestimg"
+	"github.com/rekindle/rekindle/testdata/vmgen"
+)
+
+// BenchmarkFilesVsPoints copies one large guest file (1 GiB; BENCH_FILE_MB
+// to change) out of an ext4, an XFS and an NTFS volume over /files, and
+// reads the same number of bytes of the same disk over /points, each through
+// libnfs (bench/nfsread, 1 MiB reads, one connection) from a server started
+// for that read (an empty chunk cache). It reports each read's MB/s, their
+// ratio (files/points; the filesystem layer's cost), and the time from the
+// cold start to the first listing of the point's disk (its volumes):
+//
+//	scripts/netns-run go test -run XXX -bench FilesVsPoints -benchtime 3x ./nfsd/datastore
+func BenchmarkFilesVsPoints(b *testing.B) {
+	mb := int64(1024)
+	if s := os.Getenv("BENCH_FILE_MB"); s != "" {
+		mb, _ = strconv.ParseInt(s, 10, 64)
+	}
+	size := mb << 20
+	dir := b.TempDir()
+	tool := filepath.Join(dir, "nfsread")
+	if out, err := exec.Command("go", "build", "-tags", "libnfs", "-o", tool, "../../bench/nfsread").CombinedOutput(); err != nil {
+		b.Fatalf("building bench/nfsread: %v\n%s", err, out)
+	}
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	f, err := os.Create(filepath.Join(src, "big.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4<<20)
+	for w := int64(0); w < size; w += int64(len(buf)) {
+		rand.Read(buf)
+		f.Write(buf[:min(int64(len(buf)), size-w)])
+	}
+	f.Close()
+	tree := guestimg.Tree{"big.bin": &guestimg.Want{Size: size, Mode: 0o644}}
+	imgSize := size + size/8 + 64<<20
+	imgs := map[string]string{}
+	imgs["ext4"] = filepath.Join(dir, "ext4.raw")
+	guestimg.Ext(b, imgs["ext4"], imgSize, src, "-t", "ext4", "-b", "4096")
+	imgs["xfs"] = filepath.Join(dir, "xfs.raw")
+	guestimg.XFS(b, imgs["xfs"], imgSize, tree, src)
+	imgs["ntfs"] = filepath.Join(dir, "ntfs.raw")
+	guestimg.NTFS(b, imgs["ntfs"], imgSize, src)
+	os.RemoveAll(src)
+	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cat, err := catalog.Open(context.Background(), filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cat.Close()
+	pts := map[string]*repo.RestorePoint{}
+	for _, fs := range []string{"ext4", "xfs", "ntfs"} {
+		vm := "bench-" + fs
+		folder, err := vmgen.Generate(filepath.Join(dir, "vm-"+fs), vmgen.Spec{Name: vm, Seed: 1,
+			Disks: []vmgen.DiskSpec{{Source: imgs[fs], Format: vmgen.FormatRaw}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if pts[fs], err = ingest.Import(context.Background(), r, folder, ingest.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(imgs[fs])
+	}
+	serve := func() (url func(string) string, stop func()) {
+		svc, err := New(context.Background(), Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Serve(ctx) }()
+		_, port, _ := net.SplitHostPort(svc.NFSAddr().String())
+		return func(p string) string {
+				return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
+			}, func() {
+				cancel()
+				svc.Close()
+				<-done
+			}
+	}
+	read := func(url, file string) float64 {
+		out, err := exec.Command(tool, "-url", url, "-file", file, "-whole", "-bs", "1048576", "-limit", strconv.FormatInt(size, 10)).CombinedOutput()
+		if err != nil {
+			b.Fatalf("nfsread %s: %v\n%s", file, err, out)
+		}
+		var res struct {
+			Bytes       int64   `json:"bytes"`
+			BytesPerSec float64 `json:"bytes_per_second"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.Bytes != size {
+			b.Fatalf("nfsread %s: %s (%v)", file, out, err)
+		}
+		return res.BytesPerSec / 1e6
+	}
+	for _, fs := range []string{"ext4", "xfs", "ntfs"} {
+		b.Run(fs, func(b *testing.B) {
+			pt := pts[fs]
+			vm := "bench-" + fs
+			var files, points, list float64
+			for i := 0; i < b.N; i++ {
+				url, stop := serve()
+				t0 := time.Now()
+				if out, err := exec.Command("nfs-ls", url("/files/"+vm+"/"+pt.ID+"/"+pt.Disks[0].Name)).CombinedOutput(); err != nil {
+					b.Fatalf("nfs-ls: %v\n%s", err, out)
+				}
+				list += time.Since(t0).Seconds() * 1000
+				files += read(url("/files"), "/"+vm+"/"+pt.ID+"/"+pt.Disks[0].Name+"/whole/big.bin")
+				stop()
+				url, stop = serve()
+				points += read(url("/points"), "/"+vm+"/"+pt.ID+"/"+vm+"-flat.vmdk")
+				stop()
+			}
+			n := float64(b.N)
+			b.ReportMetric(files/n, "files-MB/s")
+			b.ReportMetric(points/n, "points-MB/s")
+			b.ReportMetric(files/points, "ratio")
+			b.ReportMetric(list/n, "cold-list-ms")
+		})
+	}
+}
