@@ -55,6 +55,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "record-timeout", Value: nfsd.DefaultRecordTimeout, Usage: "close a connection that takes longer to send one RPC record", EnvVars: []string{"REKINDLE_RECORD_TIMEOUT"}}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "record-memory-mb", Value: fmt.Sprint(nfsd.DefaultRecordMemory >> 20), Usage: "memory budget for RPC records being read or answered, over all connections: MiB, or " + sizeUsage, EnvVars: []string{"REKINDLE_RECORD_MEMORY_MB"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-fragments", Value: nfsd.DefaultMaxFragments, Usage: "most fragments in one RPC record", EnvVars: []string{"REKINDLE_MAX_FRAGMENTS"}}),
+		&cli.BoolFlag{Name: "check", Usage: "check the settings (--config keys, sizes, --repo given) and exit without serving"},
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "unsafe-writes", Usage: "acknowledge NFS writes before they reach stable storage: faster, but a crash may lose writes the guest believes are safe", EnvVars: []string{"REKINDLE_UNSAFE_WRITES"}}),
 	}
 	flags = append(flags, fromConfig(protectServeFlags())...)
@@ -96,6 +97,9 @@ func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
 }
 
 func serveCmd(c *cli.Context) error {
+	if c.Bool("check") {
+		return serveCheck(c)
+	}
 	if c.String("repo") == "" {
 		return &exitError{2, "serve: --repo (or REKINDLE_REPO, or repo: in --config) is required"}
 	}

@@ -103,3 +103,40 @@ func humanSize(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
+
+// serveCheck is `serve --check`: it refuses a --config key that is no flag
+// of serve (altsrc would ignore it), a bad size and a missing --repo, and
+// serves nothing.
+func serveCheck(c *cli.Context) error {
+	if cfg := c.String("config"); cfg != "" {
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			return usageErr("--config: %v", err)
+		}
+		m := map[string]any{}
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			return usageErr("--config %s: %v", cfg, err)
+		}
+		known := map[string]bool{}
+		for _, f := range c.Command.Flags {
+			for _, n := range f.Names() {
+				known[n] = true
+			}
+		}
+		for k := range m {
+			if !known[k] {
+				return usageErr("--config %s: %q is not a flag of rekindle serve (see rekindle serve --help)", cfg, k)
+			}
+		}
+	}
+	for _, f := range []string{"cache-mb", "record-memory-mb"} {
+		if _, err := sizeFlag(c, f, 1<<20); err != nil {
+			return err
+		}
+	}
+	if c.String("repo") == "" {
+		return usageErr("serve: --repo (or REKINDLE_REPO, or repo: in --config) is required")
+	}
+	fmt.Fprintf(c.App.Writer, "settings ok: repository %s, NFS %s, API %s\n", c.String("repo"), c.String("nfs"), c.String("api"))
+	return nil
+}
