@@ -1,23 +1,16 @@
 package datastore
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/rekindle/rekindle/backupfs/ingest"
-	"github.com/rekindle/rekindle/backupfs/repo"
-	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/testdata/guestimg"
-	"github.com/rekindle/rekindle/testdata/vmgen"
 )
 
 // TestFilesExportNTFSXFS reads NTFS and XFS guest files through /files with
@@ -33,44 +26,7 @@ func TestFilesExportNTFSXFS(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building bench/nfsread (needs libnfs-dev): %v\n%s", err, out)
 	}
-	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	folder, err := vmgen.Generate(filepath.Join(dir, "vm"), vmgen.Spec{Name: "mixed01", Seed: 1,
-		Disks: []vmgen.DiskSpec{{Source: ntfsDisk, Format: vmgen.FormatRaw}, {Source: xfsDisk, Format: vmgen.FormatRaw}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt, err := ingest.Import(context.Background(), r, folder, ingest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalog.Open(context.Background(), filepath.Join(dir, "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	svc, err := New(context.Background(), Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		svc.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("service did not stop")
-		}
-	})
-	_, port, _ := net.SplitHostPort(svc.NFSAddr().String())
-	url := func(p string) string {
-		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
-	}
+	pt, url := serveFiles(t, dir, "mixed01", ntfsDisk, xfsDisk)
 	base := "/files/mixed01/" + pt.ID + "/"
 	vols := []struct {
 		path string

@@ -22,12 +22,53 @@ import (
 func TestFilesExport(t *testing.T) {
 	dir := t.TempDir()
 	disk, trees := guestimg.LinuxDisk(t, dir)
+	pt, url := serveFiles(t, dir, "web01", disk)
+	base := "/files/web01/" + pt.ID + "/" + pt.Disks[0].Name
+	ls := mustRun(t, "nfs-ls", url(base))
+	for _, want := range []string{"p1", "p5", "p6", "p7.README.txt"} {
+		if !strings.Contains(ls, want) {
+			t.Fatalf("disk folder lacks %s:\n%s", want, ls)
+		}
+	}
+	if got := mustRun(t, "nfs-cat", url(base+"/p7.README.txt")); !strings.Contains(got, "damaged") {
+		t.Fatalf("p7 status entry: %q", got)
+	}
+	for _, v := range []string{"p1", "p5"} {
+		tree := trees[v]
+		for _, p := range tree.Paths() {
+			w := tree[p]
+			if w.Dir || w.Link != "" || (w.HardTo == "" && w.Size > 64<<20) {
+				continue
+			}
+			got := mustRun(t, "nfs-cat", url(base+"/"+v+"/"+p))
+			if got != string(tree.Bytes(p)) {
+				t.Fatalf("%s/%s over NFS: %d bytes, differs from the source's %d", v, p, len(got), len(tree.Bytes(p)))
+			}
+		}
+	}
+	big := mustRun(t, "nfs-ls", url(base+"/p6/big"))
+	if n := strings.Count(big, "\n"); n < 10000 || !strings.Contains(big, "f09999") {
+		t.Fatalf("p6/big lists %d lines over NFS, want 10000 entries", n)
+	}
+	if out, err := run(t, "nfs-ls", url(base+"/p7")); err == nil {
+		t.Fatalf("damaged volume listed as a folder: %s", out)
+	}
+}
+
+// serveFiles imports the raw disks as one restore point of VM vm, serves it
+// from a real NFS service on loopback for the rest of the test, and returns
+// the point and a libnfs URL maker for paths of the export.
+func serveFiles(t *testing.T, dir, vm string, disks ...string) (*repo.RestorePoint, func(string) string) {
+	t.Helper()
+	var specs []vmgen.DiskSpec
+	for _, d := range disks {
+		specs = append(specs, vmgen.DiskSpec{Source: d, Format: vmgen.FormatRaw})
+	}
 	r, err := repo.Init(filepath.Join(dir, "repo"), repo.InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	folder, err := vmgen.Generate(filepath.Join(dir, "vm"), vmgen.Spec{Name: "web01", Seed: 1,
-		Disks: []vmgen.DiskSpec{{Source: disk, Format: vmgen.FormatRaw}}})
+	folder, err := vmgen.Generate(filepath.Join(dir, "vm"), vmgen.Spec{Name: vm, Seed: 1, Disks: specs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,34 +101,5 @@ func TestFilesExport(t *testing.T) {
 	url := func(p string) string {
 		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
 	}
-	base := "/files/web01/" + pt.ID + "/" + pt.Disks[0].Name
-	ls := mustRun(t, "nfs-ls", url(base))
-	for _, want := range []string{"p1", "p5", "p6", "p7.README.txt"} {
-		if !strings.Contains(ls, want) {
-			t.Fatalf("disk folder lacks %s:\n%s", want, ls)
-		}
-	}
-	if got := mustRun(t, "nfs-cat", url(base+"/p7.README.txt")); !strings.Contains(got, "damaged") {
-		t.Fatalf("p7 status entry: %q", got)
-	}
-	for _, v := range []string{"p1", "p5"} {
-		tree := trees[v]
-		for _, p := range tree.Paths() {
-			w := tree[p]
-			if w.Dir || w.Link != "" || (w.HardTo == "" && w.Size > 64<<20) {
-				continue
-			}
-			got := mustRun(t, "nfs-cat", url(base+"/"+v+"/"+p))
-			if got != string(tree.Bytes(p)) {
-				t.Fatalf("%s/%s over NFS: %d bytes, differs from the source's %d", v, p, len(got), len(tree.Bytes(p)))
-			}
-		}
-	}
-	big := mustRun(t, "nfs-ls", url(base+"/p6/big"))
-	if n := strings.Count(big, "\n"); n < 10000 || !strings.Contains(big, "f09999") {
-		t.Fatalf("p6/big lists %d lines over NFS, want 10000 entries", n)
-	}
-	if out, err := run(t, "nfs-ls", url(base+"/p7")); err == nil {
-		t.Fatalf("damaged volume listed as a folder: %s", out)
-	}
+	return pt, url
 }

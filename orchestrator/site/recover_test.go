@@ -412,7 +412,6 @@ func poweredOnEvents(t *testing.T, ctx context.Context, c *vim25.Client, names [
 	return out
 }
 
-
 func byName(t *testing.T, ctx context.Context, c *vim25.Client, kind, name string) types.ManagedObjectReference {
 	t.Helper()
 	v, err := view.NewManager(c).CreateContainerView(ctx, c.ServiceContent.RootFolder, []string{kind}, true)
