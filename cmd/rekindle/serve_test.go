@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	le "encoding/binary"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,15 +110,7 @@ func TestKillDashNine(t *testing.T) {
 		t.Fatal(err)
 	}
 	mount := func() *nfsc.Target {
-		// go-nfs-client binds a random source port in the ephemeral range
-		// and does not retry when it is taken: retry here.
-		m, err := nfsc.DialMount("127.0.0.1", 0)
-		for i := 0; i < 20 && errors.Is(err, syscall.EADDRINUSE); i++ {
-			m, err = nfsc.DialMount("127.0.0.1", 0)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := nfstest.DialMount(t, "127.0.0.1")
 		v, err := m.Mount("/rekindle/"+info.ID, rpc.NewAuthUnix("esx01", 0, 0).Auth())
 		if err != nil {
 			t.Fatal(err)

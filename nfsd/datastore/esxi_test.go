@@ -3,12 +3,11 @@ package datastore
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
-	"syscall"
 	"testing"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/nfsd/nfstest"
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 )
@@ -17,16 +16,7 @@ import (
 // through the portmapper.
 func mountSession(t *testing.T, id string) *nfsc.Target {
 	t.Helper()
-	// go-nfs-client binds a random source port in the ephemeral range and
-	// does not retry when it is taken: retry here.
-	m, err := nfsc.DialMount("127.0.0.1", 0)
-	for i := 0; i < 20 && errors.Is(err, syscall.EADDRINUSE); i++ {
-		m, err = nfsc.DialMount("127.0.0.1", 0)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := nfstest.DialMount(t, "127.0.0.1")
 	v, err := m.Mount("/rekindle/"+id, rpc.NewAuthUnix("esx01", 0, 0).Auth())
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,14 @@
 package nfstest
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
+
+	nfsc "github.com/willscott/go-nfs-client/nfs"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,4 +47,24 @@ func LockPortmap(tb testing.TB, wait time.Duration) {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	})
+}
+
+// DialMount connects go-nfs-client's MOUNT client to the portmapper at addr.
+// go-nfs-client binds a random source port itself and gives up when that port
+// is taken (by a socket in TIME_WAIT, say): DialMount tries again, with other
+// ports, for up to ten seconds, and fails tb with the last error.
+func DialMount(tb testing.TB, addr string) *nfsc.Mount {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := nfsc.DialMount(addr, 0)
+		if err == nil {
+			tb.Cleanup(func() { m.Close() })
+			return m
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			tb.Fatalf("dial the NFS MOUNT service at %s: %v", addr, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
