@@ -20,6 +20,7 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator"
@@ -48,10 +49,18 @@ type Recoverer struct {
 	// Customize, when false, skips guest customization (a guest without
 	// tools cannot take it).
 	Customize bool
+	// Parallel bounds how many vApps (or standalone VMs) of one priority
+	// are recovered at once; 0 means DefaultParallel.
+	Parallel int
 
 	mu      sync.Mutex
-	powerOn []string // VM names in the order this Recoverer powered them on
+	powerOn []string   // VM names in the order this Recoverer powered them on
+	planMu  sync.Mutex // the plan's Sessions, written by parallel VM steps
+	evMu    sync.Mutex // Orchestrator.Events is called from one goroutine at a time
 }
+
+// DefaultParallel is how many vApps of one priority recover at once.
+const DefaultParallel = 8
 
 // PoweredOn returns the VMs this Recoverer powered on, in order.
 func (r *Recoverer) PoweredOn() []string {
@@ -246,16 +255,80 @@ func (r *Recoverer) Resume(ctx context.Context, id string) error {
 	if err := r.cat().SetSessionState(ctx, id, catalog.SessionRunning, ""); err != nil {
 		return err
 	}
+	fail := func(err error) error {
+		r.cat().SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
+		return err
+	}
+	vmsDone := false
 	for _, name := range p.steps() {
+		if strings.HasPrefix(name, StepVMPrefix) {
+			if !vmsDone {
+				vmsDone = true
+				if err := r.recoverVMs(ctx, id, p, done); err != nil {
+					return fail(err)
+				}
+			}
+			continue
+		}
 		if done[name] {
 			continue
 		}
 		if err := r.step(ctx, id, name, func(ctx context.Context) (any, error) { return r.do(ctx, id, p, name) }); err != nil {
-			r.cat().SetSessionState(context.WithoutCancel(ctx), id, catalog.SessionFailed, err.Error())
-			return err
+			return fail(err)
 		}
 	}
 	return r.cat().SetSessionState(ctx, id, catalog.SessionDone, "")
+}
+
+// recoverVMs runs the VM steps that are not done, priority by priority: a
+// priority starts when every VM of the one before is recovered and powered
+// on. Within a priority, the vApps (and standalone VMs) recover in
+// parallel, at most Parallel at once; a vApp's own VMs recover one after
+// another in its startup order. A failure lets the other vApps of its
+// priority finish and starts no later priority.
+func (r *Recoverer) recoverVMs(ctx context.Context, id string, p *RecoveryPlan, done map[string]bool) error {
+	limit := r.Parallel
+	if limit <= 0 {
+		limit = DefaultParallel
+	}
+	vms := p.VMs // sorted by priority, vApp, startup group
+	for i := 0; i < len(vms); {
+		j := i
+		var units [][]string // per vApp (or standalone VM), in startup order
+		unitOf := map[string]int{}
+		for ; j < len(vms) && vms[j].Priority == vms[i].Priority; j++ {
+			vm := vms[j]
+			if done[StepVMPrefix+vm.Name] {
+				continue
+			}
+			if vm.VApp != "" {
+				if k, ok := unitOf[vm.Target]; ok {
+					units[k] = append(units[k], vm.Name)
+					continue
+				}
+				unitOf[vm.Target] = len(units)
+			}
+			units = append(units, []string{vm.Name})
+		}
+		var g errgroup.Group
+		g.SetLimit(limit)
+		for _, u := range units {
+			g.Go(func() error {
+				for _, name := range u {
+					step := StepVMPrefix + name
+					if err := r.step(ctx, id, step, func(ctx context.Context) (any, error) { return r.recoverVM(ctx, id, p, name) }); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }
 
 func (r *Recoverer) step(ctx context.Context, id, name string, fn func(context.Context) (any, error)) error {
@@ -279,6 +352,8 @@ func (r *Recoverer) step(ctx context.Context, id, name string, fn func(context.C
 
 func (r *Recoverer) emit(e orchestrator.Event) {
 	if r.Orchestrator.Events != nil {
+		r.evMu.Lock()
+		defer r.evMu.Unlock()
 		r.Orchestrator.Events(e)
 	}
 }
@@ -373,7 +448,12 @@ func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, n
 	}
 	o := *r.Orchestrator
 	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, vm: *vm}
+	if o.Events != nil {
+		o.Events = r.emit // VMs recover in parallel: one event at a time
+	}
+	r.planMu.Lock()
 	sid := p.Sessions[name]
+	r.planMu.Unlock()
 	if sid == "" {
 		req := orchestrator.Request{Kind: orchestrator.KindVM, VMs: []string{vm.Source}, Point: vm.Point, Target: vm.Target,
 			NetworkMap: vm.NetMap, Suffix: strings.TrimPrefix(vm.Name, vm.Source), Server: p.Server, ReadyTimeout: 2 * time.Minute}
@@ -381,12 +461,15 @@ func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, n
 		if sid, err = o.Create(ctx, req); err != nil {
 			return nil, fmt.Errorf("restore session for %s: %w", name, err)
 		}
+		r.planMu.Lock()
 		if p.Sessions == nil {
 			p.Sessions = map[string]string{}
 		}
 		p.Sessions[name] = sid
 		b, _ := json.Marshal(p)
-		if err := r.cat().SetSessionRequest(ctx, id, b); err != nil {
+		err = r.cat().SetSessionRequest(ctx, id, b)
+		r.planMu.Unlock()
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -369,8 +369,9 @@ func TestSiteRecoverTwoSimulators(t *testing.T) {
 	t.Logf("power-on events: %v", poweredOnEvents(t, ctx, rc, want))
 	got := rec.PoweredOn()
 	wantOrder := []string{"DC1_C0_APP0_VM1", "DC1_C0_APP0_VM0", "DC0_C0_APP0_VM1", "DC0_C0_APP0_VM0"}
-	if !slices.Equal(got, want) || !slices.Equal(got[:4], wantOrder) {
-		t.Errorf("power-on order %v: want %v, %v first", got, want, wantOrder)
+	// The standalone VMs (the last priority) power on in parallel: any order.
+	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) || len(got) < 4 || !slices.Equal(got[:4], wantOrder) {
+		t.Errorf("power-on order %v: want %v (standalone VMs in any order), %v first", got, want, wantOrder)
 	}
 
 	// Stop leaves the recovery vCenter as it was.
@@ -398,7 +399,7 @@ func equalSnap(a, b map[string][]string) bool {
 // poweredOnEvents reads the order VMs were powered on from vCenter's events.
 func poweredOnEvents(t *testing.T, ctx context.Context, c *vim25.Client, names []string) []string {
 	t.Helper()
-	evs, err := event.NewManager(c).QueryEvents(ctx, types.EventFilterSpec{Type: []string{"VmPoweredOnEvent"}})
+	evs, err := event.NewManager(c).QueryEvents(ctx, types.EventFilterSpec{Type: []string{"VmPoweredOnEvent"}, MaxCount: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

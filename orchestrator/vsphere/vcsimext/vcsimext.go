@@ -133,7 +133,12 @@ func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *ty
 		spec.LocalPath = dir
 		req = &types.CreateNasDatastore{This: req.This, Spec: spec}
 	}
-	return s.HostDatastoreSystem.CreateNasDatastore(ctx, req)
+	// The simulator's add writes the host's datastore list under no lock
+	// of the host: hold it, so property reads of the host do not race a
+	// mount (parallel recoveries mount on one host at once).
+	var res soap.HasFault
+	ctx.WithLock(s.Host.Self, func() { res = s.HostDatastoreSystem.CreateNasDatastore(ctx, req) })
+	return res
 }
 
 // RemoveDatastore unmounts a datastore from this host, as ESXi does: it
