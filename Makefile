@@ -30,7 +30,7 @@ SHELL       := /bin/bash
 TESTDATA_PKGS := $(sort $(patsubst %/,./%,$(dir $(shell find testdata -name '*.go' -not -path 'testdata/cache/*' 2>/dev/null))))
 PKGS ?= ./... $(TESTDATA_PKGS)
 
-.PHONY: all build deps deps-bench test vet bench bench-nfs demo soak fuzz testvm clean distclean
+.PHONY: all build man deps deps-bench test vet bench bench-nfs demo soak fuzz testvm clean distclean
 
 all: build
 
@@ -38,6 +38,13 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/rekindle ./cmd/rekindle
+
+# The manual page, generated from the command tree (TestManPage fails when
+# docs/man/rekindle.1 is stale). Installs as /usr/share/man/man1/rekindle.1.
+man:
+	@mkdir -p docs/man
+	$(GO) run ./cmd/rekindle man > docs/man/rekindle.1.tmp
+	mv docs/man/rekindle.1.tmp docs/man/rekindle.1
 
 deps:
 	scripts/install-deps

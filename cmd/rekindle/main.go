@@ -104,7 +104,7 @@ func commands() []*cli.Command {
 	cmds := append(repoCommands(), serveCommands()...)
 	cmds = append(cmds, restoreCommands()...)
 	cmds = append(cmds, filesCommands()...)
-	cmds = append(cmds, demoCommand(), completionCommand())
+	cmds = append(cmds, demoCommand(), completionCommand(), manCommand())
 	cmds = append(cmds, retentionCommands()...)
 	cmds = append(cmds, jobCommand())
 	cmds = append(cmds, protectCommands()...)
