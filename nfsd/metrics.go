@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rekindle/rekindle/internal/accept"
 )
 
 // Reasons counted by rekindle_nfs_refused_total.
@@ -75,6 +77,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Transient accept errors (out of file descriptors or kernel memory), retried with backoff, by listener.",
 		}, []string{"listener"}),
 	}
+	// Every reason and listener is exported from the start, at 0, so an
+	// alert on rate() or increase() sees the first refusal, and /metrics
+	// shows every series the README lists.
+	for _, r := range []string{refusedClient, refusedExport, refusedPath, refusedHandle, refusedStale, refusedName,
+		refusedAuth, refusedGarbage, refusedROFS, refusedPermission, refusedTimeout, refusedMemory,
+		accept.RefusedConns, accept.RefusedPerClient} {
+		m.refused.WithLabelValues(r)
+	}
+	m.acceptErrors.WithLabelValues("nfs")
 	if reg == nil {
 		return m, nil
 	}

@@ -275,6 +275,8 @@ func New(cfg Config) (*Server, error) {
 		pm.Garbage = func() { s.m.refused.WithLabelValues(refusedGarbage).Inc() }
 		pm.Admit = s.admitsClient
 		pm.MaxConns, pm.MaxConnsPerClient, pm.IdleTimeout = limits.MaxConns, limits.MaxConnsPerClient, limits.IdleTimeout
+		m.acceptErrors.WithLabelValues("portmap")
+		m.refused.WithLabelValues(portmap.RefusedAmplification)
 		pm.OnAcceptError = func(error) { m.acceptErrors.WithLabelValues("portmap").Inc() }
 		pm.OnRefuse = func(reason string) { m.refused.WithLabelValues(reason).Inc() }
 		s.pm = pm

@@ -194,7 +194,7 @@ func TestAPITLS(t *testing.T) {
 	s := &server{t: t, api: "127.0.0.1:" + port, args: []string{"serve", "--repo", repoDir, "--nfs", freePort(t),
 		"--portmap", "off", "--metrics", "off", "--api", "0.0.0.0:" + port, "--api-cert", certFile, "--api-key", keyFile}}
 	s.cmd = exec.Command(binary, s.args...)
-	s.log = &bytes.Buffer{}
+	s.log = &lockedBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,13 +55,32 @@ type server struct {
 	args []string
 	api  string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *lockedBuffer
+}
+
+// lockedBuffer is the server's output, read by a test (on a failure, say)
+// while the server still writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (s *server) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(binary, s.args...)
-	s.log = &bytes.Buffer{}
+	s.log = &lockedBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

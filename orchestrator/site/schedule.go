@@ -104,8 +104,11 @@ func (m *Metrics) observe(site string, start, ended time.Time, p *Package, err e
 	case err != nil:
 		state = "failed"
 	}
+	// Exported from the first cycle on, at 0 until one fails, so that an
+	// alert on increase() sees the first failure.
+	failures := m.failures.WithLabelValues(site)
 	if err != nil {
-		m.failures.WithLabelValues(site).Inc()
+		failures.Inc()
 	} else {
 		m.lastSuccess.WithLabelValues(site).Set(float64(ended.UnixNano()) / 1e9)
 	}
