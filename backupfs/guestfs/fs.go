@@ -536,7 +536,7 @@ func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return view.NewReadOnlyFile(l.clean, ra, e.Size, errReadOnly), nil
+	return newFile(l.clean, ra, e.Size), nil
 }
 
 func (fs *FS) Create(p string) (billy.File, error) {

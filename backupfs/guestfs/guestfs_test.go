@@ -94,6 +94,10 @@ func TestLinuxDisk(t *testing.T) {
 		t.Run(v, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+d0+"/"+v, false) })
 	}
 	t.Run("whole", func(t *testing.T) { wholeTree.Check(t, billyReader{fs}, base+d1+"/whole", false) })
+	for v, tree := range trees {
+		checkLent(t, fs, base+d0+"/"+v, tree, inPlace...)
+	}
+	checkLent(t, fs, base+d1+"/whole", wholeTree, inPlace...)
 
 	// The huge files' data at their ends, read at an unaligned offset.
 	for _, v := range []string{"p1", "p5"} {
@@ -141,6 +145,7 @@ func TestGPTDisk(t *testing.T) {
 		t.Fatalf("p2 status entry: %q %v", b, err)
 	}
 	tree.Check(t, billyReader{fs}, base+"/p1", false)
+	checkLent(t, fs, base+"/p1", tree, inPlace...)
 }
 
 func TestFATDisk(t *testing.T) {

@@ -43,6 +43,7 @@ func TestLVM(t *testing.T) {
 	base := "/lvm01/" + pt.ID + "/" + da + "/"
 	for lv, tree := range trees {
 		t.Run(lv, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+"lvm-vgdata-"+lv, false) })
+		checkLent(t, fs, base+"lvm-vgdata-"+lv, tree, inPlace...)
 	}
 	rd, err := billyReader{fs}.ReadFile(base + "lvm-vgdata-thin1.README.txt")
 	if err != nil || !strings.Contains(string(rd), `segment type "thin" is not read`) {

@@ -42,6 +42,7 @@ func TestNTFSDisk(t *testing.T) {
 		t.Fatalf("p3 status entry: %q %v", b, err)
 	}
 	tree.Check(t, billyReader{fs}, base+"/p1", true)
+	checkLent(t, fs, base+"/p1", tree, inPlace...)
 	fi, err := fs.Lstat(base + "/p1/etc/shadow")
 	if err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("default mode of an NTFS file: %v, %v", fi, err)

@@ -67,6 +67,14 @@ func (s *section) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// Map places bytes [off, off+n) of the section on its disk (gfs.Mapper).
+func (s *section) Map(off, n int64) ([]gfs.Piece, error) {
+	if off < 0 || off >= s.size {
+		return nil, nil
+	}
+	return []gfs.Piece{{R: s.r, Off: s.off + off, Len: min(n, s.size-off)}}, nil
+}
+
 // diskVolumes lists the volumes of one disk: its partitions, or the disk
 // itself when it has no partition table.
 func diskVolumes(d repo.Disk, dr io.ReaderAt) ([]*Volume, []string, error) {

@@ -36,6 +36,8 @@ func TestXFSDisk(t *testing.T) {
 	base := "/db03/" + pt.ID + "/" + pt.Disks[0].Name
 	t.Run("p1", func(t *testing.T) { t1.Check(t, billyReader{fs}, base+"/p1", false) })
 	t.Run("p2", func(t *testing.T) { t2.Check(t, billyReader{fs}, base+"/p2", false) })
+	checkLent(t, fs, base+"/p1", t1, inPlace...)
+	checkLent(t, fs, base+"/p2", t2, inPlace...)
 	w := t1["huge.bin"]
 	f, err := fs.Open(base + "/p1/huge.bin")
 	if err != nil {

@@ -734,3 +734,51 @@ func (r *bytesAt) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// Map returns where bytes [off, off+n) of the file lie on the volume
+// (gfs.Mapper): its runs, and zeros for holes and uninitialised extents.
+// It checks what ReadAt checks: data beyond the volume is an error.
+func (f *fileReader) Map(off, n int64) ([]gfs.Piece, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("ext: inode %d: negative offset", f.ino)
+	}
+	if off >= f.size {
+		return nil, nil
+	}
+	end := min(off+n, f.size)
+	bs := uint64(f.fs.bs)
+	i := sort.Search(len(f.runs), func(i int) bool {
+		return (f.runs[i].lblk+f.runs[i].n)*bs > uint64(off)
+	})
+	var out []gfs.Piece
+	for pos := uint64(off); pos < uint64(end); {
+		if i >= len(f.runs) || f.runs[i].lblk*bs > pos {
+			stop := uint64(end)
+			if i < len(f.runs) && f.runs[i].lblk*bs < stop {
+				stop = f.runs[i].lblk * bs
+			}
+			out = append(out, gfs.Piece{Len: int64(stop - pos)})
+			pos = stop
+			continue
+		}
+		r := f.runs[i]
+		rend := (r.lblk + r.n) * bs
+		if rend <= pos { // overlapping runs of a damaged inode
+			i++
+			continue
+		}
+		k := min(rend, uint64(end)) - pos
+		if r.zero {
+			out = append(out, gfs.Piece{Len: int64(k)})
+		} else {
+			disk := int64(r.pblk*bs + (pos - r.lblk*bs))
+			if f.fs.size > 0 && disk+int64(k) > f.fs.size {
+				return nil, gfs.Corruptf("ext: inode %d: data at %d beyond the volume", f.ino, disk)
+			}
+			out = append(out, gfs.Piece{R: f.fs.r, Off: disk, Len: int64(k)})
+		}
+		pos += k
+		i++
+	}
+	return out, nil
+}

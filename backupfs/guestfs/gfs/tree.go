@@ -7,6 +7,7 @@ import (
 	"path"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -18,6 +19,7 @@ type Tree struct {
 	label string
 	dirs  *lru.Cache[uint64, *dirList] // directory Ino -> entries
 	files *lru.Cache[uint64, io.ReaderAt]
+	root  atomic.Pointer[Entry] // the root's entry, once read
 }
 
 type dirList struct {
@@ -78,12 +80,25 @@ func (t *Tree) Lstat(p string) (e Entry, err error) {
 	return t.lstat(p)
 }
 
+// rootEntry is the root's entry, read once (the volume never changes).
+func (t *Tree) rootEntry() (Entry, error) {
+	if e := t.root.Load(); e != nil {
+		return *e, nil
+	}
+	e, err := t.r.Root()
+	if err != nil {
+		return Entry{}, err
+	}
+	e.Name = "/"
+	t.root.Store(&e)
+	return e, nil
+}
+
 func (t *Tree) lstat(p string) (Entry, error) {
-	cur, err := t.r.Root()
+	cur, err := t.rootEntry()
 	if err != nil {
 		return Entry{}, &os.PathError{Op: "lstat", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
 	}
-	cur.Name = "/"
 	p = path.Clean("/" + p)
 	if p == "/" {
 		return cur, nil
@@ -144,6 +159,47 @@ func (t *Tree) Open(p string) (e Entry, ra io.ReaderAt, err error) {
 	return e, ra, nil
 }
 
+// OpenCached is Open when it needs no I/O: every folder on the way listed
+// in the tree's cache and the file opened before. ok is false otherwise
+// (then Open); it never reads.
+func (t *Tree) OpenCached(p string) (e Entry, ra io.ReaderAt, ok bool) {
+	defer func() {
+		if recover() != nil {
+			e, ra, ok = Entry{}, nil, false
+		}
+	}()
+	r := t.root.Load()
+	if r == nil {
+		return Entry{}, nil, false
+	}
+	cur := *r
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return Entry{}, nil, false
+	}
+	for _, name := range strings.Split(p[1:], "/") {
+		if !cur.Mode.IsDir() {
+			return Entry{}, nil, false
+		}
+		d, ok := t.dirs.Get(cur.Ino)
+		if !ok {
+			return Entry{}, nil, false
+		}
+		i, ok := d.byName[name]
+		if !ok {
+			return Entry{}, nil, false
+		}
+		cur = d.entries[i]
+	}
+	if !cur.Mode.IsRegular() {
+		return Entry{}, nil, false
+	}
+	if ra, ok = t.files.Get(cur.Ino); !ok {
+		return Entry{}, nil, false
+	}
+	return cur, ra, true
+}
+
 // Readlink returns the target of the symlink at p.
 func (t *Tree) Readlink(p string) (s string, err error) {
 	defer t.guard("readlink", p, &err)
@@ -171,4 +227,15 @@ type guardedReaderAt struct {
 func (g guardedReaderAt) ReadAt(b []byte, off int64) (n int, err error) {
 	defer g.t.guard("read", g.p, &err)
 	return g.ra.ReadAt(b, off)
+}
+
+// Map is the file reader's Map (see Mapper), with its panics recovered;
+// ErrNotMapped when the reader has none.
+func (g guardedReaderAt) Map(off, n int64) (ps []Piece, err error) {
+	defer g.t.guard("map", g.p, &err)
+	m, ok := g.ra.(Mapper)
+	if !ok {
+		return nil, ErrNotMapped
+	}
+	return m.Map(off, n)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
 )
 
 // VG is a volume group as its metadata text describes it. Sizes and
@@ -264,28 +266,9 @@ func (r *lvReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	done := 0
 	for done < len(p) && off < r.size {
-		i, _ := slices.BinarySearchFunc(r.segs, off, func(m mappedSeg, o int64) int {
-			switch {
-			case m.start+m.size <= o:
-				return -1
-			case m.start > o:
-				return 1
-			}
-			return 0
-		})
-		m := r.segs[i]
-		rel := off - m.start
-		// The run of bytes that lie contiguously on one device.
-		dev, at, run := 0, m.offs[0]+rel, m.size-rel
-		if n := int64(len(m.devs)); n > 1 {
-			chunk := rel / m.seg.StripeSize
-			within := rel % m.seg.StripeSize
-			dev = int(chunk % n)
-			at = m.offs[dev] + (chunk/n)*m.seg.StripeSize + within
-			run = m.seg.StripeSize - within
-		}
+		dev, at, run := r.place(off)
 		run = min(run, int64(len(p)-done))
-		k, err := m.devs[dev].ReadAt(p[done:done+int(run)], at)
+		k, err := dev.ReadAt(p[done:done+int(run)], at)
 		if k == 0 && err == nil {
 			err = io.ErrNoProgress // a device breaking io.ReaderAt's contract must not spin this loop
 		}
@@ -302,4 +285,44 @@ func (r *lvReader) ReadAt(p []byte, off int64) (int, error) {
 		return done, io.EOF
 	}
 	return done, nil
+}
+
+// place finds byte off (0 <= off < size) of the LV: the device holding it,
+// where, and how many bytes from there lie contiguously on that device.
+func (r *lvReader) place(off int64) (dev io.ReaderAt, at, run int64) {
+	i, _ := slices.BinarySearchFunc(r.segs, off, func(m mappedSeg, o int64) int {
+		switch {
+		case m.start+m.size <= o:
+			return -1
+		case m.start > o:
+			return 1
+		}
+		return 0
+	})
+	m := r.segs[i]
+	rel := off - m.start
+	if n := int64(len(m.devs)); n > 1 {
+		chunk := rel / m.seg.StripeSize
+		within := rel % m.seg.StripeSize
+		d := chunk % n
+		return m.devs[d], m.offs[d] + (chunk/n)*m.seg.StripeSize + within, m.seg.StripeSize - within
+	}
+	return m.devs[0], m.offs[0] + rel, m.size - rel
+}
+
+// Map places bytes [off, off+n) of the logical volume on its physical
+// volumes (gfs.Mapper), a stripe at a time.
+func (r *lvReader) Map(off, n int64) ([]gfs.Piece, error) {
+	if off < 0 || off >= r.size {
+		return nil, nil
+	}
+	end := min(off+n, r.size)
+	var out []gfs.Piece
+	for off < end {
+		dev, at, run := r.place(off)
+		run = min(run, end-off)
+		out = append(out, gfs.Piece{R: dev, Off: at, Len: run})
+		off += run
+	}
+	return out, nil
 }

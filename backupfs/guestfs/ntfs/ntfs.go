@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf16"
@@ -62,6 +63,7 @@ const (
 type FS struct {
 	mu    sync.Mutex // go-ntfs's metadata calls, one at a time
 	ctx   *parser.NTFSContext
+	vol   *bounded // the volume, as go-ntfs reads it
 	size  int64
 	notes []string
 }
@@ -75,11 +77,12 @@ type ref struct {
 // Open opens the NTFS volume of size bytes read through ra.
 func Open(ra io.ReaderAt, size int64) (fs *FS, err error) {
 	defer recoverAs(&err, "open")
-	ctx, err := parser.GetNTFSContext(&bounded{ra: ra, size: size}, 0)
+	vol := &bounded{ra: ra, size: size}
+	ctx, err := parser.GetNTFSContext(vol, 0)
 	if err != nil {
 		return nil, gfs.Corruptf("ntfs: %v", err)
 	}
-	fs = &FS{ctx: ctx, size: size}
+	fs = &FS{ctx: ctx, size: size, vol: vol}
 	if vs := ctx.Boot.VolumeSize() * 512; vs > size+4096 { // VolumeSize counts sectors
 		return nil, gfs.Corruptf("ntfs: boot sector says %d bytes, the volume holds %d (truncated?)", vs, size)
 	}
@@ -154,6 +157,14 @@ func (b *bounded) ReadAt(p []byte, off int64) (int, error) {
 		return n, err
 	}
 	return b.ra.ReadAt(p, off)
+}
+
+// Map places bytes [off, off+n) on the volume (gfs.Mapper).
+func (b *bounded) Map(off, n int64) ([]gfs.Piece, error) {
+	if off < 0 || off >= b.size {
+		return nil, nil
+	}
+	return []gfs.Piece{{R: b.ra, Off: off, Len: min(n, b.size-off)}}, nil
 }
 
 // Root is the root directory.
@@ -383,7 +394,53 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 		// that fragmented is not served short.
 		return nil, fmt.Errorf("ntfs: %s: runlists cover %d of %d bytes: %w", f.Name, got, f.Size, gfs.ErrUnsupported)
 	}
-	return &file{rd: rd, size: f.Size, name: f.Name}, nil
+	return &file{rd: rd, size: f.Size, name: f.Name, runs: fs.dataRuns(m)}, nil
+}
+
+// dataRuns places the unnamed $DATA stream of m on the volume as go-ntfs
+// reads it (its runs in order, sparse runs and the bytes past the
+// initialised size as zeros), for Map; nil when its bytes are not in place
+// (resident, compressed).
+func (fs *FS) dataRuns(m *parser.MFT_ENTRY) []gfs.Piece {
+	vcns := parser.GetAllVCNs(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, "")
+	if len(vcns) == 0 || vcns[0].IsResident() || parser.IsCompressed(vcns[0].Flags()) {
+		return nil
+	}
+	sparse := parser.IsSparse(vcns[0].Flags())
+	sort.Slice(vcns, func(i, j int) bool { return vcns[i].Runlist_vcn_start() < vcns[j].Runlist_vcn_start() })
+	var actual, initialized int64
+	for _, v := range vcns {
+		if actual == 0 {
+			actual = int64(v.Actual_size())
+		}
+		if initialized == 0 {
+			initialized = int64(v.Initialized_size())
+		}
+	}
+	cs := fs.ctx.ClusterSize
+	var out []gfs.Piece
+	var at int64
+	for _, v := range vcns {
+		for _, r := range v.RunList() {
+			if r.Length <= 0 || at >= initialized {
+				continue
+			}
+			n := min(r.Length*cs, initialized-at)
+			if sparse && r.RelativeUrnOffset == 0 {
+				out = append(out, gfs.Piece{Len: n})
+			} else {
+				out = append(out, gfs.Piece{R: fs.vol, Off: r.Offset * cs, Len: n})
+			}
+			at += n
+		}
+	}
+	if at < initialized { // runs shorter than the stream: ReadAt says so
+		return nil
+	}
+	if actual > at {
+		out = append(out, gfs.Piece{Len: actual - at})
+	}
+	return out
 }
 
 // file reads a stream: ReadAt fills p up to the file's size (the library
@@ -392,6 +449,35 @@ type file struct {
 	rd   io.ReaderAt
 	size int64
 	name string
+	runs []gfs.Piece // where the bytes lie on the volume, from offset 0; nil: not in place
+}
+
+// Map returns where bytes [off, off+n) of the file lie on the volume
+// (gfs.Mapper); gfs.ErrNotMapped for a resident or compressed stream.
+func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
+	if f.runs == nil {
+		return nil, gfs.ErrNotMapped
+	}
+	if off < 0 || off >= f.size {
+		return nil, nil
+	}
+	end := min(off+n, f.size)
+	var out []gfs.Piece
+	var at int64
+	for _, r := range f.runs {
+		if at >= end {
+			break
+		}
+		if lo, hi := max(at, off), min(at+r.Len, end); lo < hi {
+			p := gfs.Piece{R: r.R, Len: hi - lo}
+			if r.R != nil {
+				p.Off = r.Off + lo - at
+			}
+			out = append(out, p)
+		}
+		at += r.Len
+	}
+	return out, nil
 }
 
 func (f *file) ReadAt(p []byte, off int64) (n int, err error) {

@@ -641,3 +641,52 @@ func (fs *FS) Readlink(l gfs.Entry) (string, error) {
 }
 
 var _ gfs.Reader = (*FS)(nil)
+
+// Map returns where bytes [off, off+n) of the file lie on the volume
+// (gfs.Mapper): its extents, cut where they cross an allocation group, and
+// zeros for holes and unwritten extents. It checks what ReadAt checks.
+func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("xfs: negative offset")
+	}
+	if off >= f.size {
+		return nil, nil
+	}
+	end := min(off+n, f.size)
+	bs := f.fs.blockSize
+	var out []gfs.Piece
+	for pos := off; pos < end; {
+		lb := uint64(pos / bs)
+		i := sort.Search(len(f.exts), func(i int) bool { return f.exts[i].off+f.exts[i].count > lb })
+		if i == len(f.exts) || f.exts[i].off > lb { // a hole, up to the next extent
+			stop := end
+			if i < len(f.exts) {
+				stop = min(stop, int64(f.exts[i].off)*bs)
+			}
+			out = append(out, gfs.Piece{Len: stop - pos})
+			pos = stop
+			continue
+		}
+		x := f.exts[i]
+		k := min(end, int64(x.off+x.count)*bs) - pos
+		if x.unwritten {
+			out = append(out, gfs.Piece{Len: k})
+			pos += k
+			continue
+		}
+		fsb := x.start + (lb - x.off)
+		dOff, err := f.fs.blockOff(fsb)
+		if err != nil {
+			return nil, err
+		}
+		agEnd := (int64(fsb>>f.fs.agBlkLog)*f.fs.agBlocks + f.fs.agBlocks) * bs
+		dOff += pos % bs
+		k = min(k, agEnd-dOff)
+		if k <= 0 || dOff+k > f.fs.size {
+			return nil, gfs.Corruptf("xfs: file data past the volume's end")
+		}
+		out = append(out, gfs.Piece{R: f.fs.ra, Off: dOff, Len: k})
+		pos += k
+	}
+	return out, nil
+}
