@@ -16,6 +16,7 @@
 package retention
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -29,7 +30,31 @@ type Policy struct {
 	Daily   int           `json:"keep_daily,omitempty" yaml:"keep_daily,omitempty"`
 	Weekly  int           `json:"keep_weekly,omitempty" yaml:"keep_weekly,omitempty"`
 	Monthly int           `json:"keep_monthly,omitempty" yaml:"keep_monthly,omitempty"`
-	Within  time.Duration `json:"keep_within,omitempty" yaml:"keep_within,omitempty"`
+	Within  time.Duration `json:"-" yaml:"keep_within,omitempty"` // JSON: keep_within_s
+}
+
+type plainPolicy Policy
+
+// MarshalJSON writes Within as keep_within_s, in seconds (docs/json.md).
+func (p Policy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		plainPolicy
+		WithinSeconds float64 `json:"keep_within_s,omitempty"`
+	}{plainPolicy(p), p.Within.Seconds()})
+}
+
+// UnmarshalJSON reads keep_within_s.
+func (p *Policy) UnmarshalJSON(b []byte) error {
+	var v struct {
+		plainPolicy
+		WithinSeconds float64 `json:"keep_within_s"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Policy(v.plainPolicy)
+	p.Within = time.Duration(v.WithinSeconds * float64(time.Second))
+	return nil
 }
 
 // Empty reports whether the policy has no rule.

@@ -23,6 +23,9 @@ import (
 
 var snakeKey = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
+// durationKey names a duration: its number must be seconds, in a key ending _s.
+var durationKey = regexp.MustCompile(`(^|_)(timeout|duration|within|interval|delay|took|elapsed|every|wait|age|ttl)($|_)`)
+
 // dataKeys are objects whose keys are the user's names, not ours.
 var dataKeys = []string{"network_map", "checks"}
 
@@ -39,6 +42,9 @@ func jsonViolations(path string, v any) []string {
 		for k, e := range x {
 			if !data && !snakeKey.MatchString(k) {
 				out = append(out, fmt.Sprintf("%s: key %q is not snake_case", path, k))
+			}
+			if _, num := e.(float64); num && !data && durationKey.MatchString(k) && !strings.HasSuffix(k, "_s") {
+				out = append(out, fmt.Sprintf("%s: %q is a duration: seconds, in a key ending _s", path, k))
 			}
 			out = append(out, jsonViolations(path+"."+k, e)...)
 		}
@@ -107,6 +113,8 @@ func TestJSONViolations(t *testing.T) {
 		{`{"ended": "0001-01-01T00:00:00Z"}`, "zero time"},
 		{`{"created": "2026-12-02 14:00:00"}`, "not RFC 3339"},
 		{"{\"a\": 1}\n{\"B\": 2}\n", `key "B"`},
+		{`{"policy": {"keep_within": 90061000000000}}`, `"keep_within" is a duration`},
+		{`{"keep_within_s": 90061, "ready_timeout_s": 1.5}`, ""},
 	} {
 		got := strings.Join(checkJSON("t", []byte(tc.in)), "; ")
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
@@ -133,7 +141,7 @@ func TestJSONConventions(t *testing.T) {
 		{"list", "apps", "--repo", repoDir, "--json"},
 		{"restore", "vm", "--repo", repoDir, "--hypervisor", "qemu", "--target", filepath.Join(dir, "vms"),
 			"--nfs-server", "127.0.0.1", "--dry-run", "--json", "web01"},
-		{"forget", "--repo", repoDir, "--keep-last", "1", "--dry-run", "--json"},
+		{"forget", "--repo", repoDir, "--keep-last", "1", "--keep-within", "7d", "--dry-run", "--json"},
 		{"prune", "--repo", repoDir, "--dry-run", "--json"},
 		{"verify", "--repo", repoDir, "--json"},
 		{"job", "list", "--repo", repoDir, "--json"},

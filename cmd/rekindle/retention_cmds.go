@@ -62,6 +62,13 @@ func parseWithin(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// forgetReport is forget's --json: the policy applied and each point's fate.
+type forgetReport struct {
+	DryRun    bool                 `json:"dry_run"`
+	Policy    retention.Policy     `json:"policy"`
+	Decisions []retention.Decision `json:"decisions"`
+}
+
 func policyFromFlags(c *cli.Context) (retention.Policy, error) {
 	within, err := parseWithin(c.String("keep-within"))
 	if err != nil {
@@ -114,7 +121,7 @@ func forgetCmd(c *cli.Context) error {
 		}
 	}
 	if c.Bool("json") {
-		if err := printJSON(os.Stdout, map[string]any{"dry_run": c.Bool("dry-run"), "decisions": ds}); err != nil {
+		if err := printJSON(os.Stdout, forgetReport{DryRun: c.Bool("dry-run"), Policy: p, Decisions: nonNil(ds)}); err != nil {
 			return err
 		}
 	} else {
