@@ -53,6 +53,14 @@ type content struct {
 	// syncMu runs one sync at a time, so a sync that finds no bits to write
 	// knows the sync before it wrote and synced all there were.
 	syncMu sync.Mutex
+	// writes counts changes of the data file's bytes or size (from 1, so
+	// the first sync of a content always syncs: an earlier content of the
+	// same file may have left bytes unsynced); synced is its value when
+	// the last successful sync started (guarded by syncMu). A sync that
+	// finds them equal has nothing to make durable: a second COMMIT costs
+	// no fdatasync.
+	writes atomic.Uint64
+	synced uint64
 
 	mapMu   sync.Mutex
 	mapf    durable.File
@@ -69,6 +77,7 @@ func (o *Overlay) acquireLocked(id uint64, n *node, basePath string, bi os.FileI
 	c := o.contents[id]
 	if c == nil {
 		c = &content{o: o, id: id}
+		c.writes.Store(1)
 		if n != nil {
 			c.upper, c.origin, c.baseLimit = true, n.Origin, n.BaseLimit
 		} else {
@@ -164,6 +173,12 @@ func (c *content) load() error {
 	}
 	o := c.o
 	name := o.dataPath(c.id)
+	if c.origin == "" {
+		// A spare for this id may be being made: wait until it is
+		// counted among the names the next folder sync covers.
+		o.spareMu.Lock()
+		o.spareMu.Unlock()
+	}
 	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = c.createData(name)
@@ -228,6 +243,11 @@ func (c *content) createData(name string) (durable.File, error) {
 	if err != nil {
 		o.fs.Remove(tmp)
 		return nil, err
+	}
+	if c.origin == "" {
+		// A node created in the session: the next ones get spares,
+		// named durable by the same folder sync as this one.
+		o.makeSpares()
 	}
 	if err := o.newName(); err != nil {
 		return nil, err
@@ -449,6 +469,7 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 		unlock()
 		return 0, err
 	}
+	c.writes.Add(1)
 	var newBits int64
 	var lo int64
 	var snap []byte
@@ -630,16 +651,6 @@ func (c *content) openBitmap() (durable.File, error) {
 	return o.fs.OpenFile(name, os.O_RDWR, 0)
 }
 
-// newName follows the creation of a data or bitmap file: with
-// Options.Sync its name is made durable now; without, by the next sync.
-func (o *Overlay) newName() error {
-	if !o.sync {
-		o.dataDirDirty.Store(true)
-		return nil
-	}
-	return durable.SyncDir(o.fs, o.dataDir)
-}
-
 // truncate sets the file's size. Shrinking below the base limit lowers it
 // (in the metadata, before the data file shrinks) so that a later extension
 // reads zeros, not the origin.
@@ -663,6 +674,7 @@ func (c *content) truncate(size int64) error {
 	if err := c.data.Truncate(size); err != nil {
 		return err
 	}
+	c.writes.Add(1)
 	c.size = size
 	if c.o.sync {
 		return c.data.DataSync()
@@ -709,6 +721,10 @@ func (c *content) sync() error {
 	if !upper {
 		return nil
 	}
+	writes := c.writes.Load()
+	if writes == c.synced && snap == nil && !c.o.names.needed() {
+		return nil
+	}
 	err := data.DataSync()
 	if err == nil && snap != nil && !removed {
 		err = c.persistBits(lo, snap, false)
@@ -722,10 +738,11 @@ func (c *content) sync() error {
 		}
 		c.mapMu.Unlock()
 	}
-	if err == nil && c.o.dataDirDirty.Swap(false) {
-		if err = durable.SyncDir(c.o.fs, c.o.dataDir); err != nil {
-			c.o.dataDirDirty.Store(true)
-		}
+	if err == nil {
+		err = c.o.names.sync(c.o.fs, c.o.dataDir)
+	}
+	if err == nil {
+		c.synced = writes
 	}
 	if err != nil && snap != nil {
 		c.mapMu.Lock()

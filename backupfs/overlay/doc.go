@@ -38,7 +38,8 @@
 //	<upper>/log             the changes since the checkpoint, appended
 //	<upper>/.meta.tmp-*     transient, while a checkpoint replaces meta
 //	<upper>/.log.tmp-*      transient, while a checkpoint starts an empty log
-//	<upper>/data/<id>       sparse data file of file node <id>
+//	<upper>/data/<id>       sparse data file of file node <id>, or an empty
+//	                        spare made ahead for a node not created yet
 //	<upper>/data/<id>.map   block bitmap of a file node with an origin
 //	<upper>/data/*.tmp      transient, while a data or bitmap file is created
 //
@@ -115,10 +116,18 @@
 // stable WRITEs and COMMIT), writes reach the page cache, new bitmap bits
 // are kept in memory, and File.Sync makes the data durable, then writes and
 // syncs the bits, then syncs the data folder if a data or bitmap file was
-// made: a power cut before File.Sync leaves the base bytes, never zeros.
-// Closing the overlay (or evicting a file from its cache) syncs a file with
-// bits not yet written. Data and bitmap files not named by any node are
-// leftovers of a crash and are deleted when the upper directory is opened.
+// made since its last sync: a power cut before File.Sync leaves the base
+// bytes, never zeros. A File.Sync with nothing written since the last one
+// syncs nothing (clients COMMIT again on close). Concurrent syncs share one
+// fsync of the data folder, and the first data file made for a node created
+// in the session also makes empty spare data files for the next 64 nodes
+// (their ids follow a counter), so a small file's CREATE + WRITE + COMMIT
+// costs two syncs (the log's at CREATE, the data's at COMMIT) and the
+// folder one per 64 files. Closing the overlay (or evicting a file from its
+// cache) syncs a file with bits not yet written. Data and bitmap files not
+// named by any node (spares never claimed, leftovers of a crash) are
+// deleted when the upper directory is opened, and the data folder is then
+// synced once, so the names found count as durable.
 //
 // The upper directory is written through a durable.FS (Options.FS), so a
 // test can put it on a powercut.FS and check what survives a power cut.

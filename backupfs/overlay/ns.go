@@ -279,6 +279,7 @@ func (o *Overlay) OpenFile(name string, flag int, perm os.FileMode) (billy.File,
 			o.release(f.c)
 			return nil, pathErr("open", name, err)
 		}
+		o.claimSpare(n.ID, now)
 		o.filesCreated.Add(1)
 		return f, nil
 	case flag&(os.O_CREATE|os.O_EXCL) == os.O_CREATE|os.O_EXCL:

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,9 +93,14 @@ type Overlay struct {
 	tx       *txn // the change being made, until commitLocked
 
 	closed atomic.Bool
-	// dataDirDirty: a data or bitmap file was made since the data folder
-	// was last synced (without Options.Sync, the next File.Sync does).
-	dataDirDirty atomic.Bool
+	// names: the data folder's names made and synced (names.go).
+	names dirSync
+	// spareMu guards spares (empty data files made ahead for the ids of
+	// nodes not created yet, names.go) and spareEnd, the counter value
+	// below which spares were made.
+	spareMu  sync.Mutex
+	spares   map[uint64]struct{}
+	spareEnd uint64
 
 	cacheMu   sync.Mutex
 	baseStats map[string]os.FileInfo // nil value: no such base entry
@@ -188,6 +192,7 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		byID:      make(map[uint64]string, len(st.nodes)),
 		kids:      make(map[string]map[string]struct{}),
 		contents:  make(map[uint64]*content),
+		spares:    make(map[uint64]struct{}),
 		baseStats: make(map[string]os.FileInfo),
 		baseDirs:  make(map[string][]os.FileInfo),
 	}
@@ -205,6 +210,14 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		o.linkKidLocked(p)
 	}
 	if err := o.collectGarbage(); err != nil {
+		o.j.close()
+		lock.Close()
+		return nil, fmt.Errorf("overlay: %s: %w", upperDir, err)
+	}
+	// The names found are durable from here on (after a crash of the
+	// process alone, some may not have been): a sync that finds no new
+	// name can skip the folder.
+	if err := durable.SyncDir(fsys, dataDir); err != nil {
 		o.j.close()
 		lock.Close()
 		return nil, fmt.Errorf("overlay: %s: %w", upperDir, err)
@@ -272,6 +285,7 @@ func (o *Overlay) Close() error {
 	for _, c := range cs {
 		errs = append(errs, c.closeFiles())
 	}
+	o.removeSpares()
 	errs = append(errs, o.j.close(), o.lock.Close())
 	return errors.Join(errs...)
 }
@@ -338,7 +352,7 @@ func (o *Overlay) newIDLocked() uint64 {
 	for {
 		seq := o.st.nextSeq
 		o.st.nextSeq++
-		id := o.hashID("\x00upper\x00" + strconv.FormatUint(seq, 10))
+		id := o.seqID(seq)
 		if _, used := o.byID[id]; !used {
 			return id
 		}

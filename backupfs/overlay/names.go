@@ -1,0 +1,141 @@
+package overlay
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rekindle/rekindle/internal/durable"
+)
+
+// Names in the data folder. A data or bitmap file's bytes are durable after
+// its fdatasync, its name only after an fsync of the data folder. Two things
+// keep that second sync off most COMMITs:
+//
+//   - dirSync is a group commit of the data folder: a sync that needs the
+//     folder durable waits for (or runs) one fsync that started after every
+//     name made so far, and concurrent syncs of different files share it.
+//   - spare data files: the first data file made for a node created in the
+//     session also makes empty data files for the ids of the next
+//     spareBatch nodes to be created (ids follow a counter, so they are
+//     known ahead), all covered by one folder fsync. A node that finds its
+//     spare needs no new name, so its COMMIT syncs its data only. An empty
+//     data file of a file without origin means what a missing one means (no
+//     bytes, size 0); spares never claimed are removed on Close, or as
+//     leftovers when the upper directory is opened.
+
+// spareBatch is how many spare data files one batch makes.
+const spareBatch = 64
+
+// dirSync is the group commit of one directory's names.
+type dirSync struct {
+	made   atomic.Uint64 // names made (counted once made)
+	synced atomic.Uint64 // names known durable
+	mu     sync.Mutex
+}
+
+// madeName counts a name just made (created or renamed into the folder).
+func (d *dirSync) madeName() { d.made.Add(1) }
+
+// needed reports whether a name made so far is not known durable.
+func (d *dirSync) needed() bool { return d.synced.Load() < d.made.Load() }
+
+// sync makes every name made before the call durable, sharing one fsync
+// with concurrent callers.
+func (d *dirSync) sync(fsys durable.FS, dir string) error {
+	want := d.made.Load()
+	if d.synced.Load() >= want {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.synced.Load() >= want {
+		return nil
+	}
+	upto := d.made.Load()
+	if err := durable.SyncDir(fsys, dir); err != nil {
+		return err
+	}
+	d.synced.Store(upto)
+	return nil
+}
+
+// newName follows the creation of a data or bitmap file: with Options.Sync
+// its name is made durable now; without, by the next sync of any file.
+func (o *Overlay) newName() error {
+	o.names.madeName()
+	if !o.sync {
+		return nil
+	}
+	return o.names.sync(o.fs, o.dataDir)
+}
+
+// seqID is the id of the node created with counter value seq.
+func (o *Overlay) seqID(seq uint64) uint64 {
+	return o.hashID("\x00upper\x00" + strconv.FormatUint(seq, 10))
+}
+
+// makeSpares makes the spare data files of the next spareBatch nodes to be
+// created that have none yet. A failure only means fewer spares.
+func (o *Overlay) makeSpares() {
+	o.spareMu.Lock()
+	defer o.spareMu.Unlock()
+	o.mu.Lock()
+	from, to := max(o.spareEnd, o.st.nextSeq), o.st.nextSeq+spareBatch
+	var ids []uint64
+	for seq := from; seq < to; seq++ {
+		if id := o.seqID(seq); o.byID[id] == "" && o.contents[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	o.spareEnd = max(o.spareEnd, to)
+	o.mu.Unlock()
+	made := 0
+	for _, id := range ids {
+		f, err := o.fs.OpenFile(o.dataPath(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			break // a full disk: the files made so far stay spares
+		}
+		f.Close()
+		o.spares[id] = struct{}{}
+		made++
+	}
+	if made > 0 {
+		o.names.madeName()
+	}
+}
+
+// claimSpare takes id's spare data file, if it has one, for the node just
+// created with mtime. Its name is durable once the data folder's names made
+// so far are.
+func (o *Overlay) claimSpare(id uint64, mtime int64) {
+	o.spareMu.Lock()
+	_, ok := o.spares[id]
+	delete(o.spares, id)
+	o.spareMu.Unlock()
+	if !ok {
+		return
+	}
+	t := time.Unix(0, mtime)
+	if err := o.fs.Chtimes(o.dataPath(id), t, t); err != nil {
+		// Not usable: without its data file the node reads as empty, and
+		// the first write makes one.
+		o.fs.Remove(o.dataPath(id))
+	}
+}
+
+// removeSpares deletes the spares never claimed (on Close).
+func (o *Overlay) removeSpares() {
+	o.spareMu.Lock()
+	defer o.spareMu.Unlock()
+	for id := range o.spares {
+		o.fs.Remove(o.dataPath(id))
+		delete(o.spares, id)
+	}
+}
