@@ -19,6 +19,7 @@
 package simlab
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/pem"
@@ -29,13 +30,19 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/vmware/govmomi/event"
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
@@ -210,6 +217,9 @@ type SimHosts struct {
 	*vsphere.Driver
 	NASRoot string
 	NFS     string // address of rekindle's NFS server
+	// NoGuest leaves the guests to someone else (PlayGuests with a boot
+	// time): PowerOn then only powers on.
+	NoGuest bool
 
 	mu      sync.Mutex
 	poweron []string // VM names in power-on order
@@ -233,7 +243,66 @@ func (h *SimHosts) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 	h.poweron = append(h.poweron, string(vm))
 	n := len(h.poweron)
 	h.mu.Unlock()
+	if h.NoGuest {
+		return nil
+	}
 	return PlayGuest(ctx, h.Driver, vm, "10.0.0."+strconv.Itoa(10+n))
+}
+
+// PlayGuests stands in for the guests of every VM of the vCenter at c: a
+// guest whose OS takes boot to come up after its VM powers on, then reports
+// VMware Tools running with a green heartbeat (ExtraConfig SET.guest.*, a
+// reconfiguration vCenter records as a VmReconfiguredEvent). It polls until
+// ctx ends and returns nil then; any other error ends it.
+func PlayGuests(ctx context.Context, c *vim25.Client, boot time.Duration) error {
+	m := view.NewManager(c)
+	v, err := m.CreateContainerView(ctx, c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
+	if err != nil {
+		return err
+	}
+	defer v.Destroy(context.WithoutCancel(ctx))
+	seen := map[types.ManagedObjectReference]time.Time{} // powered on, guest not yet up: since when
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		var vms []mo.VirtualMachine
+		if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"runtime.powerState", "guest.toolsRunningStatus"}, &vms); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("guests: list VMs: %w", err)
+		}
+		now := time.Now()
+		for _, vm := range vms {
+			on := vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+			up := vm.Guest != nil && vm.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+			since, waiting := seen[vm.Self]
+			switch {
+			case !on || up:
+				delete(seen, vm.Self)
+			case !waiting:
+				seen[vm.Self] = now
+			case now.Sub(since) >= boot:
+				spec := types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+					&types.OptionValue{Key: "SET.guest.toolsRunningStatus", Value: "guestToolsRunning"},
+					&types.OptionValue{Key: "SET.guestHeartbeatStatus", Value: "green"},
+				}}
+				task, err := object.NewVirtualMachine(c, vm.Self).Reconfigure(ctx, spec)
+				if err == nil {
+					err = task.Wait(ctx)
+				}
+				if err != nil && ctx.Err() == nil && !fault.Is(err, &types.ManagedObjectNotFound{}) {
+					return fmt.Errorf("guests: report %s up: %w", vm.Self.Value, err)
+				}
+				delete(seen, vm.Self)
+			}
+		}
+	}
 }
 
 // PlayGuest reports a running guest with tools and an IP address.
@@ -358,4 +427,85 @@ func simulatorFiles(dir string) error {
 		return err
 	}
 	return os.WriteFile(want, b, 0o644)
+}
+
+// What a VMEvent records.
+const (
+	EventPoweredOn = "powered on" // VmPoweredOnEvent
+	EventGuestUp   = "guest up"   // VmReconfiguredEvent setting the guest heartbeat (PlayGuests, PlayGuest)
+)
+
+// VMEvent is one entry of vCenter's own record about a VM.
+type VMEvent struct {
+	Key  int32 // place in vCenter's event chain
+	VM   string
+	What string
+	Time time.Time
+}
+
+// VMEvents reads from vCenter's event history, in chain order, every VM
+// power-on and every guest reporting up. It is vCenter's record, not the
+// orchestrator's: a test checks startup order and waits against it.
+func VMEvents(ctx context.Context, c *vim25.Client) ([]VMEvent, error) {
+	coll, err := event.NewManager(c).CreateCollectorForEvents(ctx, types.EventFilterSpec{Type: []string{"VmPoweredOnEvent", "VmReconfiguredEvent"}})
+	if err != nil {
+		return nil, fmt.Errorf("vCenter events: %w", err)
+	}
+	defer coll.Destroy(context.WithoutCancel(ctx))
+	var out []VMEvent
+	for {
+		evs, err := coll.ReadNextEvents(ctx, 500)
+		if err != nil {
+			return nil, fmt.Errorf("vCenter events: %w", err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		// The simulator does not apply the filter's types: check them here.
+		for _, be := range evs {
+			e := be.GetEvent()
+			if e.Vm == nil {
+				continue
+			}
+			ev := VMEvent{Key: e.Key, VM: e.Vm.Name, Time: e.CreatedTime}
+			switch x := be.(type) {
+			case *types.VmPoweredOnEvent:
+				ev.What = EventPoweredOn
+			case *types.VmReconfiguredEvent:
+				if !slices.ContainsFunc(x.ConfigSpec.ExtraConfig, func(o types.BaseOptionValue) bool {
+					return o.GetOptionValue().Key == "SET.guestHeartbeatStatus"
+				}) {
+					continue
+				}
+				ev.What = EventGuestUp
+			default:
+				continue
+			}
+			out = append(out, ev)
+		}
+	}
+	slices.SortFunc(out, func(a, b VMEvent) int { return cmp.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// PowerOnOrder is the order in which vCenter recorded the first power-on
+// of each VM in names.
+func PowerOnOrder(evs []VMEvent, names []string) []string {
+	var out []string
+	for _, e := range evs {
+		if e.What == EventPoweredOn && slices.Contains(names, e.VM) && !slices.Contains(out, e.VM) {
+			out = append(out, e.VM)
+		}
+	}
+	return out
+}
+
+// EventKey is the chain key of vm's first event of kind what, -1 if none.
+func EventKey(evs []VMEvent, vm, what string) int32 {
+	for _, e := range evs {
+		if e.VM == vm && e.What == what {
+			return e.Key
+		}
+	}
+	return -1
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/event"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
@@ -77,16 +76,14 @@ func (inv inventory) equal(o inventory) bool {
 // powerOnOrder reads the order VMs were powered on from vCenter's events.
 func (l *Lab) powerOnOrder(t *testing.T, names []string) []string {
 	t.Helper()
-	evs, err := event.NewManager(l.Driver.Client()).QueryEvents(ctxT(t), types.EventFilterSpec{Type: []string{"VmPoweredOnEvent"}})
+	evs, err := VMEvents(ctxT(t), l.Driver.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Slice(evs, func(i, j int) bool { return evs[i].GetEvent().Key < evs[j].GetEvent().Key })
 	var out []string
 	for _, e := range evs {
-		// The simulator does not apply the filter's type: check it here.
-		if on, ok := e.(*types.VmPoweredOnEvent); ok && on.Vm != nil && slices.Contains(names, on.Vm.Name) {
-			out = append(out, on.Vm.Name)
+		if e.What == EventPoweredOn && slices.Contains(names, e.VM) {
+			out = append(out, e.VM)
 		}
 	}
 	return out

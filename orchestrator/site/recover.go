@@ -1,6 +1,7 @@
 package site
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,22 +53,16 @@ type Recoverer struct {
 	// Parallel bounds how many vApps (or standalone VMs) of one priority
 	// are recovered at once; 0 means DefaultParallel.
 	Parallel int
+	// ReadyTimeout bounds the wait for a vApp member whose guest the next
+	// startup group waits for (default 10 minutes).
+	ReadyTimeout time.Duration
 
-	mu      sync.Mutex
-	powerOn []string   // VM names in the order this Recoverer powered them on
-	planMu  sync.Mutex // the plan's Sessions, written by parallel VM steps
-	evMu    sync.Mutex // Orchestrator.Events is called from one goroutine at a time
+	planMu sync.Mutex // the plan's Sessions, written by parallel VM steps
+	evMu   sync.Mutex // Orchestrator.Events is called from one goroutine at a time
 }
 
 // DefaultParallel is how many vApps of one priority recover at once.
 const DefaultParallel = 8
-
-// PoweredOn returns the VMs this Recoverer powered on, in order.
-func (r *Recoverer) PoweredOn() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.powerOn)
-}
 
 func (r *Recoverer) cat() *catalog.Catalog { return r.Orchestrator.Catalog }
 
@@ -447,7 +442,7 @@ func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, n
 		return nil, fmt.Errorf("VM %s is not in the plan", name)
 	}
 	o := *r.Orchestrator
-	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, vm: *vm}
+	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, vm: *vm, plan: p}
 	if o.Events != nil {
 		o.Events = r.emit // VMs recover in parallel: one event at a time
 	}
@@ -484,8 +479,9 @@ func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, n
 // customized to keep its static addresses.
 type recoveryDriver struct {
 	orchestrator.Driver
-	r  *Recoverer
-	vm RecoverVM
+	r    *Recoverer
+	vm   RecoverVM
+	plan *RecoveryPlan
 }
 
 func (d *recoveryDriver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
@@ -501,7 +497,13 @@ func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) er
 	if err != nil {
 		return err
 	}
-	if st != types.VirtualMachinePowerStatePoweredOn && d.r.Customize {
+	if st == types.VirtualMachinePowerStatePoweredOn {
+		return d.Driver.PowerOn(ctx, ref)
+	}
+	if err := d.waitEarlierGroups(ctx); err != nil {
+		return err
+	}
+	if d.r.Customize {
 		if spec, ok := CustomizationSpec(d.vm); ok {
 			task, err := vm.Customize(ctx, spec)
 			if err == nil {
@@ -512,14 +514,55 @@ func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) er
 			}
 		}
 	}
-	if err := d.Driver.PowerOn(ctx, ref); err != nil {
-		return err
+	return d.Driver.PowerOn(ctx, ref)
+}
+
+// waitEarlierGroups holds a vApp member's power-on until the vApp's earlier
+// startup groups are up, as vCenter's own vApp power-on does: every member
+// of an earlier group that waits for its guest shows a running guest with a
+// green heartbeat, then the start delay of the group just before passes.
+func (d *recoveryDriver) waitEarlierGroups(ctx context.Context) error {
+	if d.vm.VApp == "" {
+		return nil
 	}
-	d.r.mu.Lock()
-	if !slices.Contains(d.r.powerOn, d.vm.Name) {
-		d.r.powerOn = append(d.r.powerOn, d.vm.Name)
+	i := slices.IndexFunc(d.plan.VApps, func(a PlannedVApp) bool { return a.Name == d.vm.VApp })
+	if i < 0 {
+		return nil
 	}
-	d.r.mu.Unlock()
+	timeout := cmp.Or(d.r.ReadyTimeout, 10*time.Minute)
+	prev, delay := 0, 0
+	for _, m := range d.plan.VApps[i].Members {
+		if m.Group >= d.vm.Group || d.plan.vm(m.VM) == nil {
+			continue // a later group, or not protected (not recovered)
+		}
+		if m.Group > prev {
+			prev, delay = m.Group, 0
+		}
+		if m.Group == prev {
+			delay = max(delay, m.StartDelay)
+		}
+		if !m.WaitForGuest {
+			continue
+		}
+		ref, err := d.Driver.FindVM(ctx, m.VM)
+		if err != nil {
+			return fmt.Errorf("startup group %d of %s waits for %s: %w", d.vm.Group, d.vm.VApp, m.VM, err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		err = d.Driver.WaitReady(wctx, ref, orchestrator.ReadyCheck{Heartbeat: true})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("startup group %d of %s: %s (group %d) not up within %s (waited for its guest heartbeat): %w",
+				d.vm.Group, d.vm.VApp, m.VM, m.Group, timeout, err)
+		}
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(time.Duration(delay) * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 

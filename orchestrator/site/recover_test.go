@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/event"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
@@ -163,7 +162,9 @@ func primarySite(t *testing.T, ctx context.Context) (*simulator.Model, *vim25.Cl
 			}
 			ref := vm.Reference()
 			// VM1 first: the startup order is not the name order.
-			spec.EntityConfig = append(spec.EntityConfig, types.VAppEntityConfigInfo{Key: &ref, StartOrder: int32(2 - i), StartAction: "powerOn"})
+			// Each group waits for the guests of the one before.
+			spec.EntityConfig = append(spec.EntityConfig, types.VAppEntityConfigInfo{Key: &ref, StartOrder: int32(2 - i), StartAction: "powerOn",
+				WaitingForGuest: types.NewBool(true)})
 		}
 		if err := app.UpdateConfig(ctx, spec); err != nil {
 			t.Fatal(err)
@@ -203,7 +204,7 @@ func primarySite(t *testing.T, ctx context.Context) (*simulator.Model, *vim25.Cl
 }
 
 func TestSiteRecoverTwoSimulators(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	_, pc := primarySite(t, ctx)
 
@@ -218,6 +219,18 @@ func TestSiteRecoverTwoSimulators(t *testing.T) {
 	}
 	t.Cleanup(lab.Close)
 	rc := lab.Driver.Client()
+	// The guests take a second to come up after power-on, so a startup
+	// group that waits for them shows in vCenter's events.
+	lab.Hosts.NoGuest = true
+	gctx, stopGuests := context.WithCancel(ctx)
+	guests := make(chan error, 1)
+	go func() { guests <- simlab.PlayGuests(gctx, rc, time.Second) }()
+	defer func() {
+		stopGuests()
+		if err := <-guests; err != nil {
+			t.Error(err)
+		}
+	}()
 
 	// Protect the primary with the existing protect code.
 	inv, err := Extract(ctx, pc, ExtractOptions{Site: "hq"})
@@ -361,17 +374,29 @@ func TestSiteRecoverTwoSimulators(t *testing.T) {
 		t.Errorf("DC0_C0_APP0_VM1 guest addresses %+v: want 10.1.0.7 (its primary address)", v.Guest.Net)
 	}
 	// Power-on order from the recovery vCenter's events: DC1's vApp
-	// (priority 1) before DC0's (2), each in its startup order.
+	// (priority 1) before DC0's (2), each in its startup order, the second
+	// group powered on only after the first group's guest came up.
 	var want []string
 	for _, vm := range plan.VMs {
 		want = append(want, vm.Name)
 	}
-	t.Logf("power-on events: %v", poweredOnEvents(t, ctx, rc, want))
-	got := rec.PoweredOn()
+	evs, err := simlab.VMEvents(ctx, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := simlab.PowerOnOrder(evs, want)
 	wantOrder := []string{"DC1_C0_APP0_VM1", "DC1_C0_APP0_VM0", "DC0_C0_APP0_VM1", "DC0_C0_APP0_VM0"}
 	// The standalone VMs (the last priority) power on in parallel: any order.
 	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) || len(got) < 4 || !slices.Equal(got[:4], wantOrder) {
-		t.Errorf("power-on order %v: want %v (standalone VMs in any order), %v first", got, want, wantOrder)
+		t.Errorf("power-on order in vCenter's events %v: want %v (standalone VMs in any order), %v first", got, want, wantOrder)
+	}
+	for _, dc := range []string{"DC0", "DC1"} {
+		first, second := dc+"_C0_APP0_VM1", dc+"_C0_APP0_VM0"
+		up, on := simlab.EventKey(evs, first, simlab.EventGuestUp), simlab.EventKey(evs, second, simlab.EventPoweredOn)
+		if up < 0 || on < 0 || on < up {
+			t.Errorf("vApp %s: group 2 (%s) powered on at event %d, group 1's guest (%s) up at event %d: group 2 did not wait for it\n%+v",
+				dc, second, on, first, up, evs)
+		}
 	}
 
 	// Stop leaves the recovery vCenter as it was.
@@ -394,23 +419,6 @@ func equalSnap(a, b map[string][]string) bool {
 		}
 	}
 	return len(a) == len(b)
-}
-
-// poweredOnEvents reads the order VMs were powered on from vCenter's events.
-func poweredOnEvents(t *testing.T, ctx context.Context, c *vim25.Client, names []string) []string {
-	t.Helper()
-	evs, err := event.NewManager(c).QueryEvents(ctx, types.EventFilterSpec{Type: []string{"VmPoweredOnEvent"}, MaxCount: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Slice(evs, func(i, j int) bool { return evs[i].GetEvent().Key < evs[j].GetEvent().Key })
-	var out []string
-	for _, e := range evs {
-		if on, ok := e.(*types.VmPoweredOnEvent); ok && on.Vm != nil && slices.Contains(names, on.Vm.Name) && !slices.Contains(out, on.Vm.Name) {
-			out = append(out, on.Vm.Name)
-		}
-	}
-	return out
 }
 
 func byName(t *testing.T, ctx context.Context, c *vim25.Client, kind, name string) types.ManagedObjectReference {
