@@ -23,8 +23,8 @@ import (
 // childEnv carries what the orchestrator child process needs to reach the
 // parent's lab: the catalog file, vCenter, the NFS server and its API.
 type childEnv struct {
-	Catalog, VC, CAFile, NASRoot, NFS, API string
-	Request                                orchestrator.Request
+	Catalog, VC, CAFile, NASRoot, API string
+	Request                           orchestrator.Request
 }
 
 // TestMain runs the orchestrator as a child process when asked to, so a
@@ -50,7 +50,7 @@ func runChild(spec string) int {
 	if err != nil {
 		return 3
 	}
-	o := &orchestrator.Orchestrator{Catalog: cat, Driver: &SimHosts{Driver: d, NASRoot: env.NASRoot, NFS: env.NFS},
+	o := &orchestrator.Orchestrator{Catalog: cat, Driver: &SimHosts{Driver: d, NASRoot: env.NASRoot},
 		Exporter: datastore.NewClient(env.API)}
 	if _, err := o.Start(ctx, env.Request); err != nil {
 		return 1
@@ -71,7 +71,7 @@ func TestOrchestratorKilledMidRestore(t *testing.T) {
 	u := *l.Server.URL
 	u.User = nil
 	spec, _ := json.Marshal(childEnv{Catalog: l.Catalog.Path(), VC: u.String(), CAFile: filepath.Join(l.Dir, "vcsim-ca.pem"),
-		NASRoot: l.NASRoot, NFS: l.Service.NFSAddr().String(), API: api.URL, Request: l.Request(orchestrator.KindVApp)})
+		NASRoot: l.NASRoot, API: api.URL, Request: l.Request(orchestrator.KindVApp)})
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "REKINDLE_ORCHESTRATOR_CHILD="+string(spec))
 	if err := cmd.Start(); err != nil {

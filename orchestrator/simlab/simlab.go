@@ -3,36 +3,24 @@
 // govmomi's vCenter simulator extended by vcsimext, and the vsphere driver.
 // `rekindle demo` runs in it, and so do the orchestrator's integration tests.
 //
-// The simulator has no ESXi hosts behind it, so two things a host does are
-// stood in for by SimHosts, which wraps the driver and is named for what it
-// fakes:
-//
-//   - the host's NFS client: after a mount, the export's VM folders are read
-//     through a real NFS client (go-nfs-client, over rekindle's NFS server)
-//     and mirrored into the folder that backs the simulator's datastore.
-//     Config files and descriptors are copied; disk extents become sparse
-//     files of the right size, because a host reads a disk's blocks only when
-//     the guest does.
-//   - the guest: after power-on, VMware Tools' reports (running, heartbeat
-//     green, an IP address) are set through ExtraConfig, as the simulator
-//     allows.
+// The simulator has no ESXi hosts behind it. The host's NFS client is
+// stood in for inside the simulator (vcsimext.Options.NFS: a mount copies
+// the export's VM folders through a real NFS client). The guest is stood in
+// for by SimHosts, which wraps the driver: after power-on, VMware Tools'
+// reports (running, heartbeat green, an IP address) are set through
+// ExtraConfig, as the simulator allows; or, with NoGuest, by PlayGuests,
+// guests that take a while to boot.
 package simlab
 
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
-	"encoding/pem"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,8 +32,6 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
-	nfsc "github.com/willscott/go-nfs-client/nfs"
-	"github.com/willscott/go-nfs-client/nfs/rpc"
 
 	"github.com/rekindle/rekindle/backupfs/ingest"
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -53,7 +39,6 @@ import (
 	"github.com/rekindle/rekindle/nfsd/datastore"
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
-	"github.com/rekindle/rekindle/orchestrator/vsphere/vcsimext"
 	"github.com/rekindle/rekindle/testdata/vmgen"
 )
 
@@ -110,31 +95,17 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	l.cancel, l.served = cancel, make(chan error, 1)
 	go func() { l.served <- l.Service.Serve(sctx) }()
 
-	l.Model = simulator.VPX()
-	l.Model.Machine = 1
-	if err = l.Model.Create(); err != nil {
-		return nil, fmt.Errorf("vCenter simulator: %w", err)
-	}
-	if err = os.MkdirAll(l.NASRoot, 0o755); err != nil {
+	vc, err := StartVCenter(opts.Dir, l.Service.NFSAddr().String())
+	if err != nil {
 		return nil, err
 	}
-	vcsimext.Extend(l.Model.Map(), vcsimext.Options{NASRoot: l.NASRoot})
-	l.Model.Service.TLS = new(tls.Config)
-	l.Model.Service.Listen = &url.URL{User: url.UserPassword("rekindle", "demo-only")}
-	l.Server = l.Model.Service.NewServer()
-	u := *l.Server.URL
-	u.User = nil
-	// Trust the simulator's certificate as a CA: verified on the first
-	// handshake (a thumbprint makes govmomi try, fail, then pin).
-	caFile := filepath.Join(opts.Dir, "vcsim-ca.pem")
-	if err = os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: l.Server.Certificate().Raw}), 0o644); err != nil {
-		return nil, err
-	}
+	l.Model, l.Server = vc.Model, vc.Server
+	u, caFile := vc.URL, vc.CAFile
 	if l.Driver, err = vsphere.Connect(ctx, vsphere.Config{URL: u.String(), Username: "rekindle", Password: "demo-only",
 		CAFile: caFile}, opts.Logger); err != nil {
 		return nil, err
 	}
-	l.Hosts = &SimHosts{Driver: l.Driver, NASRoot: l.NASRoot, NFS: l.Service.NFSAddr().String()}
+	l.Hosts = &SimHosts{Driver: l.Driver, NASRoot: l.NASRoot}
 	l.Orchestrator = &orchestrator.Orchestrator{Catalog: l.Catalog, Driver: l.Hosts, Exporter: l.Service,
 		Logger: opts.Logger, Events: opts.Events}
 	return l, nil
@@ -216,22 +187,12 @@ func (l *Lab) Request(kind string) orchestrator.Request {
 type SimHosts struct {
 	*vsphere.Driver
 	NASRoot string
-	NFS     string // address of rekindle's NFS server
 	// NoGuest leaves the guests to someone else (PlayGuests with a boot
 	// time): PowerOn then only powers on.
 	NoGuest bool
 
 	mu      sync.Mutex
 	poweron []string // VM names in power-on order
-}
-
-// MountNFS mounts through the driver, then mirrors the export into the
-// simulator's datastore folder as a host's NFS client would show it.
-func (h *SimHosts) MountNFS(ctx context.Context, host string, m orchestrator.NFSMount) error {
-	if err := h.Driver.MountNFS(ctx, host, m); err != nil {
-		return err
-	}
-	return mirror(h.NFS, m.Path, filepath.Join(h.NASRoot, m.Name))
 }
 
 // PowerOn powers on through the driver, then plays the guest's tools.
@@ -321,112 +282,6 @@ func PlayGuest(ctx context.Context, d *vsphere.Driver, vm orchestrator.VMRef, ip
 		return fmt.Errorf("play the guest of %s: %w", vm, err)
 	}
 	return nil
-}
-
-// mirror copies the export at path on the NFS server addr into dir: files
-// whole, disk extents as sparse files of their size. It adds the empty
-// vmware.log the simulator wants beside each .vmx.
-func mirror(addr, path, dir string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	p, _ := strconv.Atoi(port)
-	client, err := nfsc.DialServiceAtPort(host, p)
-	if err != nil {
-		return fmt.Errorf("host NFS client: %w", err)
-	}
-	m := &nfsc.Mount{Client: client}
-	v, err := m.Mount(path, rpc.NewAuthUnix("esx", 0, 0).Auth())
-	if err != nil {
-		client.Close()
-		return fmt.Errorf("host NFS client: mount %s: %w", path, err)
-	}
-	defer v.Close()
-	var walk func(rel string) error
-	walk = func(rel string) error {
-		ents, err := v.ReadDirPlus(rel)
-		if err != nil {
-			return fmt.Errorf("host NFS client: list %s: %w", rel, err)
-		}
-		for _, e := range ents {
-			name := e.Name()
-			if name == "." || name == ".." {
-				continue
-			}
-			r := strings.TrimPrefix(rel+"/"+name, "/")
-			local := filepath.Join(dir, filepath.FromSlash(r))
-			if e.IsDir() {
-				if err := os.MkdirAll(local, 0o755); err != nil {
-					return err
-				}
-				if err := walk(r); err != nil {
-					return err
-				}
-				if strings.Count(r, "/") == 0 {
-					if err := simulatorFiles(local); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
-				return err
-			}
-			if strings.HasSuffix(name, "-flat.vmdk") {
-				f, err := os.Create(local)
-				if err != nil {
-					return err
-				}
-				err = f.Truncate(e.Size())
-				f.Close()
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			rf, err := v.Open(r)
-			if err != nil {
-				return fmt.Errorf("host NFS client: open %s: %w", r, err)
-			}
-			b, err := io.ReadAll(rf)
-			rf.Close()
-			if err != nil {
-				return fmt.Errorf("host NFS client: read %s: %w", r, err)
-			}
-			if err := os.WriteFile(local, b, 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	return walk("")
-}
-
-// simulatorFiles adds what the simulator's RegisterVM wants beside a .vmx
-// and a real host does not: an empty vmware.log, and the .nvram under the
-// VM's inventory name (a test clone's folder and name differ from the
-// .vmx's; ESXi reads the nvram name from the .vmx).
-func simulatorFiles(dir string) error {
-	if f, err := os.OpenFile(filepath.Join(dir, "vmware.log"), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-		f.Close()
-	}
-	want := filepath.Join(dir, filepath.Base(dir)+".nvram")
-	if _, err := os.Stat(want); err == nil {
-		return nil
-	}
-	found, _ := filepath.Glob(filepath.Join(dir, "*.nvram"))
-	if len(found) != 1 {
-		return nil
-	}
-	b, err := os.ReadFile(found[0])
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(want, b, 0o644)
 }
 
 // What a VMEvent records.

@@ -3,11 +3,9 @@ package site
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -90,37 +88,11 @@ func (d *faultyDriver) SetStartOrder(ctx context.Context, appPath string, member
 // snapshot is the recovery vCenter's inventory as stop must leave it.
 func snapshot(t *testing.T, ctx context.Context, c *vim25.Client) map[string][]string {
 	t.Helper()
-	out := map[string][]string{}
-	v, err := view.NewManager(c).CreateContainerView(ctx, c.ServiceContent.RootFolder, nil, true)
+	s, err := simlab.Snapshot(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Destroy(ctx)
-	for _, kind := range []string{"VirtualMachine", "VirtualApp", "ResourcePool", "Folder", "Network", "DistributedVirtualPortgroup", "DistributedVirtualSwitch", "Datastore"} {
-		var objs []mo.ManagedEntity
-		if err := v.Retrieve(ctx, []string{kind}, []string{"name"}, &objs); err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range objs {
-			out[kind] = append(out[kind], o.Name)
-		}
-		sort.Strings(out[kind])
-	}
-	var hosts []mo.HostSystem
-	if err := v.Retrieve(ctx, []string{"HostSystem"}, []string{"name", "config.network.portgroup", "config.network.vswitch"}, &hosts); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hosts {
-		for _, pg := range h.Config.Network.Portgroup {
-			out["portgroup"] = append(out["portgroup"], fmt.Sprintf("%s:%s/%d", h.Name, pg.Spec.Name, pg.Spec.VlanId))
-		}
-		for _, s := range h.Config.Network.Vswitch {
-			out["vswitch"] = append(out["vswitch"], h.Name+":"+s.Name)
-		}
-	}
-	sort.Strings(out["portgroup"])
-	sort.Strings(out["vswitch"])
-	return out
+	return s
 }
 
 // primarySite builds the primary: vApps with startup groups and
@@ -403,22 +375,9 @@ func TestSiteRecoverTwoSimulators(t *testing.T) {
 	if err := rec.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if got := snapshot(t, ctx, rc); !equalSnap(got, before) {
-		for k := range got {
-			if !slices.Equal(got[k], before[k]) {
-				t.Errorf("after stop, %s: %v\nbefore: %v", k, got[k], before[k])
-			}
-		}
+	if d := simlab.SnapshotDiff(snapshot(t, ctx, rc), before); d != "" {
+		t.Errorf("after stop, the recovery vCenter differs from before:\n%s", d)
 	}
-}
-
-func equalSnap(a, b map[string][]string) bool {
-	for k := range a {
-		if !slices.Equal(a[k], b[k]) {
-			return false
-		}
-	}
-	return len(a) == len(b)
 }
 
 func byName(t *testing.T, ctx context.Context, c *vim25.Client, kind, name string) types.ManagedObjectReference {

@@ -46,6 +46,11 @@ type Options struct {
 	// empty, the simulator's own behaviour applies (LocalPath must be an
 	// existing folder).
 	NASRoot string
+	// NFS, with NASRoot, is the address (host:port) of the NFS server
+	// behind every NAS mount (rekindle's): a mount then copies the export's
+	// VM folders into its NAS folder through a real NFS client, standing in
+	// for the host's NFS client (the simulator reads VM files locally).
+	NFS string
 }
 
 // Extend installs the extensions on the simulator registry r (a Model's
@@ -87,7 +92,7 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 		switch {
 		case m.Name == "RemoveDatastore",
 			m.Name == "CreateNasDatastore" && x.opt.NASRoot != "":
-			w = &HostDatastoreSystem{HostDatastoreSystem: o, nasRoot: x.opt.NASRoot}
+			w = &HostDatastoreSystem{HostDatastoreSystem: o, nasRoot: x.opt.NASRoot, nfs: x.opt.NFS}
 		}
 	case *simulator.VirtualApp:
 		if m.Name == "UpdateVAppConfig" {
@@ -117,11 +122,14 @@ type HostDatastoreSystem struct {
 	*simulator.HostDatastoreSystem
 
 	nasRoot string
+	nfs     string
 }
 
-// CreateNasDatastore mounts LocalPath under the NAS root, then lets the
-// simulator do the rest.
+// CreateNasDatastore mounts LocalPath under the NAS root and lets the
+// simulator do the rest; with an NFS server, it then copies the export in
+// (the host's NFS client stand-in, mirrorExport).
 func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *types.CreateNasDatastore) soap.HasFault {
+	mirrorTo := ""
 	if s.nasRoot != "" && !filepath.IsAbs(req.Spec.LocalPath) {
 		dir := filepath.Join(s.nasRoot, req.Spec.LocalPath)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -132,12 +140,22 @@ func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *ty
 		spec := req.Spec
 		spec.LocalPath = dir
 		req = &types.CreateNasDatastore{This: req.This, Spec: spec}
+		if s.nfs != "" {
+			mirrorTo = dir
+		}
 	}
 	// The simulator's add writes the host's datastore list under no lock
 	// of the host: hold it, so property reads of the host do not race a
 	// mount (parallel recoveries mount on one host at once).
 	var res soap.HasFault
 	ctx.WithLock(s.Host.Self, func() { res = s.HostDatastoreSystem.CreateNasDatastore(ctx, req) })
+	if res.Fault() == nil && mirrorTo != "" {
+		if err := mirrorExport(s.nfs, req.Spec.RemotePath, mirrorTo); err != nil {
+			return &methods.CreateNasDatastoreBody{
+				Fault_: simulator.Fault(fmt.Sprintf("NFS mount %s:%s: %v", req.Spec.RemoteHost, req.Spec.RemotePath, err), &types.HostConfigFault{}),
+			}
+		}
+	}
 	return res
 }
 
