@@ -182,13 +182,27 @@ func restoreCommands() []*cli.Command {
 func sessionControlCommands() []*cli.Command {
 	flags := append(apiFlags(repoFlag, catalogFlag, jsonFlag), hypervisorFlags()...)
 	return []*cli.Command{
-		withConfig(&cli.Command{Name: "resume", Usage: "finish a restore session that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
+		withConfig(&cli.Command{Name: "resume", Usage: "finish a restore session or site recovery that failed or whose orchestrator died", ArgsUsage: "ID", Flags: flags,
 			Action: func(c *cli.Context) error {
-				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Resume(c.Context, id) })
+				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error {
+					if r, err := siteRecovererFor(c.Context, o, id); err != nil {
+						return err
+					} else if r != nil {
+						return r.Resume(c.Context, id)
+					}
+					return o.Resume(c.Context, id)
+				})
 			}}),
-		withConfig(&cli.Command{Name: "stop", Usage: "undo a restore session: power off, unregister, unmount, discard", ArgsUsage: "ID", Flags: flags,
+		withConfig(&cli.Command{Name: "stop", Usage: "undo a restore session (power off, unregister, unmount, discard) or a site recovery (its VMs' sessions, then what it created)", ArgsUsage: "ID", Flags: flags,
 			Action: func(c *cli.Context) error {
-				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error { return o.Stop(c.Context, id) })
+				return withOrchestrator(c, func(o *orchestrator.Orchestrator, id string) error {
+					if r, err := siteRecovererFor(c.Context, o, id); err != nil {
+						return err
+					} else if r != nil {
+						return r.Stop(c.Context, id)
+					}
+					return o.Stop(c.Context, id)
+				})
 			}}),
 	}
 }

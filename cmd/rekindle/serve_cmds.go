@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -374,9 +375,21 @@ func sessionsShow(c *cli.Context) error {
 		if !st.Ended.IsZero() {
 			d = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
 		}
-		fmt.Printf("  %2d %-12s %-8s %8s %s\n", st.Seq, st.Name, st.State, d, st.Error)
+		fmt.Printf("  %2d %-12s %-8s %8s %s%s\n", st.Seq, st.Name, st.State, d, st.Error, restoreSessionOf(st))
 	}
 	return nil
+}
+
+// restoreSessionOf names the restore session a site recovery's VM step
+// ran, as its detail records it ("" for other steps).
+func restoreSessionOf(st catalog.Step) string {
+	var d struct {
+		Session string `json:"session"`
+	}
+	if json.Unmarshal(st.Detail, &d) != nil || d.Session == "" {
+		return ""
+	}
+	return " (restore session " + d.Session + ")"
 }
 
 func sessionsDiscard(c *cli.Context) error {

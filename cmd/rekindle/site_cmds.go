@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/orchestrator/site"
 	"github.com/rekindle/rekindle/orchestrator/vsphere"
@@ -57,12 +59,32 @@ func newRecoverer(c *cli.Context) (*site.Recoverer, *orchestrator.Orchestrator, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	r, err := recovererOf(o)
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return r, o, done, nil
+}
+
+// recovererOf is the site recoverer over o's vCenter.
+func recovererOf(o *orchestrator.Orchestrator) (*site.Recoverer, error) {
 	d, ok := o.Driver.(*vsphere.Driver)
 	if !ok {
-		done()
-		return nil, nil, nil, usageErr("site recovery needs a vCenter (--vc)")
+		return nil, usageErr("site recovery needs a vCenter (--vc, --hypervisor vsphere)")
 	}
-	return &site.Recoverer{Client: d.Client(), Orchestrator: o, Datacenter: d.Datacenter(), Customize: true}, o, done, nil
+	return &site.Recoverer{Client: d.Client(), Orchestrator: o, Datacenter: d.Datacenter(), Customize: true}, nil
+}
+
+// siteRecovererFor returns a recoverer when session id is a site recovery
+// (so that `sessions resume|stop` run it as `site recover resume|stop`
+// would), nil for any other session.
+func siteRecovererFor(ctx context.Context, o *orchestrator.Orchestrator, id string) (*site.Recoverer, error) {
+	s, err := o.Catalog.Session(ctx, id)
+	if err != nil || s.Kind != catalog.KindSite {
+		return nil, nil // the orchestrator says what is wrong with it
+	}
+	return recovererOf(o)
 }
 
 func withRecoverer(c *cli.Context, fn func(*site.Recoverer, string) error) error {

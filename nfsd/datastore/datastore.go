@@ -527,8 +527,13 @@ func (s *Service) info(cs *catalog.Session) *SessionInfo {
 	s.mu.Lock()
 	ss, exported := s.sessions[cs.ID]
 	s.mu.Unlock()
+	// A site recovery has no folders and no clients of its own (its VMs'
+	// restore sessions have): empty lists, not missing ones.
 	si := &SessionInfo{ID: cs.ID, Kind: cs.Kind, State: cs.State, NFSPath: cs.NFSPath, Server: s.cfg.ServerName,
-		Allow: cs.Allow, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported}
+		Allow: cs.Allow, VMs: []SessionVMInfo{}, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported}
+	if si.Allow == nil {
+		si.Allow = []string{}
+	}
 	if exported {
 		si.Export = SessionsExport + "/" + cs.ID
 		if ss.squash != nfsd.SquashNone {
