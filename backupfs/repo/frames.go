@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -98,6 +99,7 @@ func (e *chunkEntry) load(c *Cache, r *Repo, d Digest, first, last int) error {
 				c.bytes.Add(n)
 			}
 			e.mu.Unlock()
+			c.trim()
 			if err != nil {
 				return err
 			}
@@ -200,9 +202,12 @@ func (r *Repo) openChunk(d Digest) (durablefs.File, error) {
 }
 
 // headRead is how much of a chunk file the first read takes: the header and
-// frame table of chunks up to 1.8 MiB at 32 KiB frames (a larger table takes
-// a second read).
-const headRead = 1024
+// frame table of chunks up to 16 MiB at 32 KiB frames (a larger table takes
+// a second read), and the first frames when they are small. Linux reads
+// 16 KiB at the start of a file it has not read yet in any case (its
+// initial readahead), so the disk does the same work as for the header
+// alone, and a read of those frames needs no second read.
+const headRead = 16 << 10
 
 // openChunkEntry reads chunk d's header and the frames holding bytes
 // [lo, hi), not the rest.
@@ -212,7 +217,12 @@ func (r *Repo) openChunkEntry(d Digest, lo, hi int) (*chunkEntry, error) {
 		return nil, err
 	}
 	defer f.Close()
-	head := make([]byte, headRead)
+	bp := rawPool.Get().(*[]byte)
+	defer rawPool.Put(bp)
+	if cap(*bp) < headRead {
+		*bp = make([]byte, headRead)
+	}
+	head := (*bp)[:headRead]
 	n, err := f.ReadAt(head, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("chunk %s: %w", d, err)
@@ -247,15 +257,40 @@ func (r *Repo) openChunkEntry(d Digest, lo, hi int) (*chunkEntry, error) {
 	if lo >= l.n || hi > l.n || lo >= hi {
 		return e, nil // the caller reports the short chunk
 	}
+	frames := e.frameList(lo, hi)
+	var src io.ReaderAt = f
+	if b := l.frames[frames[len(frames)-1]]; b.off+b.size <= int64(len(head)) {
+		src = bytes.NewReader(head) // the first read holds them
+	}
+	if e.held, err = e.decode(r, d, src, frames); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// readFrames reads and decodes the frames of chunk d holding bytes [lo, hi)
+// with the chunk's frame table l already known: one read of those frames,
+// not of the header.
+func (r *Repo) readFrames(l *chunkLayout, d Digest, lo, hi int) (*chunkEntry, error) {
+	e := newChunkEntry(l)
+	if lo >= l.n || hi > l.n || lo >= hi {
+		return e, nil // the caller reports the short chunk
+	}
+	var err error
+	if e.held, err = e.decode(r, d, nil, e.frameList(lo, hi)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// frameList lists the frames holding bytes [lo, hi) of the chunk.
+func (e *chunkEntry) frameList(lo, hi int) []int {
 	first, last := e.framesOf(lo, hi)
 	frames := make([]int, 0, last-first+1)
 	for i := first; i <= last; i++ {
 		frames = append(frames, i)
 	}
-	if e.held, err = e.decode(r, d, f, frames); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return frames
 }
 
 // loadChunkEntry reads and decodes the whole chunk d.

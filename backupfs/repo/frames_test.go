@@ -14,12 +14,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
 
 // forgeHeader recomputes a version 2 chunk's header checksum after a test
@@ -350,5 +353,201 @@ func TestCachedSlicesDoNoIO(t *testing.T) {
 	}
 	if ready, _ := readyFrames(c, x.Chunks[0]); ready != 1 {
 		t.Fatalf("CachedSlices decoded frames: %d ready", ready)
+	}
+}
+
+// readLog is a filesystem that records every read of a chunk file: which
+// file, where, how many bytes.
+type readLog struct {
+	durablefs.FS
+	mu    sync.Mutex
+	reads []chunkRead
+}
+
+type chunkRead struct {
+	name   string
+	off, n int64
+}
+
+type loggedFile struct {
+	durablefs.File
+	log *readLog
+}
+
+func (l *readLog) OpenFile(name string, flag int, perm os.FileMode) (durablefs.File, error) {
+	f, err := l.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.Contains(name, string(filepath.Separator)+"chunks"+string(filepath.Separator)) {
+		return f, err
+	}
+	return loggedFile{f, l}, nil
+}
+
+func (f loggedFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.File.ReadAt(p, off)
+	f.log.mu.Lock()
+	f.log.reads = append(f.log.reads, chunkRead{filepath.Base(f.Name()), off, int64(len(p))})
+	f.log.mu.Unlock()
+	return n, err
+}
+
+func (f loggedFile) Read(p []byte) (int, error) {
+	n, err := f.File.Read(p)
+	f.log.mu.Lock()
+	f.log.reads = append(f.log.reads, chunkRead{filepath.Base(f.Name()), -1, int64(len(p))})
+	f.log.mu.Unlock()
+	return n, err
+}
+
+func (l *readLog) SyncAll(dir string) error { return durablefs.SyncAll(l.FS, dir) }
+
+func (l *readLog) take() []chunkRead {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.reads
+	l.reads = nil
+	return r
+}
+
+// TestColdReadReadsOnlyItsFrame checks what a cold 4 KiB read costs on disk:
+// the chunk's first 16 KiB (header and frame table, and the first frames
+// when they fit) and then the frame it needs, nothing else; once the frame
+// table is kept, a read of an evicted chunk is one read of its frame. The
+// frame tables count in the cache's bytes and stay within their share.
+func TestColdReadReadsOnlyItsFrame(t *testing.T) {
+	log := &readLog{FS: durablefs.OS()}
+	dir := filepath.Join(t.TempDir(), "repo")
+	r, err := InitFS(log, dir, InitOptions{ChunkSize: DefaultChunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunks = 8
+	data := testDisk(9, chunks*DefaultChunkSize)
+	for i := range chunks { // no zero chunk: every chunk has a file
+		data[i*DefaultChunkSize] = 1
+	}
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	log.take()
+	// A cache bound of 5 frames: reading 8 chunks evicts the first.
+	c := NewCache(CacheOptions{Readahead: -1, MaxBytes: 5<<DefaultFrameShift + 8<<10})
+	dr := NewDiskReader(r, x, c, "disk")
+	read := func(off int64) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	layoutOf := func(k int) *chunkLayout {
+		raw, err := os.ReadFile(r.ChunkPath(x.Chunks[k]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := parseLayout(raw, int64(len(raw)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	frame := 6
+	off := int64(0*DefaultChunkSize + frame<<DefaultFrameShift + 100)
+	read(off)
+	fr := layoutOf(0).frames[frame]
+	want := []chunkRead{{x.Chunks[0].String(), 0, headRead}, {x.Chunks[0].String(), fr.off, fr.size}}
+	if got := log.take(); !slices.Equal(got, want) {
+		t.Fatalf("cold read of frame %d: reads %v, want the first %d bytes and the frame's %d bytes at %d: %v", frame, got, headRead, fr.size, fr.off, want)
+	}
+	for k := 1; k < chunks; k++ {
+		read(int64(k*DefaultChunkSize + 3<<DefaultFrameShift))
+	}
+	if _, ok := c.lru.Peek(x.Chunks[0]); ok {
+		t.Fatalf("chunk 0 still cached after reads of 7 more chunks in a 5-frame cache (%+v)", c.Stats())
+	}
+	st := c.Stats()
+	if st.Tables != chunks || st.TableBytes != chunks*layoutBytes(DefaultChunkSize>>DefaultFrameShift) {
+		t.Fatalf("stats %+v: want the %d chunks' frame tables kept and counted", st, chunks)
+	}
+	if st.Bytes > st.MaxBytes || st.Bytes < st.TableBytes+int64(st.Entries)<<DefaultFrameShift {
+		t.Fatalf("stats %+v: bytes must count frames and tables, within the bound", st)
+	}
+	log.take()
+	frame = 2
+	read(int64(frame<<DefaultFrameShift + 7))
+	fr = layoutOf(0).frames[frame]
+	want = []chunkRead{{x.Chunks[0].String(), fr.off, fr.size}}
+	if got := log.take(); !slices.Equal(got, want) {
+		t.Fatalf("read of an evicted chunk whose frame table is kept: reads %v, want only its frame %v", got, want)
+	}
+	if c.Stats().TableHits != 1 {
+		t.Fatalf("stats %+v: want 1 frame table hit", c.Stats())
+	}
+	// Frame 0 lies in the first 16 KiB read when it compresses well.
+	copy(data[:DefaultChunkSize], bytes.Repeat([]byte("boot sector "), DefaultChunkSize/12+1))
+	d = storeBytes(t, r, data)
+	x, _ = r.LoadIndex(d)
+	log.take()
+	dr = NewDiskReader(r, x, NewCache(CacheOptions{Readahead: -1}), "disk")
+	read(100)
+	if got := log.take(); len(got) != 1 || got[0].off != 0 {
+		t.Fatalf("cold read of a small frame 0: reads %v, want one read at offset 0", got)
+	}
+}
+
+// TestTableBound checks that frame tables stay within their share of the
+// cache's bound, counted in bytes: the oldest go, also when the tables are
+// larger than the cache's chunk size foretold (a cache shared with a
+// repository of larger chunks).
+func TestTableBound(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	const chunks = 24
+	data := testDisk(4, chunks*DefaultChunkSize)
+	for i := range chunks {
+		data[i*DefaultChunkSize] = byte(i + 1)
+	}
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	k := DefaultChunkSize >> DefaultFrameShift
+	max := 10 * tableShare * layoutBytes(k) // room for 10 tables of this repository's chunks
+	c := NewCache(CacheOptions{Readahead: -1, ChunkSize: 64 << 10, MaxBytes: max})
+	dr := NewDiskReader(r, x, c, "disk")
+	for i := range chunks {
+		if _, err := dr.ReadAt(make([]byte, 10), int64(i*DefaultChunkSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := c.Stats()
+	if st.TableBytes > max/tableShare || st.Tables != 10 {
+		t.Fatalf("stats %+v: want 10 tables within %d bytes", st, max/tableShare)
+	}
+	if _, ok := c.table(r, x.Chunks[0]); ok {
+		t.Fatal("the oldest table is still kept")
+	}
+	if _, ok := c.table(r, x.Chunks[chunks-1]); !ok {
+		t.Fatal("the newest table is not kept")
+	}
+}
+
+// TestKeptTableOfARewrittenChunk: a chunk file stored again in another
+// layout (pruned, then backed up again by another release) reads right,
+// though its kept frame table describes the old file.
+func TestKeptTableOfARewrittenChunk(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	data := testDisk(11, DefaultChunkSize)
+	copy(data, bytes.Repeat([]byte("log line "), DefaultChunkSize/9+1))
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	c := NewCache(CacheOptions{Readahead: -1})
+	dr := NewDiskReader(r, x, c, "disk")
+	buf := make([]byte, 4096)
+	off := int64(5<<DefaultFrameShift + 1)
+	if _, err := dr.ReadAt(buf, off); err != nil {
+		t.Fatal(err)
+	}
+	c.lru.Remove(x.Chunks[0])
+	if err := os.WriteFile(r.ChunkPath(x.Chunks[0]), encodeChunkFrames(x.Chunks[0], data, 13), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+		t.Fatalf("read after the chunk was stored again with 8 KiB frames: %v", err)
 	}
 }

@@ -21,19 +21,36 @@ import (
 // decodes one frame); readahead decodes whole chunks. Loads of the same
 // chunk or frame by concurrent readers are merged; no lock is held while a
 // chunk is read from disk.
+//
+// The cache also keeps the frame tables of chunks it has read (tables), in a
+// part of its bound of their own, so that a chunk whose frames were evicted
+// is read again with one read of the frame it needs, not its header first.
+// The bound counts decoded frames and tables: when they pass it, the least
+// recently used chunks go, whatever number of frames each holds.
 type Cache struct {
 	lru      *lru.Cache[Digest, *chunkEntry]
+	tables   *lru.Cache[tableKey, *chunkLayout]
 	group    singleflight.Group
 	ahead    chan struct{} // bounds readahead fetches in flight
 	window   int
 	maxBytes int64
+	maxTable int64 // bytes of frame tables kept, within maxBytes
 
 	hits, misses, bytes atomic.Int64
+	tableBytes          atomic.Int64 // frame tables' share of bytes
+	tableHits           atomic.Int64
+}
+
+// tableKey names a chunk file: a frame table describes one repository's file
+// (another repository may store the same chunk in another layout).
+type tableKey struct {
+	r *Repo
+	d Digest
 }
 
 // CacheOptions size a Cache.
 type CacheOptions struct {
-	MaxBytes  int64 // upper bound on decompressed bytes held; default 256 MiB
+	MaxBytes  int64 // upper bound on decoded frames and frame tables held; default 256 MiB
 	ChunkSize int   // the largest chunk size it will hold; default DefaultChunkSize
 	Readahead int   // chunks fetched ahead of a sequential reader; default 8 MiB worth, -1 off
 	Parallel  int   // readahead fetches in flight across all readers; default 2×GOMAXPROCS
@@ -56,27 +73,78 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 2 * runtime.GOMAXPROCS(0)
 	}
-	n := int(opts.MaxBytes / int64(opts.ChunkSize))
-	if n < 2 {
-		n = 2
-	}
-	c := &Cache{ahead: make(chan struct{}, opts.Parallel), window: opts.Readahead, maxBytes: opts.MaxBytes}
+	c := &Cache{ahead: make(chan struct{}, opts.Parallel), window: opts.Readahead, maxBytes: opts.MaxBytes,
+		maxTable: opts.MaxBytes / tableShare}
+	// Entries are bounded by bytes (trim), the count only caps the
+	// bookkeeping: at most one entry per frame the bound could hold.
+	n := max(2, int(opts.MaxBytes>>minFrameShift))
 	c.lru, _ = lru.NewWithEvict(n, func(_ Digest, e *chunkEntry) { c.bytes.Add(-e.evict()) })
+	nt := max(16, int(c.maxTable/layoutBytes((opts.ChunkSize+1<<DefaultFrameShift-1)>>DefaultFrameShift)))
+	c.tables, _ = lru.NewWithEvict(nt, func(_ tableKey, l *chunkLayout) {
+		b := layoutBytes(len(l.frames))
+		c.tableBytes.Add(-b)
+		c.bytes.Add(-b)
+	})
 	return c
+}
+
+// tableShare: frame tables may take 1/tableShare of a cache's bound. A
+// 256 KiB chunk's table is about 350 bytes, so 1/32 of a 1 GiB cache keeps
+// the tables of some 20 GiB of chunks.
+const tableShare = 32
+
+// layoutBytes is what a chunk's frame table of k frames costs in memory.
+func layoutBytes(k int) int64 { return 96 + 32*int64(k) }
+
+// table returns the frame table of chunk d of repository r, if cached.
+func (c *Cache) table(r *Repo, d Digest) (*chunkLayout, bool) {
+	return c.tables.Get(tableKey{r, d})
+}
+
+// keepTable caches chunk d's frame table, charging it to the cache.
+func (c *Cache) keepTable(r *Repo, d Digest, l *chunkLayout) {
+	k := tableKey{r, d}
+	if c.tables.Contains(k) {
+		return
+	}
+	b := layoutBytes(len(l.frames))
+	c.tableBytes.Add(b)
+	c.bytes.Add(b)
+	c.tables.Add(k, l)
+	for c.tableBytes.Load() > c.maxTable && c.tables.Len() > 1 {
+		c.tables.RemoveOldest()
+	}
+}
+
+// dropTable forgets chunk d's frame table (the file no longer matches it).
+func (c *Cache) dropTable(r *Repo, d Digest) { c.tables.Remove(tableKey{r, d}) }
+
+// trim evicts the least recently used chunks while the cache holds more than
+// its bound.
+func (c *Cache) trim() {
+	for c.bytes.Load() > c.maxBytes && c.lru.Len() > 1 {
+		c.lru.RemoveOldest()
+	}
 }
 
 // CacheStats are a cache's counters. A hit is a read whose bytes were
 // decoded already; a miss decoded at least one frame.
 type CacheStats struct {
 	Hits, Misses int64
-	Bytes        int64 // decompressed bytes held now
+	Bytes        int64 // decoded frames and frame tables held now
 	MaxBytes     int64
 	Entries      int
+	// Frame tables: how many are kept, their share of Bytes, and how many
+	// chunk reads found theirs kept (and so did not read the header).
+	Tables     int
+	TableBytes int64
+	TableHits  int64
 }
 
 // Stats returns the cache's counters.
 func (c *Cache) Stats() CacheStats {
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.bytes.Load(), MaxBytes: c.maxBytes, Entries: c.lru.Len()}
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.bytes.Load(), MaxBytes: c.maxBytes, Entries: c.lru.Len(),
+		Tables: c.tables.Len(), TableBytes: c.tableBytes.Load(), TableHits: c.tableHits.Load()}
 }
 
 // Get returns a copy of the decompressed chunk d of repository r, decoding
@@ -125,16 +193,30 @@ func (c *Cache) entry(r *Repo, d Digest, lo, hi int) (*chunkEntry, error) {
 		}
 		var e *chunkEntry
 		var err error
-		if hi < 0 {
+		l, known := c.table(r, d)
+		switch {
+		case hi < 0:
 			e, err = r.loadChunkEntry(d)
-		} else {
+		case known:
+			c.tableHits.Add(1)
+			e, err = r.readFrames(l, d, lo, hi)
+			if errors.Is(err, ErrCorrupt) {
+				// The file may have been stored again since (pruned, then
+				// backed up by a release that cuts frames otherwise): read
+				// its header. Damage fails there too, and says so.
+				c.dropTable(r, d)
+				e, err = r.openChunkEntry(d, lo, hi)
+			}
+		default:
 			e, err = r.openChunkEntry(d, lo, hi)
 		}
 		if err != nil {
 			return nil, err
 		}
+		c.keepTable(r, d, e.layout)
 		c.bytes.Add(e.held)
 		c.lru.Add(d, e)
+		c.trim()
 		return e, nil
 	})
 	if err != nil {
