@@ -37,19 +37,26 @@ func (j Job) MarshalJSON() ([]byte, error) {
 
 // JobRun is one run of a job.
 type JobRun struct {
-	ID          string     `json:"id"`
-	Job         string     `json:"job"`
-	Trigger     string     `json:"trigger"` // "schedule" or "manual"
-	State       string     `json:"state"`
-	Started     time.Time  `json:"started"`
-	Ended       time.Time  `json:"ended,omitzero"` // zero while running
-	Error       string     `json:"error,omitempty"`
-	VMsOK       int        `json:"vms_ok"`
-	VMsFailed   int        `json:"vms_failed"`
-	BytesRead   int64      `json:"bytes_read"`
-	BytesStored int64      `json:"bytes_stored"`
-	VMs         []JobRunVM `json:"vms"` // by VM name; filled by JobRun, not JobRuns
+	ID          string    `json:"id"`
+	Job         string    `json:"job"`
+	Trigger     string    `json:"trigger"` // "schedule" or "manual"
+	State       string    `json:"state"`
+	Started     time.Time `json:"started"`
+	Ended       time.Time `json:"ended,omitzero"` // zero while running
+	Error       string    `json:"error,omitempty"`
+	VMsOK       int       `json:"vms_ok"`
+	VMsFailed   int       `json:"vms_failed"`
+	BytesRead   int64     `json:"bytes_read"`
+	BytesStored int64     `json:"bytes_stored"`
+	// Package is the site package a protect cycle stored (protect cycles
+	// are the runs of job ProtectJob(site)).
+	Package string     `json:"package,omitempty"`
+	VMs     []JobRunVM `json:"vms"` // by VM name; filled by JobRun, not JobRuns
 }
+
+// ProtectJob is the job name under which the protect cycles of site are
+// recorded. Backup job names cannot hold a colon, so none collides.
+func ProtectJob(site string) string { return "protect:" + site }
 
 // MarshalJSON writes missing VMs as [] rather than null.
 func (r JobRun) MarshalJSON() ([]byte, error) {
@@ -165,8 +172,8 @@ func (c *Catalog) EndJobRun(ctx context.Context, run *JobRun) error {
 	}
 	err := c.inTx(ctx, func(r runner) error {
 		if err := mustAffect(r.exec(ctx, `UPDATE job_runs SET state = ?, ended = ?, error = ?, vms_ok = ?, vms_failed = ?,
-			bytes_read = ?, bytes_stored = ? WHERE id = ?`, run.State, nanos(run.Ended), run.Error, run.VMsOK, run.VMsFailed,
-			run.BytesRead, run.BytesStored, run.ID)); err != nil {
+			bytes_read = ?, bytes_stored = ?, package_id = ? WHERE id = ?`, run.State, nanos(run.Ended), run.Error, run.VMsOK, run.VMsFailed,
+			run.BytesRead, run.BytesStored, run.Package, run.ID)); err != nil {
 			return err
 		}
 		for _, v := range run.VMs {
@@ -186,12 +193,12 @@ func (c *Catalog) EndJobRun(ctx context.Context, run *JobRun) error {
 	return nil
 }
 
-const runCols = `id, job, trigger_kind, state, started, ended, error, vms_ok, vms_failed, bytes_read, bytes_stored`
+const runCols = `id, job, trigger_kind, state, started, ended, error, vms_ok, vms_failed, bytes_read, bytes_stored, package_id`
 
 func scanRun(sc interface{ Scan(...any) error }) (JobRun, error) {
 	var j JobRun
 	var started, ended sql.NullInt64
-	err := sc.Scan(&j.ID, &j.Job, &j.Trigger, &j.State, &started, &ended, &j.Error, &j.VMsOK, &j.VMsFailed, &j.BytesRead, &j.BytesStored)
+	err := sc.Scan(&j.ID, &j.Job, &j.Trigger, &j.State, &started, &ended, &j.Error, &j.VMsOK, &j.VMsFailed, &j.BytesRead, &j.BytesStored, &j.Package)
 	j.Started, j.Ended = fromNanos(started), fromNanos(ended)
 	return j, err
 }

@@ -169,6 +169,13 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		version: 3,
+		name:    "protect cycles as job runs: the site package a cycle stored",
+		stmts: []string{
+			`ALTER TABLE job_runs ADD COLUMN package_id TEXT NOT NULL DEFAULT ''`,
+		},
+	},
 }
 
 // SchemaVersion is the newest schema this code knows.

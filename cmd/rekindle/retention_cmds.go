@@ -69,14 +69,20 @@ type forgetReport struct {
 	Decisions []retention.Decision `json:"decisions"`
 }
 
-func policyFromFlags(c *cli.Context) (retention.Policy, error) {
-	within, err := parseWithin(c.String("keep-within"))
+// policyFrom reads the keep flags named prefix+"keep-..." that c has.
+func policyFrom(c *cli.Context, prefix string) (retention.Policy, error) {
+	within, err := parseWithin(c.String(prefix + "keep-within"))
 	if err != nil {
 		return retention.Policy{}, err
 	}
-	p := retention.Policy{Last: c.Int("keep-last"), Hourly: c.Int("keep-hourly"), Daily: c.Int("keep-daily"),
-		Weekly: c.Int("keep-weekly"), Monthly: c.Int("keep-monthly"), Within: within}
-	if err := p.Validate(); err != nil {
+	p := retention.Policy{Last: c.Int(prefix + "keep-last"), Hourly: c.Int(prefix + "keep-hourly"), Daily: c.Int(prefix + "keep-daily"),
+		Weekly: c.Int(prefix + "keep-weekly"), Monthly: c.Int(prefix + "keep-monthly"), Within: within}
+	return p, p.Validate()
+}
+
+func policyFromFlags(c *cli.Context) (retention.Policy, error) {
+	p, err := policyFrom(c, "")
+	if err != nil {
 		return p, err
 	}
 	if p.Empty() {
@@ -95,19 +101,9 @@ func forgetCmd(c *cli.Context) error {
 		return err
 	}
 	defer cat.Close()
-	pins, err := cat.PointPins(c.Context)
+	pins, err := site.ForgetPins(c.Context, r, cat)
 	if err != nil {
 		return err
-	}
-	// The newest site package of each site must keep every point it names.
-	sitePins, err := site.Pins(r)
-	if err != nil {
-		return err
-	}
-	for id, why := range sitePins {
-		if _, ok := pins[id]; !ok {
-			pins[id] = why
-		}
 	}
 	ds, err := retention.Forget(c.Context, r, p, retention.ForgetOptions{VMs: c.StringSlice("vm"), DryRun: c.Bool("dry-run"), Pins: pins,
 		Removed: func(id string) error { return forgetInCatalog(c, cat, id) }})

@@ -202,10 +202,9 @@ func serveCmd(c *cli.Context) error {
 	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg), ServeLock: serveLock}}
 	g.Go(func() error { return sched.Run(ctx) })
 	// Protection cycles of --protect-site run here every --protect-every.
-	if protect, closeVC, err := protectSchedule(c, r, cat, log, reg); err != nil {
+	if protect, err := protectSchedule(c, r, cat, log, reg); err != nil {
 		return err
 	} else if protect != nil {
-		defer closeVC()
 		g.Go(func() error { return protect.Run(ctx) })
 	}
 	var jobs *orchestrator.Jobs

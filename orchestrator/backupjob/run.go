@@ -17,7 +17,6 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
-	"github.com/rekindle/rekindle/backupfs/retention"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator/site"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup"
@@ -195,27 +194,7 @@ func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string
 	if err != nil {
 		return err
 	}
-	pins, err := r.Catalog.PointPins(ctx)
-	if err != nil {
-		return err
-	}
-	// The newest site package of each site must keep every point it names.
-	sitePins, err := site.Pins(r.Repo)
-	if err != nil {
-		return err
-	}
-	for id, why := range sitePins {
-		if _, ok := pins[id]; !ok {
-			pins[id] = why
-		}
-	}
-	_, err = retention.Forget(ctx, r.Repo, p, retention.ForgetOptions{VMs: vms, Pins: pins, Removed: func(id string) error {
-		if err := r.Catalog.RemovePoint(ctx, id); err != nil && !errors.Is(err, catalog.ErrNotFound) {
-			return err
-		}
-		return nil
-	}})
-	return err
+	return site.Forget(ctx, r.Repo, r.Catalog, p, vms)
 }
 
 // runPrune prunes the repository after a job's forget, beside the

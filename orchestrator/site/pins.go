@@ -1,9 +1,13 @@
 package site
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
+	"github.com/rekindle/rekindle/backupfs/retention"
+	"github.com/rekindle/rekindle/catalog"
 )
 
 // Pins returns the restore points that the newest package of each site
@@ -33,4 +37,41 @@ func Pins(r *repo.Repo) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// ForgetPins are the points a forget must keep, with why: the catalog's
+// (points restore sessions use) and those the newest package of each site
+// names.
+func ForgetPins(ctx context.Context, r *repo.Repo, cat *catalog.Catalog) (map[string]string, error) {
+	pins, err := cat.PointPins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sitePins, err := Pins(r)
+	if err != nil {
+		return nil, err
+	}
+	for id, why := range sitePins {
+		if _, ok := pins[id]; !ok {
+			pins[id] = why
+		}
+	}
+	return pins, nil
+}
+
+// Forget applies retention policy p to the points of vms, keeping
+// ForgetPins, and drops what it removes from the catalog (a backup job's
+// and a protect cycle's retention; `rekindle prune` frees the chunks).
+func Forget(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, p retention.Policy, vms []string) error {
+	pins, err := ForgetPins(ctx, r, cat)
+	if err != nil {
+		return err
+	}
+	_, err = retention.Forget(ctx, r, p, retention.ForgetOptions{VMs: vms, Pins: pins, Removed: func(id string) error {
+		if err := cat.RemovePoint(ctx, id); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+			return fmt.Errorf("restore point %s is removed, but the catalog still lists it: %w (run `rekindle catalog rebuild`)", id, err)
+		}
+		return nil
+	}})
+	return err
 }

@@ -64,7 +64,7 @@ func (s *Schedule) Run(ctx context.Context) error {
 
 // Metrics are the protect schedule's Prometheus metrics, by site.
 type Metrics struct {
-	lastSuccess, duration *prometheus.GaugeVec
+	lastSuccess, duration, protected *prometheus.GaugeVec
 	failures, cycles      *prometheus.CounterVec
 }
 
@@ -75,12 +75,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "When the site's last protect cycle that protected every VM ended (Unix time)."}, []string{"site"}),
 		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_protect_last_duration_seconds",
 			Help: "How long the site's last protect cycle took."}, []string{"site"}),
+		protected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_protect_last_vms_protected",
+			Help: "VMs the site's last protect cycle backed up (its package names their points)."}, []string{"site"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_protect_failures_total",
 			Help: "Protect cycles of the site that failed or left a VM unprotected."}, []string{"site"}),
 		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_protect_cycles_total",
 			Help: "Protect cycles of the site by outcome (done, partial: package stored with VMs unprotected, failed: no package)."}, []string{"site", "state"}),
 	}
-	reg.MustRegister(m.lastSuccess, m.duration, m.failures, m.cycles)
+	reg.MustRegister(m.lastSuccess, m.duration, m.protected, m.failures, m.cycles)
 	return m
 }
 
@@ -97,6 +99,11 @@ func (m *Metrics) observe(site string, start, ended time.Time, p *Package, err e
 		return
 	}
 	m.duration.WithLabelValues(site).Set(ended.Sub(start).Seconds())
+	if p != nil {
+		m.protected.WithLabelValues(site).Set(float64(len(p.Points())))
+	} else {
+		m.protected.WithLabelValues(site).Set(0)
+	}
 	state := "done"
 	switch {
 	case err != nil && p != nil:

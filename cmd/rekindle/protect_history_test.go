@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/session"
+	"github.com/vmware/govmomi/vim25/mo"
+
+	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup/backuplab"
+)
+
+// TestServeProtectSessions: serve's protect cycles log in to vCenter each
+// time, so when every vCenter session ends between cycles (as when vCenter
+// restarts) the next cycles still succeed; each cycle is in `protect list`
+// with its package and VMs, `protect show` names each VM's point, and the
+// --protect-keep-last retention leaves one point per VM.
+func TestServeProtectSessions(t *testing.T) {
+	lab := newBackupLab(t)
+	ctx := context.Background()
+	for _, vm := range []string{"db01", "web01"} {
+		if _, err := lab.CreateVM(ctx, backuplab.VMSpec{Name: vm, Disks: []int64{2 << 20}, PowerOn: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	run(t, false, "init", "--repo", repoDir)
+	api, metrics := freePort(t), freePort(t)
+	s := &server{t: t, api: api, args: []string{"serve", "--repo", repoDir, "--portmap", "off", "--metrics", metrics,
+		"--api", api, "--nfs", freePort(t), "--vc", lab.URL(), "--vc-insecure",
+		"--protect-site", "hq", "--protect-every", "300ms", "--protect-vm", "db01", "--protect-vm", "web01",
+		"--protect-parallel", "1", "--protect-keep-last", "1"}}
+	s.start()
+	defer s.kill()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("serve: %s not within 2 minutes\n%s", what, s.log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	cycles := func() []catalog.JobRun {
+		out, _ := run(t, false, "protect", "list", "--repo", repoDir, "--site", "hq", "--limit", "0", "--json")
+		var runs []catalog.JobRun
+		if err := json.Unmarshal([]byte(out), &runs); err != nil {
+			t.Fatalf("protect list --json: %v\n%s", err, out)
+		}
+		return runs
+	}
+	done := func() (n int) {
+		for _, r := range cycles() {
+			if r.State == catalog.RunDone {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor("a protect cycle done", func() bool { return done() >= 1 })
+
+	// Every session vCenter has ends, serve's included.
+	sm := session.NewManager(lab.Client)
+	var m mo.SessionManager
+	if err := property.DefaultCollector(lab.Client).RetrieveOne(ctx, sm.Reference(), []string{"sessionList", "currentSession"}, &m); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, us := range m.SessionList {
+		if us.Key != m.CurrentSession.Key {
+			keys = append(keys, us.Key)
+		}
+	}
+	if err := sm.TerminateSession(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	// The cycle running now may fail; every cycle that starts later logs
+	// in again and succeeds.
+	cut := time.Now()
+	after := func() (out []catalog.JobRun) {
+		for _, r := range cycles() {
+			if r.Started.After(cut) && r.State != catalog.RunRunning {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	waitFor("two cycles after the sessions ended", func() bool { return len(after()) >= 2 })
+	runs := after()
+	for _, r := range runs {
+		if r.State != catalog.RunDone || r.Package == "" || r.VMsOK != 2 || r.VMsFailed != 0 || r.Trigger != "schedule" {
+			t.Fatalf("cycle after vCenter's sessions ended: %+v: want done, a package, 2 VMs\n%s", r, s.log)
+		}
+	}
+	if f := metric(t, metrics, `rekindle_protect_failures_total{site="hq"}`); f > 1 {
+		t.Fatalf("%v failed cycles counted: want at most the one running when the sessions ended\n%s", f, s.log)
+	}
+	if n := metric(t, metrics, `rekindle_protect_last_vms_protected{site="hq"}`); n != 2 {
+		t.Errorf("rekindle_protect_last_vms_protected %v: want 2", n)
+	}
+	last := runs[0]
+	out, _ := run(t, false, "protect", "show", "--repo", repoDir, last.ID, "--json")
+	var shown catalog.JobRun
+	if err := json.Unmarshal([]byte(out), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if len(shown.VMs) != 2 || shown.VMs[0].VM != "db01" || shown.VMs[0].PointID == "" || shown.Package != last.Package {
+		t.Fatalf("protect show %s: %+v: want db01 and web01 with their points, package %s", last.ID, shown, last.Package)
+	}
+	text, _ := run(t, false, "protect", "show", "--repo", repoDir, last.ID)
+	if !strings.Contains(text, shown.VMs[0].PointID) || !strings.Contains(text, "package "+last.Package) {
+		t.Fatalf("protect show %s:\n%s", last.ID, text)
+	}
+	s.kill()
+	// --protect-keep-last 1: one point per VM after several cycles.
+	ents, err := os.ReadDir(filepath.Join(repoDir, "points"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, _ := run(t, false, "list", "points", "--repo", repoDir, "--vm", "db01", "--json")
+	if n := strings.Count(pts, `"id"`); n != 1 {
+		t.Errorf("db01 has %d points after %d cycles with --protect-keep-last 1 (%d point files):\n%s", n, len(runs), len(ents), pts)
+	}
+}
