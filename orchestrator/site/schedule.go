@@ -65,7 +65,7 @@ func (s *Schedule) Run(ctx context.Context) error {
 // Metrics are the protect schedule's Prometheus metrics, by site.
 type Metrics struct {
 	lastSuccess, duration, protected *prometheus.GaugeVec
-	failures, cycles      *prometheus.CounterVec
+	failures, cycles                 *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg.
