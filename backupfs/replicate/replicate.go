@@ -27,6 +27,8 @@ package replicate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -637,16 +639,31 @@ func appendNew(dst []string, src ...string) []string {
 // cycles and backups follow within an interval). Each copy's outcome goes
 // to each; a failed copy does not end the watch. The locks are held only
 // while a copy runs, so prune can run between copies.
+//
+// A poll first lists the source's points, apps and site packages (reading
+// the apps, which change in place): when that is what it was at the start
+// of the last copy that left nothing behind (no error, no refusal, no
+// package skipped), nothing new can be there, and the poll neither copies
+// nor touches the target. Any other poll is a Copy, which copies only what
+// the target lacks and resumes whatever an earlier copy left undone.
 func Watch(ctx context.Context, source, target Backend, interval time.Duration, opts Options, each func(*Stats, error)) {
 	if interval <= 0 {
 		interval = time.Minute
 	}
+	var clean string // the source's fingerprint when the last clean copy started
 	for {
-		st, err := Copy(ctx, source, target, opts)
-		if ctx.Err() != nil {
-			return
+		fp, ferr := fingerprint(ctx, source)
+		if ferr != nil || fp != clean {
+			st, err := Copy(ctx, source, target, opts)
+			if ctx.Err() != nil {
+				return
+			}
+			each(st, err)
+			clean = ""
+			if ferr == nil && err == nil && len(st.Refused) == 0 && len(st.SkippedSites) == 0 {
+				clean = fp
+			}
 		}
-		each(st, err)
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
@@ -655,4 +672,31 @@ func Watch(ctx context.Context, source, target Backend, interval time.Duration, 
 		case <-t.C:
 		}
 	}
+}
+
+// fingerprint digests the names and sizes of b's points and site packages
+// and the contents of its apps: what a new backup or protect cycle changes.
+// Chunks and indexes are not listed: nothing new is copied without a new
+// point naming it.
+func fingerprint(ctx context.Context, b Backend) (string, error) {
+	h := sha256.New()
+	for _, kind := range []Kind{Points, Apps, Sites} {
+		objs, err := b.List(ctx, kind)
+		if err != nil {
+			return "", err
+		}
+		sort.Slice(objs, func(i, j int) bool { return objs[i].Name < objs[j].Name })
+		for _, o := range objs {
+			fmt.Fprintf(h, "%s/%s %d\n", kind, o.Name, o.Size)
+			if kind == Apps {
+				raw, err := b.Read(ctx, kind, o.Name)
+				if err != nil {
+					return "", err
+				}
+				sum := sha256.Sum256(raw)
+				h.Write(sum[:])
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
