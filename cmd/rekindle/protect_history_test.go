@@ -120,13 +120,15 @@ func TestServeProtectSessions(t *testing.T) {
 		t.Fatalf("protect show %s:\n%s", last.ID, text)
 	}
 	s.kill()
-	// --protect-keep-last 1: one point per VM after several cycles.
+	// --protect-keep-last 1: of the three or more points of db01 the done
+	// cycles made, the newest package's stays, and the newest point (a
+	// cycle the kill cut short may have made it before its retention ran).
 	ents, err := os.ReadDir(filepath.Join(repoDir, "points"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pts, _ := run(t, false, "list", "points", "--repo", repoDir, "--vm", "db01", "--json")
-	if n := strings.Count(pts, `"id"`); n != 1 {
-		t.Errorf("db01 has %d points after %d cycles with --protect-keep-last 1 (%d point files):\n%s", n, len(runs), len(ents), pts)
+	if n := strings.Count(pts, `"id"`); n > 2 {
+		t.Errorf("db01 has %d points after %d done cycles with --protect-keep-last 1 (%d point files):\n%s", n, done(), len(ents), pts)
 	}
 }

@@ -140,9 +140,10 @@ func (d *barrierDriver) SetStartOrder(ctx context.Context, appPath string, membe
 }
 
 // recoverLab protects the primary's vApp VMs into a new recovery lab and
-// plans their recovery with a Recoverer over driver wrap(lab.Hosts).
+// plans their recovery with a Recoverer over driver wrap(lab.Hosts); it
+// returns how long the protect cycle took too.
 func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members map[string][]string,
-	wrap func(*simlab.Lab) orchestrator.Driver) (*simlab.Lab, *Recoverer, *RecoveryPlan) {
+	wrap func(*simlab.Lab) orchestrator.Driver) (*simlab.Lab, *Recoverer, *RecoveryPlan, time.Duration) {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "recover")
 	if err != nil {
@@ -168,10 +169,12 @@ func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members ma
 			nics[vm.Name] = vm.NICs
 		}
 	}
+	start := time.Now()
 	if _, err := Protect(ctx, pc, lab.Repo, labImporter{lab: lab, dir: filepath.Join(dir, "gen"), nics: nics},
 		ProtectOptions{ExtractOptions: ExtractOptions{Site: "hq"}, VMs: protected}); err != nil {
 		tb.Fatal(err)
 	}
+	took := time.Since(start)
 	pkg, err := Load(lab.Repo, "latest")
 	if err != nil {
 		tb.Fatal(err)
@@ -184,7 +187,7 @@ func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members ma
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return lab, rec, plan
+	return lab, rec, plan, took
 }
 
 // powerOnTimes reads every VmPoweredOnEvent of the recovery vCenter: VM
@@ -217,7 +220,7 @@ func TestRecoverPriorities(t *testing.T) {
 	defer cancel()
 	// APP0, APP1: priority 1; APP2, APP3: priority 2.
 	_, pc, members := appSite(t, ctx, 4, 2, func(i int) int { return 1 + i/2 })
-	_, rec, plan := recoverLab(t, ctx, pc.Client, members, func(lab *simlab.Lab) orchestrator.Driver {
+	_, rec, plan, _ := recoverLab(t, ctx, pc.Client, members, func(lab *simlab.Lab) orchestrator.Driver {
 		return &barrierDriver{Driver: lab.Hosts, c: lab.Driver.Client(), wait: 20 * time.Second,
 			hold: map[string]bool{"DC0_C0_APP0": true, "DC0_C0_APP1": true}, arrived: map[string]bool{}, all: make(chan struct{})}
 	})
