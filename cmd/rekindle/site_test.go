@@ -162,24 +162,13 @@ func TestSiteRecoverCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	added := func(kind string) []string {
-		rest, out := slices.Clone(before[kind]), []string(nil)
-		for _, n := range after[kind] {
-			if i := slices.Index(rest, n); i >= 0 {
-				rest = slices.Delete(rest, i, i+1)
-			} else {
-				out = append(out, n)
-			}
-		}
-		return out
-	}
 	for kind, want := range map[string][]string{"VirtualMachine": {"db01", "web01"}, "VirtualApp": {"shop"},
 		"ResourcePool": {"hq-DC0", "shop"}, "Network": {"dr-net"}, "Folder": {"hq-DC0"}} {
-		if got := added(kind); !slices.Equal(got, want) {
+		if got := simlab.Added(before, after, kind); !slices.Equal(got, want) {
 			t.Errorf("after resume, new %s %v: want %v", kind, got, want)
 		}
 	}
-	if got := added("Datastore"); len(got) != 2 {
+	if got := simlab.Added(before, after, "Datastore"); len(got) != 2 {
 		t.Errorf("after resume, new datastores %v: want one per VM's restore session", got)
 	}
 	evs, err := simlab.VMEvents(ctx, rc.Client)

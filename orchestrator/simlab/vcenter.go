@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
@@ -91,20 +92,44 @@ func Snapshot(ctx context.Context, c *vim25.Client) (map[string][]string, error)
 		sort.Strings(out[kind])
 	}
 	var hosts []mo.HostSystem
-	if err := v.Retrieve(ctx, []string{"HostSystem"}, []string{"name", "config.network.portgroup", "config.network.vswitch"}, &hosts); err != nil {
+	if err := v.Retrieve(ctx, []string{"HostSystem"}, []string{"name", "config.network.portgroup", "configManager.networkSystem"}, &hosts); err != nil {
 		return nil, err
 	}
 	for _, h := range hosts {
 		for _, pg := range h.Config.Network.Portgroup {
 			out["portgroup"] = append(out["portgroup"], fmt.Sprintf("%s:%s/%d", h.Name, pg.Spec.Name, pg.Spec.VlanId))
 		}
-		for _, s := range h.Config.Network.Vswitch {
-			out["vswitch"] = append(out["vswitch"], h.Name+":"+s.Name)
+		// vSwitches as the host's network system has them (the simulator
+		// does not copy a new one into the host's config).
+		var ns mo.HostNetworkSystem
+		if h.ConfigManager.NetworkSystem != nil {
+			if err := property.DefaultCollector(c).RetrieveOne(ctx, *h.ConfigManager.NetworkSystem, []string{"networkInfo.vswitch"}, &ns); err != nil {
+				return nil, err
+			}
+		}
+		if ns.NetworkInfo != nil {
+			for _, s := range ns.NetworkInfo.Vswitch {
+				out["vswitch"] = append(out["vswitch"], h.Name+":"+s.Name)
+			}
 		}
 	}
 	sort.Strings(out["portgroup"])
 	sort.Strings(out["vswitch"])
 	return out, nil
+}
+
+// Added lists the names of kind that after has and before had not (a name
+// made twice is listed twice).
+func Added(before, after map[string][]string, kind string) []string {
+	rest, out := slices.Clone(before[kind]), []string(nil)
+	for _, n := range after[kind] {
+		if i := slices.Index(rest, n); i >= 0 {
+			rest = slices.Delete(rest, i, i+1)
+		} else {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // SnapshotDiff says how two snapshots differ, kind by kind ("" when equal).

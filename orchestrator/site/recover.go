@@ -16,7 +16,6 @@ import (
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -907,17 +906,22 @@ func (r *Recoverer) undo(ctx context.Context, p *RecoveryPlan) error {
 }
 
 // isolatedSwitchUnused says whether the isolated vSwitch on host has no
-// port groups left (another test recovery may still use it).
+// port groups left (another test recovery may still use it), as the
+// host's network system reports it.
 func (r *Recoverer) isolatedSwitchUnused(ctx context.Context, fi *find.Finder, hostName string) bool {
 	h, err := fi.HostSystem(ctx, hostName)
 	if err != nil {
 		return false
 	}
-	var hs mo.HostSystem
-	if err := property.DefaultCollector(r.Client).RetrieveOne(ctx, h.Reference(), []string{"config.network.vswitch"}, &hs); err != nil || hs.Config == nil {
+	ns, err := h.ConfigManager().NetworkSystem(ctx)
+	if err != nil {
 		return false
 	}
-	for _, v := range hs.Config.Network.Vswitch {
+	var hns mo.HostNetworkSystem
+	if err := ns.Properties(ctx, ns.Reference(), []string{"networkInfo.vswitch"}, &hns); err != nil || hns.NetworkInfo == nil {
+		return false
+	}
+	for _, v := range hns.NetworkInfo.Vswitch {
 		if v.Name == IsolatedSwitch {
 			return len(v.Portgroup) == 0
 		}

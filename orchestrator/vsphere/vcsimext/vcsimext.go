@@ -80,6 +80,9 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 		return
 	}
 	obj := ctx.Map.Get(m.This)
+	if sw, ok := obj.(*simulator.DistributedVirtualSwitch); ok && m.Name == "Destroy_Task" {
+		destroySwitchPortgroups(ctx, sw)
+	}
 	if obj == nil || m.Name == "Destroy_Task" {
 		if isWrapper(ctx.Session.Registry.Get(m.This)) {
 			ctx.Session.Remove(ctx, m.This)
@@ -105,6 +108,24 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 	}
 	if w != nil && !isWrapper(ctx.Session.Registry.Get(m.This)) {
 		ctx.Session.Put(w)
+	}
+}
+
+// destroySwitchPortgroups removes a distributed switch's port groups (its
+// uplink port group too) as vCenter does when the switch is destroyed; the
+// simulator leaves them in the inventory.
+func destroySwitchPortgroups(ctx *simulator.Context, sw *simulator.DistributedVirtualSwitch) {
+	var pgs []types.ManagedObjectReference
+	ctx.WithLock(sw, func() { pgs = slices.Clone(sw.Portgroup) })
+	for _, ref := range pgs {
+		pg, ok := ctx.Map.Get(ref).(*simulator.DistributedVirtualPortgroup)
+		if !ok || pg.Parent == nil {
+			continue
+		}
+		if f, ok := ctx.Map.Get(*pg.Parent).(*simulator.Folder); ok {
+			ctx.WithLock(f, func() { ctx.Map.RemoveReference(ctx, f, &f.ChildEntity, ref) })
+		}
+		ctx.Map.Remove(ctx, ref)
 	}
 }
 
