@@ -25,7 +25,7 @@ const (
 	LockShared = "shared"
 	// LockServe is a shared lock that also excludes a second serve.
 	LockServe = "serve"
-	// LockExclusive is held by prune: it excludes every other lock.
+	// LockExclusive is held by prune and upgrade: it excludes every other lock.
 	LockExclusive = "exclusive"
 )
 

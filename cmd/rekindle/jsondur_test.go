@@ -29,7 +29,7 @@ var jsonRoots = []any{
 	guestfs.Item{}, guestfs.GetSummary{},
 	jobSummary{}, catalog.JobRun{}, catalog.RebuildStats{},
 	catalog.VMSummary{}, catalog.PointSummary{}, catalog.AppSummary{},
-	replicate.Stats{}, repo.PruneReport{}, repo.VerifyReport{}, repo.IngestStats{},
+	replicate.Stats{}, repo.PruneReport{}, repo.VerifyReport{}, repo.IngestStats{}, repo.UpgradeReport{},
 	retention.Decision{}, retention.Policy{}, forgetReport{},
 }
 

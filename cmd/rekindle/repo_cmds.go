@@ -102,7 +102,41 @@ func repoCommands() []*cli.Command {
 			Flags:  []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id or unique prefix (repeatable; default all)"}},
 			Action: verifyCmd,
 		},
+		{
+			Name: "upgrade", Usage: "bring a repository to the newest format: version 1 chunks are rewritten as version 2 frames (takes the exclusive lock; safe to interrupt and run again)",
+			Description: "Example:\n  rekindle upgrade --repo /srv/rekindle",
+			Flags:       []cli.Flag{repoFlag, quietFlag, jsonFlag},
+			Action:      upgradeCmd,
+		},
 	}
+}
+
+func upgradeCmd(c *cli.Context) error {
+	r, err := repo.Open(c.String("repo"))
+	if err != nil {
+		return err
+	}
+	pr := newProgressUnit("upgrade chunk folders", c.Bool("quiet") || c.Bool("json"), true)
+	rep, err := r.Upgrade(c.Context, func(done, total int64) { pr.update(done, total) })
+	pr.finish()
+	if err != nil && rep == nil {
+		return err
+	}
+	if c.Bool("json") {
+		if jerr := printJSON(os.Stdout, rep); jerr != nil {
+			return jerr
+		}
+	} else if rep.AlreadyLatest {
+		fmt.Printf("repository %s is already version %d with every chunk in frames: nothing to do\n", r.Dir, rep.To)
+	} else {
+		fmt.Printf("repository %s: version %d -> %d; %d of %d chunks rewritten in frames (%s stored -> %s), in %s\n",
+			r.Dir, rep.From, rep.To, rep.Rewritten, rep.Chunks, humanBytes(rep.BytesBefore), humanBytes(rep.BytesAfter),
+			rep.Duration.Round(time.Millisecond))
+	}
+	if err != nil {
+		return &exitError{exitDamaged, err.Error()}
+	}
+	return nil
 }
 
 // openRepoCatalog opens the repository and its catalog. A catalog created
