@@ -739,7 +739,7 @@ func (c *content) sync() error {
 		c.mapMu.Unlock()
 	}
 	if err == nil {
-		err = c.o.names.sync(c.o.fs, c.o.dataDir)
+		err = c.o.syncNames()
 	}
 	if err == nil {
 		c.synced = writes

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 
 	"github.com/rekindle/rekindle/internal/durable"
@@ -127,7 +126,7 @@ func (st *state) apply(r *logRecord) error {
 }
 
 // journal writes the metadata. Its fields other than the sync ones are
-// guarded by Overlay.mu; f is swapped only with syncMu held too.
+// guarded by Overlay.mu; f is swapped only with g.mu held too.
 type journal struct {
 	fsys      durable.FS
 	dir       string
@@ -141,9 +140,7 @@ type journal struct {
 	// cut off, a sync or checkpoint failed): the next commit checkpoints.
 	broken atomic.Bool
 
-	syncMu   sync.Mutex
-	appended atomic.Uint64 // seq of the last record written
-	synced   atomic.Uint64 // seq of the last record known durable
+	g groupSync // marked: seq of the last record written; synced: durable
 }
 
 // openJournal replays the log of dir over st (its checkpoint), cuts a torn
@@ -191,8 +188,8 @@ func openJournal(fsys durable.FS, dir string, st *state, metaSize int64) (*journ
 		return nil, err
 	}
 	j.f, j.off, j.seq = f, int64(good), st.logSeq
-	j.appended.Store(j.seq)
-	j.synced.Store(j.seq)
+	j.g.marked.Store(j.seq)
+	j.g.synced.Store(j.seq)
 	return j, nil
 }
 
@@ -212,37 +209,29 @@ func (j *journal) appendLocked(rec []byte) error {
 	}
 	j.off += int64(len(rec))
 	j.seq++
-	j.appended.Store(j.seq)
+	j.g.marked.Store(j.seq)
 	return nil
 }
 
 // sync makes the log durable up to record seq. Concurrent callers share
 // one fdatasync.
 func (j *journal) sync(seq uint64) error {
-	if j.synced.Load() >= seq {
+	return j.g.syncTo(seq, func() error {
+		if err := j.f.DataSync(); err != nil {
+			// The records may or may not be on disk: rewrite everything next.
+			j.broken.Store(true)
+			return err
+		}
 		return nil
-	}
-	j.syncMu.Lock()
-	defer j.syncMu.Unlock()
-	if j.synced.Load() >= seq {
-		return nil
-	}
-	upto := j.appended.Load()
-	if err := j.f.DataSync(); err != nil {
-		// The records may or may not be on disk: rewrite everything next.
-		j.broken.Store(true)
-		return err
-	}
-	j.synced.Store(upto)
-	return nil
+	})
 }
 
 // checkpointLocked writes st (everything committed so far and the change
 // being committed) as the new meta file and starts an empty log. On
 // failure the journal is marked broken, so the next commit tries again.
 func (j *journal) checkpointLocked(st *state) error {
-	j.syncMu.Lock()
-	defer j.syncMu.Unlock()
+	j.g.mu.Lock()
+	defer j.g.mu.Unlock()
 	st.logSeq = j.seq
 	b, err := encodeMeta(st)
 	if err == nil {
@@ -263,14 +252,14 @@ func (j *journal) checkpointLocked(st *state) error {
 	j.f.Close()
 	j.f, j.off, j.metaSize = f, int64(len(logMagic)), int64(len(b))
 	j.threshold = max(checkpointFrom, 2*j.metaSize)
-	j.synced.Store(j.seq)
+	j.g.synced.Store(j.seq)
 	j.broken.Store(false)
 	return nil
 }
 
 func (j *journal) close() error {
-	j.syncMu.Lock()
-	defer j.syncMu.Unlock()
+	j.g.mu.Lock()
+	defer j.g.mu.Unlock()
 	if j.f == nil {
 		return nil
 	}

@@ -15,7 +15,7 @@ import (
 // its fdatasync, its name only after an fsync of the data folder. Two things
 // keep that second sync off most COMMITs:
 //
-//   - dirSync is a group commit of the data folder: a sync that needs the
+//   - the data folder's fsync is a group commit (groupSync): a sync that needs the
 //     folder durable waits for (or runs) one fsync that started after every
 //     name made so far, and concurrent syncs of different files share it.
 //   - spare data files: the first data file made for a node created in the
@@ -30,47 +30,51 @@ import (
 // spareBatch is how many spare data files one batch makes.
 const spareBatch = 64
 
-// dirSync is the group commit of one directory's names.
-type dirSync struct {
-	made   atomic.Uint64 // names made (counted once made)
-	synced atomic.Uint64 // names known durable
-	mu     sync.Mutex
+// groupSync is a group commit: writers count what they wrote (marked), and
+// a caller that needs everything up to a count durable waits for a sync
+// that started after it was written, or runs one; concurrent callers share
+// it. The journal's log and the data folder's names use it.
+type groupSync struct {
+	mu     sync.Mutex    // held by the sync under way
+	marked atomic.Uint64 // written: records appended, names made
+	synced atomic.Uint64 // known durable
 }
 
-// madeName counts a name just made (created or renamed into the folder).
-func (d *dirSync) madeName() { d.made.Add(1) }
+// needed reports whether something marked is not known durable.
+func (g *groupSync) needed() bool { return g.synced.Load() < g.marked.Load() }
 
-// needed reports whether a name made so far is not known durable.
-func (d *dirSync) needed() bool { return d.synced.Load() < d.made.Load() }
-
-// sync makes every name made before the call durable, sharing one fsync
-// with concurrent callers.
-func (d *dirSync) sync(fsys durable.FS, dir string) error {
-	want := d.made.Load()
-	if d.synced.Load() >= want {
+// syncTo makes everything up to want durable, running fn (the sync) unless
+// a sync that started after want was marked has ended.
+func (g *groupSync) syncTo(want uint64, fn func() error) error {
+	if g.synced.Load() >= want {
 		return nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.synced.Load() >= want {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.synced.Load() >= want {
 		return nil
 	}
-	upto := d.made.Load()
-	if err := durable.SyncDir(fsys, dir); err != nil {
+	upto := g.marked.Load()
+	if err := fn(); err != nil {
 		return err
 	}
-	d.synced.Store(upto)
+	g.synced.Store(upto)
 	return nil
+}
+
+// syncNames makes every name made in the data folder so far durable.
+func (o *Overlay) syncNames() error {
+	return o.names.syncTo(o.names.marked.Load(), func() error { return durable.SyncDir(o.fs, o.dataDir) })
 }
 
 // newName follows the creation of a data or bitmap file: with Options.Sync
 // its name is made durable now; without, by the next sync of any file.
 func (o *Overlay) newName() error {
-	o.names.madeName()
+	o.names.marked.Add(1)
 	if !o.sync {
 		return nil
 	}
-	return o.names.sync(o.fs, o.dataDir)
+	return o.syncNames()
 }
 
 // seqID is the id of the node created with counter value seq.
@@ -107,7 +111,7 @@ func (o *Overlay) makeSpares() {
 		made++
 	}
 	if made > 0 {
-		o.names.madeName()
+		o.names.marked.Add(1)
 	}
 }
 

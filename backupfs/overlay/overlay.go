@@ -94,7 +94,7 @@ type Overlay struct {
 
 	closed atomic.Bool
 	// names: the data folder's names made and synced (names.go).
-	names dirSync
+	names groupSync
 	// spareMu guards spares (empty data files made ahead for the ids of
 	// nodes not created yet, names.go) and spareEnd, the counter value
 	// below which spares were made.
