@@ -268,6 +268,9 @@ func (l *chunkLayout) decodeFrame(i int, src, dst []byte) error {
 	case codecStored:
 		copy(dst, src)
 	case codecZstd:
+		if decodeFlatZstd(src, dst) {
+			break
+		}
 		_, dec := zstdCodecs()
 		out, err := dec.DecodeAll(src, dst[:0])
 		if err != nil {
@@ -284,6 +287,86 @@ func (l *chunkLayout) decodeFrame(i int, src, dst []byte) error {
 		return l.frameErr(i, errors.New("checksum mismatch"))
 	}
 	return nil
+}
+
+// decodeFlatZstd decodes a zstd frame (RFC 8878) made only of raw and RLE
+// blocks, as the encoder writes a frame of zeros or of one repeated byte, and
+// reports whether src was one. klauspost/compress fills an RLE block a byte
+// at a time: a 32 KiB frame of zeros took 6 times as long per byte as a
+// 1 MiB one (whose blocks are matches), which made 1 MiB chunks of 32 KiB
+// frames read slower than one payload. Anything else, or anything that does
+// not add up to exactly len(dst) bytes, is left to the zstd decoder; the
+// caller checks the xxhash64 of what either wrote.
+func decodeFlatZstd(src, dst []byte) bool {
+	if len(src) < 6 || binary.LittleEndian.Uint32(src) != 0xFD2FB528 {
+		return false
+	}
+	fhd := src[4]
+	if fhd&0x08 != 0 { // reserved bit
+		return false
+	}
+	p := 5
+	single := fhd&0x20 != 0
+	if !single {
+		p++ // window descriptor
+	}
+	p += [4]int{0, 1, 2, 4}[fhd&3] // dictionary id
+	fcs := [4]int{0, 2, 4, 8}[fhd>>6]
+	if fcs == 0 && single {
+		fcs = 1
+	}
+	p += fcs
+	out := 0
+	for {
+		if p+3 > len(src) {
+			return false
+		}
+		h := uint32(src[p]) | uint32(src[p+1])<<8 | uint32(src[p+2])<<16
+		p += 3
+		last, typ, size := h&1 != 0, (h>>1)&3, int(h>>3)
+		if out+size > len(dst) {
+			return false
+		}
+		switch typ {
+		case 0: // raw
+			if p+size > len(src) {
+				return false
+			}
+			copy(dst[out:out+size], src[p:p+size])
+			p += size
+		case 1: // RLE: one byte, size times
+			if p >= len(src) {
+				return false
+			}
+			fill(dst[out:out+size], src[p])
+			p++
+		default:
+			return false
+		}
+		out += size
+		if last {
+			break
+		}
+	}
+	if fhd&0x04 != 0 {
+		p += 4 // content checksum: the caller checks its own
+	}
+	return p == len(src) && out == len(dst)
+}
+
+// fill sets every byte of b to v.
+func fill(b []byte, v byte) {
+	if v == 0 {
+		clear(b)
+		return
+	}
+	if len(b) == 0 {
+		return
+	}
+	b[0] = v
+	for n := 1; n < len(b); n *= 2 {
+		copy(b[n:], b[:n])
+	}
 }
 
 func (l *chunkLayout) frameErr(i int, err error) error {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/compress/zstd"
 
 	durablefs "github.com/rekindle/rekindle/internal/durable"
 )
@@ -549,5 +550,50 @@ func TestKeptTableOfARewrittenChunk(t *testing.T) {
 	}
 	if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
 		t.Fatalf("read after the chunk was stored again with 8 KiB frames: %v", err)
+	}
+}
+
+// TestFlatZstdFrames checks decodeFlatZstd against the zstd encoder's own
+// frames: frames of one repeated byte (RLE blocks) and of random bytes (raw
+// blocks) decode without the zstd decoder and give the encoded bytes, with or
+// without zstd's checksum, in one block or several; frames with compressed
+// blocks, cut short or of another length are left to the decoder.
+func TestFlatZstdFrames(t *testing.T) {
+	zstdCodecs()
+	rnd := make([]byte, 300<<10)
+	rand.NewChaCha8([32]byte{8}).Read(rnd)
+	for _, n := range []int{1, 100, 4096, 32 << 10, 128<<10 + 5, 1 << 20} {
+		for _, kind := range []string{"zeros", "0xab", "random"} {
+			data := make([]byte, n)
+			switch kind {
+			case "0xab":
+				for i := range data {
+					data[i] = 0xab
+				}
+			case "random":
+				copy(data, rnd)
+				if n > len(rnd) {
+					continue
+				}
+			}
+			for _, enc := range []*zstd.Encoder{zstdFrameEnc, zstdEnc} {
+				z := enc.EncodeAll(data, nil)
+				dst := make([]byte, n)
+				ok := decodeFlatZstd(z, dst)
+				if ok && !bytes.Equal(dst, data) {
+					t.Fatalf("%d bytes of %s: decoded wrong bytes", n, kind)
+				}
+				if !ok && kind != "random" && n >= 4096 && n < 1<<20 { // a 1 MiB run is matches, fast in zstd
+					t.Errorf("%d bytes of %s (%d-byte frame): not decoded as a flat frame", n, kind, len(z))
+				}
+				if ok && (decodeFlatZstd(z[:len(z)-1], dst) || decodeFlatZstd(z, make([]byte, n+1)) || (n > 1 && decodeFlatZstd(z, dst[:n-1]))) {
+					t.Errorf("%d bytes of %s: a cut frame or a frame of another length decoded", n, kind)
+				}
+			}
+		}
+	}
+	z := zstdFrameEnc.EncodeAll(bytes.Repeat([]byte("rekindle"), 4096), nil)
+	if decodeFlatZstd(z, make([]byte, 8*4096)) {
+		t.Error("a frame of compressed blocks decoded as flat")
 	}
 }
