@@ -14,10 +14,15 @@ import (
 )
 
 func siteCommands() []*cli.Command {
-	flags := func(more ...cli.Flag) []cli.Flag {
-		return append(apiFlags(append([]cli.Flag{repoFlag, catalogFlag, jsonFlag}, more...)...), hypervisorFlags()...)
+	flags := func(repo cli.Flag, more ...cli.Flag) []cli.Flag {
+		return append(apiFlags(append([]cli.Flag{repo, catalogFlag, jsonFlag}, more...)...), hypervisorFlags()...)
 	}
-	control := flags()
+	control := flags(repoFlag)
+	// recover's own --repo is checked by its action: urfave/cli checks a
+	// parent's required flags before running a subcommand, so a required
+	// one would refuse `site recover stop ID --repo R` (the flag is stop's).
+	optionalRepo := *repoFlag
+	optionalRepo.Required = false
 	return []*cli.Command{{
 		Name: "site", Usage: "site recovery: recreate a protected site's infrastructure and VMs at a recovery vCenter",
 		Subcommands: []*cli.Command{
@@ -28,7 +33,7 @@ func siteCommands() []*cli.Command {
 					"  rekindle site recover --package latest --vc https://dr-vc/sdk --cluster /DR/host/C1 --map network:web=dr-web --test\n" +
 					"  rekindle site recover resume rk-1a2b3c4d --vc https://dr-vc/sdk\n" +
 					"  rekindle site recover stop rk-1a2b3c4d --vc https://dr-vc/sdk",
-				Flags: flags(
+				Flags: flags(&optionalRepo,
 					&cli.StringSliceFlag{Name: "package", Value: cli.NewStringSlice("latest"), Usage: "site package: latest or an id (repeatable: networks they share are made once)"},
 					&cli.StringFlag{Name: "cluster", Usage: "recovery cluster inventory path for primary clusters --map does not name"},
 					&cli.StringSliceFlag{Name: "map", Usage: "KIND:FROM=TO with KIND network, cluster or datastore (repeatable; kept in the repository for later recoveries)"},
@@ -106,6 +111,9 @@ func withRecoverer(c *cli.Context, fn func(*site.Recoverer, string) error) error
 func siteRecoverCmd(c *cli.Context) error {
 	if c.Args().Len() > 0 {
 		return usageErr("site recover takes no arguments (did you mean `site recover resume ID`?)")
+	}
+	if c.String("repo") == "" {
+		return usageErr("site recover: --repo (or REKINDLE_REPO) is required: the recovery site's repository")
 	}
 	rp, cat, err := openRepoCatalog(c)
 	if err != nil {

@@ -207,6 +207,18 @@ func TestSiteRecoverCLI(t *testing.T) {
 	if got, _ := simlab.Snapshot(ctx, rc.Client); simlab.SnapshotDiff(got, before) != "" {
 		t.Errorf("after stop, the recovery vCenter differs from before:\n%s", simlab.SnapshotDiff(got, before))
 	}
+	// The README's `site recover stop ID` says the same of it (stop is
+	// idempotent); `site recover resume ID` refuses a stopped recovery.
+	out, _ = run(t, false, append([]string{"site", "recover", "stop", id}, vcFlags...)...)
+	if !strings.Contains(out, "stop done") {
+		t.Fatalf("site recover stop after sessions stop: %s", out)
+	}
+	if got, _ := simlab.Snapshot(ctx, rc.Client); simlab.SnapshotDiff(got, before) != "" {
+		t.Errorf("after a second stop, the recovery vCenter differs from before:\n%s", simlab.SnapshotDiff(got, before))
+	}
+	if _, stderr := run(t, true, append([]string{"site", "recover", "resume", id}, vcFlags...)...); !strings.Contains(stderr, "was stopped: start a new one") {
+		t.Errorf("site recover resume of a stopped recovery: %s", stderr)
+	}
 	// A later run reuses the stored mapping without --map.
 	out, _ = run(t, false, append(recoverArgs, "--dry-run")...)
 	if !strings.Contains(out, "create network dr-net") {
