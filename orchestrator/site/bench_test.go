@@ -4,11 +4,14 @@ import (
 	"context"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/orchestrator"
@@ -18,8 +21,9 @@ import (
 // BenchmarkSiteRecover recovers a primary site of 20 vApps of 5 VMs (100
 // VMs, four priorities of five vApps) from its site package onto a
 // recovery simulator, from the plan to every VM powered on, and, in the
-// same run, a site of one 5-VM vApp the same way: the reference. Reported:
-// site_s, vapp_s, site/vapp (20 vApps one after another would be 20), the
+// same run, a site of one 5-VM vApp the same way (the reference) and the
+// 100-VM site again with one vApp at a time (Parallel 1). Reported:
+// site_s, site_serial_s, vapp_s, site/vapp, site/serial, the
 // protect cycle of the 100-VM site (protect_s; VM backups by the
 // generated-disk stand-in for vCenter's backup engine, extract_s alone) and
 // its package size.
@@ -28,23 +32,27 @@ import (
 func BenchmarkSiteRecover(b *testing.B) {
 	for range b.N {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		vapp := recoverSite(b, ctx, 1, func(int) int { return 1 }, nil)
+		vapp := recoverSite(b, ctx, 1, func(int) int { return 1 }, 0, nil)
 		m := map[string]float64{}
-		site := recoverSite(b, ctx, 20, func(i int) int { return 1 + i%4 }, m)
+		prio := func(i int) int { return 1 + i%4 }
+		site := recoverSite(b, ctx, 20, prio, 0, m)
+		serial := recoverSite(b, ctx, 20, prio, 1, nil)
 		cancel()
 		b.ReportMetric(site.Seconds(), "site_s")
+		b.ReportMetric(serial.Seconds(), "site_serial_s")
 		b.ReportMetric(vapp.Seconds(), "vapp_s")
 		b.ReportMetric(site.Seconds()/vapp.Seconds(), "site/vapp")
+		b.ReportMetric(site.Seconds()/serial.Seconds(), "site/serial")
 		for k, v := range m {
 			b.ReportMetric(v, k)
 		}
 	}
 }
 
-// recoverSite protects a primary of apps 5-VM vApps and recovers it,
-// returning the time from the plan to every VM powered on; m, when set,
-// gets the protect cycle's figures.
-func recoverSite(b *testing.B, ctx context.Context, apps int, prio func(int) int, m map[string]float64) time.Duration {
+// recoverSite protects a primary of apps 5-VM vApps and recovers it with
+// Recoverer.Parallel parallel, returning the time from the plan to every
+// VM powered on; m, when set, gets the protect cycle's figures.
+func recoverSite(b *testing.B, ctx context.Context, apps int, prio func(int) int, parallel int, m map[string]float64) time.Duration {
 	b.Helper()
 	b.StopTimer()
 	defer b.StartTimer()
@@ -70,6 +78,23 @@ func recoverSite(b *testing.B, ctx context.Context, apps int, prio func(int) int
 		m["package_bytes"] = float64(fi.Size())
 	}
 	host, _, _ := net.SplitHostPort(lab.Service.NFSAddr().String())
+	rec.Parallel = parallel
+	if os.Getenv("REKINDLE_BENCH_STEPS") != "" {
+		var mu sync.Mutex
+		agg := map[string]time.Duration{}
+		rec.Orchestrator.Events = func(e orchestrator.Event) {
+			if e.Phase == "done" {
+				k := e.Step
+				if strings.HasPrefix(k, StepVMPrefix) {
+					k = StepVMPrefix
+				}
+				mu.Lock()
+				agg[k] += e.Duration
+				mu.Unlock()
+			}
+		}
+		defer func() { b.Logf("%d VMs: step time by step: %v", 5*apps, agg) }()
+	}
 	b.StartTimer()
 	t0 := time.Now()
 	plan, err := rec.Plan(ctx, []*Package{pkg}, Mapping{Site: "hq"}, RecoveryOptions{Cluster: simlab.Target, Server: host})
@@ -85,18 +110,25 @@ func recoverSite(b *testing.B, ctx context.Context, apps int, prio func(int) int
 	}
 	d := time.Since(t0)
 	b.StopTimer()
-	vms, err := find.NewFinder(rec.Client).VirtualMachineList(ctx, simlab.Target+"/Resources/...")
+	v, err := view.NewManager(rec.Client).CreateContainerView(ctx, rec.Client.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
 	if err != nil {
 		b.Fatal(err)
 	}
-	on := 0
-	for _, vm := range vms {
-		if st, err := vm.PowerState(ctx); err == nil && st == types.VirtualMachinePowerStatePoweredOn {
-			on++
-		}
+	defer v.Destroy(ctx)
+	var vms []mo.VirtualMachine
+	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState"}, &vms); err != nil {
+		b.Fatal(err)
 	}
-	if on < 5*apps {
-		b.Fatalf("%d VMs powered on: want %d", on, 5*apps)
+	on := map[string]bool{}
+	for _, vm := range vms {
+		on[vm.Name] = vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+	}
+	for _, ms := range members {
+		for _, n := range ms {
+			if !on[n] {
+				b.Fatalf("%s not powered on after the recovery", n)
+			}
+		}
 	}
 	return d
 }

@@ -76,6 +76,21 @@ func TestProtect(t *testing.T) {
 	}
 }
 
+// repoCatalog is a new repository and a catalog beside it.
+func repoCatalog(t *testing.T) (*repo.Repo, *catalog.Catalog) {
+	t.Helper()
+	r, err := repo.Init(filepath.Join(t.TempDir(), "repo"), repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Open(context.Background(), filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return r, cat
+}
+
 // TestProtectHistory: a cycle is recorded in the catalog as a run of job
 // protect:<site>, with its package, each VM's point, and the failed VM's
 // error; a cycle that backs up nothing is recorded failed, without a
@@ -84,15 +99,7 @@ func TestProtectHistory(t *testing.T) {
 	_, c := primary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := repo.Init(filepath.Join(t.TempDir(), "repo"), repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
+	r, cat := repoCatalog(t)
 	vms := []string{"DC0_C0_APP0_VM0", "DC0_C0_APP0_VM1"}
 	opt := ProtectOptions{ExtractOptions: ExtractOptions{Site: "hq", Datacenters: []string{"DC0"}}, VMs: vms, History: cat, Trigger: "schedule"}
 	p, perr := Protect(ctx, c.Client, r, importer{r: r, dir: t.TempDir(), fail: map[string]bool{"DC0_C0_APP0_VM1": true}}, opt)
@@ -146,19 +153,12 @@ func TestProtectRetention(t *testing.T) {
 	_, c := primary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := repo.Init(filepath.Join(t.TempDir(), "repo"), repo.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
+	r, cat := repoCatalog(t)
 	vms := []string{"DC0_C0_APP0_VM0", "DC0_C0_APP0_VM1"}
 	opt := ProtectOptions{ExtractOptions: ExtractOptions{Site: "hq", Datacenters: []string{"DC0"}}, VMs: vms, History: cat,
 		Retention: &retention.Policy{Last: 1}}
 	var p *Package
+	var err error
 	for range 2 {
 		if p, err = Protect(ctx, c.Client, r, catalogImporter{importer{r: r, dir: t.TempDir()}, cat}, opt); err != nil {
 			t.Fatal(err)
