@@ -21,8 +21,9 @@ type slicer interface {
 // offsets and sizes, from four goroutines at once, and compares every byte
 // with the tree. Huge sparse files are read around their data. Every READ
 // of the files named in mustLend (which lie in place on the disk: extents,
-// holes) must have been lent from the chunk cache: answered again by
-// CachedSlices without I/O, which only bytes that lie in place can be.
+// holes) must then be answered again as the server answers a READ inline:
+// opened by OpenCached and lent by CachedSlices, both without I/O, which
+// only bytes that lie in place and are decoded in the cache can be.
 func checkLent(t *testing.T, fs *FS, root string, tree guestimg.Tree, mustLend ...string) {
 	t.Helper()
 	must := map[string]bool{}
@@ -76,7 +77,16 @@ func checkLent(t *testing.T, fs *FS, root string, tree guestimg.Tree, mustLend .
 						t.Errorf("%s: ReadSlices(%d, %d): %d bytes, %v; want %d bytes equal to the source's (equal: %v)", p, r.off, r.n, n, err, len(exp), bytes.Equal(got, exp))
 						continue
 					}
-					parts, n, hit, err := s.CachedSlices(r.off, int(r.n))
+					// As the server's inline READ: open without I/O, lend
+					// without I/O.
+					oc, ok := fs.OpenCached(root + "/" + p)
+					if !ok {
+						if must[p] {
+							t.Errorf("%s: not opened without I/O after a READ", p)
+						}
+						continue
+					}
+					parts, n, hit, err := oc.(slicer).CachedSlices(r.off, int(r.n))
 					if !hit && must[p] {
 						t.Errorf("%s: READ of %d bytes at %d not lent from the chunk cache", p, r.n, r.off)
 					}

@@ -394,7 +394,12 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 		// that fragmented is not served short.
 		return nil, fmt.Errorf("ntfs: %s: runlists cover %d of %d bytes: %w", f.Name, got, f.Size, gfs.ErrUnsupported)
 	}
-	return &file{rd: rd, size: f.Size, name: f.Name, runs: fs.dataRuns(m)}, nil
+	runs := fs.dataRuns(m)
+	starts := make([]int64, len(runs))
+	for i := 1; i < len(runs); i++ {
+		starts[i] = starts[i-1] + runs[i-1].Len
+	}
+	return &file{rd: rd, size: f.Size, name: f.Name, runs: runs, starts: starts}, nil
 }
 
 // dataRuns places the unnamed $DATA stream of m on the volume as go-ntfs
@@ -446,10 +451,11 @@ func (fs *FS) dataRuns(m *parser.MFT_ENTRY) []gfs.Piece {
 // file reads a stream: ReadAt fills p up to the file's size (the library
 // may return a run at a time) and recovers the library's panics.
 type file struct {
-	rd   io.ReaderAt
-	size int64
-	name string
-	runs []gfs.Piece // where the bytes lie on the volume, from offset 0; nil: not in place
+	rd     io.ReaderAt
+	size   int64
+	name   string
+	runs   []gfs.Piece // where the bytes lie on the volume, from offset 0; nil: not in place
+	starts []int64     // the file offset of each run
 }
 
 // Map returns where bytes [off, off+n) of the file lie on the volume
@@ -462,12 +468,11 @@ func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
 		return nil, nil
 	}
 	end := min(off+n, f.size)
+	// The first run ending after off (a fragmented file has many).
+	i := sort.Search(len(f.runs), func(i int) bool { return f.starts[i]+f.runs[i].Len > off })
 	var out []gfs.Piece
-	var at int64
-	for _, r := range f.runs {
-		if at >= end {
-			break
-		}
+	for ; i < len(f.runs) && f.starts[i] < end; i++ {
+		r, at := f.runs[i], f.starts[i]
 		if lo, hi := max(at, off), min(at+r.Len, end); lo < hi {
 			p := gfs.Piece{R: r.R, Len: hi - lo}
 			if r.R != nil {
@@ -475,7 +480,6 @@ func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
 			}
 			out = append(out, p)
 		}
-		at += r.Len
 	}
 	return out, nil
 }
