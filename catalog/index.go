@@ -162,23 +162,31 @@ func refreshVM(ctx context.Context, r runner, vm string) error {
 // RemovePoint removes a restore point (after the repository pruned it). Its
 // VM's row follows its newest remaining point, or goes with the last one.
 func (c *Catalog) RemovePoint(ctx context.Context, id string) error {
-	err := c.inTx(ctx, func(r runner) error {
-		var vm string
-		switch err := r.queryRow(ctx, `SELECT vm FROM restore_points WHERE id = ?`, id).Scan(&vm); {
-		case errors.Is(err, sql.ErrNoRows):
-			return ErrNotFound
-		case err != nil:
-			return err
-		}
-		if _, err := r.exec(ctx, `DELETE FROM restore_points WHERE id = ?`, id); err != nil {
-			return err
-		}
-		return refreshVM(ctx, r, vm)
-	})
-	if err != nil {
+	if err := c.inTx(ctx, func(r runner) error { return removePoint(ctx, r, id, nil) }); err != nil {
 		return fmt.Errorf("catalog: remove restore point %s: %w", id, err)
 	}
 	return nil
+}
+
+// removePoint deletes point id's rows and refreshes its VM's row. check,
+// when set, runs first, in the same transaction, and may refuse.
+func removePoint(ctx context.Context, r runner, id string, check func() error) error {
+	var vm string
+	switch err := r.queryRow(ctx, `SELECT vm FROM restore_points WHERE id = ?`, id).Scan(&vm); {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case err != nil:
+		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if _, err := r.exec(ctx, `DELETE FROM restore_points WHERE id = ?`, id); err != nil {
+		return err
+	}
+	return refreshVM(ctx, r, vm)
 }
 
 // IndexApp adds or replaces an app and its members.

@@ -240,6 +240,21 @@ func (c *Catalog) createSession(ctx context.Context, s *Session) error {
 
 func insertSessionVMs(ctx context.Context, r runner, id string, vms []SessionVM) error {
 	for i, v := range vms {
+		// A session may only pin a point the catalog still lists. Checked in
+		// the transaction that records the pin, this is one side of the
+		// handshake with ForgetPoint (see there): a point forgotten since the
+		// caller resolved it fails the session instead of being lost to it.
+		if v.PointID != "" {
+			var one int
+			err := r.queryRow(ctx, `SELECT 1 FROM restore_points WHERE id = ?`, v.PointID).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("vm %s: restore point %s is not in the catalog (forgotten meanwhile?): %w; pick another (`rekindle list points --vm %s`)",
+					v.VM, v.PointID, ErrNotFound, v.VM)
+			}
+			if err != nil {
+				return fmt.Errorf("vm %s: restore point %s: %w", v.VM, v.PointID, err)
+			}
+		}
 		if _, err := r.exec(ctx, `INSERT INTO session_vms (session_id, position, vm, point_id, host, published_name)
 			VALUES (?, ?, ?, ?, ?, ?)`, id, i+1, v.VM, v.PointID, v.Host, v.Name); err != nil {
 			return fmt.Errorf("vm %s: %w", v.VM, err)

@@ -20,6 +20,9 @@ func TestSessionLifecycle(t *testing.T) {
 	c, _ := openTemp(t)
 	clk := &clock{t: t0}
 	c.now = clk.now
+	// A session may only name points the catalog lists.
+	indexPointAs(t, c, "db01", "20261121T020200Z-aaaaaa")
+	indexPointAs(t, c, "web01", "20261121T020000Z-bbbbbb")
 
 	s := &Session{
 		ID:         "20261121-shop",
@@ -275,5 +278,51 @@ func TestSessionJSON(t *testing.T) {
 	b, _ = json.Marshal(JobRun{ID: "r", VMs: []JobRunVM{{VM: "a", Duration: 2500 * time.Millisecond}}})
 	if !strings.Contains(string(b), `"duration_s":2.5`) || strings.Contains(string(b), `"ended"`) {
 		t.Fatalf("job run: %s", b)
+	}
+}
+
+// indexPointAs indexes a point of vm under id.
+func indexPointAs(t *testing.T, c *Catalog, vm, id string) {
+	t.Helper()
+	p := mkPoint(vm, "", t0, "", 1)
+	p.ID = id
+	if err := c.IndexPoint(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestForgetPoint: a point a live session names stays (ErrPinned naming
+// the session); once the session is done it goes; a session cannot name
+// it then.
+func TestForgetPoint(t *testing.T) {
+	ctx := context.Background()
+	c, _ := openTemp(t)
+	id := "20261121T020000Z-cccccc"
+	indexPointAs(t, c, "web01", id)
+	if err := c.CreateSession(ctx, &Session{ID: "s1", Kind: KindVM, State: SessionFailed,
+		VMs: []SessionVM{{VM: "web01", PointID: id}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ForgetPoint(ctx, id); !errors.Is(err, ErrPinned) || !strings.Contains(err.Error(), "session s1 (failed)") {
+		t.Fatalf("forget of a pinned point = %v, want ErrPinned naming session s1", err)
+	}
+	if _, err := c.Point(ctx, id); err != nil {
+		t.Fatalf("pinned point left the catalog: %v", err)
+	}
+	if err := c.SetSessionState(ctx, "s1", SessionDone, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ForgetPoint(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Point(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("forgotten point = %v, want ErrNotFound", err)
+	}
+	if err := c.ForgetPoint(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second forget = %v, want ErrNotFound", err)
+	}
+	err := c.CreateSession(ctx, &Session{ID: "s2", Kind: KindVM, VMs: []SessionVM{{VM: "web01", PointID: id}}})
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), id) {
+		t.Errorf("session on a forgotten point = %v, want ErrNotFound naming it", err)
 	}
 }

@@ -14,9 +14,12 @@ type ForgetOptions struct {
 	DryRun bool
 	// Pins are points that must stay, with why (catalog.PointPins).
 	Pins map[string]string
-	// Removed, when set, is called after each manifest is removed, so the
-	// caller can drop the point from its catalog.
-	Removed func(id string) error
+	// Claim, when set, is called for each point about to go, before its
+	// manifest is removed: it takes the point out of the caller's catalog
+	// unless a session started using it since Pins were read
+	// (catalog.ForgetPoint), atomically against session creation. A
+	// non-empty pinned keeps the point, with that reason.
+	Claim func(id string) (pinned string, err error)
 }
 
 // Forget applies p to the repository's points and removes the manifests of
@@ -49,20 +52,26 @@ func Forget(ctx context.Context, r *repo.Repo, p Policy, o ForgetOptions) ([]Dec
 	if o.DryRun {
 		return ds, nil
 	}
-	for _, d := range ds {
+	for i := range ds {
+		d := &ds[i]
 		if d.Keep {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return ds, err
 		}
-		if err := r.DeletePoint(d.ID); err != nil {
-			return ds, err
-		}
-		if o.Removed != nil {
-			if err := o.Removed(d.ID); err != nil {
+		if o.Claim != nil {
+			pinned, err := o.Claim(d.ID)
+			if err != nil {
 				return ds, err
 			}
+			if pinned != "" {
+				d.Keep, d.Reasons = true, []string{pinned}
+				continue
+			}
+		}
+		if err := r.DeletePoint(d.ID); err != nil {
+			return ds, fmt.Errorf("%w (the catalog no longer lists it: run forget again)", err)
 		}
 	}
 	return ds, nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/retention"
-	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator/site"
 )
 
@@ -101,12 +100,12 @@ func forgetCmd(c *cli.Context) error {
 		return err
 	}
 	defer cat.Close()
-	pins, err := site.ForgetPins(c.Context, r, cat)
+	o, err := site.ForgetOptions(c.Context, r, cat)
 	if err != nil {
 		return err
 	}
-	ds, err := retention.Forget(c.Context, r, p, retention.ForgetOptions{VMs: c.StringSlice("vm"), DryRun: c.Bool("dry-run"), Pins: pins,
-		Removed: func(id string) error { return forgetInCatalog(c, cat, id) }})
+	o.VMs, o.DryRun = c.StringSlice("vm"), c.Bool("dry-run")
+	ds, err := retention.Forget(c.Context, r, p, o)
 	if err != nil {
 		return err
 	}
@@ -148,15 +147,6 @@ func forgetCmd(c *cli.Context) error {
 	}
 	return nil
 }
-
-func forgetInCatalog(c *cli.Context, cat *catalog.Catalog, id string) error {
-	if err := cat.RemovePoint(c.Context, id); err != nil && !isNotFound(err) {
-		return fmt.Errorf("restore point %s is removed, but the catalog still lists it: %w (run `rekindle catalog rebuild`)", id, err)
-	}
-	return nil
-}
-
-func isNotFound(err error) bool { return exitCode(err) == exitNotFound }
 
 func pruneCmd(c *cli.Context) error {
 	r, err := repo.Open(c.String("repo"))

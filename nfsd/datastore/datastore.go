@@ -310,16 +310,18 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 		if err != nil {
 			return nil, err
 		}
+		// The catalog refuses a point forgotten since resolvePoint read it
+		// (catalog.ForgetPoint): the session fails rather than lose it.
 		if err := s.cfg.Catalog.CreateSession(ctx, &catalog.Session{ID: id, Kind: req.Kind, State: catalog.SessionRunning,
 			Allow: prefixStrings(allow), VMs: vms}); err != nil {
-			return nil, err
+			return nil, notFound(err)
 		}
 	} else {
 		if _, err := s.cfg.Catalog.Session(ctx, id); err != nil {
 			return nil, fmt.Errorf("%w: session %s: %v", ErrNotFound, id, err)
 		}
 		if err := s.cfg.Catalog.SetSessionVMs(ctx, id, vms); err != nil {
-			return nil, err
+			return nil, notFound(err)
 		}
 	}
 	s.mu.Lock()
@@ -341,6 +343,14 @@ func (s *Service) Publish(ctx context.Context, req PublishRequest) (*SessionInfo
 	}
 	s.log.Info("session published", "session", id, "vms", len(vms), "allow", prefixStrings(allow))
 	return s.Session(ctx, id)
+}
+
+// notFound marks a catalog ErrNotFound as this service's ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, catalog.ErrNotFound) {
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	return err
 }
 
 func (s *Service) nfsPath(id string) string {

@@ -59,19 +59,37 @@ func ForgetPins(ctx context.Context, r *repo.Repo, cat *catalog.Catalog) (map[st
 	return pins, nil
 }
 
-// Forget applies retention policy p to the points of vms, keeping
-// ForgetPins, and drops what it removes from the catalog (a backup job's
-// and a protect cycle's retention; `rekindle prune` frees the chunks).
-func Forget(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, p retention.Policy, vms []string) error {
+// ForgetOptions are what every forget of repository r with catalog cat
+// needs: ForgetPins, and the claim (catalog.ForgetPoint) that takes a point
+// out of the catalog before its manifest goes, unless a session started
+// using it after the pins were read.
+func ForgetOptions(ctx context.Context, r *repo.Repo, cat *catalog.Catalog) (retention.ForgetOptions, error) {
 	pins, err := ForgetPins(ctx, r, cat)
+	if err != nil {
+		return retention.ForgetOptions{}, err
+	}
+	claim := func(id string) (string, error) {
+		err := cat.ForgetPoint(ctx, id)
+		switch {
+		case errors.Is(err, catalog.ErrPinned):
+			return fmt.Sprintf("pinned while forget ran: %v", err), nil
+		case errors.Is(err, catalog.ErrNotFound):
+			return "", nil // the catalog never listed it: no session can use it
+		}
+		return "", err
+	}
+	return retention.ForgetOptions{Pins: pins, Claim: claim}, nil
+}
+
+// Forget applies retention policy p to the points of vms with
+// ForgetOptions (a backup job's and a protect cycle's retention; `rekindle
+// prune` frees the chunks).
+func Forget(ctx context.Context, r *repo.Repo, cat *catalog.Catalog, p retention.Policy, vms []string) error {
+	o, err := ForgetOptions(ctx, r, cat)
 	if err != nil {
 		return err
 	}
-	_, err = retention.Forget(ctx, r, p, retention.ForgetOptions{VMs: vms, Pins: pins, Removed: func(id string) error {
-		if err := cat.RemovePoint(ctx, id); err != nil && !errors.Is(err, catalog.ErrNotFound) {
-			return fmt.Errorf("restore point %s is removed, but the catalog still lists it: %w (run `rekindle catalog rebuild`)", id, err)
-		}
-		return nil
-	}})
+	o.VMs = vms
+	_, err = retention.Forget(ctx, r, p, o)
 	return err
 }
