@@ -828,7 +828,11 @@ func (b *backuper) configFiles(ctx context.Context, vi *vmInfo) ([]repo.ConfigFi
 		}
 		rc, _, err := ds.Download(ctx, fp.Path, &soap.DefaultDownload)
 		if err != nil {
-			if i > 0 { // a VM that never ran has no .nvram
+			// A VM that never ran may have no .nvram; any other failure
+			// (vCenter restarting) fails the backup rather than leave a
+			// point without the file.
+			var missing object.DatastoreNoSuchFileError
+			if _, serr := ds.Stat(ctx, fp.Path); i > 0 && errors.As(serr, &missing) {
 				continue
 			}
 			return nil, fmt.Errorf("download %s: %w", f, err)

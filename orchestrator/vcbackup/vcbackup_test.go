@@ -5,6 +5,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -335,6 +337,45 @@ func TestFaultsLeaveNoSnapshot(t *testing.T) {
 			t.Fatal("a failed read wrote a restore point")
 		}
 		e.noSnapshots(t, vm)
+	})
+
+	for _, file := range []string{"app01/app01.vmx", "app01/app01.nvram"} {
+		t.Run("download "+path.Ext(file), func(t *testing.T) {
+			// The VM's configuration files do not download (vCenter
+			// restarts): no point without them, no snapshot, an error
+			// naming the file, and a clean next run.
+			points, _ := e.r.Points()
+			must(t, e.lab.WriteDisk("app01", 0, 5<<20, random(15, 100)))
+			e.lab.Backup.FailDownloads(file, 1)
+			res := e.backup(t, "app01")[0]
+			if res.Err == nil || !strings.Contains(res.Err.Error(), file) || !strings.Contains(res.Err.Error(), "503") {
+				t.Fatalf("backup whose %s did not download: err %v, want a 503 naming the file", file, res.Err)
+			}
+			if after, _ := e.r.Points(); len(after) != len(points) {
+				t.Fatalf("a backup without %s wrote a restore point", file)
+			}
+			e.noSnapshots(t, vm)
+			res = e.backup(t, "app01")[0]
+			must(t, res.Err)
+			if !slices.ContainsFunc(res.Point.Files, func(f repo.ConfigFile) bool { return f.Name == path.Base(file) }) {
+				t.Fatalf("next run's point lacks %s: %+v", file, res.Point.Files)
+			}
+			e.checkDisk(t, res.Point, "app01", 0)
+			e.noSnapshots(t, vm)
+		})
+	}
+
+	t.Run("no .nvram", func(t *testing.T) {
+		// A VM that never ran has no .nvram: its point has none.
+		nvram := filepath.Join(e.lab.DatastoreDir, "app01", "app01.nvram")
+		must(t, os.Remove(nvram))
+		defer os.WriteFile(nvram, nil, 0o644)
+		res := e.backup(t, "app01")[0]
+		must(t, res.Err)
+		if slices.ContainsFunc(res.Point.Files, func(f repo.ConfigFile) bool { return f.Name == "app01.nvram" }) ||
+			!slices.ContainsFunc(res.Point.Files, func(f repo.ConfigFile) bool { return f.Name == "app01.vmx" }) {
+			t.Fatalf("point of a VM without .nvram has files %+v", res.Point.Files)
+		}
 	})
 
 	t.Run("killed", func(t *testing.T) {

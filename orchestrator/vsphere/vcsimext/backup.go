@@ -65,6 +65,9 @@ type Backup struct {
 	served    atomic.Int64
 	requests  atomic.Int64
 	failReads atomic.Int64
+
+	svc       *simulator.Service
+	failFiles map[string]*atomic.Int64 // datastore file path -> downloads left to fail
 }
 
 type cbtRecord struct {
@@ -84,7 +87,8 @@ type leaseDisk struct {
 // can read BytesServed or call ResetChangeTracking.
 func ExtendBackup(m *simulator.Model) *Backup {
 	b := &Backup{records: map[string]*cbtRecord{}, leases: map[string]map[string]leaseDisk{},
-		Self: types.ManagedObjectReference{Type: "VcsimextBackup", Value: "vcsimext-backup"}}
+		Self: types.ManagedObjectReference{Type: "VcsimextBackup", Value: "vcsimext-backup"},
+		svc:  m.Service, failFiles: map[string]*atomic.Int64{}}
 	r := m.Map()
 	r.Put(b)
 	prev := r.Handler
@@ -114,6 +118,31 @@ func (b *Backup) Requests() int64 { return b.requests.Load() }
 // FailReads makes the next n disk reads through the export lease fail with
 // 503, as when vCenter or the host restarts during a backup.
 func (b *Backup) FailReads(n int) { b.failReads.Store(int64(n)) }
+
+// FailDownloads makes the next n HTTP downloads of datastore file file
+// (its path inside the datastore, e.g. "web01/web01.nvram") fail with 503,
+// as when vCenter or the host restarts while a backup fetches the VM's
+// configuration; later downloads reach the simulator's datastore handler.
+// Call it after the server is made (Service.NewServer).
+func (b *Backup) FailDownloads(file string, n int) {
+	b.mu.Lock()
+	left, ok := b.failFiles[file]
+	if !ok {
+		left = new(atomic.Int64)
+		b.failFiles[file] = left
+		// A pattern more specific than the simulator's "/folder/" wins.
+		b.svc.ServeMux.HandleFunc("/folder/"+file, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && left.Add(-1) >= 0 {
+				http.Error(w, "injected download fault (vcsimext.Backup.FailDownloads)", http.StatusServiceUnavailable)
+				return
+			}
+			left.Store(0)
+			b.svc.ServeDatastore(w, r)
+		})
+	}
+	b.mu.Unlock()
+	left.Store(int64(n))
+}
 
 // ResetChangeTracking forgets every changeId, as a CBT reset on ESXi does:
 // the next QueryChangedDiskAreas with an older changeId is refused.
