@@ -76,12 +76,22 @@ func (r *Repo) lockDir() string { return filepath.Join(r.Dir, "locks") }
 // conflicts and is not stale, it removes its own file and fails with
 // ErrLocked naming the holder. Because every holder writes before it looks,
 // two conflicting lockers can both fail but never both succeed; Lock retries
-// a few times before giving up. Stale locks (not refreshed for
-// LockStaleAfter, or of a process on this host that no longer runs) are
-// removed. The lock is refreshed in the background until Unlock.
+// a few times before giving up, and a shared or serve lock meeting an
+// exclusive one (a prune) keeps retrying for up to r.LockWait. Stale locks
+// (not refreshed for LockStaleAfter, or of a process on this host that no
+// longer runs) are removed. The lock is refreshed in the background until
+// Unlock.
 func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error) {
 	return r.lock(ctx, kind, purpose, "")
 }
+
+// lockRetries is how many times Lock tries before it fails, when it does
+// not wait.
+const lockRetries = 3
+
+// lockPause is the pause before attempt n (1, 2, ...): 50 ms, 200 ms,
+// 450 ms, ... up to a second while Lock waits.
+func lockPause(n int) time.Duration { return min(time.Duration(n*n)*50*time.Millisecond, time.Second) }
 
 // lock is Lock, not counting the lock whose id is beside as a conflict.
 func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLock, error) {
@@ -94,13 +104,15 @@ func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLoc
 		return nil, fmt.Errorf("lock repository %s: %w", r.Dir, err)
 	}
 	host, _ := os.Hostname()
+	start := time.Now()
+	waitedFor := map[string]bool{}
 	var err error
-	for attempt := range 3 {
+	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt*attempt) * 50 * time.Millisecond):
+			case <-time.After(lockPause(attempt)):
 			}
 		}
 		now := time.Now().UTC()
@@ -119,12 +131,26 @@ func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLoc
 		if err != nil {
 			return nil, err
 		}
-		err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
 		if holder.Kind == LockServe && kind == LockServe {
 			return nil, fmt.Errorf("%w: another `rekindle serve` uses this repository (%s); stop it first", ErrLocked, holder)
 		}
+		err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
+		if kind != LockExclusive && holder.Kind == LockExclusive && r.LockWait > 0 {
+			if time.Since(start) < r.LockWait {
+				if !waitedFor[holder.ID] {
+					waitedFor[holder.ID] = true
+					if r.LockWaiting != nil {
+						r.LockWaiting(*holder, r.LockWait)
+					}
+				}
+				continue
+			}
+			return nil, fmt.Errorf("%w (waited %s for it to be released)", err, r.LockWait)
+		}
+		if attempt+1 >= lockRetries {
+			return nil, err
+		}
 	}
-	return nil, err
 }
 
 func newLockID() string {

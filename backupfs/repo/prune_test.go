@@ -411,3 +411,81 @@ func BenchmarkPrune100Points(b *testing.B) {
 	b.ReportMetric(float64(removed), "chunks-removed")
 	b.ReportMetric(float64(kept), "chunks-kept")
 }
+
+// TestLockWaitsForExclusive: a shared locker with LockWait meets a prune's
+// exclusive lock held through another Repo (another holder): it says once
+// for whom it waits, takes its lock as soon as the prune releases, and
+// fails naming the holder when the prune outlasts the wait. An exclusive
+// locker never waits; a second serve is refused at once.
+func TestLockWaitsForExclusive(t *testing.T) {
+	dir := t.TempDir()
+	pruner, err := repo.Init(dir, repo.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup, err := repo.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	x, err := pruner.Lock(ctx, repo.LockExclusive, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan repo.LockInfo, 10)
+	backup.LockWait = time.Minute
+	backup.LockWaiting = func(h repo.LockInfo, wait time.Duration) {
+		if wait != time.Minute {
+			t.Errorf("LockWaiting wait = %s, want the LockWait", wait)
+		}
+		waiting <- h
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := backup.Lock(ctx, repo.LockShared, "backup web01")
+		if err == nil {
+			err = l.Unlock()
+		}
+		got <- err
+	}()
+	select {
+	case h := <-waiting:
+		if h.Kind != repo.LockExclusive || h.Purpose != "prune" || h.ID != x.Info().ID {
+			t.Fatalf("waits for %+v, want the prune's lock %s", h, x.Info().ID)
+		}
+	case err := <-got:
+		t.Fatalf("a shared lock beside a prune's did not wait: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no word of waiting within 30 s")
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("took its lock while the prune still held it: %v", err)
+	default:
+	}
+	if err := x.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("after the prune released: %v", err)
+	}
+	if len(waiting) != 0 {
+		t.Errorf("said %d more times that it waits for the same holder", len(waiting))
+	}
+
+	// The wait is bounded: the error names the holder and the wait.
+	x, err = pruner.Lock(ctx, repo.LockExclusive, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Unlock()
+	backup.LockWait = 300 * time.Millisecond
+	backup.LockWaiting = nil
+	_, err = backup.Lock(ctx, repo.LockShared, "backup web01")
+	if !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), x.Info().ID) || !strings.Contains(err.Error(), "waited 300ms") {
+		t.Fatalf("shared lock after the wait: %v, want ErrLocked naming %s and the wait", err, x.Info().ID)
+	}
+	if _, err := backup.Lock(ctx, repo.LockExclusive, "prune too"); !errors.Is(err, repo.ErrLocked) || strings.Contains(err.Error(), "waited") {
+		t.Fatalf("exclusive beside exclusive: %v, want ErrLocked without waiting", err)
+	}
+}

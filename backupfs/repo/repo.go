@@ -43,7 +43,16 @@ func missing(kind string, d Digest) error { return &missingObject{kind + " " + d
 type Repo struct {
 	Dir    string
 	Config Config
-	fs     durablefs.FS // nil means durablefs.OS()
+	// LockWait is how long Lock, taking a shared or serve lock, waits for
+	// a conflicting exclusive lock (a prune in another process) to be
+	// released before it fails with ErrLocked. Zero fails after a few
+	// quick retries.
+	LockWait time.Duration
+	// LockWaiting, when set, is called once for each holder Lock starts
+	// waiting for, so a command can say for whom it waits.
+	LockWaiting func(holder LockInfo, wait time.Duration)
+
+	fs durablefs.FS // nil means durablefs.OS()
 }
 
 // fsys is the filesystem the repository lives on.

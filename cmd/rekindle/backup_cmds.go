@@ -28,7 +28,7 @@ func vcFlags() []cli.Flag {
 }
 
 func vcBackupFlags() []cli.Flag {
-	return append([]cli.Flag{repoFlag, catalogFlag, jsonFlag, quietFlag,
+	return append([]cli.Flag{repoFlag, catalogFlag, jsonFlag, quietFlag, lockWaitFlag,
 		&cli.BoolFlag{Name: "quiesce", Usage: "quiesce the guest file systems (VMs with VMware Tools running)"},
 		&cli.BoolFlag{Name: "no-cbt", Usage: "do not switch on changed block tracking where it is off (backups of such VMs are full)"},
 		&cli.StringFlag{Name: "transport", Value: vcbackup.TransportAuto, Usage: "how disks are read: auto (nfc when powered on, datastore when off), nfc or datastore"},

@@ -20,6 +20,11 @@ var (
 	repoFlag    = &cli.StringFlag{Name: "repo", Usage: "repository folder", EnvVars: []string{"REKINDLE_REPO"}, Required: true}
 	catalogFlag = &cli.StringFlag{Name: "catalog", Usage: "catalog database (default REPO/catalog.db)", EnvVars: []string{"REKINDLE_CATALOG"}}
 	quietFlag   = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"}
+	// lockWaitFlag is on the commands that add to the repository: a
+	// prune's exclusive lock (a `rekindle prune`, or a job's prune in
+	// `serve`) makes them wait, saying for whom, instead of failing.
+	lockWaitFlag = &cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute,
+		Usage: "how long to wait for a prune's exclusive repository lock to be released (0: fail at once)"}
 )
 
 func repoCommands() []*cli.Command {
@@ -45,7 +50,7 @@ func repoCommands() []*cli.Command {
 			Subcommands: []*cli.Command{{
 				Name: "import", Usage: "import a VM folder (.vmx, .nvram, disks) as a new restore point", ArgsUsage: "SRC",
 				Description: "Example:\n  rekindle backup import /vmfs/volumes/ds1/web01 --repo /srv/rekindle --app shop",
-				Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag,
+				Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag, lockWaitFlag,
 					&cli.StringFlag{Name: "vm", Usage: "VM name in the repository (default: the vmx displayName)"},
 					&cli.StringFlag{Name: "app", Usage: "vApp the VM belongs to: the VM becomes a member (the app is created if missing); default: the app of the VM's previous point"},
 					&cli.StringSliceFlag{Name: "raw-disk", Usage: "disk file to read as a raw image although not named .raw or .img (repeatable)"}},
@@ -146,6 +151,7 @@ func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	waitForLocks(c, r)
 	path := c.String("catalog")
 	if path == "" {
 		path = filepath.Join(r.Dir, "catalog.db")
@@ -162,6 +168,15 @@ func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
 		}
 	}
 	return r, cat, nil
+}
+
+// waitForLocks makes r's locks wait --lock-wait for a prune, saying so on
+// stderr once per holder.
+func waitForLocks(c *cli.Context, r *repo.Repo) {
+	r.LockWait = c.Duration("lock-wait")
+	r.LockWaiting = func(h repo.LockInfo, wait time.Duration) {
+		fmt.Fprintf(os.Stderr, "waiting for the repository: %s; waiting up to %s (--lock-wait)\n", h, wait)
+	}
 }
 
 func backupImport(c *cli.Context) error {

@@ -19,7 +19,7 @@ func retentionCommands() []*cli.Command {
 	return []*cli.Command{
 		{
 			Name: "forget", Usage: "remove restore points a retention policy does not keep (then `rekindle prune` frees their chunks)",
-			Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag,
+			Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag, lockWaitFlag,
 				&cli.StringSliceFlag{Name: "vm", Usage: "only this VM's points (repeatable; default every VM)"},
 				&cli.IntFlag{Name: "keep-last", Usage: "keep the N newest points"},
 				&cli.IntFlag{Name: "keep-hourly", Usage: "keep the newest point of each of the N newest hours with points"},
