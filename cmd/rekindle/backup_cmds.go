@@ -94,7 +94,11 @@ func backupVMCmd(c *cli.Context) error {
 			}
 		} else {
 			printResults(os.Stdout, results)
-			fmt.Printf("app %s: %d members in %d startup groups recorded\n", ar.App.Name, len(ar.App.Members), len(ar.App.StartupGroups()))
+			if ar.AppSaved {
+				fmt.Printf("app %s: %d members in %d startup groups recorded\n", ar.App.Name, len(ar.App.Members), len(ar.App.StartupGroups()))
+			} else {
+				fmt.Println(ar.AppNote)
+			}
 		}
 		if err != nil {
 			return &exitError{exitFailure, err.Error()}

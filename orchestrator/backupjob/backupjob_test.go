@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vmware/govmomi/simulator"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
@@ -324,5 +325,38 @@ func TestRetentionPrunesBesideServe(t *testing.T) {
 	must(t, err)
 	if rep, err := e.r.Verify(ctx, pts, nil); err != nil || len(pts) != 1 || !rep.OK() {
 		t.Fatalf("after the prune: %d points, verify %v %+v", len(pts), err, rep)
+	}
+}
+
+// A job's vApp whose member has no restore point: the run records, in its
+// error and in the member's notes, that the app definition was not saved,
+// and the repository has none naming the member.
+func TestRunVAppMemberWithoutPoint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vapp, err := e.lab.CreateVApp(ctx, "shop")
+	must(t, err)
+	for _, n := range []string{"db01", "web01"} {
+		_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: n, Disks: []int64{1 << 20}, PowerOn: true, VApp: vapp})
+		must(t, err)
+	}
+	d := e.job(t, "name: shop\nvapps: [shop]\ninterval: 24h\n")
+	e.lab.Model.Service.AddFaultRule(&simulator.FaultInjectionRule{MethodName: "CreateSnapshot_Task", ObjectType: "VirtualMachine",
+		ObjectName: "web01", Probability: 1, Enabled: true, Message: "injected fault on web01"})
+	run, err := e.runner.Run(ctx, d, "manual")
+	e.lab.Model.Service.ClearFaultRules()
+	must(t, err)
+	got, err := e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	if got.State != catalog.RunPartial || !strings.Contains(got.Error, "app definition of vApp shop not saved: web01 has no restore point") {
+		t.Fatalf("run: state %s error %q: want partial, saying the definition was not saved", got.State, got.Error)
+	}
+	for _, v := range got.VMs {
+		if v.VM == "web01" && !strings.Contains(v.Notes, "definition is not saved") {
+			t.Errorf("web01's recorded notes %q do not say the definition is not saved", v.Notes)
+		}
+	}
+	if _, err := e.r.App("shop"); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("a definition naming web01 (no point) was saved: %v", err)
 	}
 }

@@ -123,6 +123,14 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 			results = append(results, vcbackup.Result{VM: "vApp " + app, Err: err})
 			continue
 		}
+		// Members' failures are recorded per VM; the run's error says
+		// what became of the app definition.
+		switch {
+		case ar.AppNote != "":
+			errs = append(errs, errors.New(ar.AppNote))
+		case err != nil && ar.Failed() == 0: // the definition did not save
+			errs = append(errs, err)
+		}
 		for _, m := range ar.Members {
 			inApps[m.VM] = true
 		}

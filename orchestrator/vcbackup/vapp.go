@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmware/govmomi/property"
@@ -17,8 +18,13 @@ import (
 // AppResult is what a vApp backup did: the app definition it recorded and
 // each member's Result.
 type AppResult struct {
-	App     *repo.App `json:"app"`
-	Members []Result  `json:"members"`
+	App *repo.App `json:"app"`
+	// AppSaved says whether App was saved as the repository's definition:
+	// not when a member has no restore point (AppNote says why and what
+	// the repository keeps instead).
+	AppSaved bool     `json:"app_saved"`
+	AppNote  string   `json:"app_note,omitempty"`
+	Members  []Result `json:"members"`
 }
 
 // Failed counts the members whose backup failed.
@@ -36,8 +42,11 @@ func (a *AppResult) Failed() int {
 // vApp — members, startup order groups, delays, wait-for-guest, start and
 // stop actions, networks, resource settings — as the repository's app
 // definition, so `restore vapp` needs no `app define`. The definition is
-// saved after the members' points, even when some member failed (its
-// Result says so): it is vCenter's truth about the application.
+// saved after the members' points, also when a member failed this run but
+// has an earlier point (restore vapp then uses that one; its Result says
+// so). A definition never names a member without a restore point: when a
+// member has none, the definition is not saved, the previous one (if any)
+// stays, and AppNote, the member's notes and the error say so.
 func BackupVApp(ctx context.Context, cfg Config, name string) (*AppResult, error) {
 	cfg.defaults()
 	if err := cfg.check(); err != nil {
@@ -96,16 +105,47 @@ func BackupVApp(ctx context.Context, cfg Config, name string) (*AppResult, error
 		}
 	}
 	slices.Sort(app.Networks)
-	if err := cfg.Repo.SaveApp(app); err != nil {
-		return out, err
+	var pointless []string
+	for i := range out.Members {
+		m := &out.Members[i]
+		if m.Point != nil {
+			continue
+		}
+		if earlier, err := cfg.Repo.LatestPoint(m.VM); err == nil {
+			m.Notes = append(m.Notes, fmt.Sprintf("vApp %s's definition names this VM: `restore vapp` uses its earlier point %s", name, earlier.ID))
+			continue
+		}
+		pointless = append(pointless, m.VM)
+		m.Notes = append(m.Notes, fmt.Sprintf("vApp %s's definition is not saved: this VM has no restore point", name))
 	}
-	if cfg.Catalog != nil {
-		if err := cfg.Catalog.IndexApp(ctx, app); err != nil {
-			return out, fmt.Errorf("app %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", app.Name, err)
+	if len(pointless) == 0 {
+		if err := cfg.Repo.SaveApp(app); err != nil {
+			return out, err
+		}
+		out.AppSaved = true
+		if cfg.Catalog != nil {
+			if err := cfg.Catalog.IndexApp(ctx, app); err != nil {
+				return out, fmt.Errorf("app %s is stored, but the catalog could not record it: %w (run `rekindle catalog rebuild`)", app.Name, err)
+			}
+		}
+	} else {
+		out.AppNote = fmt.Sprintf("app definition of vApp %s not saved: %s %s no restore point", name, strings.Join(pointless, ", "),
+			map[bool]string{true: "has", false: "have"}[len(pointless) == 1])
+		switch prev, err := cfg.Repo.App(name); {
+		case err == nil:
+			out.AppNote += fmt.Sprintf("; the previous definition (of %s, %d members) stays", prev.Updated.UTC().Format(time.RFC3339), len(prev.Members))
+		case errors.Is(err, repo.ErrNotFound):
+			out.AppNote += fmt.Sprintf("; the repository has no definition of it yet, so `restore vapp %s` cannot run: back up the vApp again once its members back up", name)
+		default:
+			out.AppNote += fmt.Sprintf("; the previous definition does not read: %v", err)
 		}
 	}
 	if n := out.Failed(); n > 0 {
-		return out, fmt.Errorf("vApp %s: %d of %d members failed: %w", name, n, len(out.Members), errors.Join(memberErrs(out.Members)...))
+		err := fmt.Errorf("vApp %s: %d of %d members failed: %w", name, n, len(out.Members), errors.Join(memberErrs(out.Members)...))
+		if out.AppNote != "" {
+			err = fmt.Errorf("%w; %s", err, out.AppNote)
+		}
+		return out, err
 	}
 	return out, nil
 }

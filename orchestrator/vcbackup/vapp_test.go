@@ -2,12 +2,15 @@ package vcbackup_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmware/govmomi/event"
+	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -70,5 +73,93 @@ func TestVAppBackupThenRestore(t *testing.T) {
 	}
 	if !slices.Equal(order, []string{"db01", "web01"}) {
 		t.Fatalf("session %s: power-on order %v, want the vApp's start order", id, order)
+	}
+}
+
+// A vApp whose member has no restore point gets no definition naming it:
+// the first backup with a failing member saves none (restore vapp cannot
+// run, said so); a member that failed but has an earlier point is named
+// (its notes say which point); a new member that fails leaves the previous
+// definition in place.
+func TestVAppMemberWithoutPoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lab, err := backuplab.New(ctx, t.TempDir())
+	must(t, err)
+	defer lab.Close()
+	vapp, err := lab.CreateVApp(ctx, "shop")
+	must(t, err)
+	for _, n := range []string{"db01", "web01"} {
+		_, err := lab.CreateVM(ctx, backuplab.VMSpec{Name: n, Disks: []int64{1 << 20}, PowerOn: true, VApp: vapp})
+		must(t, err)
+	}
+	r, err := repo.Init(t.TempDir(), repo.InitOptions{ChunkSize: 64 << 10})
+	must(t, err)
+	cfg := vcbackup.Config{Client: lab.Client, Repo: r}
+	failSnapshots := func(vm string) {
+		lab.Model.Service.AddFaultRule(&simulator.FaultInjectionRule{MethodName: "CreateSnapshot_Task", ObjectType: "VirtualMachine",
+			ObjectName: vm, Probability: 1, Enabled: true, Message: "injected fault on " + vm})
+	}
+	notes := func(res *vcbackup.AppResult, vm string) string {
+		for _, m := range res.Members {
+			if m.VM == vm {
+				return strings.Join(m.Notes, "; ")
+			}
+		}
+		t.Fatalf("no result for member %s", vm)
+		return ""
+	}
+
+	// 1. web01 fails and has no point: no definition.
+	failSnapshots("web01")
+	res, err := vcbackup.BackupVApp(ctx, cfg, "shop")
+	lab.Model.Service.ClearFaultRules()
+	if err == nil || res == nil || res.AppSaved || !strings.Contains(err.Error(), "not saved: web01 has no restore point") ||
+		!strings.Contains(res.AppNote, "no definition of it yet") {
+		t.Fatalf("first backup with web01 failing: err %v, result %+v: want no definition, said so", err, res)
+	}
+	if !strings.Contains(notes(res, "web01"), "definition is not saved") {
+		t.Errorf("web01's notes %q do not say the definition is not saved", notes(res, "web01"))
+	}
+	if _, err := r.App("shop"); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("a definition was saved naming web01, which has no point: %v", err)
+	}
+
+	// 2. Both back up: the definition is saved.
+	res, err = vcbackup.BackupVApp(ctx, cfg, "shop")
+	must(t, err)
+	if !res.AppSaved || len(res.App.Members) != 2 {
+		t.Fatalf("clean backup: %+v", res)
+	}
+	saved, err := r.App("shop")
+	must(t, err)
+
+	// 3. web01 fails again, with an earlier point: named, and said which.
+	webPoint, err := r.LatestPoint("web01")
+	must(t, err)
+	failSnapshots("web01")
+	res, err = vcbackup.BackupVApp(ctx, cfg, "shop")
+	lab.Model.Service.ClearFaultRules()
+	if err == nil || !res.AppSaved || !strings.Contains(notes(res, "web01"), webPoint.ID) {
+		t.Fatalf("web01 failing with an earlier point: err %v, saved %v, notes %q: want the definition saved, naming point %s",
+			err, res.AppSaved, notes(res, "web01"), webPoint.ID)
+	}
+	if saved, err = r.App("shop"); err != nil {
+		t.Fatal(err)
+	}
+
+	// 4. A new member fails: the previous definition stays.
+	_, err = lab.CreateVM(ctx, backuplab.VMSpec{Name: "cache01", Disks: []int64{1 << 20}, PowerOn: true, VApp: vapp})
+	must(t, err)
+	failSnapshots("cache01")
+	res, err = vcbackup.BackupVApp(ctx, cfg, "shop")
+	lab.Model.Service.ClearFaultRules()
+	if err == nil || res.AppSaved || !strings.Contains(res.AppNote, "cache01 has no restore point") || !strings.Contains(res.AppNote, "previous definition") {
+		t.Fatalf("new member cache01 failing: err %v, result %+v", err, res)
+	}
+	now, err := r.App("shop")
+	must(t, err)
+	if !now.Updated.Equal(saved.Updated) || slices.ContainsFunc(now.Members, func(m repo.AppMember) bool { return m.VM == "cache01" }) {
+		t.Fatalf("definition after cache01 failed: %+v, want the previous one %+v", now, saved)
 	}
 }
