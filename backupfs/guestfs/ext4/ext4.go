@@ -666,55 +666,16 @@ type fileReader struct {
 }
 
 func (f *fileReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("ext: inode %d: negative offset", f.ino)
+	pieces, err := f.Map(off, int64(len(p)))
+	if err != nil {
+		return 0, err
 	}
-	if off >= f.size {
+	if len(pieces) == 0 {
 		return 0, io.EOF
 	}
-	want := len(p)
-	if rem := f.size - off; int64(want) > rem {
-		want = int(rem)
-	}
-	bs := uint64(f.fs.bs)
-	done := 0
-	// first run that ends after off's block
-	i := sort.Search(len(f.runs), func(i int) bool {
-		return (f.runs[i].lblk+f.runs[i].n)*bs > uint64(off)
-	})
-	for done < want {
-		pos := uint64(off) + uint64(done)
-		if i >= len(f.runs) || f.runs[i].lblk*bs > pos {
-			// hole up to the next run (or the end)
-			end := uint64(off) + uint64(want)
-			if i < len(f.runs) && f.runs[i].lblk*bs < end {
-				end = f.runs[i].lblk * bs
-			}
-			clear(p[done : done+int(end-pos)])
-			done += int(end - pos)
-			continue
-		}
-		r := f.runs[i]
-		rend := (r.lblk + r.n) * bs
-		if rend <= pos { // overlapping runs of a damaged inode
-			i++
-			continue
-		}
-		n := int(min(rend-pos, uint64(want-done)))
-		if r.zero {
-			clear(p[done : done+n])
-		} else {
-			disk := int64(r.pblk*bs + (pos - r.lblk*bs))
-			m, err := f.fs.r.ReadAt(p[done:done+n], disk)
-			if m < n {
-				if err == nil || errors.Is(err, io.EOF) {
-					err = gfs.Corruptf("ext: inode %d: data at %d beyond the volume", f.ino, disk)
-				}
-				return done + m, err
-			}
-		}
-		done += n
-		i++
+	done, err := gfs.ReadPieces(p, pieces)
+	if err != nil {
+		return done, fmt.Errorf("ext: inode %d: %w", f.ino, err)
 	}
 	if done < len(p) {
 		return done, io.EOF

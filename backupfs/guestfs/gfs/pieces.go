@@ -1,6 +1,7 @@
 package gfs
 
 import (
+	"errors"
 	"fmt"
 	"io"
 )
@@ -94,4 +95,28 @@ func add(out *[]Piece, p Piece) {
 		}
 	}
 	*out = append(*out, p)
+}
+
+// ReadPieces fills p from pieces in order (zeros for holes) and returns how
+// many bytes they held. A piece its reader ends before is an error wrapping
+// ErrCorrupt (the map points past the end of the volume); a read error is
+// returned wrapped.
+func ReadPieces(p []byte, pieces []Piece) (int, error) {
+	done := 0
+	for _, pc := range pieces {
+		if pc.Len > int64(len(p)-done) {
+			return done, fmt.Errorf("a map of %d bytes where %d were asked: %w", int64(done)+pc.Len, len(p), ErrCorrupt)
+		}
+		dst := p[done : done+int(pc.Len)]
+		if pc.R == nil {
+			clear(dst)
+		} else if m, err := pc.R.ReadAt(dst, pc.Off); m < len(dst) {
+			if err == nil || errors.Is(err, io.EOF) {
+				return done + m, fmt.Errorf("data at %d beyond the volume: %w", pc.Off+int64(m), ErrCorrupt)
+			}
+			return done + m, fmt.Errorf("read at %d: %w", pc.Off+int64(m), err)
+		}
+		done += len(dst)
+	}
+	return done, nil
 }

@@ -532,56 +532,16 @@ type file struct {
 }
 
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("xfs: negative offset")
+	pieces, err := f.Map(off, int64(len(p)))
+	if err != nil {
+		return 0, err
 	}
-	if off >= f.size {
+	if len(pieces) == 0 {
 		return 0, io.EOF
 	}
-	want := p
-	if rem := f.size - off; int64(len(want)) > rem {
-		want = want[:rem]
-	}
-	bs := f.fs.blockSize
-	done := 0
-	for done < len(want) {
-		pos := off + int64(done)
-		lb := uint64(pos / bs)
-		i := sort.Search(len(f.exts), func(i int) bool { return f.exts[i].off+f.exts[i].count > lb })
-		var n int
-		if i == len(f.exts) || f.exts[i].off > lb { // a hole, up to the next extent
-			end := f.size
-			if i < len(f.exts) {
-				end = min(end, int64(f.exts[i].off)*bs)
-			}
-			n = int(min(int64(len(want)-done), end-pos))
-			clear(want[done : done+n])
-		} else {
-			x := f.exts[i]
-			end := int64(x.off+x.count) * bs
-			n = int(min(int64(len(want)-done), end-pos))
-			if x.unwritten {
-				clear(want[done : done+n])
-			} else {
-				// The extent is contiguous on disk unless it crosses an AG.
-				fsb := x.start + (lb - x.off)
-				dOff, err := f.fs.blockOff(fsb)
-				if err != nil {
-					return done, err
-				}
-				agEnd := (int64(fsb>>f.fs.agBlkLog)*f.fs.agBlocks + f.fs.agBlocks) * bs
-				dOff += pos % bs
-				n = int(min(int64(n), agEnd-dOff))
-				if dOff+int64(n) > f.fs.size {
-					return done, gfs.Corruptf("xfs: file data past the volume's end")
-				}
-				m, err := f.fs.ra.ReadAt(want[done:done+n], dOff)
-				if m < n {
-					return done + m, fmt.Errorf("xfs: read at %d: %w", dOff, err)
-				}
-			}
-		}
-		done += n
+	done, err := gfs.ReadPieces(p, pieces)
+	if err != nil {
+		return done, fmt.Errorf("xfs: %w", err)
 	}
 	if done < len(p) {
 		return done, io.EOF
