@@ -68,6 +68,9 @@ func (fs *FS) item(vm, point, dir string, fi os.FileInfo) Item {
 	}
 	// volumes and status entries: depth 2 inside the point
 	if parts := strings.Split(p, "/"); len(parts) == 2 {
+		if parts[1] == TableReadme {
+			it.Type = "status"
+		}
 		name := strings.TrimSuffix(parts[1], ReadmeSuffix)
 		if vols, err := fs.Volumes(vm, point, parts[0]); err == nil {
 			for _, v := range vols {

@@ -45,6 +45,10 @@ import (
 // ReadmeSuffix ends the name of a volume's status entry in its disk's folder.
 const ReadmeSuffix = ".README.txt"
 
+// TableReadme names the status entry of a disk whose partition table has
+// entries that were skipped or lie past the disk's end.
+const TableReadme = "partition-table" + ReadmeSuffix
+
 // Options tune an FS.
 type Options struct {
 	// MaxPoints bounds the restore points whose volume layout is kept
@@ -357,9 +361,8 @@ func (fs *FS) Lstat(p string) (os.FileInfo, error) {
 		return nil, notExist("lstat", l.clean)
 	}
 	if l.inner == "/" {
-		if v, ok := fs.readmeOf(l); ok {
-			return &entryInfo{name: l.vol, size: int64(len(v.readme())), mode: 0o444, mtime: pt.Created,
-				sys: file.FileInfo{Nlink: 1, Fileid: view.HashID("files", l.clean)}}, nil
+		if b, ok := fs.statusText(l); ok {
+			return statusInfo(l.vol, l.clean, b, pt.Created), nil
 		}
 	}
 	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
@@ -374,6 +377,46 @@ func (fs *FS) Lstat(p string) (os.FileInfo, error) {
 		return nil, err
 	}
 	return guestInfo(l.point+"/"+l.disk+"/"+l.vol, e), nil
+}
+
+func statusInfo(name, p string, b []byte, mtime time.Time) *entryInfo {
+	return &entryInfo{name: name, size: int64(len(b)), mode: 0o444, mtime: mtime,
+		sys: file.FileInfo{Nlink: 1, Fileid: view.HashID("files", p)}}
+}
+
+// statusText returns the text of the status entry l names: a volume's or
+// the partition table's.
+func (fs *FS) statusText(l loc) ([]byte, bool) {
+	if l.vol == TableReadme {
+		if w := fs.tableWarnings(l.vm, l.point, l.disk); len(w) > 0 {
+			return tableReadme(l.disk, w), true
+		}
+		return nil, false
+	}
+	if v, ok := fs.readmeOf(l); ok {
+		return v.readme(), true
+	}
+	return nil, false
+}
+
+// tableWarnings are what reading a disk's partition table skipped or found
+// truncated.
+func (fs *FS) tableWarnings(vm, point, disk string) []string {
+	l, err := fs.layout(vm, point)
+	if err != nil {
+		return nil
+	}
+	return l.warn[disk]
+}
+
+func tableReadme(disk string, warn []string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "partition table of disk %s: read with warnings\n\n", disk)
+	for _, w := range warn {
+		fmt.Fprintf(&b, "%s\n", w)
+	}
+	b.WriteString("\nA partition past the disk's end is listed with status damaged; a logical partition whose extended boot record is lost cannot be listed at all.\n")
+	return []byte(b.String())
 }
 
 // readmeOf finds the volume whose status entry l names.
@@ -461,9 +504,11 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 			}
 			if hasReadme(v) {
 				n := v.Name + ReadmeSuffix
-				out = append(out, &entryInfo{name: n, size: int64(len(v.readme())), mode: 0o444, mtime: pt.Created,
-					sys: file.FileInfo{Nlink: 1, Fileid: view.HashID("files", l.clean+"/"+n)}})
+				out = append(out, statusInfo(n, l.clean+"/"+n, v.readme(), pt.Created))
 			}
+		}
+		if w := fs.tableWarnings(l.vm, l.point, l.disk); len(w) > 0 {
+			out = append(out, statusInfo(TableReadme, l.clean+"/"+TableReadme, tableReadme(l.disk, w), pt.Created))
 		}
 		return out, nil
 	}
@@ -510,8 +555,7 @@ func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
 	}
 	l := split(p)
 	if l.depth == 4 && l.inner == "/" {
-		if v, ok := fs.readmeOf(l); ok {
-			b := v.readme()
+		if b, ok := fs.statusText(l); ok {
 			return view.NewReadOnlyFile(l.clean, bytes.NewReader(b), int64(len(b)), errReadOnly), nil
 		}
 	}

@@ -94,15 +94,32 @@ func diskVolumes(d repo.Disk, dr io.ReaderAt) ([]*Volume, []string, error) {
 	for _, p := range t.Partitions {
 		v := &Volume{Name: p.Name, Disk: d.Name, Kind: KindPartition, Offset: p.Start, Size: p.Size, Type: p.Type,
 			ra: &section{r: dr, off: p.Start, size: p.Size}}
-		if p.Dynamic {
+		switch {
+		case p.Truncated:
+			truncated(v, d.Size)
+		case p.Dynamic:
 			v.Status, v.Filesystem = StatusUnsupported, "ldm"
 			v.Reason = "Windows dynamic disk (LDM): its volumes are not read; restore the whole disk and open it in Windows"
-		} else {
+		default:
 			probe(v)
 		}
 		vols = append(vols, v)
 	}
 	return vols, t.Warnings, nil
+}
+
+// truncated marks a partition the disk does not hold whole as damaged,
+// naming the filesystem its first bytes show when the disk holds them.
+func truncated(v *Volume, disk int64) {
+	if v.Offset < disk {
+		v.ra = &section{r: v.ra.(*section).r, off: v.Offset, size: disk - v.Offset}
+		probe(v)
+	}
+	v.ra = nil
+	v.Status = StatusDamaged
+	v.Reason = fmt.Sprintf("the partition table places this partition at bytes %d..%d, but the disk holds only %d bytes "+
+		"(a truncated disk image or an incomplete backup): its filesystem is not read; the disk's other volumes are served. "+
+		"Back the disk up again, or restore the whole disk and repair it", v.Offset, v.Offset+v.Size, disk)
 }
 
 // probe reads the volume's first bytes and names what it holds.

@@ -1,6 +1,7 @@
 package guestimg
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -163,4 +164,99 @@ func FATDisk(tb testing.TB, dir string) (string, Tree) {
 		Place(tb, disk, v.start*512, img)
 	}
 	return disk, t
+}
+
+// TruncatedDisk is a disk image cut short of what its partition table
+// says, as an interrupted copy leaves it.
+type TruncatedDisk struct {
+	Name  string
+	Path  string
+	Want  string          // the volumes' "name:status" in listing order
+	Trees map[string]Tree // the volumes served whole
+	Cut   []string        // the volumes the cut damages
+}
+
+// TruncatedDisks builds, in dir, three disks holding small ext2 volumes
+// and cut short (the image file truncated after the tables are written):
+//
+//	mbr-primary  MBR: p1 whole, p2 ext4 with a damaged superblock, p3
+//	             primary cut in its middle
+//	mbr-logical  MBR: p1 whole, extended p2 holding p5 whole and p6 cut in
+//	             its middle, p3 primary wholly past the cut
+//	gpt          GPT (its backup header lost with the cut): p1 and p2
+//	             whole, p3 cut in its middle
+func TruncatedDisks(tb testing.TB, dir string) []TruncatedDisk {
+	tb.Helper()
+	t := NewTree(21, Options{Symlinks: true, HardLinks: true, Deep: 2})
+	src := filepath.Join(dir, "src-trunc")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := t.Write(src); err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	ext2 := func(disk string, startMiB int64) {
+		n++
+		img := filepath.Join(dir, fmt.Sprintf("trunc-%d.img", n))
+		Ext(tb, img, 6*MiB, src, "-t", "ext2")
+		Place(tb, disk, startMiB*MiB, img)
+	}
+	cut := func(disk string, mib int64) {
+		if err := os.Truncate(disk, mib*MiB); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	const s = MiB / 512 // sectors per MiB
+	var out []TruncatedDisk
+
+	d := filepath.Join(dir, "mbr-primary.raw")
+	Sparse(tb, d, 40*MiB)
+	Sfdisk(tb, d, fmt.Sprintf("label: dos\nstart=%d, size=%d, type=83\nstart=%d, size=%d, type=83\nstart=%d, size=%d, type=83\n", 1*s, 8*s, 9*s, 8*s, 17*s, 8*s))
+	ext2(d, 1)
+	img := filepath.Join(dir, "trunc-badsb.img")
+	Ext(tb, img, 6*MiB, src, "-t", "ext4")
+	damageSuperblock(tb, img)
+	Place(tb, d, 9*MiB, img)
+	ext2(d, 17)
+	cut(d, 21)
+	out = append(out, TruncatedDisk{Name: "mbr-primary", Path: d, Want: "p1:ok p2:damaged p3:damaged",
+		Trees: map[string]Tree{"p1": t}, Cut: []string{"p3"}})
+
+	d = filepath.Join(dir, "mbr-logical.raw")
+	Sparse(tb, d, 40*MiB)
+	Sfdisk(tb, d, fmt.Sprintf("label: dos\nstart=%d, size=%d, type=83\nstart=%d, size=%d, type=5\nstart=%d, size=%d, type=83\nstart=%d, size=%d, type=83\nstart=%d, size=%d, type=83\n",
+		1*s, 8*s, 9*s, 20*s, 30*s, 8*s, 10*s, 8*s, 20*s, 8*s))
+	ext2(d, 1)
+	ext2(d, 10)
+	ext2(d, 20)
+	ext2(d, 30)
+	cut(d, 24)
+	out = append(out, TruncatedDisk{Name: "mbr-logical", Path: d, Want: "p1:ok p3:damaged p5:ok p6:damaged",
+		Trees: map[string]Tree{"p1": t, "p5": t}, Cut: []string{"p3", "p6"}})
+
+	d = filepath.Join(dir, "gpt-cut.raw")
+	Sparse(tb, d, 40*MiB)
+	Run(tb, "sgdisk", "-n", "1:2048:+8M", "-n", "2:0:+8M", "-n", "3:0:+8M", d)
+	ext2(d, 1)
+	ext2(d, 9)
+	ext2(d, 17)
+	cut(d, 21)
+	out = append(out, TruncatedDisk{Name: "gpt", Path: d, Want: "p1:ok p2:ok p3:damaged",
+		Trees: map[string]Tree{"p1": t, "p2": t}, Cut: []string{"p3"}})
+	return out
+}
+
+// damageSuperblock zeroes an ext image's inodes per group: its magic still
+// says ext, its geometry is impossible.
+func damageSuperblock(tb testing.TB, image string) {
+	tb.Helper()
+	f, err := os.OpenFile(image, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 4), 1024+0x28); err != nil {
+		tb.Fatal(err)
+	}
 }

@@ -41,19 +41,27 @@ type Partition struct {
 	// Dynamic marks a Windows dynamic disk (LDM) partition: its volumes are
 	// described elsewhere and are not read.
 	Dynamic bool `json:"dynamic,omitempty"`
+	// Truncated marks a partition the table places (partly) past the disk's
+	// end: a truncated image or an incomplete copy. It is listed, so its
+	// loss is seen, but its bytes are not all there.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Table is a disk's partition table.
 type Table struct {
 	Kind       string      `json:"kind"`
 	Partitions []Partition `json:"partitions"`
-	// Warnings name entries that were skipped (beyond the disk, a broken
-	// chain).
+	// Warnings name entries that were skipped or are truncated (beyond the
+	// disk, a broken chain).
 	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ErrNoTable means sector 0 holds no partition table.
 var ErrNoTable = errors.New("no partition table")
+
+// maxGPTSectors bounds a GPT entry's sectors (4 EiB: byte offsets and
+// sizes fit an int64); an entry past it is invalid, not a truncated disk.
+const maxGPTSectors = 1 << 53
 
 // maxLogical bounds the extended boot record chain (a loop in a damaged
 // chain must end).
@@ -115,11 +123,12 @@ func Read(r io.ReaderAt, size int64) (*Table, error) {
 			}
 			continue
 		}
+		p := mbrPartition(i+1, uint64(e.lba), e)
 		if uint64(e.lba)+uint64(e.sectors) > disk {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("p%d: sectors %d+%d lie beyond the disk's %d (truncated disk?)", i+1, e.lba, e.sectors, disk))
-			continue
+			p.Truncated = true
 		}
-		t.Partitions = append(t.Partitions, mbrPartition(i+1, uint64(e.lba), e))
+		t.Partitions = append(t.Partitions, p)
 	}
 	if extended != nil {
 		t.Warnings = append(t.Warnings, readEBRChain(r, disk, uint64(extended.lba), uint64(extended.sectors), t)...)
@@ -178,11 +187,12 @@ func readEBRChain(r io.ReaderAt, disk, extLBA, extSectors uint64, t *Table) []st
 		ents := mbrEntries(sec)
 		if l := ents[0]; l.typ != 0 && l.sectors != 0 {
 			start := ebr + uint64(l.lba)
+			p := mbrPartition(idx, start, l)
 			if start+uint64(l.sectors) > disk {
 				warn = append(warn, fmt.Sprintf("p%d: sectors %d+%d lie beyond the disk's %d (truncated disk?)", idx, start, l.sectors, disk))
-			} else {
-				t.Partitions = append(t.Partitions, mbrPartition(idx, start, l))
+				p.Truncated = true
 			}
+			t.Partitions = append(t.Partitions, p)
 		}
 		next := ents[1]
 		if next.typ == 0 || next.lba == 0 {
@@ -240,9 +250,13 @@ func readGPTAt(r io.ReaderAt, size int64, lba int64) (*Table, error) {
 			continue
 		}
 		first, last := le.Uint64(e[32:]), le.Uint64(e[40:])
-		if last < first || last >= disk {
-			t.Warnings = append(t.Warnings, fmt.Sprintf("p%d: sectors %d..%d invalid or beyond the disk's %d (truncated disk?)", i+1, first, last, disk))
+		if last < first || last >= maxGPTSectors {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("p%d: sectors %d..%d invalid", i+1, first, last))
 			continue
+		}
+		truncated := last >= disk
+		if truncated {
+			t.Warnings = append(t.Warnings, fmt.Sprintf("p%d: sectors %d..%d lie beyond the disk's %d (truncated disk?)", i+1, first, last, disk))
 		}
 		u := make([]uint16, 36)
 		for k := range u {
@@ -252,7 +266,7 @@ func readGPTAt(r io.ReaderAt, size int64, lba int64) (*Table, error) {
 		t.Partitions = append(t.Partitions, Partition{
 			Name: fmt.Sprintf("p%d", i+1), Index: int(i + 1),
 			Start: int64(first) * SectorSize, Size: int64(last-first+1) * SectorSize,
-			Type: typ, Label: name, Dynamic: ldmTypes[typ],
+			Type: typ, Label: name, Dynamic: ldmTypes[typ], Truncated: truncated,
 		})
 	}
 	return t, nil
