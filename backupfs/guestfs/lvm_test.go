@@ -78,3 +78,37 @@ func TestLVMMissingPV(t *testing.T) {
 		t.Fatalf("striped LV status entry: %q, %v", rd, err)
 	}
 }
+
+// TestLVMSameName: three disks of one VM each hold a volume group named
+// vg0: two made apart (other uuids) and one a clone of the first (the same
+// uuids, other files). Each is read from its own disk: the groups of one
+// name are told apart by uuid in their volumes' names, the clone's LV is
+// listed under its own disk, and none is merged or dropped.
+func TestLVMSameName(t *testing.T) {
+	disks, trees := guestimg.SameNameVGs(t, t.TempDir())
+	r := newRepo(t)
+	pt := importDisks(t, r, "lvm03", disks[:]...)
+	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids := make([]string, 3)
+	for i := range disks {
+		vols, err := fs.Volumes("lvm03", pt.ID, pt.Disks[i].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vols) != 2 || vols[1].Kind != KindLV || vols[1].Status != StatusOK || vols[1].VG != "vg0" {
+			t.Fatalf("disk %d volumes: %s", i, volStatuses(t, fs, "lvm03", pt.ID, pt.Disks[i].Name))
+		}
+		uuids[i] = vols[1].VGUUID
+		if want := "lvm-vg0@" + uuids[i][:6] + "-root"; vols[1].Name != want {
+			t.Errorf("disk %d: LV named %s, want %s", i, vols[1].Name, want)
+		}
+		base := "/lvm03/" + pt.ID + "/" + pt.Disks[i].Name + "/" + vols[1].Name
+		t.Run(pt.Disks[i].Name, func(t *testing.T) { trees[i].Check(t, billyReader{fs}, base, false) })
+	}
+	if uuids[0] == uuids[1] || uuids[0] != uuids[2] {
+		t.Errorf("VG uuids %v: want a's and c's equal (a clone), b's other", uuids)
+	}
+}

@@ -28,6 +28,8 @@ type Volume struct {
 	Status     string   `json:"status"`               // ok, unsupported, encrypted, damaged, empty, lvm-pv, incomplete
 	Reason     string   `json:"reason,omitempty"`     // why it is not served
 	Notes      []string `json:"notes,omitempty"`      // served, with these caveats
+	VG         string   `json:"vg,omitempty"`         // an LV's volume group
+	VGUUID     string   `json:"vg_uuid,omitempty"`    // and its uuid (no dashes): groups are told apart by it
 
 	ra io.ReaderAt
 }
@@ -175,6 +177,9 @@ func (v *Volume) readme() []byte {
 	}
 	if v.Filesystem != "" {
 		fmt.Fprintf(&b, ", filesystem %s", v.Filesystem)
+	}
+	if v.VG != "" {
+		fmt.Fprintf(&b, ", volume group %s (uuid %s)", v.VG, v.VGUUID)
 	}
 	b.WriteString("\n")
 	if v.Reason != "" {

@@ -276,3 +276,56 @@ func addThin(tb testing.TB, l *LVM, file string) {
 	}
 	l.Run("vgcfgrestore", "-q", "--force", "-f", file, "vgdata")
 }
+
+// SameNameVGs builds, in dir, three disks of one VM, each a whole-disk PV
+// holding a volume group named vg0 with one LV, root (ext2), made by lvm2:
+//
+//	a  vg0 made on its own
+//	b  another vg0, made on its own (other PV and VG uuids)
+//	c  a byte copy of a (a disk cloned from one template: a's PV and VG
+//	   uuids) whose root then got other files
+//
+// It returns the disks and the tree of each one's root.
+func SameNameVGs(tb testing.TB, dir string) (disks [3]string, trees [3]Tree) {
+	tb.Helper()
+	img := func(name string) string { return filepath.Join(dir, name) }
+	var rootAt int64
+	for i, name := range []string{"a", "b", "c"} {
+		trees[i] = NewTree(uint64(31+i), Options{Symlinks: true, HardLinks: true, Deep: 2})
+		src := img("src-vg-" + name)
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := trees[i].Write(src); err != nil {
+			tb.Fatal(err)
+		}
+		Ext(tb, img("vg-"+name+".img"), 8*MiB, src, "-t", "ext2")
+		disks[i] = img("vg-" + name + ".raw")
+		if name == "c" {
+			b, err := os.ReadFile(disks[0])
+			if err != nil {
+				tb.Fatal(err)
+			}
+			// the old root's bytes go: Place writes only non-zero blocks
+			copy(b[rootAt:rootAt+8*MiB], make([]byte, 8*MiB))
+			if err := os.WriteFile(disks[2], b, 0o644); err != nil {
+				tb.Fatal(err)
+			}
+			Place(tb, disks[2], rootAt, img("vg-c.img"))
+			continue
+		}
+		Sparse(tb, disks[i], 32*MiB)
+		l := NewLVM(tb)
+		pv := l.Attach(disks[i], 0, 32*MiB)
+		l.Run("pvcreate", "-q", pv)
+		l.Run("vgcreate", "-q", "-s", "4m", "vg0", pv)
+		l.Run("lvcreate", "-q", "-an", "--zero", "n", "-L", "8m", "-n", "root", "vg0", pv)
+		l.WriteLV("vg0", "root", img("vg-"+name+".img"))
+		if name == "a" {
+			segs, es := l.Segments("vg0", "root")
+			rootAt = segs[0].Stripes[0].PEStart + segs[0].Stripes[0].First*es
+		}
+		l.Close()
+	}
+	return disks, trees
+}
