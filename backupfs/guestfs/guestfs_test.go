@@ -59,6 +59,7 @@ func (b billyReader) ReadFile(p string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 func (b billyReader) Fileid(fi os.FileInfo) uint64 { return fi.Sys().(file.FileInfo).Fileid }
+func (b billyReader) Nlink(fi os.FileInfo) uint32  { return fi.Sys().(file.FileInfo).Nlink }
 
 func TestLinuxDisk(t *testing.T) {
 	dir := t.TempDir()

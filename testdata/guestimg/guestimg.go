@@ -298,9 +298,16 @@ type Reader interface {
 	Fileid(fi os.FileInfo) uint64
 }
 
+// Nlinker is a Reader that knows link counts (a copy made by a restore
+// does not keep them).
+type Nlinker interface {
+	Nlink(fi os.FileInfo) uint32
+}
+
 // Check compares the tree under root of r with t: every path present, of
 // the right type, size, mode, mtime, content and link target; hard links
-// share a file id; directories list exactly the tree's entries.
+// share a file id (and, for an Nlinker, count their names); directories
+// list exactly the tree's entries.
 func (t Tree) Check(tb testing.TB, r Reader, root string, skipMode bool) {
 	tb.Helper()
 	ids := map[string]uint64{}
@@ -356,9 +363,24 @@ func (t Tree) Check(tb testing.TB, r Reader, root string, skipMode bool) {
 			tb.Errorf("%s: content differs (%d bytes, sha256 %x; want %x)", p, len(b), sha256.Sum256(b), sha256.Sum256(t.Bytes(p)))
 		}
 	}
+	names := map[string]uint32{} // hard link targets -> names of the file
 	for p, w := range t {
-		if w.HardTo != "" && ids[p] != ids[w.HardTo] {
-			tb.Errorf("hard link %s: file id %x, its target %s has %x", p, ids[p], w.HardTo, ids[w.HardTo])
+		if w.HardTo != "" {
+			names[w.HardTo]++
+			if ids[p] != ids[w.HardTo] {
+				tb.Errorf("hard link %s: file id %x, its target %s has %x", p, ids[p], w.HardTo, ids[w.HardTo])
+			}
+		}
+	}
+	if nl, ok := r.(Nlinker); ok {
+		for p, n := range names {
+			fi, err := r.Lstat(path.Join(root, p))
+			if err != nil {
+				continue // reported above
+			}
+			if got := nl.Nlink(fi); got != n+1 {
+				tb.Errorf("%s: %d links, want %d (its hard links)", p, got, n+1)
+			}
 		}
 	}
 	// every directory lists exactly its tree entries

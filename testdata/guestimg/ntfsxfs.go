@@ -1,10 +1,14 @@
 package guestimg
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -123,9 +127,20 @@ func le64(b []byte) uint64 {
 // XFS makes an XFS image of size bytes with mkfs.xfs from a protofile of
 // the tree t, whose files' bytes are in dir (t.Write), without mounting
 // anything; args go to mkfs.xfs. xfsprogs 6.1's protofile keeps no holes,
-// no hard links and no mtimes: a file of t whose Size exceeds its Data is
-// given only its data block, then made sparse by moving its extent to its
-// end (xfs_db); hard links are refused; mtimes are set after with xfs_db.
+// no hard links and no mtimes, and writes a remote (block) symlink's block
+// without its v5 header; so, after mkfs.xfs:
+//
+//   - a file of t whose Size exceeds its Data is given only its data block,
+//     then made sparse by moving its extent to its end (xfs_db);
+//   - mtimes are set with xfs_db;
+//   - a remote symlink's block gets its header (magic, bytes, owner, block
+//     number, uuid, CRC32c), written here;
+//   - a hard link is made as a file of its own, then its directory entry
+//     (a short-form directory's) is pointed at the target's inode with
+//     xfs_db, the target's link count raised, the orphan inode cleared and
+//     freed by xfs_repair.
+//
+// xfs_repair -n then checks the image is consistent.
 func XFS(tb testing.TB, image string, size int64, t Tree, dir string, args ...string) {
 	tb.Helper()
 	var proto strings.Builder
@@ -146,7 +161,7 @@ func XFS(tb testing.TB, image string, size int64, t Tree, dir string, args ...st
 			w, name := t[p], filepath.Base(p)
 			switch {
 			case w.HardTo != "":
-				tb.Fatalf("XFS: mkfs.xfs's protofile makes no hard links (%s)", p)
+				fmt.Fprintf(&proto, "%s%s ---%03o 0 0 %s\n", ind, name, t[w.HardTo].Mode.Perm(), filepath.Join(dir, filepath.FromSlash(w.HardTo)))
 			case w.Dir:
 				fmt.Fprintf(&proto, "%s%s d--%o 0 0\n", ind, name, w.Mode)
 				walk(p, depth+1)
@@ -208,6 +223,137 @@ func XFS(tb testing.TB, image string, size int64, t Tree, dir string, args ...st
 	if len(cmds) > 0 {
 		Run(tb, "xfs_db", append(append([]string{"-x"}, cmds...), image)...)
 	}
+	fixed := false
+	for _, p := range t.Paths() {
+		if w := t[p]; w.Link != "" && xfsRemoteSymlink(tb, image, p, w.Link) {
+			fixed = true
+		}
+	}
+	links := map[string]int{}
+	for _, p := range t.Paths() {
+		if w := t[p]; w.HardTo != "" {
+			links[w.HardTo]++
+			xfsHardLink(tb, image, p, w.HardTo, links[w.HardTo]+1)
+			fixed = true
+		}
+	}
+	if fixed {
+		cmd := exec.Command("xfs_repair", image)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("xfs_repair %s: %v\n%s", image, err, out)
+		}
+		cmd = exec.Command("xfs_repair", "-n", image)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("xfs_repair -n %s after the edits: %v\n%s", image, err, out)
+		}
+	}
+}
+
+// xfsField returns the value of "name = value" in xfs_db's output.
+func xfsField(tb testing.TB, out, name string) string {
+	tb.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, " = "); ok && k == name {
+			return v
+		}
+	}
+	tb.Fatalf("xfs_db printed no %s:\n%s", name, out)
+	return ""
+}
+
+// xfsNum parses xfs_db's "0x60 (96)" or "131".
+func xfsNum(tb testing.TB, v string) int64 {
+	tb.Helper()
+	if i := strings.Index(v, "("); i >= 0 {
+		v = strings.TrimSuffix(v[i+1:], ")")
+	}
+	n, err := strconv.ParseInt(strings.Fields(v)[0], 0, 64)
+	if err != nil {
+		tb.Fatalf("xfs_db printed %q: %v", v, err)
+	}
+	return n
+}
+
+// xfsRemoteSymlink gives the symlink at p, if its target lies in a block,
+// the v5 header xfsprogs 6.1's protofile leaves out, and reports whether
+// it did.
+func xfsRemoteSymlink(tb testing.TB, image, p, target string) bool {
+	tb.Helper()
+	out := Run(tb, "xfs_db", "-r", "-c", "path /"+p, "-c", "print core.format v3.inumber", "-c", "bmap", image)
+	if !strings.HasPrefix(xfsField(tb, out, "core.format"), "2") {
+		return false
+	}
+	var fsb int64
+	if _, err := fmt.Sscanf(out[strings.Index(out, "data offset"):], "data offset 0 startblock %d", &fsb); err != nil {
+		tb.Fatalf("xfs_db bmap of %s: %v\n%s", p, err, out)
+	}
+	ino := xfsNum(tb, xfsField(tb, out, "v3.inumber"))
+	geo := Run(tb, "xfs_db", "-r", "-c", fmt.Sprintf("convert fsblock %d byte", fsb), "-c", fmt.Sprintf("convert fsblock %d daddr", fsb),
+		"-c", "sb 0", "-c", "print uuid meta_uuid blocksize", image)
+	lines := strings.Split(geo, "\n")
+	off, daddr := xfsNum(tb, lines[0]), xfsNum(tb, lines[1])
+	id := xfsField(tb, geo, "meta_uuid")
+	if id == "00000000-0000-0000-0000-000000000000" {
+		id = xfsField(tb, geo, "uuid")
+	}
+	bs := xfsNum(tb, xfsField(tb, geo, "blocksize"))
+	const hdr = 56
+	if int64(len(target))+hdr > bs {
+		tb.Fatalf("XFS: symlink %s: a target of %d bytes spans blocks; one is made here", p, len(target))
+	}
+	blk := make([]byte, bs)
+	be := binary.BigEndian
+	be.PutUint32(blk[0:], 0x58534c4d) // XSLM
+	be.PutUint32(blk[8:], uint32(len(target)))
+	u, err := hex.DecodeString(strings.ReplaceAll(id, "-", ""))
+	if err != nil || len(u) != 16 {
+		tb.Fatalf("xfs_db printed uuid %q", id)
+	}
+	copy(blk[16:], u)
+	be.PutUint64(blk[32:], uint64(ino))
+	be.PutUint64(blk[40:], uint64(daddr))
+	copy(blk[hdr:], target)
+	binary.LittleEndian.PutUint32(blk[12:], crc32.Checksum(blk, crc32.MakeTable(crc32.Castagnoli)))
+	f, err := os.OpenFile(image, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(blk, off); err != nil {
+		tb.Fatal(err)
+	}
+	return true
+}
+
+// xfsHardLink points the directory entry of p (a file of its own) at the
+// inode of target, and gives that inode nlink links; p's own inode is
+// cleared (mode 0) for xfs_repair to free.
+func xfsHardLink(tb testing.TB, image, p, target string, nlink int) {
+	tb.Helper()
+	dir, name := filepath.ToSlash(filepath.Dir(p)), filepath.Base(p)
+	if dir == "." {
+		dir = ""
+	}
+	ino := func(q string) int64 {
+		return xfsNum(tb, xfsField(tb, Run(tb, "xfs_db", "-r", "-c", "path /"+q, "-c", "print v3.inumber", image), "v3.inumber"))
+	}
+	to, own := ino(target), ino(p)
+	out := Run(tb, "xfs_db", "-r", "-c", "path /"+dir, "-c", "print core.format u3.sfdir3.list", image)
+	if !strings.HasPrefix(xfsField(tb, out, "core.format"), "1") {
+		tb.Fatalf("XFS: hard link %s: its directory is not in short form (keep hard links in small folders)", p)
+	}
+	entry := ""
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, " = "); ok && strings.HasSuffix(k, ".name") && v == strconv.Quote(name) {
+			entry = strings.TrimSuffix(k, ".name")
+		}
+	}
+	if entry == "" {
+		tb.Fatalf("XFS: hard link %s: no entry %q in xfs_db's listing:\n%s", p, name, out)
+	}
+	Run(tb, "xfs_db", "-x", "-c", "path /"+dir, "-c", fmt.Sprintf("write %s.inumber.i4 %d", entry, to),
+		"-c", fmt.Sprintf("inode %d", to), "-c", fmt.Sprintf("write core.nlinkv2 %d", nlink),
+		"-c", fmt.Sprintf("inode %d", own), "-c", "write core.mode 0", image)
 }
 
 func bit(on bool, c string) string {
@@ -220,8 +366,9 @@ func bit(on bool, c string) string {
 // XFSDisk builds, in dir, a 160 MiB GPT disk:
 //
 //	p1  XFS v5 with legacy timestamps (-m bigtime=0): deep folders, Unicode
-//	    names, symlinks in the inode, a 5 GiB sparse file with data at its
-//	    end, an unwritten (preallocated) extent that reads as zeros
+//	    names, symlinks in the inode and in a remote block, a file with three
+//	    hard links, a 5 GiB sparse file with data at its end, an unwritten
+//	    (preallocated) extent that reads as zeros
 //	p2  XFS v5 as mkfs.xfs makes it today (bigtime, ftype): a 3000-entry
 //	    directory (leaf/node form), sparse.bin written out as data
 //	p3  XFS whose superblock geometry is destroyed (damaged)
@@ -230,9 +377,14 @@ func bit(on bool, c string) string {
 func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	tb.Helper()
 	t1 := NewTree(11, Options{Huge: 5<<30 + 8192, Symlinks: true, Unicode: true, Deep: 10})
-	// No remote (block) symlink: xfsprogs 6.1's protofile writes its block
-	// without the v5 header, which the kernel and xfs_db call corrupt.
 	t1["prealloc.bin"] = &Want{Data: make([]byte, 64<<10), Size: 64 << 10, Mode: 0o644, Mtime: Mtime}
+	// Hard links (three names of one inode) and a symlink whose target
+	// lies in a block of its own, in a short-form folder.
+	t1["links"] = &Want{Dir: true, Mode: 0o755, NoMtime: true}
+	t1["links/a"] = &Want{Data: t1.Bytes("small.bin")[:777], Size: 777, Mode: 0o640, Mtime: Mtime}
+	t1["links/b"] = &Want{HardTo: "links/a"}
+	t1["links/c"] = &Want{HardTo: "links/a"}
+	t1["links/remote"] = &Want{Link: "/" + strings.Repeat("a-long-component/", 22) + "target", Mode: 0o777, Mtime: Mtime}
 	t2 := NewTree(12, Options{Symlinks: true, BigDir: 3000})
 	build := func(t Tree, name string, size int64, prep func(src string), args ...string) string {
 		src := filepath.Join(dir, "src-"+name)
