@@ -10,7 +10,8 @@ import (
 
 // TestNTFSDisk reads an NTFS volume made by mkntfs and filled by ntfs-3g
 // through the guest file view: every file's bytes, size and mtime, link
-// targets, hard links sharing a file id, compressed and sparse files; a
+// targets, hard links sharing a file id, compressed and sparse files,
+// alternate data streams as "file:stream" entries; a
 // BitLocker volume is named encrypted and a damaged NTFS volume damaged
 // while the others of the disk are served.
 func TestNTFSDisk(t *testing.T) {

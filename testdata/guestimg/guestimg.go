@@ -27,15 +27,18 @@ import (
 
 // Want is one expected file.
 type Want struct {
-	Dir     bool
-	Link    string // symlink target
-	Data    []byte // content of small files
-	Size    int64  // for sparse files: total size; Data is at DataAt
-	DataAt  int64
-	Mode    os.FileMode // permission bits
-	Mtime   time.Time
-	HardTo  string // this path is a hard link of HardTo
-	NoMtime bool   // directories whose mtime the copy changes
+	Dir    bool
+	Link   string // symlink target
+	Data   []byte // content of small files
+	Size   int64  // for sparse files: total size; Data is at DataAt
+	DataAt int64
+	Mode   os.FileMode // permission bits
+	Mtime  time.Time
+	HardTo string // this path is a hard link of HardTo
+	// StreamOf: this path ("file:name") is an NTFS alternate data stream
+	// of the file or folder StreamOf (Data its bytes); Write leaves it out.
+	StreamOf string
+	NoMtime  bool // directories whose mtime the copy changes
 }
 
 // Tree maps slash paths ("a/b") to what they must be.
@@ -133,6 +136,8 @@ func (t Tree) Write(dir string) error {
 		w := t[p]
 		full := filepath.Join(dir, filepath.FromSlash(p))
 		switch {
+		case w.StreamOf != "":
+			continue
 		case w.Dir:
 			if err := os.MkdirAll(full, 0o755); err != nil {
 				return err
@@ -179,7 +184,7 @@ func (t Tree) Write(dir string) error {
 	for _, p := range t.Paths() {
 		w := t[p]
 		full := filepath.Join(dir, filepath.FromSlash(p))
-		if w.Link != "" || w.Dir || w.HardTo != "" {
+		if w.Link != "" || w.Dir || w.HardTo != "" || w.StreamOf != "" {
 			continue
 		}
 		if err := os.Chtimes(full, w.Mtime, w.Mtime); err != nil {

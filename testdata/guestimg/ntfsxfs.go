@@ -1,6 +1,7 @@
 package guestimg
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -45,12 +46,53 @@ wait $pid`
 	Run(tb, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", image, mnt, dir)
 }
 
+// NTFSStreams adds the alternate data streams of t (its StreamOf paths)
+// to the NTFS image, through ntfs-3g's user.* extended attributes (its
+// streams_interface=xattr), and puts back the mtimes of the files they
+// belong to (a folder with a stream gets the stream's).
+func NTFSStreams(tb testing.TB, image string, t Tree) {
+	tb.Helper()
+	var sc strings.Builder
+	sc.WriteString(`set -e
+ntfs-3g -o no_detach,streams_interface=xattr "$1" "$2" & pid=$!
+i=0; until mountpoint -q "$2"; do i=$((i+1)); [ $i -lt 200 ] || { kill $pid; exit 1; }; sleep 0.05; done
+ok=0
+{ `)
+	for _, p := range t.Paths() {
+		w := t[p]
+		if w.StreamOf == "" {
+			continue
+		}
+		_, stream, _ := strings.Cut(p[len(w.StreamOf):], ":")
+		if len(w.Data) > 64<<10 {
+			tb.Fatalf("NTFS stream %s: %d bytes do not fit one setfattr argument", p, len(w.Data))
+		}
+		f := `"$2/` + w.StreamOf + `"`
+		fmt.Fprintf(&sc, "setfattr -n 'user.%s' -v 0s%s %s && ", stream, base64.StdEncoding.EncodeToString(w.Data), f)
+		mtime := t[w.StreamOf].Mtime
+		if t[w.StreamOf].Dir { // a folder's stream shows the folder's mtime
+			mtime = w.Mtime
+		}
+		fmt.Fprintf(&sc, "touch -m -d @%d %s && ", mtime.Unix(), f)
+	}
+	sc.WriteString(`sync -f "$2/." && ok=1; } || true
+umount "$2"
+wait $pid
+[ $ok = 1 ]`)
+	mnt := filepath.Join(filepath.Dir(image), "mnt-streams-"+filepath.Base(image))
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	Run(tb, "unshare", "-m", "--propagation", "private", "sh", "-c", sc.String(), "sh", image, mnt)
+}
+
 // NTFSDisk builds, in dir, a 96 MiB MBR disk:
 //
 //	p1  NTFS (mkntfs + ntfs-3g): deep folders, a 3000-entry folder, Unicode
 //	    names, Interix symlinks (what ntfs-3g writes), hard links, sparse
 //	    files and a 5 GiB sparse file, resident (small) and non-resident
-//	    files, and compressed/ whose files are LZNT1-compressed
+//	    files, compressed/ whose files are LZNT1-compressed, and alternate
+//	    data streams (resident, non-resident, of a folder)
 //	p2  a BitLocker volume's signature (detection only)
 //	p3  NTFS whose $MFT record is destroyed (damaged; p1 still served)
 //
@@ -63,6 +105,13 @@ func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	t["compressed/text.txt"] = &Want{Data: text, Size: int64(len(text)), Mode: 0o644, Mtime: Mtime}
 	rnd := t.Bytes("medium.bin")[:200<<10+5]
 	t["compressed/random.bin"] = &Want{Data: rnd, Size: int64(len(rnd)), Mode: 0o644, Mtime: Mtime}
+	// Alternate data streams: resident, non-resident, on a folder.
+	stream := func(p, of string, b []byte) {
+		t[p] = &Want{Data: b, Size: int64(len(b)), Mode: 0o644, Mtime: Mtime, StreamOf: of}
+	}
+	stream("etc/hostname:Zone.Identifier", "etc/hostname", []byte("[ZoneTransfer]\r\nZoneId=3\r\n"))
+	stream("odd.bin:big", "odd.bin", t.Bytes("medium.bin")[1000:1000+48<<10])
+	stream("etc:folder-note", "etc", []byte("a stream of a folder\n"))
 	src := filepath.Join(dir, "src-ntfs")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		tb.Fatal(err)
@@ -72,6 +121,7 @@ func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	}
 	p1, p3 := filepath.Join(dir, "ntfs-p1.img"), filepath.Join(dir, "ntfs-p3.img")
 	NTFS(tb, p1, 48*MiB, src, "compressed")
+	NTFSStreams(tb, p1, t)
 	NTFS(tb, p3, 8*MiB, src+"/etc")
 	destroyMFT(tb, p3)
 	disk := filepath.Join(dir, "ntfs.raw")

@@ -11,6 +11,13 @@
 // Symlinks are reparse points (symlink, junction) or Interix links (what
 // ntfs-3g writes).
 //
+// Alternate data streams (named $DATA attributes: Zone.Identifier, a
+// Mac's resource fork, anything an application hid beside a file) are
+// served as regular files of their own beside the file or folder they
+// belong to, named "<name>:<stream>" as Windows names them, with the
+// file's mtime and mode and a file id of their own. Copying a folder out
+// copies them as such files.
+//
 // The library is wrapped defensively: its panics become errors wrapping
 // gfs.ErrPanic, its metadata calls take one lock per volume (its caches are
 // not documented as safe for concurrent use), and the work one call may do
@@ -24,6 +31,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -38,6 +46,7 @@ import (
 const (
 	maxDirEntries = 1 << 21 // entries of one directory index
 	maxLinkTarget = 16 << 10
+	maxStreams    = 64 // named streams listed per file
 	rootRecord    = 5  // the root directory's MFT record
 	firstUser     = 16 // records below are the system's ($MFT, $Bitmap, ...)
 )
@@ -68,10 +77,18 @@ type FS struct {
 	notes []string
 }
 
-// ref is an Entry's handle on its MFT record.
+// ref is an Entry's handle on its MFT record (and, for an alternate data
+// stream, the stream's name).
 type ref struct {
 	rec     int64
 	symlink string
+	stream  string
+}
+
+// namedStream is an alternate data stream of a file.
+type namedStream struct {
+	name string
+	size int64
 }
 
 // Open opens the NTFS volume of size bytes read through ra.
@@ -172,27 +189,29 @@ func (fs *FS) Root() (e gfs.Entry, err error) {
 	defer recoverAs(&err, "root")
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	e, err = fs.stat(rootRecord, "/")
+	e, _, err = fs.stat(rootRecord, "/")
 	if err == nil && !e.Mode.IsDir() {
 		return gfs.Entry{}, gfs.Corruptf("ntfs: the root is not a directory")
 	}
 	return e, err
 }
 
-// stat builds the entry of MFT record rec, named name.
-func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
+// stat builds the entry of MFT record rec, named name, and lists its
+// alternate data streams.
+func (fs *FS) stat(rec int64, name string) (gfs.Entry, []namedStream, error) {
 	m, err := fs.ctx.GetMFT(rec)
 	if err != nil {
-		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d: %v", rec, err)
+		return gfs.Entry{}, nil, gfs.Corruptf("ntfs: MFT record %d: %v", rec, err)
 	}
 	flags := m.Flags()
 	if !flags.IsSet("ALLOCATED") {
-		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d of %q is not in use", rec, name)
+		return gfs.Entry{}, nil, gfs.Corruptf("ntfs: MFT record %d of %q is not in use", rec, name)
 	}
 	e := gfs.Entry{Name: name, Ino: uint64(rec), Ref: &ref{rec: rec}}
 	var fattr uint64
 	var haveSI, reparse bool
 	var dataAttr *parser.NTFS_ATTRIBUTE
+	var streams []namedStream
 	for _, a := range m.EnumerateAttributes(fs.ctx) {
 		switch a.Type().Value {
 		case attrStandardInfo:
@@ -206,8 +225,13 @@ func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
 				e.Nlink++
 			}
 		case attrData:
-			if a.Name() == "" && (a.IsResident() || a.Runlist_vcn_start() == 0) && dataAttr == nil {
+			if !a.IsResident() && a.Runlist_vcn_start() != 0 {
+				break // a later piece of a stream whose first piece says its size
+			}
+			if n := a.Name(); n == "" && dataAttr == nil {
 				dataAttr = a
+			} else if n != "" && len(streams) < maxStreams && !strings.ContainsAny(n, "/\x00") && !slices.ContainsFunc(streams, func(s namedStream) bool { return s.name == n }) {
+				streams = append(streams, namedStream{name: n, size: a.DataSize()})
 			}
 		case attrReparse:
 			reparse = true
@@ -217,7 +241,7 @@ func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
 		}
 	}
 	if !haveSI {
-		return gfs.Entry{}, gfs.Corruptf("ntfs: MFT record %d of %q has no $STANDARD_INFORMATION", rec, name)
+		return gfs.Entry{}, nil, gfs.Corruptf("ntfs: MFT record %d of %q has no $STANDARD_INFORMATION", rec, name)
 	}
 	if e.Nlink == 0 {
 		e.Nlink = 1
@@ -226,15 +250,15 @@ func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
 	switch {
 	case r.symlink != "":
 		e.Mode, e.Size = os.ModeSymlink|0o777, int64(len(r.symlink))
-		return e, nil
+		return e, nil, nil
 	case flags.IsSet("DIRECTORY"):
 		e.Mode = os.ModeDir | 0o755
-		return e, nil
+		return e, streams, nil
 	case reparse:
 		// Another reparse point (deduplication, cloud files, WOF): its
 		// bytes are not where $DATA says; serve nothing rather than a guess.
 		e.Mode = 0o444
-		return e, nil
+		return e, nil, nil
 	}
 	e.Mode = 0o644
 	if fattr&faReadOnly != 0 {
@@ -247,14 +271,28 @@ func (fs *FS) stat(rec int64, name string) (gfs.Entry, error) {
 		if t, ok := fs.interix(m); ok {
 			r.symlink = t
 			e.Mode, e.Size = os.ModeSymlink|0o777, int64(len(t))
+			return e, nil, nil
 		}
 	}
-	return e, nil
+	return e, streams, nil
+}
+
+// streamEntry is the entry of file e's alternate data stream s, the i-th
+// (from 0) it lists: its Ino puts i+1 above the 48 bits of MFT record
+// numbers.
+func streamEntry(e gfs.Entry, i int, s namedStream) gfs.Entry {
+	mode := os.FileMode(0o644)
+	if e.Mode.IsRegular() {
+		mode = e.Mode.Perm()
+	}
+	rec := e.Ref.(*ref).rec
+	return gfs.Entry{Name: e.Name + ":" + s.name, Ino: uint64(rec) | uint64(i+1)<<48, Mode: mode, Size: s.size,
+		Mtime: e.Mtime, Nlink: 1, Ref: &ref{rec: rec, stream: s.name}}
 }
 
 // interix reads an Interix symlink (a system file "IntxLNK\1" + UTF-16LE target).
 func (fs *FS) interix(m *parser.MFT_ENTRY) (string, bool) {
-	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, parser.WILDCARD_STREAM_NAME)
+	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, "")
 	if err != nil {
 		return "", false
 	}
@@ -328,6 +366,7 @@ func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
 		name string
 	}
 	seen := map[key]bool{}
+	var alts []gfs.Entry // alternate data streams, listed after the files
 	for i, ie := range m.Dir(fs.ctx) {
 		if i >= maxDirEntries {
 			return nil, gfs.Corruptf("ntfs: directory %s has over %d index entries", dir.Name, maxDirEntries)
@@ -349,7 +388,7 @@ func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
 			continue // an entry of an inner index node is listed once
 		}
 		seen[k] = true
-		e, err := fs.stat(rec, name)
+		e, streams, err := fs.stat(rec, name)
 		if err != nil {
 			// A stale entry of an index block (a deleted file) names a
 			// record no longer in use: not a file of this directory.
@@ -365,11 +404,26 @@ func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
 			}
 		}
 		out = append(out, e)
+		for i, st := range streams {
+			alts = append(alts, streamEntry(e, i, st))
+		}
+	}
+	// A real name wins over a stream's (a POSIX-namespace name may hold ':').
+	names := make(map[string]bool, len(out))
+	for _, e := range out {
+		names[e.Name] = true
+	}
+	for _, e := range alts {
+		if !names[e.Name] {
+			names[e.Name] = true
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }
 
-// Open returns the bytes of a regular file's unnamed $DATA stream.
+// Open returns the bytes of a regular file's unnamed $DATA stream, or of
+// an alternate data stream's entry.
 func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 	defer recoverAs(&err, "open")
 	r, ok := f.Ref.(*ref)
@@ -385,7 +439,7 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 	if err != nil {
 		return nil, gfs.Corruptf("ntfs: MFT record %d: %v", r.rec, err)
 	}
-	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, "")
+	rd, err := parser.OpenStream(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, r.stream)
 	if err != nil {
 		return nil, gfs.Corruptf("ntfs: %s: $DATA: %v", f.Name, err)
 	}
@@ -394,7 +448,7 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 		// that fragmented is not served short.
 		return nil, fmt.Errorf("ntfs: %s: runlists cover %d of %d bytes: %w", f.Name, got, f.Size, gfs.ErrUnsupported)
 	}
-	runs := fs.dataRuns(m)
+	runs := fs.dataRuns(m, r.stream)
 	starts := make([]int64, len(runs))
 	for i := 1; i < len(runs); i++ {
 		starts[i] = starts[i-1] + runs[i-1].Len
@@ -402,12 +456,12 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 	return &file{rd: rd, size: f.Size, name: f.Name, runs: runs, starts: starts}, nil
 }
 
-// dataRuns places the unnamed $DATA stream of m on the volume as go-ntfs
+// dataRuns places the $DATA stream of m named stream ("": the unnamed one) on the volume as go-ntfs
 // reads it (its runs in order, sparse runs and the bytes past the
 // initialised size as zeros), for Map; nil when its bytes are not in place
 // (resident, compressed).
-func (fs *FS) dataRuns(m *parser.MFT_ENTRY) []gfs.Piece {
-	vcns := parser.GetAllVCNs(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, "")
+func (fs *FS) dataRuns(m *parser.MFT_ENTRY, stream string) []gfs.Piece {
+	vcns := parser.GetAllVCNs(fs.ctx, m, attrData, parser.WILDCARD_STREAM_ID, stream)
 	if len(vcns) == 0 || vcns[0].IsResident() || parser.IsCompressed(vcns[0].Flags()) {
 		return nil
 	}
