@@ -13,7 +13,10 @@
 // Nothing is read until asked: a point's volumes are found on the first
 // listing of one of its disks, a volume's filesystem is opened on first use;
 // both are kept in bounded caches and read through the repository's shared
-// chunk cache. File attributes are the guest's; file ids (NFS fileid) are
+// chunk cache. An open volume's metadata is charged to that chunk cache's
+// bound (repo.Cache.Hold): opening volumes leaves fewer chunks cached, and
+// past half the bound the least recently used volumes are closed, to be
+// opened again on their next use. File attributes are the guest's; file ids (NFS fileid) are
 // derived from the volume and the guest's own file number, so hard links
 // share one.
 package guestfs
@@ -52,8 +55,10 @@ const TableReadme = "partition-table" + ReadmeSuffix
 // Options tune an FS.
 type Options struct {
 	// MaxPoints bounds the restore points whose volume layout is kept
-	// (default 64); MaxVolumes the volumes kept open (default 32). File data
-	// is not held here: it is read through the shared chunk cache.
+	// (default 64); MaxVolumes the volumes kept open (default 32), which
+	// are also charged VolumeCharge bytes each to the chunk cache's bound.
+	// File data is not held here: it is read through the shared chunk
+	// cache.
 	MaxPoints  int
 	MaxVolumes int
 	Logger     *slog.Logger
@@ -74,7 +79,15 @@ type FS struct {
 	// through a large folder with one ReadDir per page.
 	listings *lru.Cache[string, []os.FileInfo]
 	openMu   sync.Mutex // serialises layout scans and volume opens
+
+	holdMu sync.Mutex
+	holds  map[string]*repo.Held // open volume -> its charge to the chunk cache's bound
 }
+
+// VolumeCharge is what an open volume is charged against the chunk cache's
+// bound: an estimate of the most its caches hold (the directories and file
+// maps a gfs.Tree keeps, the filesystem reader's own tables).
+const VolumeCharge = 4 << 20
 
 // layout is what a restore point's disks hold.
 type layout struct {
@@ -94,9 +107,17 @@ func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	fs := &FS{repo: r, cache: cache, log: opts.Logger}
+	fs := &FS{repo: r, cache: cache, log: opts.Logger, holds: map[string]*repo.Held{}}
 	fs.layouts, _ = lru.New[string, *layout](opts.MaxPoints)
-	fs.trees, _ = lru.New[string, *gfs.Tree](opts.MaxVolumes)
+	fs.trees, _ = lru.NewWithEvict[string, *gfs.Tree](opts.MaxVolumes, func(key string, _ *gfs.Tree) {
+		fs.holdMu.Lock()
+		h := fs.holds[key]
+		delete(fs.holds, key)
+		fs.holdMu.Unlock()
+		if h != nil {
+			h.Release()
+		}
+	})
 	fs.listings, _ = lru.New[string, []os.FileInfo](64)
 	if err := fs.Refresh(); err != nil {
 		return nil, err
@@ -191,9 +212,11 @@ func (fs *FS) layout(vm, id string) (*layout, error) {
 				continue
 			}
 			key := volKey(pt.ID, v)
-			if _, err := fs.openTree(key, v); err != nil {
+			if _, notes, err := fs.openTree(key, v); err != nil {
 				failOpen(v, err)
 				fs.log.Warn("guest files: volume not served", "point", pt.ID, "disk", v.Disk, "volume", v.Name, "err", err)
+			} else {
+				v.Notes = notes // before the layout is shared: a reopen leaves them be
 			}
 		}
 	}
@@ -203,21 +226,45 @@ func (fs *FS) layout(vm, id string) (*layout, error) {
 
 func volKey(point string, v *Volume) string { return point + "/" + v.Disk + "/" + v.Name }
 
-// openTree opens v's filesystem (or returns it open).
-func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, error) {
+// openTree opens v's filesystem (or returns it open), charging it to the
+// chunk cache's bound, and returns what the reader notes about it.
+func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 	if t, ok := fs.trees.Get(key); ok {
-		return t, nil
+		fs.touch(key)
+		return t, v.Notes, nil
 	}
 	r, err := openVolume(v)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var notes []string
 	if n, ok := r.(gfs.Noter); ok {
-		v.Notes = n.Notes()
+		notes = n.Notes()
 	}
 	t := gfs.NewTree(r, "volume "+key)
+	if fs.cache != nil {
+		// Released by the cache to make room: closed, reopened on next use.
+		h := fs.cache.Hold(VolumeCharge, func() { fs.trees.Remove(key) })
+		fs.holdMu.Lock()
+		old := fs.holds[key]
+		fs.holds[key] = h
+		fs.holdMu.Unlock()
+		if old != nil {
+			old.Release()
+		}
+	}
 	fs.trees.Add(key, t)
-	return t, nil
+	return t, notes, nil
+}
+
+// touch marks an open volume as used (its charge is released last).
+func (fs *FS) touch(key string) {
+	fs.holdMu.Lock()
+	h := fs.holds[key]
+	fs.holdMu.Unlock()
+	if h != nil {
+		h.Touch()
+	}
 }
 
 // tree returns the open filesystem of a served volume.
@@ -235,11 +282,12 @@ func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, *Volume, error) {
 		}
 		key := volKey(id, v)
 		if t, ok := fs.trees.Get(key); ok {
+			fs.touch(key)
 			return t, v, nil
 		}
 		fs.openMu.Lock()
 		defer fs.openMu.Unlock()
-		t, err := fs.openTree(key, v)
+		t, _, err := fs.openTree(key, v)
 		if err != nil {
 			return nil, nil, fmt.Errorf("volume %s: %w", key, err)
 		}

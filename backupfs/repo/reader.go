@@ -34,7 +34,8 @@ type Cache struct {
 	ahead    chan struct{} // bounds readahead fetches in flight
 	window   int
 	maxBytes int64
-	maxTable int64 // bytes of frame tables kept, within maxBytes
+	maxTable int64    // bytes of frame tables kept, within maxBytes
+	held     holdings // memory charged by others against maxBytes (Hold)
 
 	hits, misses, bytes atomic.Int64
 	tableBytes          atomic.Int64 // frame tables' share of bytes
@@ -119,10 +120,10 @@ func (c *Cache) keepTable(r *Repo, d Digest, l *chunkLayout) {
 // dropTable forgets chunk d's frame table (the file no longer matches it).
 func (c *Cache) dropTable(r *Repo, d Digest) { c.tables.Remove(tableKey{r, d}) }
 
-// trim evicts the least recently used chunks while the cache holds more than
-// its bound.
+// trim evicts the least recently used chunks while the cache and the
+// memory charged to it (Hold) pass its bound.
 func (c *Cache) trim() {
-	for c.bytes.Load() > c.maxBytes && c.lru.Len() > 1 {
+	for c.bytes.Load()+c.held.bytes.Load() > c.maxBytes && c.lru.Len() > 1 {
 		c.lru.RemoveOldest()
 	}
 }
@@ -139,12 +140,19 @@ type CacheStats struct {
 	Tables     int
 	TableBytes int64
 	TableHits  int64
+	// Memory charged by others against MaxBytes (Hold): bytes, holdings.
+	HeldBytes int64
+	Holdings  int
 }
 
 // Stats returns the cache's counters.
 func (c *Cache) Stats() CacheStats {
+	c.held.mu.Lock()
+	holdings := c.held.order.Len()
+	c.held.mu.Unlock()
 	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.bytes.Load(), MaxBytes: c.maxBytes, Entries: c.lru.Len(),
-		Tables: c.tables.Len(), TableBytes: c.tableBytes.Load(), TableHits: c.tableHits.Load()}
+		Tables: c.tables.Len(), TableBytes: c.tableBytes.Load(), TableHits: c.tableHits.Load(),
+		HeldBytes: c.held.bytes.Load(), Holdings: holdings}
 }
 
 // Get returns a copy of the decompressed chunk d of repository r, decoding
