@@ -241,11 +241,21 @@ func serveCmd(c *cli.Context) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		servers = append(servers, &http.Server{Addr: m, Handler: mux, ReadHeaderTimeout: 10 * time.Second})
 	}
-	for _, hs := range servers {
+	// Every listener is bound before any serves, so a client that reached the
+	// API finds the metrics port listening too.
+	lns := make([]net.Listener, len(servers))
+	for i, hs := range servers {
 		ln, err := net.Listen("tcp", hs.Addr)
 		if err != nil {
+			for _, l := range lns[:i] {
+				l.Close()
+			}
 			return fmt.Errorf("listen %s: %w", hs.Addr, err)
 		}
+		lns[i] = ln
+	}
+	for i, hs := range servers {
+		ln := lns[i]
 		// Out of descriptors or kernel memory, Accept fails: retry with backoff
 		// rather than let Serve return (net/http gives up on ENOBUFS).
 		ln = accept.New(ln, "api "+hs.Addr, log)
