@@ -142,4 +142,16 @@ type NICSpec struct {
 type ReadyCheck struct {
 	Heartbeat bool `json:"heartbeat"` // guest tools running with a green heartbeat
 	IP        bool `json:"ip"`        // guest reports an IP address
+	// Via and Marker say how a driver whose readiness is configured (qemu:
+	// marker, agent or none) tells this VM up. The plan records them when
+	// the session is made, so a resume, by whichever process with whichever
+	// flags, waits the same way. Empty: the driver's own way.
+	Via    string `json:"via,omitempty"`
+	Marker string `json:"marker,omitempty"`
+}
+
+// ReadyMethod is a driver whose way of telling a guest up is configured:
+// Plan records it (Via, Marker) in every VM that waits for its guest.
+type ReadyMethod interface {
+	ReadyMethod() ReadyCheck
 }

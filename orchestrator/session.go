@@ -139,6 +139,14 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rm, ok := o.Driver.(ReadyMethod); ok {
+		m := rm.ReadyMethod()
+		for i := range p.VMs {
+			if r := &p.VMs[i].Ready; (r.Heartbeat || r.IP) && r.Via == "" {
+				r.Via, r.Marker = m.Via, m.Marker
+			}
+		}
+	}
 	// The plan's networks, hosts and datastores must exist before anything
 	// changes: a real restore plans first, so it fails here too.
 	if pc, ok := o.Driver.(PlanChecker); ok {
@@ -293,7 +301,12 @@ func (o *Orchestrator) runStep(ctx context.Context, id, name string, fn func(con
 	start := time.Now()
 	o.emit(Event{Session: id, Step: name, Phase: "start"})
 	o.log().Info("step started", "session", id, "step", name)
-	detail, err := fn(ctx)
+	nctx, n := withNotes(ctx, func(msg string) {
+		o.emit(Event{Session: id, Step: name, Phase: "progress", Message: msg})
+		o.log().Info("step event", "session", id, "step", name, "event", msg)
+	})
+	detail, err := fn(nctx)
+	detail = n.withEvents(detail)
 	d := time.Since(start)
 	// Record the outcome even when ctx was cancelled mid-step.
 	rctx := context.WithoutCancel(ctx)
@@ -562,27 +575,38 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 				continue // never registered by this session
 			}
 			if err := d.PowerOff(ctx, ref); errors.Is(err, ErrNotFound) {
+				Note(ctx, "vm %s: not registered any more (an earlier stop got this far)", vm.Name)
 				continue // gone already: an earlier stop got this far
 			} else if err != nil {
 				errs = append(errs, fmt.Errorf("power off %s: %w", vm.Name, err))
+				Note(ctx, "vm %s: power off failed: %v", vm.Name, err)
 				continue
 			}
+			Note(ctx, "vm %s: powered off", vm.Name)
 			if err := d.Unregister(ctx, ref); err != nil {
 				errs = append(errs, fmt.Errorf("unregister %s: %w", vm.Name, err))
+			} else {
+				Note(ctx, "vm %s: unregistered", vm.Name)
 			}
 		}
 		if createdApp && p.AppPath != "" {
 			if err := d.DestroyApp(ctx, p.AppPath); err != nil {
 				errs = append(errs, fmt.Errorf("remove vApp %s: %w", p.AppPath, err))
+			} else {
+				Note(ctx, "vApp %s removed", p.AppPath)
 			}
 		}
 		for _, h := range p.Hosts {
 			if err := d.UnmountNFS(ctx, h, p.Datastore); err != nil {
 				errs = append(errs, fmt.Errorf("unmount %s from %s: %w", p.Datastore, h, err))
+			} else {
+				Note(ctx, "datastore %s unmounted from %s", p.Datastore, h)
 			}
 		}
 		if err := o.Exporter.Discard(ctx, id); err != nil && !errors.Is(err, storeapi.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("discard the session overlay: %w", err))
+		} else {
+			Note(ctx, "export withdrawn, session overlay deleted")
 		}
 		return nil, errors.Join(errs...)
 	})

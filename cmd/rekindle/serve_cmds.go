@@ -376,8 +376,18 @@ func sessionsShow(c *cli.Context) error {
 		fmt.Printf("error: %s\n", s.Error)
 	}
 	fmt.Printf("nfs path: %s\nclients:  %s\ncreated:  %s\n", dash(s.NFSPath), strings.Join(s.Allow, ", "), fmtTime(s.Created))
+	var plan orchestrator.Plan
+	if len(s.Plan) > 0 {
+		_ = json.Unmarshal(s.Plan, &plan) // a site recovery's plan has no VMs of this form
+	}
 	for _, v := range s.VMs {
-		fmt.Printf("vm %s: point %s, folder %s, host %s\n", v.VM, v.Point, v.Folder, dash(v.Host))
+		fmt.Printf("vm %s: point %s, folder %s, host %s", v.VM, v.Point, v.Folder, dash(v.Host))
+		for _, pv := range plan.VMs {
+			if pv.Folder == v.Folder {
+				fmt.Printf(", ready: %s", readyText(pv.Ready))
+			}
+		}
+		fmt.Println()
 	}
 	for _, st := range s.Steps {
 		d := ""
@@ -385,6 +395,15 @@ func sessionsShow(c *cli.Context) error {
 			d = st.Ended.Sub(st.Started).Round(time.Millisecond).String()
 		}
 		fmt.Printf("  %2d %-12s %-8s %8s %s%s\n", st.Seq, st.Name, st.State, d, st.Error, restoreSessionOf(st))
+		var detail struct {
+			Events []orchestrator.StepEvent `json:"events"`
+		}
+		if len(st.Detail) > 0 && st.Detail[0] == '{' {
+			_ = json.Unmarshal(st.Detail, &detail) // other details say nothing to print
+		}
+		for _, ev := range detail.Events {
+			fmt.Printf("       %s  %s\n", fmtTime(ev.Time), ev.Message)
+		}
 	}
 	return nil
 }

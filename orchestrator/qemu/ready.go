@@ -25,17 +25,39 @@ const agentPort = "org.qemu.guest_agent.0"
 // running yet leaves the channel silent.
 const agentTry = 2 * time.Second
 
+// ReadyMethod is this driver's readiness (Config.Ready, Config.ReadyMarker),
+// recorded in each VM of a plan.
+func (d *Driver) ReadyMethod() orchestrator.ReadyCheck {
+	m := orchestrator.ReadyCheck{Via: d.cfg.Ready}
+	if d.cfg.Ready == ReadyMarker {
+		m.Marker = d.cfg.ReadyMarker
+	}
+	return m
+}
+
+// readiness is how check is told: the way the session recorded, else this
+// driver's own.
+func (d *Driver) readiness(check orchestrator.ReadyCheck) (via, marker string) {
+	if check.Via == "" {
+		return d.cfg.Ready, d.cfg.ReadyMarker
+	}
+	if check.Via == ReadyMarker && check.Marker == "" {
+		return ReadyMarker, d.cfg.ReadyMarker
+	}
+	return check.Via, check.Marker
+}
+
 // ReadyWhat says what WaitReady waits for, for the session's messages; ""
 // when readiness is not checked.
 func (d *Driver) ReadyWhat(check orchestrator.ReadyCheck) string {
 	if !check.Heartbeat && !check.IP {
 		return ""
 	}
-	switch d.cfg.Ready {
+	switch via, marker := d.readiness(check); via {
 	case ReadyAgent:
 		return "the QEMU guest agent (guest-ping on virtio-serial " + agentPort + ")"
 	case ReadyMarker:
-		return fmt.Sprintf("%q on the serial console", d.cfg.ReadyMarker)
+		return fmt.Sprintf("%q on the serial console", marker)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"os"
@@ -193,7 +194,8 @@ func TestStopEscalates(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if _, err := e.orch.Start(ctx, orchestrator.Request{Kind: orchestrator.KindVM, VMs: []string{"vm"}, Server: "127.0.0.1"}); err != nil {
+	id, err := e.orch.Start(ctx, orchestrator.Request{Kind: orchestrator.KindVM, VMs: []string{"vm"}, Server: "127.0.0.1"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	e.waitSerial("vm", testvm.IdleLine, bootWithin, func(log string) bool { return strings.Contains(log, testvm.IdleLine) })
@@ -219,7 +221,10 @@ func TestStopEscalates(t *testing.T) {
 	logs.mu.Lock()
 	logs.b.Reset()
 	logs.mu.Unlock()
-	if err := d.PowerOff(ctx, "vm"); err != nil {
+	// `sessions stop`: the session's stop step records each escalation and
+	// the export withdrawn, where `sessions show` and the API read them.
+	o := &orchestrator.Orchestrator{Catalog: e.cat, Driver: d, Exporter: e.svc, Logger: logger(t)}
+	if err := o.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	got = logs.String()
@@ -230,5 +235,94 @@ func TestStopEscalates(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("QEMU pid %d still alive", pid)
+	}
+	info, err := e.svc.Session(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, st := range info.Steps {
+		if st.Name == "stop" {
+			var detail struct{ Events []orchestrator.StepEvent }
+			if err := json.Unmarshal(st.Detail, &detail); err != nil {
+				t.Fatalf("stop step detail %s: %v", st.Detail, err)
+			}
+			for _, ev := range detail.Events {
+				if ev.Time.IsZero() {
+					t.Errorf("event %q has no time", ev.Message)
+				}
+				events = append(events, ev.Message)
+			}
+		}
+	}
+	all := strings.Join(events, "\n")
+	for _, w := range []string{"vm vm: system_powerdown: no answer", "QMP quit next", "vm vm: quit: no answer",
+		"vm vm: SIGTERM: no exit within 1s", "vm vm: SIGKILL sent", "ended by killed", "vm vm: unregistered", "export withdrawn"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("the session's stop step does not record %q; it has:\n%s", w, all)
+		}
+	}
+}
+
+// TestReadinessKeptWithSession: the readiness a session was made with
+// (--ready-marker, here the idle line) is in its stored plan, and a resume
+// by a driver started with other flags (--qemu-ready agent, which this
+// guest, running no agent, would never satisfy) still waits for the
+// marker and says so; the plan keeps saying marker.
+func TestReadinessKeptWithSession(t *testing.T) {
+	e := newEnv(t, testVM{name: "vm", mode: testvm.ModeIdle})
+	e.saveApp(&repo.App{Name: "one", Members: []repo.AppMember{{VM: "vm", Group: 1, WaitForGuest: true}}})
+	made, err := New(Config{WorkDir: e.drv.cfg.WorkDir, Logger: logger(t), ReadyMarker: testvm.IdleLine, Stop: StopTimeouts{Powerdown: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	o := &orchestrator.Orchestrator{Catalog: e.cat, Driver: made, Exporter: e.svc, Logger: logger(t)}
+	id, err := o.Create(ctx, orchestrator.Request{Kind: orchestrator.KindVApp, App: "one", Server: "127.0.0.1", ReadyTimeout: bootWithin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planReady := func() orchestrator.ReadyCheck {
+		_, p, err := o.LoadPlan(ctx, id)
+		if err != nil || len(p.VMs) != 1 {
+			t.Fatalf("plan of %s: %v", id, err)
+		}
+		return p.VMs[0].Ready
+	}
+	if r := planReady(); r.Via != ReadyMarker || r.Marker != testvm.IdleLine {
+		t.Fatalf("plan records readiness %+v, want marker %q", r, testvm.IdleLine)
+	}
+
+	// The process that resumes was started with --qemu-ready agent.
+	resumer, err := New(Config{WorkDir: e.drv.cfg.WorkDir, Logger: logger(t), Ready: ReadyAgent, Stop: StopTimeouts{Powerdown: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var msgs []string
+	o2 := &orchestrator.Orchestrator{Catalog: e.cat, Driver: resumer, Exporter: e.svc, Logger: logger(t),
+		Events: func(ev orchestrator.Event) { mu.Lock(); msgs = append(msgs, ev.Message); mu.Unlock() }}
+	if err := o2.Resume(ctx, id); err != nil {
+		t.Fatalf("resume with other flags: %v\nconsole:\n%s", err, e.serial("vm"))
+	}
+	mu.Lock()
+	all := strings.Join(msgs, "\n")
+	mu.Unlock()
+	if !strings.Contains(all, `vm up ("`+testvm.IdleLine+`" on the serial console)`) {
+		t.Fatalf("the resume did not wait for the session's marker:\n%s", all)
+	}
+	if r := planReady(); r.Via != ReadyMarker {
+		t.Fatalf("plan after the resume: %+v", r)
+	}
+	info, err := e.svc.Session(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"ready":{"heartbeat":true,"ip":false,"via":"marker","marker":"` + testvm.IdleLine + `"}`; !strings.Contains(string(info.Plan), want) {
+		t.Fatalf("the API's session has no readiness %s in its plan:\n%s", want, info.Plan)
+	}
+	if err := o2.Stop(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }

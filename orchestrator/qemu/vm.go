@@ -193,9 +193,10 @@ func (d *Driver) qemuArgs(v *vmState) ([]string, error) {
 		"-D", d.vmFile(v.Name, "qemu.log"),
 		"-daemonize",
 	}
-	if d.cfg.Ready == ReadyAgent {
-		args = append(args, d.agentArgs(v.Name)...)
-	}
+	// The agent's channel is there whatever this driver's readiness: a
+	// session made with --qemu-ready agent may be resumed by a process
+	// started without it.
+	args = append(args, d.agentArgs(v.Name)...)
 	if len(v.Disks) == 0 {
 		return nil, fmt.Errorf("vm %s has no disks: reconcile it first", v.Name)
 	}
@@ -374,9 +375,12 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 	}
 	start := time.Now()
 	off := func(how string) error {
-		d.log.Info("vm powered off", "vm", name, "pid", pid, "by", how, "after", time.Since(start).Round(time.Millisecond))
+		after := time.Since(start).Round(time.Millisecond)
+		d.log.Info("vm powered off", "vm", name, "pid", pid, "by", how, "after", after)
+		orchestrator.Note(ctx, "vm %s: QEMU pid %d ended by %s after %s", name, pid, how, after)
 		return nil
 	}
+	sigName := map[syscall.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGKILL: "SIGKILL"}
 	// Each step gets its timeout; the monitor does not answer when QEMU's
 	// main loop is stuck (libnfs reconnecting to an export that is away), and
 	// that loop handles SIGTERM too, so SIGKILL ends the escalation.
@@ -398,6 +402,7 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 		}
 		tried = append(tried, fmt.Sprintf("system_powerdown (%s)", stepResult(err, t.Powerdown)))
 		d.log.Warn("vm stop: the guest did not shut down: QMP quit next", "vm", name, "pid", pid, "step", "system_powerdown", "result", stepResult(err, t.Powerdown))
+		orchestrator.Note(ctx, "vm %s: system_powerdown: %s; QMP quit next", name, stepResult(err, t.Powerdown))
 	}
 	err := qmp("quit")
 	if err == nil && gone(t.Quit) || gone(0) {
@@ -405,6 +410,7 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 	}
 	tried = append(tried, fmt.Sprintf("quit (%s)", stepResult(err, t.Quit)))
 	d.log.Warn("vm stop: QMP quit did not end QEMU: signalling it", "vm", name, "pid", pid, "step", "quit", "result", stepResult(err, t.Quit))
+	orchestrator.Note(ctx, "vm %s: quit: %s; SIGTERM next", name, stepResult(err, t.Quit))
 	for _, s := range []struct {
 		sig    syscall.Signal
 		within time.Duration
@@ -416,10 +422,12 @@ func (d *Driver) stop(ctx context.Context, name string) error {
 			return fmt.Errorf("vm %s: signal QEMU pid %d: %w", name, pid, err)
 		}
 		if gone(s.within) {
+			orchestrator.Note(ctx, "vm %s: %s sent", name, sigName[s.sig])
 			return off(s.sig.String())
 		}
 		tried = append(tried, fmt.Sprintf("%s (no exit within %s)", s.sig, s.within))
 		d.log.Warn("vm stop: QEMU did not exit", "vm", name, "pid", pid, "step", s.sig.String(), "waited", s.within)
+		orchestrator.Note(ctx, "vm %s: %s: no exit within %s", name, sigName[s.sig], s.within)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("vm %s: power off: %w (tried %s)", name, ctx.Err(), strings.Join(tried, ", "))
@@ -498,14 +506,15 @@ func (d *Driver) WaitReady(ctx context.Context, vm orchestrator.VMRef, check orc
 	if v.PoweredOn.IsZero() {
 		return fmt.Errorf("vm %s was never powered on", name)
 	}
+	via, text := d.readiness(check)
 	switch {
 	case d.ReadyWhat(check) == "":
 		return nil // not checked: the VM is powered on, and only that is known
-	case d.cfg.Ready == ReadyAgent:
+	case via == ReadyAgent:
 		return d.waitAgent(ctx, name, v)
 	}
 	logPath := d.vmFile(name, "serial.log")
-	marker := []byte(d.cfg.ReadyMarker)
+	marker := []byte(text)
 	var off int64
 	found := func() (bool, error) {
 		f, err := os.Open(logPath)
@@ -543,13 +552,13 @@ func (d *Driver) WaitReady(ctx context.Context, vm orchestrator.VMRef, check orc
 				return record()
 			}
 			return fmt.Errorf("vm %s: QEMU exited before the guest printed %q on its serial console %s: %s",
-				name, d.cfg.ReadyMarker, logPath, d.logTail(name))
+				name, text, logPath, d.logTail(name))
 		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			return fmt.Errorf("vm %s: waited %s for the guest to print %q on its serial console %s: %w",
-				name, time.Since(v.PoweredOn).Round(time.Second), d.cfg.ReadyMarker, logPath, ctx.Err())
+				name, time.Since(v.PoweredOn).Round(time.Second), text, logPath, ctx.Err())
 		}
 	}
 }

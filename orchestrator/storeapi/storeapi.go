@@ -13,6 +13,7 @@ package storeapi
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -64,6 +65,10 @@ type SessionInfo struct {
 	Error    string          `json:"error,omitempty"`
 	Steps    []catalog.Step  `json:"steps,omitempty"`
 	Exported bool            `json:"exported"`
+	// Plan is what a restore or site recovery session carries out, as
+	// stored with it (`restore --dry-run --json` prints the same form):
+	// each VM's host, startup group and readiness (ready.via, ready.marker).
+	Plan json.RawMessage `json:"plan,omitempty"`
 }
 
 // SessionVMInfo is one VM folder of a session.
