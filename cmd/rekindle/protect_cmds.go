@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -244,6 +245,17 @@ func protectSchedule(c *cli.Context, r *repo.Repo, cat *catalog.Catalog, log *sl
 			cfg.Client = d.Client()
 			return site.Protect(ctx, d.Client(), r, vcBackuper{cfg}, opts)
 		}}
-	log.Info("protecting", "site", name, "every", s.Every, "vc", c.String("vc"), "parallel", base.Parallel, "quiesce", base.Quiesce)
+	log.Info("protecting", "site", name, "every", s.Every, "vc", withoutCredentials(c.String("vc")), "parallel", base.Parallel, "quiesce", base.Quiesce)
 	return s, nil
+}
+
+// withoutCredentials is a vCenter URL for logs: a user and password given
+// in it (https://user:pw@vc/sdk, as govc users write it) are left out.
+func withoutCredentials(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)" // url errors quote it, credentials included
+	}
+	u.User = nil
+	return u.String()
 }

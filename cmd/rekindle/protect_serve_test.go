@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,5 +192,10 @@ func TestServeProtectsOnSchedule(t *testing.T) {
 	s.kill()
 	if !strings.Contains(s.log.String(), "protect cycle failed") {
 		t.Fatalf("no failed cycle in the log:\n%s", s.log)
+	}
+	if u, _ := url.Parse(lab.URL()); u.User == nil {
+		t.Fatalf("the lab's URL %s has no credentials to leak", lab.URL())
+	} else if pw, _ := u.User.Password(); strings.Contains(s.log.String(), pw+"@") {
+		t.Fatalf("serve logged the vCenter password given in --vc:\n%s", s.log)
 	}
 }
