@@ -540,7 +540,10 @@ func (s *Service) info(cs *catalog.Session) *SessionInfo {
 	// A site recovery has no folders and no clients of its own (its VMs'
 	// restore sessions have): empty lists, not missing ones.
 	si := &SessionInfo{ID: cs.ID, Kind: cs.Kind, State: cs.State, NFSPath: cs.NFSPath, Server: s.cfg.ServerName,
-		Allow: cs.Allow, VMs: []SessionVMInfo{}, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported, Plan: cs.Request}
+		Allow: cs.Allow, VMs: []SessionVMInfo{}, Created: cs.Created, Error: cs.Error, Steps: cs.Steps, Exported: exported}
+	if cs.Kind != catalog.KindSite {
+		si.Plan = cs.Request // a restore plan (a site recovery's is shown by `site recover`)
+	}
 	if si.Allow == nil {
 		si.Allow = []string{}
 	}

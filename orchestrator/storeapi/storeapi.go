@@ -65,7 +65,7 @@ type SessionInfo struct {
 	Error    string          `json:"error,omitempty"`
 	Steps    []catalog.Step  `json:"steps,omitempty"`
 	Exported bool            `json:"exported"`
-	// Plan is what a restore or site recovery session carries out, as
+	// Plan is what a restore session carries out, as
 	// stored with it (`restore --dry-run --json` prints the same form):
 	// each VM's host, startup group and readiness (ready.via, ready.marker).
 	Plan json.RawMessage `json:"plan,omitempty"`
