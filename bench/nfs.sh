@@ -18,6 +18,7 @@
 #   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
 #   BENCH_FILES     small files per metadata run (CREATE+WRITE+COMMIT) (2000)
 #   BENCH_ONLY      extended regex: run only the tests whose name matches (all)
+#   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
 #
 # Everything runs as root inside private network, mount and PID namespaces: rpcbind,
@@ -33,7 +34,7 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}"
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_BIN:=}"
 export BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
@@ -77,7 +78,7 @@ outer() {
 	local t0=$SECONDS
 	"$here/build-fio.sh"
 	log "go build bin/rekindle, bench/build/nfsfiles"
-	go build -o "$RK" ./cmd/rekindle
+	if [ -n "$BENCH_BIN" ]; then cp "$BENCH_BIN" "$RK"; else go build -o "$RK" ./cmd/rekindle; fi
 	go build -tags libnfs -o "$NFSFILES" ./bench/nfsfiles
 
 	rm -rf "$BENCH_WORK" "$RES"

@@ -213,11 +213,10 @@ func (s *Server) fastReadCached(xid uint32, a *ioArgs) (fastReply, bool) {
 }
 
 func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool) (fastReply, bool) {
-	efs, parts, err := s.fileOf(a.fh)
+	efs, full, err := s.filePathOf(a.fh)
 	if err != nil {
 		return errorReply(xid, procRead, nfs.NFSStatusStale), !cachedOnly
 	}
-	full := efs.Join(parts...)
 	var f billy.File
 	if cachedOnly {
 		co, ok := efs.Filesystem.(CachedOpener)

@@ -27,12 +27,20 @@ func (fs *exportFS) check(op, p string) error {
 	if strings.IndexByte(p, 0) >= 0 {
 		return &os.PathError{Op: op, Path: p, Err: os.ErrPermission}
 	}
-	for _, c := range strings.Split(filepath.ToSlash(p), "/") {
+	for rest := filepath.ToSlash(p); ; {
+		i := strings.IndexByte(rest, '/')
+		c := rest
+		if i >= 0 {
+			c = rest[:i]
+		}
 		if c == ".." {
 			return &os.PathError{Op: op, Path: p, Err: os.ErrPermission}
 		}
+		if i < 0 {
+			return nil
+		}
+		rest = rest[i+1:]
 	}
-	return nil
 }
 
 func (fs *exportFS) checkWrite(op, p string) error {

@@ -93,6 +93,26 @@ func (h *goHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
 	return efs, parts, nil
 }
 
+// filePathOf is fileOf for the fast path, which needs the file's path, not
+// its components: the path a FileIDer keeps is clean already (the usual
+// case), and then it is used as it is, without splitting and joining it again
+// on every READ and WRITE.
+func (s *Server) filePathOf(fh []byte) (*exportFS, string, error) {
+	eid, fid, err := decodeHandle(fh)
+	if err == nil {
+		if exp := s.exportByID(eid); exp != nil && exp.ider != nil {
+			if p, err := exp.ider.PathOf(fid); err == nil && isCleanRel(p) {
+				return exp.fs, p, nil
+			}
+		}
+	}
+	efs, parts, err := s.fileOf(fh)
+	if err != nil {
+		return nil, "", err
+	}
+	return efs, efs.Join(parts...), nil
+}
+
 // fileOf resolves a file handle to its export's filesystem and the file's path
 // components there, for go-nfs and the fast path alike.
 func (s *Server) fileOf(fh []byte) (*exportFS, []string, error) {

@@ -60,6 +60,29 @@ func slashPath(components []string) string {
 	return "/" + strings.Join(components, "/")
 }
 
+// isCleanRel reports whether p is a path that splitPath would take as it is,
+// its components joined with "/": not empty, no leading or trailing slash, no
+// empty, "." or ".." component, no NUL.
+func isCleanRel(p string) bool {
+	if p == "" || strings.IndexByte(p, 0) >= 0 {
+		return false
+	}
+	for {
+		i := strings.IndexByte(p, '/')
+		c := p
+		if i >= 0 {
+			c = p[:i]
+		}
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+		if i < 0 {
+			return true
+		}
+		p = p[i+1:]
+	}
+}
+
 // splitPath turns a path inside an export, with or without a leading slash, into
 // components. It refuses paths that climb out (".."), contain NUL, or are not
 // clean enough to mean one thing.

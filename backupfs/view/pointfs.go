@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/go-git/go-billy/v5"
@@ -118,7 +119,12 @@ func PointFiles(pt *repo.RestorePoint) []*pnode {
 	return out
 }
 
-func clean(p string) string { return path.Clean("/" + p) }
+func clean(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p) // no copy when p is clean
+	}
+	return path.Clean("/" + p)
+}
 
 func (fs *PointFS) lookup(p string) (*pnode, string, error) {
 	p = clean(p)
