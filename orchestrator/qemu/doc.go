@@ -18,11 +18,14 @@
 //     (REKINDLE-BOOT-OK by default, --ready-marker) on the serial console,
 //     which QEMU writes to a file; "agent", the QEMU guest agent answers
 //     guest-sync and guest-ping on the virtio-serial port
-//     org.qemu.guest_agent.0 (host end vms/<vm>/qga.sock); "none", nothing
-//     is checked and the session says "powered on", never "up".
+//     org.qemu.guest_agent.0 (host end vms/<vm>/qga.sock, there for every
+//     VM); "none", nothing is checked and the session says "powered on",
+//     never "up". The plan records the readiness per VM (ReadyCheck.Via,
+//     Marker): a resume waits as the session was made to.
 //   - stop: PowerOff escalates, each step bounded (Config.Stop) and logged:
 //     QMP system_powerdown (the guest's own shutdown), QMP quit, SIGTERM,
-//     SIGKILL.
+//     SIGKILL; within a session's stop step each is also one of its events
+//     (orchestrator.Note).
 //
 // Everything the driver knows lives as JSON files under Config.WorkDir,
 // written atomically, so a new Driver on the same folder (an orchestrator

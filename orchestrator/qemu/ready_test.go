@@ -326,3 +326,47 @@ func TestReadinessKeptWithSession(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadyByAgentInGuest: a guest that runs the real QEMU guest agent
+// (qemu-ga inside the test VM, testvm.ModeAgent) is up for --qemu-ready
+// agent only once its agent answered guest-ping over the virtio-serial
+// port: the agent had started (the guest said so on its console) when the
+// session said up.
+func TestReadyByAgentInGuest(t *testing.T) {
+	e := newEnv(t, testVM{name: "vm", mode: testvm.ModeAgent})
+	e.saveApp(&repo.App{Name: "one", Members: []repo.AppMember{{VM: "vm", Group: 1, WaitForGuest: true}}})
+	d, err := New(Config{WorkDir: e.drv.cfg.WorkDir, Logger: logger(t), Ready: ReadyAgent, Stop: StopTimeouts{Powerdown: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var upLog string
+	var msgs []string
+	o := &orchestrator.Orchestrator{Catalog: e.cat, Driver: d, Exporter: e.svc, Logger: logger(t),
+		Events: func(ev orchestrator.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			msgs = append(msgs, ev.Message)
+			if strings.Contains(ev.Message, "vm up") {
+				upLog = e.serial("vm")
+			}
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	id, err := o.Start(ctx, orchestrator.Request{Kind: orchestrator.KindVApp, App: "one", Server: "127.0.0.1", ReadyTimeout: bootWithin})
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, e.serial("vm"))
+	}
+	mu.Lock()
+	all, up := strings.Join(msgs, "\n"), upLog
+	mu.Unlock()
+	if !strings.Contains(all, "vm up (the QEMU guest agent (guest-ping on virtio-serial "+agentPort+"))") {
+		t.Fatalf("the session did not say the agent answered:\n%s", all)
+	}
+	if !strings.Contains(up, testvm.AgentLine) {
+		t.Fatalf("up before the guest started its agent; console:\n%s", up)
+	}
+	if err := o.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}

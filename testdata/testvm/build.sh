@@ -14,8 +14,10 @@
 #
 # Everything comes from Debian packages at build time: the kernel from
 # `apt-get download linux-image-<version>-amd64` (+ dpkg -x), the initramfs from
-# busybox-static plus the virtio_blk module and its dependencies, the boot loader
-# from syslinux. Nothing here is committed.
+# busybox-static plus the virtio_blk and virtio_console modules and their
+# dependencies, qemu-ga and the libraries it links from this machine's
+# qemu-guest-agent package, the boot loader from syslinux. Nothing here is
+# committed.
 #
 # Disk layout (512-byte sectors, 131072 sectors in all):
 #   0                  MBR (syslinux mbr.bin + one partition entry)
@@ -35,6 +37,9 @@
 #           area for N seconds (each write fsync'ed), print "REKINDLE-WROTE <n>" each
 #           second, then "REKINDLE-DONE <n>" (n = blocks written) and power off
 #   idle    print REKINDLE-IDLE and wait forever (stop it through QMP)
+#   agent   start the QEMU guest agent (qemu-ga, from the qemu-guest-agent package
+#           installed here, with its shared libraries) on the virtio-serial port
+#           named org.qemu.guest_agent.0, print "REKINDLE-AGENT <port>", then idle
 # Every boot prints "REKINDLE-BOOT-OK" first and "REKINDLE-MODE <mode>" after it.
 # A failure prints "REKINDLE-FAIL <reason>" and powers off.
 #
@@ -85,7 +90,7 @@ need() {
 	fi
 }
 
-script_hash=$(sha256sum "$0" | cut -c1-16)
+script_hash=$(sha256sum "$0" | cut -c1-16)-$(dpkg-query -W -f='${Version}' qemu-guest-agent 2>/dev/null || echo none)
 
 # Kernel package: pinned by RK_TESTVM_KERNEL, else whatever is cached, else what
 # linux-image-amd64 depends on now.
@@ -99,7 +104,10 @@ if [ -n "$kpkg" ] && [ "$force" = 0 ] && [ -f "$out/disk.img" ] &&
 	exit 0
 fi
 
-need apt-get apt-cache dpkg cpio gzip busybox syslinux mcopy mkfs.fat flock sha256sum
+need apt-get apt-cache dpkg cpio gzip busybox syslinux mcopy mkfs.fat flock sha256sum ldd
+qga_bin=$(command -v qemu-ga || true)
+[ -n "$qga_bin" ] || [ -x /usr/sbin/qemu-ga ] && qga_bin=${qga_bin:-/usr/sbin/qemu-ga}
+[ -x "$qga_bin" ] || { log "qemu-ga not found (install qemu-guest-agent: scripts/install-deps)"; exit 1; }
 busybox_bin=/bin/busybox
 [ -x "$busybox_bin" ] || busybox_bin=$(command -v busybox)
 if ldd "$busybox_bin" >/dev/null 2>&1; then
@@ -152,7 +160,8 @@ mkdir -p "$work/pkg"
 # only the kernel image and the modules we need
 dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/pkg" --wildcards \
 	"./boot/vmlinuz-*" "./lib/modules/*/kernel/drivers/virtio/*" \
-	"./lib/modules/*/kernel/drivers/block/virtio_blk.ko*" 2>/dev/null ||
+	"./lib/modules/*/kernel/drivers/block/virtio_blk.ko*" \
+	"./lib/modules/*/kernel/drivers/char/virtio_console.ko*" 2>/dev/null ||
 	dpkg -x "$deb" "$work/pkg"
 cp "$work/pkg/boot/vmlinuz-$kver" "$work/vmlinuz"
 moddir="$work/pkg/lib/modules/$kver"
@@ -163,6 +172,14 @@ ird="$work/initrd"
 mkdir -p "$ird"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,lib/modules,tmp,mnt}
 cp "$busybox_bin" "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
+# qemu-ga and every library it links, at the paths the dynamic loader looks in.
+cp "$qga_bin" "$ird/bin/qemu-ga"
+for lib in $(ldd "$qga_bin" | awk '/=> \//{print $3} /^\t\/.*ld-linux/{print $1}'); do
+	mkdir -p "$ird$(dirname "$lib")"
+	cp -L "$lib" "$ird$lib"
+done
+qga_version=$(dpkg-query -W -f='${Version}' qemu-guest-agent 2>/dev/null || echo unknown)
+log "qemu-ga $qga_version with $(ldd "$qga_bin" | grep -c '=> /') libraries"
 
 find_mod() { find "$moddir/kernel" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" -o -name "$1.ko.gz" | head -n1; }
 mod_deps() { # read depends= from .modinfo of a (possibly compressed) module
@@ -193,7 +210,7 @@ add_mod() { # depth-first: dependencies first
 	esac
 	order+=("$m")
 }
-for m in virtio_pci virtio_blk; do add_mod "$m"; done
+for m in virtio_pci virtio_blk virtio_console; do add_mod "$m"; done
 printf '%s\n' "${order[@]}" >"$ird/lib/modules/order"
 log "modules: ${order[*]}"
 
@@ -282,6 +299,23 @@ write)
 	off
 	;;
 idle)
+	echo "REKINDLE-IDLE"
+	while :; do sleep 3600; done
+	;;
+agent)
+	mkdir -p /var/run /tmp/qga
+	port=""
+	i=0
+	while [ -z "$port" ]; do
+		for p in /sys/class/virtio-ports/*; do
+			[ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+		done
+		i=$((i + 1))
+		[ -z "$port" ] && [ $i -gt 100 ] && fail "no virtio-serial port org.qemu.guest_agent.0"
+		[ -z "$port" ] && sleep 0.1
+	done
+	/bin/qemu-ga -m virtio-serial -p "$port" -f /tmp/qga/pid -t /tmp/qga &
+	echo "REKINDLE-AGENT $port"
 	echo "REKINDLE-IDLE"
 	while :; do sleep 3600; done
 	;;

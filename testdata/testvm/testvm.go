@@ -64,7 +64,13 @@ const (
 	ModeMarker = "marker"
 	ModeWrite  = "write"
 	ModeIdle   = "idle"
+	// ModeAgent runs the QEMU guest agent in the guest (on the virtio-serial
+	// port org.qemu.guest_agent.0), prints AgentLine, then idles.
+	ModeAgent = "agent"
 )
+
+// AgentLine starts the line the guest prints once its agent runs.
+const AgentLine = "REKINDLE-AGENT"
 
 // RepoRoot returns the module root, found from this source file.
 func RepoRoot() string {
