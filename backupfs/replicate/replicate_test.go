@@ -520,33 +520,7 @@ func TestWatchFollowsNewPoints(t *testing.T) {
 	srcDir := t.TempDir()
 	src := source(t, srcDir, 1, 1, 2)
 	dstDir := filepath.Join(t.TempDir(), "replica")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	got := make(chan *Stats, 100)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Watch(ctx, local(t, srcDir), local(t, dstDir), 20*time.Millisecond, Options{}, func(st *Stats, err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			got <- st
-		})
-	}()
-	wait := func(what string, ok func(*Stats) bool) {
-		t.Helper()
-		deadline := time.After(30 * time.Second)
-		for {
-			select {
-			case st := <-got:
-				if ok(st) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("watch: no copy %s within 30s", what)
-			}
-		}
-	}
+	_, wait, stop := watching(t, local(t, srcDir), local(t, dstDir), 20*time.Millisecond)
 	wait("of the first point", func(st *Stats) bool { return st.Points == 1 && st.Sites == 1 })
 	// A new protect cycle: a point and a package naming it.
 	p, err := src.LatestPoint("vm00")
@@ -559,8 +533,7 @@ func TestWatchFollowsNewPoints(t *testing.T) {
 	}
 	savePackage(t, src, "dc1-20261201T000000Z-00000b", []string{p.ID})
 	wait("of the new cycle", func(st *Stats) bool { return st.Points == 1 && st.Sites == 1 && st.Chunks == 0 })
-	cancel()
-	<-done
+	stop()
 	consistent(t, local(t, dstDir))
 }
 
@@ -638,4 +611,39 @@ func TestOlderTargetVersionRefused(t *testing.T) {
 	if err != nil || len(objs) != 0 {
 		t.Fatalf("target holds %d chunks after a refused copy (%v)", len(objs), err)
 	}
+}
+
+// watching runs Watch from src to dst every poll until the test's end (the
+// returned stop ends it and waits for it); each poll's Stats arrive on got, and
+// wait(what, ok) waits up to 30 s for a poll whose Stats satisfy ok.
+func watching(t *testing.T, src, dst Backend, poll time.Duration) (got <-chan *Stats, wait func(what string, ok func(*Stats) bool), stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stats := make(chan *Stats, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Watch(ctx, src, dst, poll, Options{}, func(st *Stats, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			stats <- st
+		})
+	}()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	wait = func(what string, ok func(*Stats) bool) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case st := <-stats:
+				if ok(st) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("watch: no copy %s within 30s", what)
+			}
+		}
+	}
+	return stats, wait, stop
 }

@@ -59,33 +59,7 @@ func TestWatchCycleArrivesWhole(t *testing.T) {
 	srcB := &listCounter{Backend: local(t, srcDir)}
 	dstL := &listCounter{Backend: local(t, filepath.Join(t.TempDir(), "replica"))}
 	dst := &packageChecker{ordered: &ordered{Backend: dstL, t: t, unflushed: map[Kind]int{}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	got := make(chan *Stats, 100)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Watch(ctx, srcB, dst, 10*time.Millisecond, Options{}, func(st *Stats, err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			got <- st
-		})
-	}()
-	wait := func(what string, ok func(*Stats) bool) {
-		t.Helper()
-		deadline := time.After(30 * time.Second)
-		for {
-			select {
-			case st := <-got:
-				if ok(st) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("watch: no copy %s within 30s", what)
-			}
-		}
-	}
+	got, wait, stop := watching(t, srcB, dst, 10*time.Millisecond)
 	waitFn := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
@@ -147,8 +121,7 @@ func TestWatchCycleArrivesWhole(t *testing.T) {
 	}
 	savePackage(t, src, "dc1-20261201T000000Z-00000c", []string{p.ID, q.ID})
 	wait("of the cycle's package", func(st *Stats) bool { return st.Sites == 1 && st.Points == 0 && st.Chunks == 0 })
-	cancel()
-	<-done
+	stop()
 	if pts, sites := consistent(t, dstL.Backend); pts != 3 || sites != 2 {
 		t.Fatalf("target: %d points, %d packages: want 3 and 2", pts, sites)
 	}
