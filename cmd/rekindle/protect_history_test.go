@@ -39,16 +39,6 @@ func TestServeProtectSessions(t *testing.T) {
 		"--protect-parallel", "1", "--protect-keep-last", "1"}}
 	s.start()
 	defer s.kill()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("serve: %s not within 2 minutes\n%s", what, s.log)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	cycles := func() []catalog.JobRun {
 		out, _ := run(t, false, "protect", "list", "--repo", repoDir, "--site", "hq", "--limit", "0", "--json")
 		var runs []catalog.JobRun
@@ -65,7 +55,7 @@ func TestServeProtectSessions(t *testing.T) {
 		}
 		return n
 	}
-	waitFor("a protect cycle done", func() bool { return done() >= 1 })
+	s.waitFor("a protect cycle done", func() bool { return done() >= 1 })
 
 	// Every session vCenter has ends, serve's included.
 	sm := session.NewManager(lab.Client)
@@ -93,7 +83,7 @@ func TestServeProtectSessions(t *testing.T) {
 		}
 		return out
 	}
-	waitFor("two cycles after the sessions ended", func() bool { return len(after()) >= 2 })
+	s.waitFor("two cycles after the sessions ended", func() bool { return len(after()) >= 2 })
 	runs := after()
 	for _, r := range runs {
 		if r.State != catalog.RunDone || r.Package == "" || r.VMsOK != 2 || r.VMsFailed != 0 || r.Trigger != "schedule" {

@@ -129,28 +129,18 @@ func TestServeProtectsOnSchedule(t *testing.T) {
 		"--protect-site", "hq", "--protect-every", "300ms", "--protect-vm", "db01"}}
 	s.start()
 	defer s.kill()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("serve: %s not within 2 minutes\n%s", what, s.log)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	packages := func() int {
 		ents, _ := os.ReadDir(filepath.Join(repoDir, "sites"))
 		return len(ents)
 	}
-	waitFor("two site packages", func() bool { return packages() >= 2 })
+	s.waitFor("two site packages", func() bool { return packages() >= 2 })
 	if ts := metric(t, metrics, `rekindle_protect_last_success_timestamp_seconds{site="hq"}`); ts < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Fatalf("last success %v after two cycles", ts)
 	}
 	if d := metric(t, metrics, `rekindle_protect_last_duration_seconds{site="hq"}`); d <= 0 {
 		t.Fatalf("last duration %v", d)
 	}
-	waitFor("the job's first run", func() bool {
+	s.waitFor("the job's first run", func() bool {
 		return metric(t, metrics, `rekindle_job_runs_total{job="often",state="done"}`) >= 1
 	})
 	_, port, _ := net.SplitHostPort(nfsAddr)
@@ -180,7 +170,7 @@ func TestServeProtectsOnSchedule(t *testing.T) {
 	// vCenter goes away: cycles fail, serve stays.
 	lab.Server.CloseClientConnections()
 	lab.Server.Close()
-	waitFor("a failed cycle counted", func() bool {
+	s.waitFor("a failed cycle counted", func() bool {
 		return metric(t, metrics, `rekindle_protect_failures_total{site="hq"}`) >= 1
 	})
 	if _, err := testClient(api).Status(ctx); err != nil {

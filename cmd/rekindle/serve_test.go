@@ -101,6 +101,19 @@ func (s *server) start() {
 	}
 }
 
+// waitFor waits up to 2 minutes for ok, polling, and fails the test with the
+// server's log if it does not come.
+func (s *server) waitFor(what string, ok func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !ok() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("serve: %s not within 2 minutes\n%s", what, s.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (s *server) kill() {
 	s.cmd.Process.Kill()
 	s.cmd.Wait()

@@ -139,11 +139,9 @@ func (d *barrierDriver) SetStartOrder(ctx context.Context, appPath string, membe
 	return d.Driver.(*simlab.SimHosts).SetStartOrder(ctx, appPath, members)
 }
 
-// recoverLab protects the primary's vApp VMs into a new recovery lab and
-// plans their recovery with a Recoverer over driver wrap(lab.Hosts); it
-// returns how long the protect cycle took too.
-func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members map[string][]string,
-	wrap func(*simlab.Lab) orchestrator.Driver) (*simlab.Lab, *Recoverer, *RecoveryPlan, time.Duration) {
+// newRecoveryLab starts a recovery site (its own vCenter simulator, hosts and
+// rekindle server) for the test, in the folder it returns.
+func newRecoveryLab(tb testing.TB, ctx context.Context) (*simlab.Lab, string) {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "recover")
 	if err != nil {
@@ -155,6 +153,16 @@ func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members ma
 		tb.Fatal(err)
 	}
 	tb.Cleanup(lab.Close)
+	return lab, dir
+}
+
+// recoverLab protects the primary's vApp VMs into a new recovery lab and
+// plans their recovery with a Recoverer over driver wrap(lab.Hosts); it
+// returns how long the protect cycle took too.
+func recoverLab(tb testing.TB, ctx context.Context, pc *vim25.Client, members map[string][]string,
+	wrap func(*simlab.Lab) orchestrator.Driver) (*simlab.Lab, *Recoverer, *RecoveryPlan, time.Duration) {
+	tb.Helper()
+	lab, dir := newRecoveryLab(tb, ctx)
 	var protected []string
 	for _, ms := range members {
 		protected = append(protected, ms...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -180,16 +179,7 @@ func TestSiteRecoverTwoSimulators(t *testing.T) {
 	defer cancel()
 	_, pc := primarySite(t, ctx)
 
-	dir, err := os.MkdirTemp("", "recover")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	lab, err := simlab.New(ctx, simlab.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lab.Close)
+	lab, _ := newRecoveryLab(t, ctx)
 	rc := lab.Driver.Client()
 	// The guests take a second to come up after power-on, so a startup
 	// group that waits for them shows in vCenter's events.
