@@ -146,8 +146,14 @@ func printResults(w io.Writer, rs []vcbackup.Result) {
 			if size > 0 {
 				pct = 100 * float64(r.BytesRead) / float64(size)
 			}
-			fmt.Fprintf(w, "%s: point %s (%s): read %s of %s (%.1f%%), %s new, %s\n", r.VM, r.Point.ID, r.Mode,
-				humanBytes(r.BytesRead), humanBytes(size), pct, humanBytes(r.Stats.BytesNew), r.Duration.Round(time.Millisecond))
+			var used int64
+			for _, d := range r.Disks {
+				used += d.BytesRead
+			}
+			// Over nfc the export lease streams each disk: what is
+			// transferred can exceed what changed.
+			fmt.Fprintf(w, "%s: point %s (%s): transferred %s from vCenter for %s read of %s (%.1f%%), %s new, %s\n", r.VM, r.Point.ID, r.Mode,
+				humanBytes(r.BytesRead), humanBytes(used), humanBytes(size), pct, humanBytes(r.Stats.BytesNew), r.Duration.Round(time.Millisecond))
 		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(w, "  %s: %s\n", r.VM, n)

@@ -18,7 +18,17 @@ import (
 // against the full backup's in the same run.
 //
 //	go test -run '^$' -bench Incremental1Percent -benchtime 3x ./orchestrator/vcbackup/
-func BenchmarkIncremental1Percent(b *testing.B) {
+//
+// It reads through the datastore transport (ranged reads);
+// BenchmarkIncremental1PercentNFC reads the same through the export lease,
+// whose streamOptimized stream has no ranges: the incremental transfers the
+// stream up to the last changed area.
+func BenchmarkIncremental1Percent(b *testing.B) { benchIncremental(b, vcbackup.TransportDatastore) }
+
+// BenchmarkIncremental1PercentNFC is BenchmarkIncremental1Percent over nfc.
+func BenchmarkIncremental1PercentNFC(b *testing.B) { benchIncremental(b, vcbackup.TransportNFC) }
+
+func benchIncremental(b *testing.B, transport string) {
 	const size = 128 << 20
 	ctx := context.Background()
 	lab, err := backuplab.New(ctx, b.TempDir())
@@ -40,7 +50,7 @@ func BenchmarkIncremental1Percent(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg := vcbackup.Config{Client: lab.Client, Repo: r}
+		cfg := vcbackup.Config{Client: lab.Client, Repo: r, Transport: transport}
 		t0 := time.Now()
 		res, err := vcbackup.BackupVMs(ctx, cfg, []string{"bench01"})
 		if err != nil || res[0].Err != nil {

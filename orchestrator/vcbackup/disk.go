@@ -155,7 +155,7 @@ func (s *rangeSource) readAt(ctx context.Context, p []byte, off int64) error {
 type diskJob struct {
 	disk disk
 	plan readPlan
-	src  *rangeSource
+	src  diskSource
 }
 
 // pointWriter stores the chunks of one restore point's disks.
@@ -194,44 +194,72 @@ func (w *pointWriter) disk(ctx context.Context, job *diskJob, done func(int64)) 
 		}
 	}
 	var read atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.readers)
-	for _, i := range chunks {
-		g.Go(func() error {
-			buf := make([]byte, idx.ChunkLen(i))
-			if base := idx.Chunks[i]; !base.IsZero() {
-				data, err := w.r.GetChunk(base)
-				if err != nil {
-					return fmt.Errorf("parent chunk %d: %w", i, err)
-				}
-				if len(data) != len(buf) {
-					return fmt.Errorf("parent chunk %d: %d bytes, want %d", i, len(data), len(buf))
-				}
-				copy(buf, data)
-			}
-			for _, pc := range pieces[i] {
-				if err := job.src.readAt(ctx, buf[pc.rel:pc.rel+pc.n], pc.off); err != nil {
-					return err
-				}
-				read.Add(pc.n)
-				done(pc.n)
-			}
-			if repo.IsZero(buf) {
-				idx.Chunks[i] = repo.ZeroDigest
-				return nil
-			}
-			d := repo.Sum(buf)
-			stored, wrote, err := w.r.PutChunk(d, buf)
+	// fill reads chunk i: the parent's bytes (or zeros) and the areas'.
+	fill := func(ctx context.Context, i int, buf []byte) error {
+		if base := idx.Chunks[i]; !base.IsZero() {
+			data, err := w.r.GetChunk(base)
 			if err != nil {
+				return fmt.Errorf("parent chunk %d: %w", i, err)
+			}
+			if len(data) != len(buf) {
+				return fmt.Errorf("parent chunk %d: %d bytes, want %d", i, len(data), len(buf))
+			}
+			copy(buf, data)
+		}
+		for _, pc := range pieces[i] {
+			if err := job.src.readAt(ctx, buf[pc.rel:pc.rel+pc.n], pc.off); err != nil {
 				return err
 			}
-			idx.Chunks[i] = d
-			if wrote {
-				w.newChunks.Add(1)
-				w.new.Add(int64(len(buf)))
-				w.stored.Add(stored)
-			}
+			read.Add(pc.n)
+			done(pc.n)
+		}
+		return nil
+	}
+	store := func(i int, buf []byte) error {
+		if repo.IsZero(buf) {
+			idx.Chunks[i] = repo.ZeroDigest
 			return nil
+		}
+		d := repo.Sum(buf)
+		stored, wrote, err := w.r.PutChunk(d, buf)
+		if err != nil {
+			return err
+		}
+		idx.Chunks[i] = d
+		if wrote {
+			w.newChunks.Add(1)
+			w.new.Add(int64(len(buf)))
+			w.stored.Add(stored)
+		}
+		return nil
+	}
+	defer job.src.close()
+	for _, i := range chunks {
+		buf := make([]byte, idx.ChunkLen(i))
+		if job.src.sequential() {
+			// A stream is read in order here; chunks are stored in parallel.
+			if gctx.Err() != nil {
+				if err := g.Wait(); err != nil {
+					return nil, read.Load(), err
+				}
+				return nil, read.Load(), ctx.Err()
+			}
+			if err := fill(gctx, i, buf); err != nil {
+				if werr := g.Wait(); werr != nil {
+					err = werr // the first error: a failed store ended the stream
+				}
+				return nil, read.Load(), err
+			}
+			g.Go(func() error { return store(i, buf) })
+			continue
+		}
+		g.Go(func() error {
+			if err := fill(gctx, i, buf); err != nil {
+				return err
+			}
+			return store(i, buf)
 		})
 	}
 	if err := g.Wait(); err != nil {

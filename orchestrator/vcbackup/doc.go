@@ -9,8 +9,12 @@
 //     such snapshot an earlier run left behind (a crash, a vCenter fault),
 //     and removes its own whatever happens.
 //   - transport: how disk bytes are fetched. "nfc" reads the snapshot's
-//     export lease (VirtualMachineSnapshot.ExportSnapshot) with HTTP Range
-//     requests; "datastore" reads the snapshot's base flat extent through
+//     export lease (VirtualMachineSnapshot.ExportSnapshot): vCenter streams
+//     each disk as a streamOptimized VMDK, without ranges, so the disk is
+//     one GET whose grains are parsed in order (stream.go) and only the
+//     planned areas kept: an incremental transfers the stream up to its
+//     last changed area, not only the changed bytes (Result.BytesRead is
+//     what was transferred, DiskResult.BytesRead what was taken); "datastore" reads the snapshot's base flat extent through
 //     the datastore's HTTP file access (/folder), with Range requests, for a
 //     powered-off VM. "auto" picks nfc for a running VM and datastore
 //     otherwise.
@@ -22,8 +26,8 @@
 //     disk when CBT is off); an incremental one reads only the areas changed
 //     since the parent point's changeId, and takes every other chunk from the
 //     parent point's index. A chunk partly changed is the parent's chunk with
-//     the changed bytes laid over it, so vCenter is asked for exactly the
-//     changed bytes. CBT off is switched on (the backup is then full, and its
+//     the changed bytes laid over it, so the datastore transport asks vCenter
+//     for exactly the changed bytes (nfc takes them from the stream). CBT off is switched on (the backup is then full, and its
 //     Result says so); a changeId vCenter refuses (CBT reset, disk resized)
 //     makes that disk full, and the Result says so.
 //   - Result: what one VM's backup did: its restore point, mode, notes,

@@ -425,6 +425,9 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 	for i, d := range disks {
 		g.Go(func() error {
 			job := diskJob{disk: d, src: &rangeSource{c: b.c, u: urls[i], read: &w.read}}
+			if transport == TransportNFC {
+				job.src = &streamSource{c: b.c, u: urls[i], size: d.size, read: &w.read}
+			}
 			plan, note, err := b.plan(gctx, vi.ref, snapRef, d, parent, cbtOn)
 			if err != nil {
 				return fmt.Errorf("disk %s: %w", d.name, err)

@@ -17,12 +17,15 @@ package vcsimext
 //     ESXi) is refused with InvalidArgument, as vCenter refuses a stale one.
 //   - the snapshot export lease's disk bytes: the simulator's lease URL
 //     serves the disk's descriptor text, where vCenter streams the disk. The
-//     stand-in rewrites each disk URL of the lease to a handler that serves
-//     the disk's flat bytes (the -flat.vmdk extent, zero-padded to the
-//     disk's capacity) and honours HTTP Range requests. Real vCenter streams
-//     a streamOptimized VMDK here, without ranges; this stand-in serves flat
-//     bytes with ranges, which is what an incremental read needs. The URL is
-//     valid while the lease is open and refused after Complete or Abort.
+//     stand-in rewrites each disk URL of the lease to a handler that streams,
+//     as vCenter does, the disk as a streamOptimized VMDK (see stream.go:
+//     header, embedded descriptor, zlib-compressed grains behind grain
+//     markers, grain tables and directory behind their markers, footer,
+//     end-of-stream marker; all-zero grains left out) made from the
+//     -flat.vmdk extent zero-padded to the disk's capacity. Like vCenter it
+//     ignores Range: every GET is answered 200 with the whole stream. The URL
+//     is valid while the lease is open and refused after Complete or Abort.
+//     CorruptStreams makes the next streams carry a malformed marker.
 
 import (
 	"bytes"
@@ -36,7 +39,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
@@ -65,6 +67,7 @@ type Backup struct {
 	served    atomic.Int64
 	requests  atomic.Int64
 	failReads atomic.Int64
+	corrupt   atomic.Int64
 
 	svc       *simulator.Service
 	failFiles map[string]*atomic.Int64 // datastore file path -> downloads left to fail
@@ -109,7 +112,7 @@ func ExtendBackup(m *simulator.Model) *Backup {
 	return b
 }
 
-// BytesServed is how many disk bytes the export-lease stand-in has sent.
+// BytesServed is how many stream bytes the export-lease stand-in has sent.
 func (b *Backup) BytesServed() int64 { return b.served.Load() }
 
 // Requests is how many disk reads the export-lease stand-in has answered.
@@ -414,7 +417,8 @@ func (b *Backup) ExportSnapshot(ctx *simulator.Context, req *types.ExportSnapsho
 	return res
 }
 
-// serveDisk serves a leased disk's flat bytes, with Range support.
+// serveDisk streams a leased disk as a streamOptimized VMDK, ignoring
+// Range as vCenter does.
 func (b *Backup) serveDisk(w http.ResponseWriter, r *http.Request) {
 	lease, name, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, nfcPath), "/")
 	b.mu.Lock()
@@ -440,8 +444,47 @@ func (b *Backup) serveDisk(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 	b.requests.Add(1)
-	cw := &countingWriter{ResponseWriter: w, n: &b.served}
-	http.ServeContent(cw, r, name, time.Time{}, io.NewSectionReader(zeroPadded{f: f, size: d.size}, 0, d.size))
+	w.Header().Set("Content-Type", "application/x-vnd.vmware-streamVmdk")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	var out io.Writer = &countingWriter{ResponseWriter: w, n: &b.served}
+	if b.corrupt.Add(-1) >= 0 {
+		out = &corruptingWriter{w: out, at: corruptAt}
+	} else {
+		b.corrupt.Store(0)
+	}
+	// An error here is the client gone or the file unreadable: the stream
+	// ends short, which the reader sees as a truncated stream.
+	_ = WriteStreamOptimized(out, zeroPadded{f: f, size: d.size}, d.size, name)
+}
+
+// CorruptStreams makes the next n disk streams of the export lease carry a
+// malformed marker (a grain marker whose compressed size is beyond any
+// grain), as a damaged transfer would.
+func (b *Backup) CorruptStreams(n int) { b.corrupt.Store(int64(n)) }
+
+// corruptAt is the stream offset CorruptStreams damages: the size field of
+// the first grain marker, right after a header and a one-sector descriptor.
+const corruptAt = 2*streamSector + 8
+
+type corruptingWriter struct {
+	w   io.Writer
+	at  int64
+	off int64
+}
+
+func (c *corruptingWriter) Write(p []byte) (int, error) {
+	if c.off <= c.at && c.at < c.off+int64(len(p)) {
+		p = bytes.Clone(p)
+		p[c.at-c.off] = 0xff
+		if i := c.at - c.off + 3; i < int64(len(p)) {
+			p[i] = 0x7f
+		}
+	}
+	c.off += int64(len(p))
+	return c.w.Write(p)
 }
 
 type countingWriter struct {
