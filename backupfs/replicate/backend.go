@@ -75,6 +75,11 @@ type Local struct {
 	// FS is the filesystem (nil means the operating system's). Locks are
 	// taken through package repo and so need the operating system's.
 	FS durable.FS
+	// LockWait and LockWaiting are what Lock gives the repository (see
+	// repo.Repo's fields of those names): how long its shared lock waits
+	// for a prune's exclusive one, and whom to tell meanwhile.
+	LockWait    time.Duration
+	LockWaiting func(holder repo.LockInfo, wait time.Duration)
 
 	mu      sync.Mutex
 	pending []string            // files written since the last Flush
@@ -175,6 +180,7 @@ func (l *Local) Lock(ctx context.Context, purpose string) (Unlocker, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.LockWait, r.LockWaiting = l.LockWait, l.LockWaiting
 	return r.Lock(ctx, repo.LockShared, purpose)
 }
 

@@ -20,7 +20,7 @@ func replicateCommands() []*cli.Command {
 	return []*cli.Command{{
 		Name: "replicate", Usage: "copy what another repository (the recovery site's) lacks: chunks first, site packages last",
 		Description: "Example:\n  rekindle replicate --repo /srv/rekindle --to /mnt/dr/rekindle --watch --interval 5m",
-		Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag,
+		Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag, lockWaitFlag,
 			&cli.StringFlag{Name: "to", Required: true, Usage: "target repository folder (created with the source's settings when empty)"},
 			&cli.BoolFlag{Name: "watch", Usage: "copy again every --interval until interrupted (follows new backups and protect cycles)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Minute, Usage: "with --watch, the wait between copies"},
@@ -41,6 +41,9 @@ func replicateCmd(c *cli.Context) error {
 	if src.Dir == dst.Dir {
 		return usageErr("--to %s is the source repository", c.String("to"))
 	}
+	// A prune of either repository makes the copy wait, as a backup does.
+	src.LockWait, src.LockWaiting = lockWait(c)
+	dst.LockWait, dst.LockWaiting = lockWait(c)
 	quiet := c.Bool("quiet") || c.Bool("json")
 	opts := replicate.Options{Workers: c.Int("workers"), SitePoints: func(b []byte) ([]string, error) {
 		p, err := site.Decode(b)

@@ -20,7 +20,8 @@ var (
 	repoFlag    = &cli.StringFlag{Name: "repo", Usage: "repository folder", EnvVars: []string{"REKINDLE_REPO"}, Required: true}
 	catalogFlag = &cli.StringFlag{Name: "catalog", Usage: "catalog database (default REPO/catalog.db)", EnvVars: []string{"REKINDLE_CATALOG"}}
 	quietFlag   = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"}
-	// lockWaitFlag is on the commands that add to the repository: a
+	// lockWaitFlag is on the commands that add to or read the repository
+	// under its shared lock (backups, forget, verify, export, replicate): a
 	// prune's exclusive lock (a `rekindle prune`, or a job's prune in
 	// `serve`) makes them wait, saying for whom, instead of failing.
 	lockWaitFlag = &cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute,
@@ -67,7 +68,7 @@ func repoCommands() []*cli.Command {
 		},
 		{
 			Name: "export", Usage: "write a restore point back out as a VM folder (full restore)",
-			Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag,
+			Flags: []cli.Flag{repoFlag, catalogFlag, quietFlag, lockWaitFlag,
 				&cli.StringFlag{Name: "point", Required: true, Usage: "restore point: an id, a unique prefix of one, or latest (with --vm)"},
 				&cli.StringFlag{Name: "vm", Usage: "the VM whose point --point names (needed for latest)"},
 				&cli.StringFlag{Name: "to", Required: true, Usage: "destination folder (created; must be empty)"}},
@@ -104,7 +105,7 @@ func repoCommands() []*cli.Command {
 		},
 		{
 			Name: "verify", Usage: "re-read and re-hash every chunk the selected restore points use",
-			Flags:  []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id or unique prefix (repeatable; default all)"}},
+			Flags:  []cli.Flag{repoFlag, catalogFlag, quietFlag, jsonFlag, lockWaitFlag, &cli.StringSliceFlag{Name: "point", Usage: "restore point id or unique prefix (repeatable; default all)"}},
 			Action: verifyCmd,
 		},
 		{
@@ -172,9 +173,13 @@ func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
 
 // waitForLocks makes r's locks wait --lock-wait for a prune, saying so on
 // stderr once per holder.
-func waitForLocks(c *cli.Context, r *repo.Repo) {
-	r.LockWait = c.Duration("lock-wait")
-	r.LockWaiting = func(h repo.LockInfo, wait time.Duration) {
+func waitForLocks(c *cli.Context, r *repo.Repo) { r.LockWait, r.LockWaiting = lockWait(c) }
+
+// lockWait is the command's --lock-wait (0 when it has none) and what to
+// say, once per holder, while a lock waits for a prune: the values of
+// repo.Repo's LockWait and LockWaiting.
+func lockWait(c *cli.Context) (time.Duration, func(repo.LockInfo, time.Duration)) {
+	return c.Duration("lock-wait"), func(h repo.LockInfo, wait time.Duration) {
 		fmt.Fprintf(os.Stderr, "waiting for the repository: %s; waiting up to %s (--lock-wait)\n", h, wait)
 	}
 }

@@ -173,9 +173,11 @@ func runPrune(c *cli.Context, r *repo.Repo) error {
 	return nil
 }
 
-// lockRepo takes a repository lock for the command; a conflict is exit
-// status 1 with the holder named.
+// lockRepo takes a repository lock for the command, a shared one waiting
+// --lock-wait for a prune (see waitForLocks); a conflict is exit status 1
+// with the holder named.
 func lockRepo(c *cli.Context, r *repo.Repo, kind, purpose string) (func(), error) {
+	waitForLocks(c, r)
 	l, err := r.Lock(c.Context, kind, purpose)
 	if err != nil {
 		return nil, err
