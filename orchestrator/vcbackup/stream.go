@@ -151,9 +151,10 @@ func (s *streamReader) nextGrain() (int64, []byte, error) {
 			s.off = at
 			return 0, nil, s.fail("grain marker: compressed size %d for a %d-byte grain", n, s.grain)
 		}
-		lba := int64(min(val, 1<<62))
-		off := lba * streamSector
-		if lba%(s.grain/streamSector) != 0 || off >= s.size || off < s.next {
+		// val is checked against the disk before it is multiplied: an LBA
+		// of 2^62 or more would wrap round to an offset inside the disk.
+		off := int64(min(val, uint64(s.size/streamSector)+1)) * streamSector
+		if val%uint64(s.grain/streamSector) != 0 || off >= s.size || off < s.next {
 			s.off = at
 			return 0, nil, s.fail("grain marker: LBA %d not a grain start after the previous grain within the disk", val)
 		}

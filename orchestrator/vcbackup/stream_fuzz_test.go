@@ -2,7 +2,9 @@ package vcbackup
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/rekindle/rekindle/orchestrator/vsphere/vcsimext"
@@ -74,5 +76,33 @@ func TestStreamReaderRoundTrip(t *testing.T) {
 	}
 	if !bytes.Equal(got, disk) || grains != 4 {
 		t.Fatalf("round trip: equal %v, %d grains, want equal and 4 (zero grains left out)", bytes.Equal(got, disk), grains)
+	}
+}
+
+// A grain marker whose LBA is beyond the disk is refused, also when the
+// LBA times the sector size wraps round to an offset inside the disk.
+func TestStreamReaderRefusesWrappingLBA(t *testing.T) {
+	const size = 1 << 20
+	disk := make([]byte, size)
+	copy(disk[size/2:], bytes.Repeat([]byte("rekindle"), 100))
+	var s bytes.Buffer
+	if err := vcsimext.WriteStreamOptimized(&s, bytes.NewReader(disk), size, "w.vmdk"); err != nil {
+		t.Fatal(err)
+	}
+	b := s.Bytes()
+	marker := binary.LittleEndian.Uint64(b[64:]) * 512 // overhead: the first marker
+	lba := binary.LittleEndian.Uint64(b[marker:])
+	if lba != size/2/512 {
+		t.Fatalf("first grain at LBA %d, want %d", lba, size/2/512)
+	}
+	for _, bad := range []uint64{lba + 1<<55, lba + 1<<62, lba + 3<<62} {
+		binary.LittleEndian.PutUint64(b[marker:], bad)
+		r, err := newStreamReader(bytes.NewReader(b), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off, _, err := r.nextGrain(); err == nil || !strings.Contains(err.Error(), "LBA") {
+			t.Fatalf("grain marker with LBA %#x: grain at disk offset %d, err %v; want a refusal naming the LBA", bad, off, err)
+		}
 	}
 }
