@@ -7,7 +7,10 @@
 //     memory; quiesced when asked and VMware Tools run) and reads the disks
 //     from. Its name starts with SnapshotPrefix; a backup first removes any
 //     such snapshot an earlier run left behind (a crash, a vCenter fault),
-//     and removes its own whatever happens.
+//     and removes its own whatever happens. The VM's .vmx and .nvram are
+//     downloaded while the snapshot exists, right after it is taken, so the
+//     point's configuration is that of its disks' moment (removing the
+//     snapshot rewrites the .vmx).
 //   - transport: how disk bytes are fetched. "nfc" reads the snapshot's
 //     export lease (VirtualMachineSnapshot.ExportSnapshot): vCenter streams
 //     each disk as a streamOptimized VMDK, without ranges, so the disk is

@@ -374,6 +374,15 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 		Created: start.UTC().Truncate(time.Second),
 		Source:  &repo.PointSource{Kind: "vcenter", Server: b.server, MoRef: vi.ref.Value, Snapshot: snapName, Quiesced: quiesce},
 	}
+	// The .vmx and .nvram of the disks' moment: downloaded while the
+	// snapshot exists (its removal, or a reconfiguration meanwhile, changes
+	// them); a failure here still removes the snapshot (deferred above).
+	files, err := b.configFiles(ctx, vi)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+		return res
+	}
+	p.Files = files
 	parent, err := cfg.Repo.LatestPoint(vi.name)
 	switch {
 	case err == nil:
@@ -449,6 +458,11 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 		})
 	}
 	err = g.Wait()
+	if err == nil {
+		// Stopped (serve shutting down, a job cancelled) as the last read
+		// ended: no point.
+		err = ctx.Err()
+	}
 	closeLease(err)
 	res.BytesRead = w.read.Load()
 	if err != nil {
@@ -472,12 +486,6 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 	}
 
 	progress(Progress{Phase: "save", Done: done.Load(), Total: total.Load(), BytesRead: w.read.Load()})
-	files, err := b.configFiles(ctx, vi)
-	if err != nil {
-		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
-		return res
-	}
-	p.Files = files
 	if err := cfg.Repo.Sync(); err != nil {
 		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
 		return res

@@ -26,6 +26,12 @@ package vcsimext
 //     ignores Range: every GET is answered 200 with the whole stream. The URL
 //     is valid while the lease is open and refused after Complete or Abort.
 //     CorruptStreams makes the next streams carry a malformed marker.
+//   - a VM's configuration changing while a backup's snapshot is open:
+//     ChangeConfigAtSnapshotRemoval edits the VM's .vmx and .nvram when its
+//     snapshot is removed, before the simulator removes it, as a
+//     reconfiguration during the backup (or ESXi's consolidation, which
+//     rewrites the .vmx's disk entries) does. The files of the snapshot's
+//     moment are those seen before the removal.
 
 import (
 	"bytes"
@@ -71,6 +77,7 @@ type Backup struct {
 
 	svc       *simulator.Service
 	failFiles map[string]*atomic.Int64 // datastore file path -> downloads left to fail
+	changes   map[string][2]string     // .vmx datastore file path -> key, value to set at snapshot removal
 }
 
 type cbtRecord struct {
@@ -91,7 +98,7 @@ type leaseDisk struct {
 func ExtendBackup(m *simulator.Model) *Backup {
 	b := &Backup{records: map[string]*cbtRecord{}, leases: map[string]map[string]leaseDisk{},
 		Self: types.ManagedObjectReference{Type: "VcsimextBackup", Value: "vcsimext-backup"},
-		svc:  m.Service, failFiles: map[string]*atomic.Int64{}}
+		svc:  m.Service, failFiles: map[string]*atomic.Int64{}, changes: map[string][2]string{}}
 	r := m.Map()
 	r.Put(b)
 	prev := r.Handler
@@ -147,6 +154,79 @@ func (b *Backup) FailDownloads(file string, n int) {
 	left.Store(int64(n))
 }
 
+// ChangeConfigAtSnapshotRemoval makes the next removal of a snapshot of
+// the VM whose .vmx is the datastore file vmx (its path in the datastore,
+// e.g. "web01/web01.vmx") first set key = "value" in that .vmx (replacing
+// the key's line, or appended) and append a line to the VM's .nvram beside
+// it. A backup that records the configuration files after removing its
+// snapshot records them changed, not as they were at its disks' moment.
+func (b *Backup) ChangeConfigAtSnapshotRemoval(vmx, key, value string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.changes[vmx] = [2]string{key, value}
+}
+
+// changeConfig applies an armed ChangeConfigAtSnapshotRemoval to the VM of
+// the snapshot being removed.
+func (b *Backup) changeConfig(ctx *simulator.Context, snap *simulator.VirtualMachineSnapshot) types.BaseMethodFault {
+	vm, ok := ctx.Map.Get(snap.Vm).(*simulator.VirtualMachine)
+	if !ok {
+		return nil
+	}
+	var vmx string
+	ctx.WithLock(vm, func() { vmx = vm.Config.Files.VmPathName })
+	var p object.DatastorePath
+	if !p.FromString(vmx) {
+		return nil
+	}
+	b.mu.Lock()
+	kv, armed := b.changes[p.Path]
+	delete(b.changes, p.Path)
+	b.mu.Unlock()
+	if !armed {
+		return nil
+	}
+	file, err := localFile(ctx, p.Datastore, p.Path)
+	if err != nil {
+		return &types.FileFault{File: vmx}
+	}
+	old, err := os.ReadFile(file)
+	if err != nil {
+		return &types.FileFault{File: vmx}
+	}
+	line := fmt.Sprintf("%s = %q", kv[0], kv[1])
+	var out []string
+	set := false
+	for l := range strings.Lines(string(old)) {
+		l = strings.TrimRight(l, "\n")
+		if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == kv[0] {
+			l, set = line, true
+		}
+		out = append(out, l)
+	}
+	if !set {
+		out = append(out, line)
+	}
+	nvram := strings.TrimSuffix(file, ".vmx") + ".nvram"
+	if os.WriteFile(file, []byte(strings.Join(out, "\n")+"\n"), 0o644) != nil ||
+		appendFile(nvram, "changed by vcsimext at snapshot removal: "+line+"\n") != nil {
+		return &types.FileFault{File: vmx}
+	}
+	return nil
+}
+
+func appendFile(name, text string) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // ResetChangeTracking forgets every changeId, as a CBT reset on ESXi does:
 // the next QueryChangedDiskAreas with an older changeId is refused.
 func (b *Backup) ResetChangeTracking() {
@@ -176,6 +256,12 @@ func (b *Backup) route(ctx *simulator.Context, m *simulator.Method) (mo.Referenc
 		if _, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
 			m.This = b.Self
 			return b, nil
+		}
+	case "RemoveSnapshot_Task":
+		if snap, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
+			if fault := b.changeConfig(ctx, snap); fault != nil {
+				return nil, fault
+			}
 		}
 	case "HttpNfcLeaseComplete", "HttpNfcLeaseAbort":
 		b.mu.Lock()
@@ -239,15 +325,18 @@ func flatFile(ctx *simulator.Context, dsPath string) (string, error) {
 	if !p.FromString(dsPath) {
 		return "", fmt.Errorf("datastore path %q malformed", dsPath)
 	}
+	return localFile(ctx, p.Datastore, strings.TrimSuffix(p.Path, ".vmdk")+"-flat.vmdk")
+}
+
+// localFile is the local file behind file (a path inside datastore ds).
+func localFile(ctx *simulator.Context, ds, file string) (string, error) {
 	for _, e := range ctx.Map.All("Datastore") {
-		ds, ok := e.(*simulator.Datastore)
-		if !ok || ds.Name != p.Datastore {
-			continue
+		d, ok := e.(*simulator.Datastore)
+		if ok && d.Name == ds {
+			return filepath.Join(d.Summary.Url, filepath.FromSlash(file)), nil
 		}
-		name := strings.TrimSuffix(p.Path, ".vmdk") + "-flat.vmdk"
-		return filepath.Join(ds.Summary.Url, filepath.FromSlash(name)), nil
 	}
-	return "", fmt.Errorf("datastore %q not found", p.Datastore)
+	return "", fmt.Errorf("datastore %q not found", ds)
 }
 
 // fingerprint hashes file in CBT blocks; bytes past its end read as zeros.
