@@ -6,6 +6,8 @@ import (
 	"os"
 	"path"
 	"runtime/debug"
+	"slices"
+	"sort"
 	"strings"
 	"sync/atomic"
 
@@ -154,7 +156,7 @@ func (t *Tree) Open(p string) (e Entry, ra io.ReaderAt, err error) {
 	if err != nil {
 		return Entry{}, nil, &os.PathError{Op: "open", Path: p, Err: fmt.Errorf("%s: %w", t.label, err)}
 	}
-	ra = guardedReaderAt{ra: ra, t: t, p: p}
+	ra = flatten(guardedReaderAt{ra: ra, t: t, p: p}, e.Size)
 	t.files.Add(e.Ino, ra)
 	return e, ra, nil
 }
@@ -238,4 +240,59 @@ func (g guardedReaderAt) Map(off, n int64) (ps []Piece, err error) {
 		return nil, ErrNotMapped
 	}
 	return m.Map(off, n)
+}
+
+// MaxFlatPieces bounds the pieces a file's resolved map may have to be
+// kept with the open file (40 bytes each): a file in more fragments is
+// resolved on every Map, as it lies.
+const MaxFlatPieces = 256
+
+// flatFile is an open file whose bytes were resolved once, at open, down
+// to the readers that hold them (Resolve through the file's extents, the
+// partition, the logical volume): a READ's Map is a binary search in that
+// list instead of a walk through every layer. The volume is a backup, read
+// only: the list never goes stale.
+type flatFile struct {
+	guardedReaderAt
+	pieces []Piece // from offset 0, covering the whole file
+	starts []int64 // the file offset of each piece
+}
+
+// flatten returns g with its map resolved when the file maps in place in
+// at most MaxFlatPieces pieces, g as it is otherwise.
+func flatten(g guardedReaderAt, size int64) io.ReaderAt {
+	if size <= 0 {
+		return g
+	}
+	ps, got, err := Resolve(g, 0, size)
+	if err != nil || got != size || len(ps) > MaxFlatPieces {
+		return g
+	}
+	f := &flatFile{guardedReaderAt: g, pieces: slices.Clip(ps), starts: make([]int64, len(ps))}
+	var at int64
+	for i, p := range ps {
+		f.starts[i] = at
+		at += p.Len
+	}
+	return f
+}
+
+// Map returns the resolved pieces holding bytes [off, off+n) (Mapper).
+func (f *flatFile) Map(off, n int64) ([]Piece, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("%s: %s: negative offset", f.t.label, f.p)
+	}
+	i := sort.Search(len(f.pieces), func(i int) bool { return f.starts[i]+f.pieces[i].Len > off })
+	end := off + n
+	out := make([]Piece, 0, 2)
+	for ; i < len(f.pieces) && f.starts[i] < end; i++ {
+		p, at := f.pieces[i], f.starts[i]
+		lo, hi := max(at, off), min(at+p.Len, end)
+		q := Piece{R: p.R, Len: hi - lo}
+		if p.R != nil {
+			q.Off = p.Off + lo - at
+		}
+		out = append(out, q)
+	}
+	return out, nil
 }
