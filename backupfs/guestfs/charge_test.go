@@ -1,6 +1,7 @@
 package guestfs
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -32,11 +33,11 @@ func TestVolumesChargedToChunkCache(t *testing.T) {
 		if n := fs.OpenVolumes(); n > 2 {
 			t.Errorf("after %s: %d volumes open, the bound leaves room for 2", vol, n)
 		}
-		if st.HeldBytes > bound/2 || st.HeldBytes != int64(fs.OpenVolumes())*VolumeCharge {
+		if st.HeldBytes > bound/2 || st.HeldBytes != fs.countedHolds(VolumeCharge) {
 			t.Errorf("after %s: %d bytes held for %d open volumes (bound %d)", vol, st.HeldBytes, fs.OpenVolumes(), bound)
 		}
 		if st.Bytes+st.HeldBytes > bound {
-			t.Errorf("after %s: chunks %d + volumes %d bytes pass the bound %d", vol, st.Bytes, st.HeldBytes, bound)
+			t.Errorf("after %s: chunks %d + held %d bytes pass the bound %d", vol, st.Bytes, st.HeldBytes, bound)
 		}
 	}
 	for round := 0; round < 2; round++ {
@@ -45,4 +46,91 @@ func TestVolumesChargedToChunkCache(t *testing.T) {
 		}
 		check(pt.Disks[1].Name+"/whole", wholeTree)
 	}
+}
+
+// TestLayoutsAndListingsCharged: point layouts and folder listings are
+// charged their counted size to the chunk cache's bound, beside the open
+// volumes. With a bound whose half (what holdings may take) has room for
+// about three points' layout, listing and volume, listing the root of ten
+// points in turn, twice, keeps the held bytes under that half, equal to the
+// counted sizes of what is still cached (fewer than ten layouts: the oldest
+// were dropped), and every listing is whole again when its point comes back
+// (dropped layouts and listings rebuilt, volumes reopened).
+func TestLayoutsAndListingsCharged(t *testing.T) {
+	dir := t.TempDir()
+	whole, tree := guestimg.WholeExt2(t, dir)
+	r := newRepo(t)
+	const points = 10
+	var ids []string
+	for i := 0; i < points; i++ {
+		ids = append(ids, importDisks(t, r, fmt.Sprintf("vm%02d", i), whole).ID)
+	}
+	const volCharge = 4 << 10
+	// One point's layout and root listing, counted on an unbounded view.
+	probe, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{VolumeCharge: volCharge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootOf := func(i int) string {
+		vm := fmt.Sprintf("vm%02d", i)
+		pt, _ := probe.point(vm, ids[i])
+		return fmt.Sprintf("/%s/%s/%s/whole", vm, ids[i], pt.Disks[0].Name)
+	}
+	want, err := probe.ReadDir(rootOf(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l0, _ := probe.layouts.Get(ids[0])
+	per := layoutBytes(l0) + listingBytes(rootOf(0), want) + volCharge
+	if lb := layoutBytes(l0); lb < volumeBytes {
+		t.Fatalf("a layout with a volume counted %d bytes, less than a volume (%d)", lb, volumeBytes)
+	}
+	bound := 2 * 3 * per
+	cache := repo.NewCache(repo.CacheOptions{MaxBytes: bound, ChunkSize: r.ChunkSize()})
+	fs, err := New(r, cache, Options{VolumeCharge: volCharge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		for i := 0; i < points; i++ {
+			got, err := fs.ReadDir(rootOf(i))
+			if err != nil {
+				t.Fatalf("round %d point %d: %v", round, i, err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("round %d point %d: %d entries listed, want %d", round, i, len(got), len(want))
+			}
+			if i == 0 || round == 1 {
+				tree.Check(t, billyReader{fs}, rootOf(i), false)
+			}
+			held := cache.Stats().HeldBytes
+			if held > bound/2 {
+				t.Fatalf("round %d point %d: %d bytes held, over half the bound %d", round, i, held, bound)
+			}
+			counted := fs.countedHolds(volCharge)
+			if held != counted {
+				t.Fatalf("round %d point %d: %d bytes held, the cached layouts, listings and volumes count %d", round, i, held, counted)
+			}
+		}
+	}
+	if n := fs.layouts.Len(); n >= points {
+		t.Errorf("%d layouts kept under a bound with room for about 3", n)
+	}
+}
+
+// countedHolds is what the cached layouts, listings and open volumes count,
+// each volume charged volCharge.
+func (fs *FS) countedHolds(volCharge int64) int64 {
+	var n int64
+	for _, id := range fs.layouts.Keys() {
+		if l, ok := fs.layouts.Peek(id); ok {
+			n += layoutBytes(l)
+		}
+	}
+	for _, p := range fs.listings.Keys() {
+		if out, ok := fs.listings.Peek(p); ok {
+			n += listingBytes(p, out)
+		}
+	}
+	return n + int64(fs.OpenVolumes())*volCharge
 }

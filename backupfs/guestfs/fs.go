@@ -14,9 +14,11 @@
 // listing of one of its disks, a volume's filesystem is opened on first use;
 // both are kept in bounded caches and read through the repository's shared
 // chunk cache. An open volume's metadata is charged to that chunk cache's
-// bound (repo.Cache.Hold): opening volumes leaves fewer chunks cached, and
-// past half the bound the least recently used volumes are closed, to be
-// opened again on their next use. File attributes are the guest's; file ids (NFS fileid) are
+// bound (repo.Cache.Hold), and so are point layouts and folder listings,
+// by their counted size (layoutBytes, listingBytes): opening volumes leaves
+// fewer chunks cached, and past half the bound the least recently used
+// volumes, layouts and listings are dropped, to be rebuilt on their next
+// use. File attributes are the guest's; file ids (NFS fileid) are
 // derived from the volume and the guest's own file number, so hard links
 // share one.
 package guestfs
@@ -35,6 +37,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/go-git/go-billy/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -61,7 +64,11 @@ type Options struct {
 	// cache.
 	MaxPoints  int
 	MaxVolumes int
-	Logger     *slog.Logger
+	// VolumeCharge is what an open volume is charged (default
+	// VolumeCharge). Point layouts and folder listings are charged their
+	// counted size (layoutBytes, listingBytes).
+	VolumeCharge int64
+	Logger       *slog.Logger
 }
 
 // FS is the read-only tree of guest files of every restore point.
@@ -80,8 +87,10 @@ type FS struct {
 	listings *lru.Cache[string, []os.FileInfo]
 	openMu   sync.Mutex // serialises layout scans and volume opens
 
-	holdMu sync.Mutex
-	holds  map[string]*repo.Held // open volume -> its charge to the chunk cache's bound
+	volCharge int64
+	holdMu    sync.Mutex
+	holds     map[string]*repo.Held // open volume, "layout:"+point, "listing:"+path -> its charge to the chunk cache's bound
+	notes     map[string][]string   // open volume -> what its reader noted when opened
 }
 
 // VolumeCharge is what an open volume is charged against the chunk cache's
@@ -107,18 +116,19 @@ func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	fs := &FS{repo: r, cache: cache, log: opts.Logger, holds: map[string]*repo.Held{}}
-	fs.layouts, _ = lru.New[string, *layout](opts.MaxPoints)
+	if opts.VolumeCharge <= 0 {
+		opts.VolumeCharge = VolumeCharge
+	}
+	fs := &FS{repo: r, cache: cache, log: opts.Logger, volCharge: opts.VolumeCharge,
+		holds: map[string]*repo.Held{}, notes: map[string][]string{}}
+	fs.layouts, _ = lru.NewWithEvict[string, *layout](opts.MaxPoints, func(id string, _ *layout) { fs.uncharge(layoutHold + id) })
 	fs.trees, _ = lru.NewWithEvict[string, *gfs.Tree](opts.MaxVolumes, func(key string, _ *gfs.Tree) {
 		fs.holdMu.Lock()
-		h := fs.holds[key]
-		delete(fs.holds, key)
+		delete(fs.notes, key)
 		fs.holdMu.Unlock()
-		if h != nil {
-			h.Release()
-		}
+		fs.uncharge(key)
 	})
-	fs.listings, _ = lru.New[string, []os.FileInfo](64)
+	fs.listings, _ = lru.NewWithEvict[string, []os.FileInfo](64, func(p string, _ []os.FileInfo) { fs.uncharge(listingHold + p) })
 	if err := fs.Refresh(); err != nil {
 		return nil, err
 	}
@@ -179,6 +189,7 @@ func (fs *FS) Volumes(vm, pointID, disk string) ([]*Volume, error) {
 
 func (fs *FS) layout(vm, id string) (*layout, error) {
 	if l, ok := fs.layouts.Get(id); ok {
+		fs.touch(layoutHold + id)
 		return l, nil
 	}
 	pt, ok := fs.point(vm, id)
@@ -220,8 +231,82 @@ func (fs *FS) layout(vm, id string) (*layout, error) {
 			}
 		}
 	}
+	fs.charge(layoutHold+id, layoutBytes(l), func() { fs.layouts.Remove(id) })
 	fs.layouts.Add(id, l)
 	return l, nil
+}
+
+// Keys of the holdings of layouts and listings (open volumes' are their
+// volume keys).
+const (
+	layoutHold  = "layout:"
+	listingHold = "listing:"
+)
+
+// charge holds bytes against the chunk cache's bound for key, replacing
+// what key held; drop is how the owner lets go when the cache needs the
+// room (it must remove the cached thing, whose eviction calls uncharge).
+func (fs *FS) charge(key string, bytes int64, drop func()) {
+	if fs.cache == nil {
+		return
+	}
+	h := fs.cache.Hold(bytes, drop)
+	fs.holdMu.Lock()
+	old := fs.holds[key]
+	fs.holds[key] = h
+	fs.holdMu.Unlock()
+	if old != nil {
+		old.Release()
+	}
+}
+
+// uncharge gives back what key held.
+func (fs *FS) uncharge(key string) {
+	fs.holdMu.Lock()
+	h := fs.holds[key]
+	delete(fs.holds, key)
+	fs.holdMu.Unlock()
+	if h != nil {
+		h.Release()
+	}
+}
+
+// Counted sizes of what layouts and listings keep: the structs themselves,
+// their strings' bytes, slice and map slots.
+var (
+	volumeBytes    = int64(unsafe.Sizeof(Volume{}) + unsafe.Sizeof(section{}) + 8)
+	entryInfoBytes = int64(unsafe.Sizeof(entryInfo{}) + unsafe.Sizeof(os.FileInfo(nil)))
+	mapSlotBytes   = int64(64) // a map entry with its key's string header, rounded up
+)
+
+// layoutBytes is what a point's layout holds.
+func layoutBytes(l *layout) int64 {
+	n := int64(unsafe.Sizeof(layout{}))
+	for d, vols := range l.disks {
+		n += 2*mapSlotBytes + int64(2*len(d))
+		for _, v := range vols {
+			n += volumeBytes + int64(len(v.Name)+len(v.Disk)+len(v.Kind)+len(v.Type)+len(v.Filesystem)+
+				len(v.Status)+len(v.Reason)+len(v.VG)+len(v.VGUUID))
+			for _, s := range v.Notes {
+				n += int64(unsafe.Sizeof(s)) + int64(len(s))
+			}
+		}
+	}
+	for _, w := range l.warn {
+		for _, s := range w {
+			n += int64(unsafe.Sizeof(s)) + int64(len(s))
+		}
+	}
+	return n
+}
+
+// listingBytes is what a cached folder listing holds.
+func listingBytes(p string, out []os.FileInfo) int64 {
+	n := mapSlotBytes + int64(len(p))
+	for _, fi := range out {
+		n += entryInfoBytes + int64(len(fi.Name()))
+	}
+	return n
 }
 
 func volKey(point string, v *Volume) string { return point + "/" + v.Disk + "/" + v.Name }
@@ -231,7 +316,10 @@ func volKey(point string, v *Volume) string { return point + "/" + v.Disk + "/" 
 func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 	if t, ok := fs.trees.Get(key); ok {
 		fs.touch(key)
-		return t, v.Notes, nil
+		fs.holdMu.Lock()
+		notes := fs.notes[key]
+		fs.holdMu.Unlock()
+		return t, notes, nil
 	}
 	r, err := openVolume(v)
 	if err != nil {
@@ -242,17 +330,11 @@ func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 		notes = n.Notes()
 	}
 	t := gfs.NewTree(r, "volume "+key)
-	if fs.cache != nil {
-		// Released by the cache to make room: closed, reopened on next use.
-		h := fs.cache.Hold(VolumeCharge, func() { fs.trees.Remove(key) })
-		fs.holdMu.Lock()
-		old := fs.holds[key]
-		fs.holds[key] = h
-		fs.holdMu.Unlock()
-		if old != nil {
-			old.Release()
-		}
-	}
+	// Released by the cache to make room: closed, reopened on next use.
+	fs.charge(key, fs.volCharge, func() { fs.trees.Remove(key) })
+	fs.holdMu.Lock()
+	fs.notes[key] = notes
+	fs.holdMu.Unlock()
 	fs.trees.Add(key, t)
 	return t, notes, nil
 }
@@ -561,6 +643,7 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 		return out, nil
 	}
 	if out, ok := fs.listings.Get(l.clean); ok {
+		fs.touch(listingHold + l.clean)
 		return slices.Clone(out), nil
 	}
 	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
@@ -576,6 +659,7 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 	for i, e := range ents {
 		out[i] = guestInfo(key, e)
 	}
+	fs.charge(listingHold+l.clean, listingBytes(l.clean, out), func() { fs.listings.Remove(l.clean) })
 	fs.listings.Add(l.clean, out)
 	return slices.Clone(out), nil
 }
