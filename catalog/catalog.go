@@ -32,7 +32,18 @@ type Catalog struct {
 	d    dialect
 	path string
 	now  func() time.Time // UTC; replaced in tests
+	id   string           // see ID
+	// created: this Open made the schema (the catalog was empty or new).
+	created bool
 }
+
+// ID is the catalog's identity: 32 random hex digits chosen when it was
+// created, which a repository records as its owner (see Claim).
+func (c *Catalog) ID() string { return c.id }
+
+// Created reports whether this Open created the catalog (its schema was
+// empty).
+func (c *Catalog) Created() bool { return c.created }
 
 // Open opens the catalog at path, creating the file and its parent folder if
 // missing, and migrates its schema to the newest this code knows.

@@ -2,6 +2,10 @@ package catalog
 
 import (
 	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -176,6 +180,16 @@ var migrations = []migration{
 			`ALTER TABLE job_runs ADD COLUMN package_id TEXT NOT NULL DEFAULT ''`,
 		},
 	},
+	{
+		version: 4,
+		name:    "the catalog's identity, which a repository records as its owner",
+		stmts: []string{
+			`CREATE TABLE catalog_identity (
+				id      TEXT PRIMARY KEY,
+				created BIGINT NOT NULL
+			)`,
+		},
+	},
 }
 
 // SchemaVersion is the newest schema this code knows.
@@ -229,6 +243,22 @@ func (c *Catalog) migrate(ctx context.Context) error {
 				return fmt.Errorf("migration %d (%s): record: %w", m.version, m.name, err)
 			}
 		}
-		return nil
+		c.created = newest == 0
+		return c.identity(ctx, r)
 	})
+}
+
+// identity reads the catalog's id, choosing it (random) the first time.
+func (c *Catalog) identity(ctx context.Context, r runner) error {
+	err := r.queryRow(ctx, `SELECT id FROM catalog_identity`).Scan(&c.id)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	c.id = hex.EncodeToString(b)
+	if _, err := r.exec(ctx, `INSERT INTO catalog_identity (id, created) VALUES (?, ?)`, c.id, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("record the catalog's id: %w", err)
+	}
+	return nil
 }

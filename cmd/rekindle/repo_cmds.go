@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -78,7 +77,9 @@ func repoCommands() []*cli.Command {
 			Name: "catalog", Usage: "the catalog database",
 			Subcommands: []*cli.Command{{
 				Name: "rebuild", Usage: "recreate the catalog from the repository alone",
-				Flags: []cli.Flag{repoFlag, catalogFlag},
+				Description: "Example (the repository's catalog was lost; make a new one its catalog):\n  rekindle catalog rebuild --repo /srv/rekindle --catalog /var/lib/rekindle/catalog.db --take-over",
+				Flags: []cli.Flag{repoFlag, catalogFlag, &cli.BoolFlag{Name: "take-over",
+					Usage: "make this catalog the repository's even though the repository names another one (restore sessions recorded only in the other catalog then no longer keep their points)"}},
 				Action: func(c *cli.Context) error {
 					r, cat, err := openRepoCatalog(c)
 					if err != nil {
@@ -145,30 +146,50 @@ func upgradeCmd(c *cli.Context) error {
 	return nil
 }
 
-// openRepoCatalog opens the repository and its catalog. A catalog created
-// just now is filled from the repository, so a lost catalog heals itself.
+// openRepoCatalog opens the repository and its catalog (see openCatalog).
 func openRepoCatalog(c *cli.Context) (*repo.Repo, *catalog.Catalog, error) {
 	r, err := repo.Open(c.String("repo"))
 	if err != nil {
 		return nil, nil, err
 	}
 	waitForLocks(c, r)
+	cat, err := openCatalog(c, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, cat, nil
+}
+
+// openCatalog opens --catalog (default REPO/catalog.db) as the catalog of
+// r: one that another catalog owns is refused (catalog.Claim; `catalog
+// rebuild --take-over` takes it over). A catalog created just now is
+// filled from the repository, so a lost catalog heals itself.
+func openCatalog(c *cli.Context, r *repo.Repo) (*catalog.Catalog, error) {
 	path := c.String("catalog")
 	if path == "" {
 		path = filepath.Join(r.Dir, "catalog.db")
 	}
-	_, statErr := os.Stat(path)
 	cat, err := catalog.Open(c.Context, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if errors.Is(statErr, os.ErrNotExist) && c.Command.Name != "rebuild" {
+	if err := cat.Claim(c.Context, r, c.Bool("take-over")); err != nil {
+		cat.Close()
+		if cat.Created() {
+			// Made by this command only to be refused: leave nothing behind.
+			for _, f := range []string{path, path + "-wal", path + "-shm"} {
+				os.Remove(f)
+			}
+		}
+		return nil, err
+	}
+	if cat.Created() && c.Command.Name != "rebuild" {
 		if _, err := cat.Rebuild(c.Context, r); err != nil {
 			cat.Close()
-			return nil, nil, fmt.Errorf("new catalog %s: fill from repository: %w", path, err)
+			return nil, fmt.Errorf("new catalog %s: fill from repository: %w", path, err)
 		}
 	}
-	return r, cat, nil
+	return cat, nil
 }
 
 // waitForLocks makes r's locks wait --lock-wait for a prune, saying so on

@@ -122,21 +122,11 @@ func serveCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	catPath := c.String("catalog")
-	if catPath == "" {
-		catPath = filepath.Join(r.Dir, "catalog.db")
-	}
-	_, statErr := os.Stat(catPath)
-	cat, err := catalog.Open(c.Context, catPath)
+	cat, err := openCatalog(c, r)
 	if err != nil {
 		return err
 	}
 	defer cat.Close()
-	if errors.Is(statErr, os.ErrNotExist) {
-		if _, err := cat.Rebuild(c.Context, r); err != nil {
-			return err
-		}
-	}
 	var allow []netip.Prefix
 	for _, a := range c.StringSlice("allow") {
 		p, err := netip.ParsePrefix(a)
