@@ -35,7 +35,12 @@ import (
 // READDIRPLUS of the root), beside a cold nfs-ls of the restore point's
 // folder over /points (the client's own cost, and the manifest's):
 //
-//	scripts/netns-run go test -run XXX -bench FilesVsPoints -benchtime 3x ./nfsd/datastore
+//	scripts/netns-run go test -run XXX -bench FilesVsPoints -benchtime 5x ./nfsd/datastore
+//
+// Each subbenchmark logs a "row" line: the row of docs/benchmarks.md
+// (medians over the iterations of each iteration's figures and ratios,
+// files read back to back with points), with this command and the load
+// average.
 func BenchmarkFilesVsPoints(b *testing.B) {
 	mb := int64(1024)
 	if s := os.Getenv("BENCH_FILE_MB"); s != "" {
@@ -173,8 +178,32 @@ func BenchmarkFilesVsPoints(b *testing.B) {
 			b.ReportMetric(slices.Min(listPoints), "cold-list-points-ms")
 			b.ReportMetric(slices.Min(filesCPU), "files-cpu-us/MiB")
 			b.ReportMetric(slices.Min(pointsCPU), "points-cpu-us/MiB")
+			cpuRatio := make([]float64, len(filesCPU))
+			for i := range filesCPU {
+				cpuRatio[i] = filesCPU[i] / pointsCPU[i]
+			}
+			// The row of docs/benchmarks.md: medians over the iterations
+			// of each iteration's ratio (files and points read back to
+			// back), the load average beside them.
+			load, _ := os.ReadFile("/proc/loadavg")
+			b.Logf("row (%s; load %s): | %s | %d MiB | %.0f | %.0f | %.2f | %.0f / %.0f | %.2f | %.1f / %.1f |",
+				filesBenchCmd, strings.Join(strings.Fields(string(load))[:3], " "), fs, mb,
+				median(files), median(points), median(ratio), median(filesCPU), median(pointsCPU), median(cpuRatio),
+				median(list), median(listPoints))
 			b.Logf("per iteration: ratio %.2f, files MB/s %.0f, points MB/s %.0f, files/points CPU µs per MiB %.0f / %.0f, cold listing ms %.1f / %.1f",
 				ratio, files, points, filesCPU, pointsCPU, list, listPoints)
 		})
 	}
+}
+
+// filesBenchCmd reproduces BenchmarkFilesVsPoints's rows.
+const filesBenchCmd = "scripts/netns-run go test -run XXX -bench FilesVsPoints -benchtime 5x ./nfsd/datastore"
+
+// median is the middle of xs (the mean of the middle two when even).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
