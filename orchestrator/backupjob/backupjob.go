@@ -151,6 +151,12 @@ func Parse(b []byte) (*Definition, error) {
 		if err != nil {
 			return nil, fmt.Errorf("job %s: cron %q: %w (want 5 fields, e.g. \"0 2 * * *\", or @daily)", d.Name, d.Cron, err)
 		}
+		// A schedule of dates that do not exist (30 February) has no next
+		// time: cron's Next is then the zero time, always due, and the
+		// scheduler would run the job back to back.
+		if s.Next(time.Now()).IsZero() {
+			return nil, fmt.Errorf("job %s: cron %q never fires (its day and month never meet, e.g. 30 February): give a date that exists", d.Name, d.Cron)
+		}
 		d.cron = s
 	default:
 		return nil, fmt.Errorf("job %s: give interval (e.g. 24h) or cron (e.g. \"0 2 * * *\")", d.Name)

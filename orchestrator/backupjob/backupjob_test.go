@@ -39,6 +39,7 @@ func TestParseErrors(t *testing.T) {
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretention: {}\n", "retention has no rule"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretain: {keep_last: 1}\n", "field retain not found"},
 		{"name: j/x\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\n", "job name"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ncron: '0 2 30 2 *'\n", "never fires"},
 	} {
 		if _, err := backupjob.Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: err %v, want %q", c.yaml, err, c.want)
