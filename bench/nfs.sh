@@ -18,6 +18,7 @@
 #   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
 #   BENCH_FILES     small files per metadata run (CREATE+WRITE+COMMIT) (2000)
 #   BENCH_ONLY      extended regex: run only the tests whose name matches (all)
+#   BENCH_CHUNK     repository chunk size (rekindle init --chunk-size) (256K)
 #   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
 #
@@ -34,8 +35,8 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_BIN:=}"
-export BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}"
+export BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -86,7 +87,7 @@ outer() {
 	local W=$BENCH_WORK
 	log "genvm: $VM, $BENCH_DISK mixed flat disk (seed 1)"
 	go run ./testdata/genvm -dir "$W/vms" -name $VM -seed 1 -disk "$BENCH_DISK:mixed:flat" -max-data "$BENCH_DISK" >/dev/null
-	"$RK" init --repo "$W/repo" >/dev/null
+	"$RK" init --repo "$W/repo" --chunk-size "$BENCH_CHUNK" >/dev/null
 	cp "$W/repo/config.json" "$RES/repo-config.json"
 	log "rekindle backup import"
 	"$RK" backup import --repo "$W/repo" "$W/vms/$VM" 2>/dev/null | grep "^vm $VM:" >"$RES/import.txt" || true
