@@ -520,7 +520,7 @@ report() {
 		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
 		echo
 		echo '```'
-		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE BENCH_SYNC_IO=$BENCH_SYNC_IO BENCH_FILES=$BENCH_FILES${BENCH_ONLY:+ BENCH_ONLY='$BENCH_ONLY'}"
+		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE BENCH_SYNC_IO=$BENCH_SYNC_IO BENCH_FILES=$BENCH_FILES BENCH_CHUNK=$BENCH_CHUNK${BENCH_ONLY:+ BENCH_ONLY='$BENCH_ONLY'}"
 		echo '```'
 		echo
 		echo "| test | unit | rekindle | Ganesha | local | rekindle / Ganesha | rekindle / local | Ganesha / local | server CPU µs per request: rekindle / Ganesha |"

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,8 +144,22 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 				var garbage []os.DirEntry
 				nkept := 0
 				for _, e := range ents {
-					d, err := ParseDigest(e.Name())
+					name, frames := strings.CutSuffix(e.Name(), ".frames")
+					d, err := ParseDigest(name)
 					if err != nil || e.IsDir() {
+						continue
+					}
+					if frames && kind == "index" {
+						// An index's frame index goes with it (or is left
+						// over from a crash after its index went).
+						if !keep[d] && !opts.DryRun {
+							if err := r.fsys().Remove(filepath.Join(folder, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+								return fmt.Errorf("prune: remove the frame index of index %s: %w", d, err)
+							}
+						}
+						continue
+					}
+					if frames {
 						continue
 					}
 					if keep[d] {

@@ -289,6 +289,9 @@ func (r *Repo) OpenDisk(d Digest, cache *Cache, name string) (*DiskReader, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if cache != nil {
+		cache.LoadFrameIndex(r, d, idx)
+	}
 	return NewDiskReader(r, idx, cache, name), nil
 }
 

@@ -188,6 +188,9 @@ func (r *Repo) PutIndex(x *Index) (Digest, error) {
 	d := Sum(b)
 	p := r.indexPath(d)
 	if _, err := r.fsys().Stat(p); err == nil {
+		if _, err := r.fsys().Stat(r.frameIndexPath(d)); err != nil {
+			_ = r.WriteFrameIndex(d, x) // a cache: rebuilt when read if this fails
+		}
 		return d, nil
 	}
 	// The index's folder is synced into indexes/ when it is new: the point
@@ -198,6 +201,7 @@ func (r *Repo) PutIndex(x *Index) (Digest, error) {
 	if err := r.writeFileAtomic(p, b, true); err != nil {
 		return d, fmt.Errorf("store index %s: %w", d, err)
 	}
+	_ = r.WriteFrameIndex(d, x) // a cache: rebuilt when read if this fails
 	return d, nil
 }
 

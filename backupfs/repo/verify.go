@@ -14,7 +14,7 @@ import (
 
 // Problem is one damaged or missing object and every restore point it hurts.
 type Problem struct {
-	Kind   string   `json:"kind"` // "chunk" or "index"
+	Kind   string   `json:"kind"` // "chunk", "index" or "frames" (an index's frame index)
 	Digest Digest   `json:"digest"`
 	Error  string   `json:"error"`  // what is wrong with it
 	Points []string `json:"points"` // ids of the restore points that need it
@@ -66,6 +66,9 @@ func (r *Repo) Verify(ctx context.Context, points []*RestorePoint, progress Veri
 		if err != nil {
 			rep.Problems = append(rep.Problems, problem("index", d, err, indexUses[d]))
 			continue
+		}
+		if err := r.verifyFrameIndex(d); err != nil {
+			rep.Problems = append(rep.Problems, problem("frames", d, fmt.Errorf("frame index of index %s: %w (delete %s: it is rebuilt)", d, err, r.frameIndexPath(d)), indexUses[d]))
 		}
 		for _, c := range x.Chunks {
 			if !c.IsZero() {
