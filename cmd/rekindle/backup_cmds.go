@@ -31,7 +31,7 @@ func vcBackupFlags() []cli.Flag {
 	return append([]cli.Flag{repoFlag, catalogFlag, jsonFlag, quietFlag, lockWaitFlag,
 		&cli.BoolFlag{Name: "quiesce", Usage: "quiesce the guest file systems (VMs with VMware Tools running)"},
 		&cli.BoolFlag{Name: "no-cbt", Usage: "do not switch on changed block tracking where it is off (backups of such VMs are full)"},
-		&cli.StringFlag{Name: "transport", Value: vcbackup.TransportAuto, Usage: "how disks are read: auto (nfc when powered on, datastore when off), nfc or datastore"},
+		&cli.StringFlag{Name: "transport", Value: vcbackup.TransportAuto, Usage: "how disks are read: auto (nfc when powered on, datastore when off; a running VM's incremental reads its changed areas from the snapshot's disk by ranged datastore reads, nfc if the host refuses), nfc or datastore"},
 		&cli.IntFlag{Name: "parallel", Value: 2, Usage: "VMs backed up at once"},
 		&cli.IntFlag{Name: "disk-parallel", Value: 2, Usage: "disks of one VM read at once"},
 	}, vcFlags()...)

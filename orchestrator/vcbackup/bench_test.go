@@ -28,6 +28,14 @@ func BenchmarkIncremental1Percent(b *testing.B) { benchIncremental(b, vcbackup.T
 // BenchmarkIncremental1PercentNFC is BenchmarkIncremental1Percent over nfc.
 func BenchmarkIncremental1PercentNFC(b *testing.B) { benchIncremental(b, vcbackup.TransportNFC) }
 
+// BenchmarkIncremental1PercentPoweredOn is BenchmarkIncremental1Percent of
+// the running VM with transport auto: the full backup reads the nfc stream,
+// the incremental the changed areas of the snapshot's disk through ranged
+// datastore reads.
+func BenchmarkIncremental1PercentPoweredOn(b *testing.B) {
+	benchIncremental(b, vcbackup.TransportAuto)
+}
+
 func benchIncremental(b *testing.B, transport string) {
 	const size = 128 << 20
 	ctx := context.Background()

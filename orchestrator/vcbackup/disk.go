@@ -152,6 +152,18 @@ func (s *rangeSource) readAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// probe asks for the first byte plan reads from u: nil when the host
+// answers it as a range, else why not (a locked file, a 200 with the whole
+// file, a fault).
+func (b *backuper) probe(ctx context.Context, u *url.URL, plan readPlan, read *atomic.Int64) error {
+	if len(plan.areas) == 0 {
+		return nil
+	}
+	src := rangeSource{c: b.c, u: u, read: read}
+	var one [1]byte
+	return src.readAt(ctx, one[:], plan.areas[0].off)
+}
+
 type diskJob struct {
 	disk disk
 	plan readPlan

@@ -20,7 +20,13 @@
 //     what was transferred, DiskResult.BytesRead what was taken); "datastore" reads the snapshot's base flat extent through
 //     the datastore's HTTP file access (/folder), with Range requests, for a
 //     powered-off VM. "auto" picks nfc for a running VM and datastore
-//     otherwise.
+//     otherwise, except for a running VM's incremental: once the snapshot
+//     is taken, the disk it names (the base; the VM writes into the
+//     snapshot's delta) is stable, so its changed areas are read with
+//     ranged datastore reads, after a one-byte probe; a host that refuses
+//     them (a locked file, Range ignored, a fault) or a snapshot disk that
+//     is itself a delta makes that disk read the nfc stream, and the Result
+//     says which transport each disk used (DiskResult.Transport) and why.
 //   - changeId: vSphere's changed block tracking (CBT) mark of a disk's
 //     state at a snapshot. Each disk of a restore point keeps the changeId of
 //     the snapshot it was read from (repo.Disk.ChangeID).

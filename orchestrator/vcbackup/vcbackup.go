@@ -106,6 +106,7 @@ type Result struct {
 type DiskResult struct {
 	Name      string `json:"name"`
 	Mode      string `json:"mode"`
+	Transport string `json:"transport"` // nfc or datastore
 	Size      int64  `json:"size"`
 	BytesRead int64  `json:"bytes_read"`
 	Areas     int    `json:"areas"` // ranges read
@@ -413,13 +414,85 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 			transport = TransportNFC
 		}
 	}
-	urls, closeLease, err := b.diskURLs(ctx, snapRef, disks, transport)
+	w := &pointWriter{r: cfg.Repo, readers: cfg.Readers}
+	plans := make([]readPlan, len(disks))
+	{
+		var mu sync.Mutex
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(cfg.DiskParallel)
+		for i, d := range disks {
+			g.Go(func() error {
+				plan, note, err := b.plan(gctx, vi.ref, snapRef, d, parent, cbtOn)
+				if err != nil {
+					return fmt.Errorf("disk %s: %w", d.name, err)
+				}
+				plans[i] = plan
+				if note != "" {
+					mu.Lock()
+					res.Notes = append(res.Notes, fmt.Sprintf("disk %s: %s", d.name, note))
+					mu.Unlock()
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+			return res
+		}
+	}
+	dsURLs, _, err := b.diskURLs(ctx, snapRef, disks, TransportDatastore)
 	if err != nil {
 		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
 		return res
 	}
+	// A running VM's incremental reads its changed areas from the disk the
+	// snapshot names (stable while the VM writes into the snapshot's delta)
+	// through ranged datastore reads when the host allows it, else the
+	// nfc stream.
+	transports := make([]string, len(disks))
+	var nfcDisks []disk
+	for i, d := range disks {
+		transports[i] = transport
+		if cfg.Transport != TransportAuto || transport != TransportNFC || plans[i].base == nil {
+			continue
+		}
+		why := ""
+		if d.delta {
+			why = "it is a delta of an older snapshot, not a flat extent"
+		} else if err := b.probe(ctx, dsURLs[i], plans[i], &w.read); err != nil {
+			why = err.Error()
+		}
+		if why == "" {
+			transports[i] = TransportDatastore
+			res.Notes = append(res.Notes, fmt.Sprintf("disk %s: changed areas read with ranged datastore reads of the snapshot's disk %s", d.name, d.file))
+			continue
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("disk %s: ranged datastore reads of the snapshot's disk %s refused (%s): read the nfc export stream instead", d.name, d.file, why))
+	}
+	for i, d := range disks {
+		if transports[i] == TransportNFC {
+			nfcDisks = append(nfcDisks, d)
+		}
+	}
+	closeLease := func(error) {}
+	urls := dsURLs
+	if len(nfcDisks) > 0 {
+		var leaseURLs []*url.URL
+		leaseURLs, closeLease, err = b.diskURLs(ctx, snapRef, nfcDisks, TransportNFC)
+		if err != nil {
+			res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+			return res
+		}
+		urls = slices.Clone(dsURLs)
+		k := 0
+		for i := range disks {
+			if transports[i] == TransportNFC {
+				urls[i] = leaseURLs[k]
+				k++
+			}
+		}
+	}
 
-	w := &pointWriter{r: cfg.Repo, readers: cfg.Readers}
 	var total, done atomic.Int64
 	var mu sync.Mutex // orders progress calls
 	report := func() {
@@ -433,27 +506,17 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 	g.SetLimit(cfg.DiskParallel)
 	for i, d := range disks {
 		g.Go(func() error {
-			job := diskJob{disk: d, src: &rangeSource{c: b.c, u: urls[i], read: &w.read}}
-			if transport == TransportNFC {
+			job := diskJob{disk: d, plan: plans[i], src: &rangeSource{c: b.c, u: urls[i], read: &w.read}}
+			if transports[i] == TransportNFC {
 				job.src = &streamSource{c: b.c, u: urls[i], size: d.size, read: &w.read}
 			}
-			plan, note, err := b.plan(gctx, vi.ref, snapRef, d, parent, cbtOn)
-			if err != nil {
-				return fmt.Errorf("disk %s: %w", d.name, err)
-			}
-			if note != "" {
-				mu.Lock()
-				res.Notes = append(res.Notes, fmt.Sprintf("disk %s: %s", d.name, note))
-				mu.Unlock()
-			}
-			job.plan = plan
-			total.Add(plan.bytes())
+			total.Add(job.plan.bytes())
 			idx, n, err := w.disk(gctx, &job, func(k int64) { done.Add(k); report() })
 			if err != nil {
 				return fmt.Errorf("disk %s: %w", d.name, err)
 			}
 			indexes[i] = idx
-			results[i] = DiskResult{Name: d.name, Mode: plan.mode, Size: d.size, BytesRead: n, Areas: len(plan.areas)}
+			results[i] = DiskResult{Name: d.name, Mode: job.plan.mode, Transport: transports[i], Size: d.size, BytesRead: n, Areas: len(job.plan.areas)}
 			return nil
 		})
 	}
@@ -607,6 +670,7 @@ type disk struct {
 	adapter  string
 	thin     bool
 	changeID string
+	delta    bool // the snapshot's disk has a parent: not one flat extent
 }
 
 var deltaRE = regexp.MustCompile(`-\d{6}$`)
@@ -647,6 +711,9 @@ func diskDevices(c *types.VirtualMachineConfigInfo) ([]disk, error) {
 		if b, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
 			dk.changeID = b.ChangeId
 			dk.thin = b.ThinProvisioned != nil && *b.ThinProvisioned
+			dk.delta = b.Parent != nil
+		} else {
+			dk.delta = true
 		}
 		if ctrl, ok := devs.FindByKey(vd.ControllerKey).(types.BaseVirtualController); ok && vd.UnitNumber != nil {
 			kind, adapter := controllerKind(ctrl)

@@ -113,6 +113,7 @@ func random(seed uint64, n int) []byte {
 
 func TestFullThenIncremental(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Transport = vcbackup.TransportNFC // the stream; TestPoweredOnIncrementalReadsRanges has auto's ranged reads
 	ctx := context.Background()
 	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{diskSize, 2 << 20}, PowerOn: true})
 	must(t, err)
@@ -219,6 +220,7 @@ func TestPoweredOffReadsDatastore(t *testing.T) {
 // clean.
 func TestFaultsLeaveNoSnapshot(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Transport = vcbackup.TransportNFC // faults of the export lease
 	ctx := context.Background()
 	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "app01", Disks: []int64{diskSize}, PowerOn: true})
 	must(t, err)

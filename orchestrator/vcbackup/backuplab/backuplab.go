@@ -238,17 +238,14 @@ func (l *Lab) DiskFile(vm string, i int) string {
 	return filepath.Join(l.DatastoreDir, vm, DiskName(vm, i)+"-flat.vmdk")
 }
 
-// WriteDisk writes data into disk i of vm at off, as a guest would.
+// WriteDisk writes data into disk i of vm at off, as a guest would: while
+// vm has a snapshot, into the snapshot's delta (vcsimext.Backup.GuestWrite).
 func (l *Lab) WriteDisk(vm string, i int, off int64, data []byte) error {
-	f, err := os.OpenFile(l.DiskFile(vm, i), os.O_WRONLY, 0)
+	obj, err := l.Finder.VirtualMachine(context.Background(), vm)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(data, off); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return l.Backup.GuestWrite(obj.Reference(), l.DiskFile(vm, i), off, data)
 }
 
 // Snapshots lists the names of vm's snapshots.

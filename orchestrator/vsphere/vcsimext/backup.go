@@ -32,9 +32,22 @@ package vcsimext
 //     reconfiguration during the backup (or ESXi's consolidation, which
 //     rewrites the .vmx's disk entries) does. The files of the snapshot's
 //     moment are those seen before the removal.
+//   - snapshot deltas: the simulator's snapshots copy the config and leave
+//     the disks alone. On ESXi the VM writes into a new delta disk from the
+//     snapshot on, and the disk the snapshot names (the base) stays as it
+//     was until the snapshot is removed, when the delta is consolidated into
+//     it. The stand-in does the same for writes made through GuestWrite:
+//     while a VM has a snapshot, they are kept aside (the delta) and written
+//     into the flat file when its last snapshot is removed.
+//   - datastore file access: the stand-in answers GETs of /folder/ before
+//     the simulator does (which serves ranges), to count the bytes of disk
+//     extents (-flat.vmdk) served (DatastoreBytesServed), to refuse them as
+//     a host refuses a locked file (LockDiskFiles: 409), to ignore Range
+//     (IgnoreRange) and to inject faults (FailDownloads).
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -76,8 +89,22 @@ type Backup struct {
 	corrupt   atomic.Int64
 
 	svc       *simulator.Service
-	failFiles map[string]*atomic.Int64 // datastore file path -> downloads left to fail
-	changes   map[string][2]string     // .vmx datastore file path -> key, value to set at snapshot removal
+	reg       *simulator.Registry
+	failFiles map[string]*failCount // datastore file path -> downloads to fail
+	changes   map[string][2]string  // .vmx datastore file path -> key, value to set at snapshot removal
+
+	dsServed atomic.Int64 // disk extent bytes served through /folder/
+	locked   atomic.Bool
+	noRange  atomic.Bool
+	deltas   map[string]map[string][]guestWrite // VM moref -> flat file -> writes since its snapshot
+}
+
+type failCount struct{ after, left atomic.Int64 }
+
+// guestWrite is a write kept in a snapshot's delta.
+type guestWrite struct {
+	off  int64
+	data []byte
 }
 
 type cbtRecord struct {
@@ -98,7 +125,7 @@ type leaseDisk struct {
 func ExtendBackup(m *simulator.Model) *Backup {
 	b := &Backup{records: map[string]*cbtRecord{}, leases: map[string]map[string]leaseDisk{},
 		Self: types.ManagedObjectReference{Type: "VcsimextBackup", Value: "vcsimext-backup"},
-		svc:  m.Service, failFiles: map[string]*atomic.Int64{}, changes: map[string][2]string{}}
+		svc:  m.Service, reg: m.Map(), failFiles: map[string]*failCount{}, deltas: map[string]map[string][]guestWrite{}, changes: map[string][2]string{}}
 	r := m.Map()
 	r.Put(b)
 	prev := r.Handler
@@ -116,7 +143,105 @@ func ExtendBackup(m *simulator.Model) *Backup {
 		s.ServeMux = http.NewServeMux() // NewServer keeps an existing mux
 	}
 	s.ServeMux.HandleFunc(nfcPath, b.serveDisk)
+	// More specific than the simulator's "/folder/" by its method: PUTs
+	// still reach the simulator directly.
+	s.ServeMux.HandleFunc("GET /folder/", b.serveDatastore)
 	return b
+}
+
+// serveDatastore answers a datastore file GET: injected faults, locked
+// disk extents, then the simulator's handler, counting disk extent bytes.
+func (b *Backup) serveDatastore(w http.ResponseWriter, r *http.Request) {
+	file := strings.TrimPrefix(r.URL.Path, "/folder/")
+	b.mu.Lock()
+	fc := b.failFiles[file]
+	b.mu.Unlock()
+	if fc != nil && fc.after.Add(-1) < 0 {
+		fc.after.Store(0)
+		if fc.left.Add(-1) >= 0 {
+			http.Error(w, "injected download fault (vcsimext.Backup.FailDownloads)", http.StatusServiceUnavailable)
+			return
+		}
+		fc.left.Store(0)
+	}
+	disk := strings.HasSuffix(file, "-flat.vmdk")
+	if disk && b.locked.Load() {
+		http.Error(w, "Cannot open file: the file is locked (vcsimext.Backup.LockDiskFiles)", http.StatusConflict)
+		return
+	}
+	if disk && b.noRange.Load() {
+		r.Header.Del("Range")
+	}
+	if disk {
+		w = &countingWriter{ResponseWriter: w, n: &b.dsServed}
+	}
+	b.svc.ServeDatastore(w, r)
+}
+
+// DatastoreBytesServed is how many bytes of disk extents (-flat.vmdk) the
+// datastore file access has sent.
+func (b *Backup) DatastoreBytesServed() int64 { return b.dsServed.Load() }
+
+// LockDiskFiles makes datastore GETs of disk extents answer 409, as a
+// host answers for a file a running VM holds locked.
+func (b *Backup) LockDiskFiles(on bool) { b.locked.Store(on) }
+
+// IgnoreRange makes datastore GETs of disk extents ignore Range and answer
+// 200 with the whole file, as some hosts and proxies do.
+func (b *Backup) IgnoreRange(on bool) { b.noRange.Store(on) }
+
+// GuestWrite writes data into flat file at off as the VM's guest would:
+// into the delta while vm has a snapshot (see the stand-in's description),
+// else into the file.
+func (b *Backup) GuestWrite(vm types.ManagedObjectReference, file string, off int64, data []byte) error {
+	obj, ok := b.reg.Get(vm).(*simulator.VirtualMachine)
+	if !ok {
+		return fmt.Errorf("guest write: no VM %s in the simulator", vm.Value)
+	}
+	snaps := 0
+	b.reg.WithLock(&simulator.Context{Context: context.Background(), Map: b.reg}, obj, func() { snaps = countSnapshots(obj) })
+	b.mu.Lock()
+	if snaps > 0 {
+		d := b.deltas[vm.Value]
+		if d == nil {
+			d = map[string][]guestWrite{}
+			b.deltas[vm.Value] = d
+		}
+		d[file] = append(d[file], guestWrite{off: off, data: bytes.Clone(data)})
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	return writeAt(file, off, data)
+}
+
+func writeAt(file string, off int64, data []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// consolidate writes vm's delta into its disks, as removing its last
+// snapshot does.
+func (b *Backup) consolidate(vm types.ManagedObjectReference) types.BaseMethodFault {
+	b.mu.Lock()
+	d := b.deltas[vm.Value]
+	delete(b.deltas, vm.Value)
+	b.mu.Unlock()
+	for file, ws := range d {
+		for _, w := range ws {
+			if err := writeAt(file, w.off, w.data); err != nil {
+				return &types.FileFault{File: file}
+			}
+		}
+	}
+	return nil
 }
 
 // BytesServed is how many stream bytes the export-lease stand-in has sent.
@@ -133,25 +258,20 @@ func (b *Backup) FailReads(n int) { b.failReads.Store(int64(n)) }
 // (its path inside the datastore, e.g. "web01/web01.nvram") fail with 503,
 // as when vCenter or the host restarts while a backup fetches the VM's
 // configuration; later downloads reach the simulator's datastore handler.
-// Call it after the server is made (Service.NewServer).
-func (b *Backup) FailDownloads(file string, n int) {
+func (b *Backup) FailDownloads(file string, n int) { b.FailDownloadsAfter(file, 0, n) }
+
+// FailDownloadsAfter is FailDownloads after the next after downloads of
+// file succeed: a fault in the middle of a read.
+func (b *Backup) FailDownloadsAfter(file string, after, n int) {
 	b.mu.Lock()
-	left, ok := b.failFiles[file]
+	fc, ok := b.failFiles[file]
 	if !ok {
-		left = new(atomic.Int64)
-		b.failFiles[file] = left
-		// A pattern more specific than the simulator's "/folder/" wins.
-		b.svc.ServeMux.HandleFunc("/folder/"+file, func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet && left.Add(-1) >= 0 {
-				http.Error(w, "injected download fault (vcsimext.Backup.FailDownloads)", http.StatusServiceUnavailable)
-				return
-			}
-			left.Store(0)
-			b.svc.ServeDatastore(w, r)
-		})
+		fc = new(failCount)
+		b.failFiles[file] = fc
 	}
 	b.mu.Unlock()
-	left.Store(int64(n))
+	fc.after.Store(int64(after))
+	fc.left.Store(int64(n))
 }
 
 // ChangeConfigAtSnapshotRemoval makes the next removal of a snapshot of
@@ -247,6 +367,29 @@ func (b *Backup) route(ctx *simulator.Context, m *simulator.Method) (mo.Referenc
 				return nil, fault
 			}
 		}
+	case "RemoveSnapshot_Task", "RemoveAllSnapshots_Task":
+		var vm types.ManagedObjectReference
+		switch o := ctx.Map.Get(m.This).(type) {
+		case *simulator.VirtualMachineSnapshot:
+			vm = o.Vm
+			if m.Name == "RemoveSnapshot_Task" {
+				if fault := b.changeConfig(ctx, o); fault != nil {
+					return nil, fault
+				}
+				var n int
+				ctx.WithLock(ctx.Map.Get(vm), func() { n = countSnapshots(ctx.Map.Get(vm).(*simulator.VirtualMachine)) })
+				if n > 1 {
+					break // not the last snapshot: the delta stays
+				}
+			}
+			if fault := b.consolidate(vm); fault != nil {
+				return nil, fault
+			}
+		case *simulator.VirtualMachine:
+			if fault := b.consolidate(o.Self); fault != nil {
+				return nil, fault
+			}
+		}
 	case "QueryChangedDiskAreas":
 		if _, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
 			m.This = b.Self
@@ -257,18 +400,27 @@ func (b *Backup) route(ctx *simulator.Context, m *simulator.Method) (mo.Referenc
 			m.This = b.Self
 			return b, nil
 		}
-	case "RemoveSnapshot_Task":
-		if snap, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
-			if fault := b.changeConfig(ctx, snap); fault != nil {
-				return nil, fault
-			}
-		}
 	case "HttpNfcLeaseComplete", "HttpNfcLeaseAbort":
 		b.mu.Lock()
 		delete(b.leases, m.This.Value)
 		b.mu.Unlock()
 	}
 	return nil, nil
+}
+
+func countSnapshots(vm *simulator.VirtualMachine) int {
+	if vm.Snapshot == nil {
+		return 0
+	}
+	var count func([]types.VirtualMachineSnapshotTree) int
+	count = func(ts []types.VirtualMachineSnapshotTree) int {
+		n := 0
+		for _, t := range ts {
+			n += 1 + count(t.ChildSnapshotList)
+		}
+		return n
+	}
+	return count(vm.Snapshot.RootSnapshotList)
 }
 
 // Reference makes Backup a managed object the simulator can dispatch to.
