@@ -22,8 +22,8 @@ func replicateCommands() []*cli.Command {
 		Description: "Example:\n  rekindle replicate --repo /srv/rekindle --to /mnt/dr/rekindle --watch --interval 5m",
 		Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag, lockWaitFlag,
 			&cli.StringFlag{Name: "to", Required: true, Usage: "target repository folder (created with the source's settings when empty)"},
-			&cli.BoolFlag{Name: "watch", Usage: "copy again every --interval until interrupted (follows new backups and protect cycles)"},
-			&cli.DurationFlag{Name: "interval", Value: time.Minute, Usage: "with --watch, the wait between copies"},
+			&cli.BoolFlag{Name: "watch", Usage: "poll: copy again every --interval until interrupted (follows new backups and protect cycles; no change notification)"},
+			&cli.DurationFlag{Name: "interval", Value: time.Minute, Usage: "with --watch, the polling interval: the wait between copies"},
 			&cli.IntFlag{Name: "workers", Usage: "chunks copied at once (default: the number of CPUs)"}},
 		Action: replicateCmd,
 	}}
