@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rekindle/rekindle/testdata/guestimg"
@@ -81,22 +83,36 @@ func TestFilesCommands(t *testing.T) {
 	}
 }
 
-// TestFilesGetNTFSXFS copies whole NTFS and XFS volumes out with `files
-// get` (every top folder and file but the 5 GiB sparse one) and compares
-// the copies with the trees the images were made from: every byte, size,
-// mtime and link target; modes as the guest has them on XFS and NTFS's
-// documented defaults (files 0644, folders 0755).
+// TestFilesGetNTFSXFS copies whole NTFS, XFS and FAT12/16/32 volumes out
+// with `files get` (every top folder and file but the 5 GiB sparse one)
+// and compares the copies with the trees the images were made from: every
+// byte, size, mtime and link target; modes as the guest has them on XFS
+// and NTFS's documented defaults (files 0644, folders 0755). XFS's 5 GiB
+// sparse file is then got alone: its size, mtime and the data at its end,
+// and the copy keeps its hole.
 func TestFilesGetNTFSXFS(t *testing.T) {
 	dir := t.TempDir()
 	repoDir := filepath.Join(dir, "repo")
 	run(t, false, "init", "--repo", repoDir)
 	ntfsDisk, ntfsTree := guestimg.NTFSDisk(t, filepath.Join(dir, "ntfs"))
 	xfsDisk, xfsTree, _ := guestimg.XFSDisk(t, filepath.Join(dir, "xfs"))
+	fatDisk, fatTree := guestimg.FATDisk(t, filepath.Join(dir, "fat"))
+	// FAT keeps mtimes in 2 s steps: the tree's mtime is on a step, so the
+	// copies must carry it exactly (Check compares with Equal).
+	if guestimg.Mtime.Second()%2 != 0 || guestimg.Mtime.Nanosecond() != 0 {
+		t.Fatalf("guestimg.Mtime %v is not on FAT's 2 s step: compare FAT mtimes to the step", guestimg.Mtime)
+	}
 	for _, c := range []struct {
 		vm, disk string
 		tree     guestimg.Tree
-		ntfs     bool
-	}{{"win01", ntfsDisk, ntfsTree, true}, {"db01", xfsDisk, xfsTree, false}} {
+		vols     []string
+		ntfs     bool // modes are NTFS's defaults
+		fat      bool // FAT keeps no modes
+	}{
+		{"win01", ntfsDisk, ntfsTree, []string{"p1"}, true, false},
+		{"db01", xfsDisk, xfsTree, []string{"p1"}, false, false},
+		{"win02", fatDisk, fatTree, []string{"p1", "p2", "p3"}, false, true}, // FAT12, FAT16, FAT32
+	} {
 		t.Run(c.vm, func(t *testing.T) {
 			folder, err := vmgen.Generate(filepath.Join(dir, "src-"+c.vm), vmgen.Spec{Name: c.vm, Seed: 4,
 				Disks: []vmgen.DiskSpec{{Source: c.disk, Format: vmgen.FormatRaw}}})
@@ -104,45 +120,93 @@ func TestFilesGetNTFSXFS(t *testing.T) {
 				t.Fatal(err)
 			}
 			run(t, false, "backup", "import", "--repo", repoDir, "--quiet", folder)
-			tree := guestimg.Tree{}
-			args := []string{"files", "get", "--repo", repoDir, "--vm", c.vm, "--to", filepath.Join(dir, "to-"+c.vm), "--json"}
-			top := map[string]bool{}
-			files, links := 0, 0
-			for p, w := range c.tree {
-				if p == "huge.bin" {
-					continue // 5 GiB of zeros: its end is read over NFS in nfsd/datastore's tests
-				}
-				tree[p] = w
-				switch {
-				case w.Link != "":
-					links++
-				case !w.Dir:
-					files++
-				}
-				if first, _, _ := strings.Cut(p, "/"); !top[first] {
-					top[first] = true
-					args = append(args, c.vm+"/p1/"+first)
+			for _, vol := range c.vols {
+				to := filepath.Join(dir, "to-"+c.vm+"-"+vol)
+				tree := filesGetTree(t, repoDir, c.vm, vol, to, c.tree)
+				tree.Check(t, osReader{}, to, c.ntfs || c.fat)
+				if c.ntfs {
+					for p, w := range tree {
+						fi, err := os.Lstat(filepath.Join(to, filepath.FromSlash(p)))
+						switch {
+						case err != nil:
+							t.Errorf("%s: %v", p, err)
+						case w.Dir && fi.Mode().Perm() != 0o755, !w.Dir && w.Link == "" && fi.Mode().Perm() != 0o644:
+							t.Errorf("%s: mode %v, want NTFS's default", p, fi.Mode())
+						}
+					}
 				}
 			}
-			out, _ := run(t, false, args...)
-			var sum struct{ Files, Dirs, Symlinks int }
-			if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Files != files || sum.Symlinks != links {
-				t.Fatalf("files get summary: %v %s", err, out)
-			}
-			to := filepath.Join(dir, "to-"+c.vm)
-			tree.Check(t, osReader{}, to, c.ntfs)
-			if !c.ntfs {
-				return
-			}
-			for p, w := range tree {
-				fi, err := os.Lstat(filepath.Join(to, filepath.FromSlash(p)))
-				switch {
-				case err != nil:
-					t.Errorf("%s: %v", p, err)
-				case w.Dir && fi.Mode().Perm() != 0o755, !w.Dir && w.Link == "" && fi.Mode().Perm() != 0o644:
-					t.Errorf("%s: mode %v, want NTFS's default", p, fi.Mode())
-				}
+			if w := c.tree["huge.bin"]; w != nil && c.vm == "db01" {
+				filesGetHuge(t, repoDir, c.vm, filepath.Join(dir, "to-"+c.vm+"-huge"), w)
 			}
 		})
+	}
+}
+
+// filesGetTree gets every top folder and file of tree (but huge.bin) from
+// vm's first disk's volume vol into to, checks the --json summary's counts
+// and returns the tree it got.
+func filesGetTree(t *testing.T, repoDir, vm, vol, to string, all guestimg.Tree) guestimg.Tree {
+	t.Helper()
+	tree := guestimg.Tree{}
+	args := []string{"files", "get", "--repo", repoDir, "--vm", vm, "--to", to, "--json"}
+	top := map[string]bool{}
+	files, links := 0, 0
+	for p, w := range all {
+		if p == "huge.bin" {
+			continue // 5 GiB of zeros: got alone by filesGetHuge
+		}
+		tree[p] = w
+		switch {
+		case w.Link != "":
+			links++
+		case !w.Dir:
+			files++
+		}
+		if first, _, _ := strings.Cut(p, "/"); !top[first] {
+			top[first] = true
+			args = append(args, vm+"/"+vol+"/"+first)
+		}
+	}
+	out, _ := run(t, false, args...)
+	var sum struct{ Files, Dirs, Symlinks int }
+	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Files != files || sum.Symlinks != links {
+		t.Fatalf("files get summary of %s/%s: %v %s (want %d files, %d symlinks)", vm, vol, err, out, files, links)
+	}
+	return tree
+}
+
+// filesGetHuge gets vm's p1/huge.bin alone into to and checks its size,
+// mtime, the data at its end, the --json summary, and that the copy's
+// hole stayed a hole.
+func filesGetHuge(t *testing.T, repoDir, vm, to string, w *guestimg.Want) {
+	t.Helper()
+	out, _ := run(t, false, "files", "get", "--repo", repoDir, "--vm", vm, "--to", to, "--json", vm+"/p1/huge.bin")
+	var sum struct {
+		Files, Dirs, Symlinks int
+		Bytes                 int64
+	}
+	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Files != 1 || sum.Dirs != 0 || sum.Bytes != w.Size {
+		t.Fatalf("files get summary of huge.bin: %v %s (want 1 file of %d bytes)", err, out, w.Size)
+	}
+	f, err := os.Open(filepath.Join(to, "huge.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != w.Size || !fi.ModTime().Equal(w.Mtime) {
+		t.Errorf("huge.bin: size %d mtime %v, want %d and %v", fi.Size(), fi.ModTime(), w.Size, w.Mtime)
+	}
+	end := make([]byte, len(w.Data)+1)
+	n, err := f.ReadAt(end, w.DataAt-1)
+	if n != len(end) || !bytes.Equal(end[1:], w.Data) || end[0] != 0 {
+		t.Errorf("huge.bin: %d bytes at %d (%v), want a zero then its %d bytes of data", n, w.DataAt-1, err, len(w.Data))
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 > 16<<20 {
+		t.Errorf("huge.bin: the copy allocates %d bytes: its hole was written out", st.Blocks*512)
 	}
 }
