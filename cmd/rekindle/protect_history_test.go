@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,15 +109,51 @@ func TestServeProtectSessions(t *testing.T) {
 		t.Fatalf("protect show %s:\n%s", last.ID, text)
 	}
 	s.kill()
-	// --protect-keep-last 1: of the three or more points of db01 the done
-	// cycles made, the newest package's stays, and the newest point (a
-	// cycle the kill cut short may have made it before its retention ran).
-	ents, err := os.ReadDir(filepath.Join(repoDir, "points"))
-	if err != nil {
+	// --protect-keep-last 1: of db01's points, the one of the last done
+	// cycle stays, and its parent when the kill cut that cycle's retention
+	// short; any other must be newer, made by a cycle after it (one that
+	// failed when the sessions ended, or one the kill cut short), so its
+	// parent chain reaches that point. An older point means an earlier
+	// cycle's retention kept what it should have forgotten.
+	var lastDone catalog.JobRun
+	for _, r := range cycles() {
+		if r.State == catalog.RunDone && r.Started.After(lastDone.Started) {
+			lastDone = r
+		}
+	}
+	out, _ = run(t, false, "protect", "show", "--repo", repoDir, lastDone.ID, "--json")
+	var lastShown catalog.JobRun
+	if err := json.Unmarshal([]byte(out), &lastShown); err != nil {
 		t.Fatal(err)
 	}
+	kept := ""
+	for _, v := range lastShown.VMs {
+		if v.VM == "db01" {
+			kept = v.PointID
+		}
+	}
 	pts, _ := run(t, false, "list", "points", "--repo", repoDir, "--vm", "db01", "--json")
-	if n := strings.Count(pts, `"id"`); n > 2 {
-		t.Errorf("db01 has %d points after %d done cycles with --protect-keep-last 1 (%d point files):\n%s", n, done(), len(ents), pts)
+	var points []struct {
+		ID     string `json:"id"`
+		Parent string `json:"parent"`
+	}
+	if err := json.Unmarshal([]byte(pts), &points); err != nil {
+		t.Fatal(err)
+	}
+	parent := map[string]string{}
+	for _, p := range points {
+		parent[p.ID] = p.Parent
+	}
+	if _, ok := parent[kept]; kept == "" || !ok {
+		t.Fatalf("the last done cycle %s names db01's point %q, not among db01's points:\n%s", lastDone.ID, kept, pts)
+	}
+	for _, p := range points {
+		id := p.ID
+		for id != "" && id != kept {
+			id = parent[id]
+		}
+		if id != kept && p.ID != parent[kept] {
+			t.Errorf("db01's point %s is not the last done cycle's (%s) nor made after it: --protect-keep-last 1 kept it (%d done cycles):\n%s", p.ID, kept, done(), pts)
+		}
 	}
 }
