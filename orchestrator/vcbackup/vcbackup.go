@@ -440,20 +440,32 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 			return res
 		}
 	}
-	dsURLs, _, err := b.diskURLs(ctx, snapRef, disks, TransportDatastore)
-	if err != nil {
-		res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
-		return res
-	}
 	// A running VM's incremental reads its changed areas from the disk the
 	// snapshot names (stable while the VM writes into the snapshot's delta)
 	// through ranged datastore reads when the host allows it, else the
-	// nfc stream.
+	// nfc stream. Datastore URLs are looked up only when a disk may use them.
+	ranged := func(i int) bool {
+		return cfg.Transport == TransportAuto && transport == TransportNFC && plans[i].base != nil
+	}
+	need := transport == TransportDatastore
+	for i := range disks {
+		need = need || ranged(i)
+	}
+	dsURLs := make([]*url.URL, len(disks))
+	if need {
+		if dsURLs, _, err = b.diskURLs(ctx, snapRef, disks, TransportDatastore); err != nil {
+			res.Err = fmt.Errorf("vm %s: %w", vi.name, err)
+			return res
+		}
+	}
 	transports := make([]string, len(disks))
 	var nfcDisks []disk
 	for i, d := range disks {
 		transports[i] = transport
-		if cfg.Transport != TransportAuto || transport != TransportNFC || plans[i].base == nil {
+		if !ranged(i) {
+			if transport == TransportNFC {
+				nfcDisks = append(nfcDisks, d)
+			}
 			continue
 		}
 		why := ""
@@ -468,11 +480,7 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 			continue
 		}
 		res.Notes = append(res.Notes, fmt.Sprintf("disk %s: ranged datastore reads of the snapshot's disk %s refused (%s): read the nfc export stream instead", d.name, d.file, why))
-	}
-	for i, d := range disks {
-		if transports[i] == TransportNFC {
-			nfcDisks = append(nfcDisks, d)
-		}
+		nfcDisks = append(nfcDisks, d)
 	}
 	closeLease := func(error) {}
 	urls := dsURLs
