@@ -63,6 +63,13 @@ func TestBackupFromVCenter(t *testing.T) {
 		t.Fatalf("second backup: %+v, want incremental reading one 64 KiB block from the stream", res[0])
 	}
 
+	// --quiesce on a VM whose guest runs no VMware Tools: not quiesced,
+	// and the output says so.
+	out, _ = run(t, false, append([]string{"backup", "vm", "--quiesce"}, append(vc, "db01")...)...)
+	if !strings.Contains(out, "db01: point ") || !strings.Contains(out, "  db01: not quiesced: VMware Tools are not running in the guest\n") {
+		t.Fatalf("backup --quiesce of a VM without tools: %q", out)
+	}
+
 	// A VM vCenter does not have fails alone, with exit status 1.
 	out, stderr = run(t, true, append([]string{"backup", "vm"}, append(vc, "web01", "nosuchvm")...)...)
 	if !strings.Contains(out, "web01: point ") || !strings.Contains(out, "nosuchvm: FAILED") || !strings.Contains(stderr, "1 of 2 VMs failed") {

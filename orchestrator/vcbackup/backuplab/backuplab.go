@@ -305,3 +305,15 @@ func (l *Lab) TagVMs(ctx context.Context, category, tag string, vms ...string) e
 	}
 	return nil
 }
+
+// StartTools reports VMware Tools running in vm's guest, as a booted guest
+// with tools does (the simulator runs no tools of its own).
+func (l *Lab) StartTools(ctx context.Context, vm *object.VirtualMachine) error {
+	task, err := vm.Reconfigure(ctx, types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+		&types.OptionValue{Key: "SET.guest.toolsRunningStatus", Value: string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)},
+	}})
+	if err != nil {
+		return err
+	}
+	return task.Wait(ctx)
+}

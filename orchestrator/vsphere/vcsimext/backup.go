@@ -44,6 +44,12 @@ package vcsimext
 //     extents (-flat.vmdk) served (DatastoreBytesServed), to refuse them as
 //     a host refuses a locked file (LockDiskFiles: 409), to ignore Range
 //     (IgnoreRange) and to inject faults (FailDownloads).
+//   - what vCenter was asked: SnapshotRequests lists every snapshot request
+//     as received (name, memory, quiesce), and disk reads (export-lease
+//     streams and datastore GETs of -flat.vmdk extents) are counted while
+//     they run (ReadsInFlight, MaxReadsInFlight); HoldReads keeps them
+//     waiting until released, so a test sees how many a backup starts at
+//     once.
 
 import (
 	"bytes"
@@ -55,6 +61,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +104,19 @@ type Backup struct {
 	locked   atomic.Bool
 	noRange  atomic.Bool
 	deltas   map[string]map[string][]guestWrite // VM moref -> flat file -> writes since its snapshot
+
+	snapReqs    []SnapshotRequest
+	inflight    atomic.Int64
+	maxInflight atomic.Int64
+	hold        chan struct{} // non-nil: disk reads wait for it to close (under mu)
+}
+
+// SnapshotRequest is a snapshot creation as vCenter received it.
+type SnapshotRequest struct {
+	VM      string // the VM's managed object id
+	Name    string
+	Memory  bool
+	Quiesce bool
 }
 
 type failCount struct{ after, left atomic.Int64 }
@@ -173,6 +193,7 @@ func (b *Backup) serveDatastore(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Range")
 	}
 	if disk {
+		defer b.read(r)()
 		w = &countingWriter{ResponseWriter: w, n: &b.dsServed}
 	}
 	b.svc.ServeDatastore(w, r)
@@ -242,6 +263,68 @@ func (b *Backup) consolidate(vm types.ManagedObjectReference) types.BaseMethodFa
 		}
 	}
 	return nil
+}
+
+// SnapshotRequests lists the snapshot creations vCenter received, oldest
+// first.
+func (b *Backup) SnapshotRequests() []SnapshotRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.snapReqs)
+}
+
+// ReadsInFlight is how many disk reads (export-lease streams, datastore
+// GETs of disk extents) are being answered now.
+func (b *Backup) ReadsInFlight() int64 { return b.inflight.Load() }
+
+// MaxReadsInFlight is the most disk reads answered at once since the last
+// ResetMaxReadsInFlight.
+func (b *Backup) MaxReadsInFlight() int64 { return b.maxInflight.Load() }
+
+// ResetMaxReadsInFlight starts MaxReadsInFlight again from the reads in
+// flight now.
+func (b *Backup) ResetMaxReadsInFlight() { b.maxInflight.Store(b.inflight.Load()) }
+
+// HoldReads makes disk reads wait, counted in flight, before they are
+// answered, until release is called (or the client gives up).
+func (b *Backup) HoldReads() (release func()) {
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.hold = ch
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			if b.hold == ch {
+				b.hold = nil
+			}
+			b.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// read counts a disk read in flight and waits while reads are held; done
+// ends it.
+func (b *Backup) read(r *http.Request) (done func()) {
+	n := b.inflight.Add(1)
+	for {
+		m := b.maxInflight.Load()
+		if n <= m || b.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	b.mu.Lock()
+	hold := b.hold
+	b.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}
+	return func() { b.inflight.Add(-1) }
 }
 
 // BytesServed is how many stream bytes the export-lease stand-in has sent.
@@ -362,6 +445,16 @@ func (b *Backup) ResetChangeTracking() {
 func (b *Backup) route(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 	switch m.Name {
 	case "CreateSnapshot_Task", "CreateSnapshotEx_Task":
+		req := SnapshotRequest{VM: m.This.Value}
+		switch body := m.Body.(type) {
+		case *types.CreateSnapshot_Task:
+			req.Name, req.Memory, req.Quiesce = body.Name, body.Memory, body.Quiesce
+		case *types.CreateSnapshotEx_Task:
+			req.Name, req.Memory, req.Quiesce = body.Name, body.Memory, body.QuiesceSpec != nil
+		}
+		b.mu.Lock()
+		b.snapReqs = append(b.snapReqs, req)
+		b.mu.Unlock()
 		if vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
 			if fault := b.stamp(ctx, vm); fault != nil {
 				return nil, fault
@@ -673,6 +766,7 @@ func (b *Backup) serveDisk(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read only", http.StatusMethodNotAllowed)
 		return
 	}
+	defer b.read(r)()
 	if b.failReads.Add(-1) >= 0 {
 		http.Error(w, "injected read fault (vcsimext.Backup.FailReads)", http.StatusServiceUnavailable)
 		return
