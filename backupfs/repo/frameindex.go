@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -98,10 +99,35 @@ func (r *Repo) buildFrameIndex(d Digest, x *Index) []byte {
 // headers. It is not synced: a crash leaves the old file, none, or the
 // whole new one (temp file and rename), and a missing one is rebuilt.
 func (r *Repo) WriteFrameIndex(d Digest, x *Index) error {
-	if err := r.writeFileAtomic(r.frameIndexPath(d), r.buildFrameIndex(d, x), false); err != nil {
+	return r.writeFrameIndex(d, r.buildFrameIndex(d, x))
+}
+
+func (r *Repo) writeFrameIndex(d Digest, b []byte) error {
+	if err := r.writeFileAtomic(r.frameIndexPath(d), b, false); err != nil {
 		return fmt.Errorf("frame index of index %s: %w", d, err)
 	}
 	return nil
+}
+
+// rebuildFrameIndex is the background rebuild of index d's frame index by a
+// reader. The reader's own lock does not cover it: a prune inside `serve`
+// runs beside the server's lock, and a rebuild may outlive the lock of the
+// command that opened the disk. A frame index written after a prune removed
+// its index would stay behind, so the rebuild reads the chunk headers
+// without a lock (reads only), then takes a shared lock without waiting for
+// an exclusive holder, checks that index d is still there, and writes. When
+// a prune holds the repository it writes nothing (the next open retries).
+func (r *Repo) rebuildFrameIndex(d Digest, x *Index) error {
+	b := r.buildFrameIndex(d, x)
+	lock, err := r.lock(context.Background(), LockShared, "frame index rebuild", "", 0)
+	if err != nil {
+		return fmt.Errorf("frame index of index %s not rebuilt: %w", d, err)
+	}
+	defer lock.Unlock()
+	if _, err := r.fsys().Stat(r.indexPath(d)); err != nil {
+		return fmt.Errorf("frame index of index %s not rebuilt: its index: %w", d, err)
+	}
+	return r.writeFrameIndex(d, b)
 }
 
 // parseFrameIndex checks a frame index file of index d and calls fn with
@@ -181,7 +207,7 @@ func (c *Cache) LoadFrameIndex(r *Repo, d Digest, x *Index) int {
 	if _, busy := frameIndexBuilds.LoadOrStore(k, struct{}{}); !busy {
 		go func() {
 			defer frameIndexBuilds.Delete(k)
-			_ = r.WriteFrameIndex(d, x)
+			_ = r.rebuildFrameIndex(d, x) // a cache: the next open retries
 		}()
 	}
 	return 0

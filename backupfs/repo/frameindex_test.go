@@ -128,3 +128,93 @@ func TestFrameIndex(t *testing.T) {
 		t.Fatalf("frame index after prune removed its index: %v", err)
 	}
 }
+
+// TestFrameIndexRebuildAndPrune: a reader's background rebuild of a missing
+// frame index and a prune removing its index do not race into an orphan
+// ".frames". While a prune holds the exclusive lock (index still there) the
+// rebuild writes nothing and says the repository is locked; after a prune
+// removed the index it writes nothing; a rebuild started from an open while
+// a real prune runs (from its progress callback) leaves nothing behind; with
+// no prune about it is written, and its shared lock is released.
+func TestFrameIndexRebuildAndPrune(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	data := testDisk(12, 4*DefaultChunkSize)
+	for i := range 4 {
+		data[i*DefaultChunkSize] = 1
+	}
+	d := storeBytes(t, r, data)
+	x, err := r.LoadIndex(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := func(what string) {
+		t.Helper()
+		if _, err := os.Stat(r.frameIndexPath(d)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s: frame index %v, want none", what, err)
+		}
+	}
+	if err := os.Remove(r.frameIndexPath(d)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A prune holds the repository, the index is not removed yet.
+	prune, err := r.Lock(context.Background(), LockExclusive, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rebuildFrameIndex(d, x); !errors.Is(err, ErrLocked) {
+		t.Fatalf("rebuild while a prune holds the repository: %v, want ErrLocked", err)
+	}
+	gone("rebuild while a prune holds the repository")
+	if err := prune.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing about: rebuilt, and no lock left behind.
+	if err := r.rebuildFrameIndex(d, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.verifyFrameIndex(d); err != nil {
+		t.Fatalf("rebuilt frame index: %v", err)
+	}
+	if locks, err := r.Locks(); err != nil || len(locks) != 0 {
+		t.Fatalf("locks after a rebuild: %v %v, want none", locks, err)
+	}
+	if err := os.Remove(r.frameIndexPath(d)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A rebuild started from an open during a real prune that removes the
+	// index: the callback runs while the prune holds its lock.
+	if err := r.SavePoint(pointOf(d, len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeletePoint(pointOf(d, len(data)).ID); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	rep, err := r.Prune(context.Background(), PruneOptions{Progress: func(kind string, c Digest) {
+		if started {
+			return
+		}
+		started = true
+		NewCache(CacheOptions{Readahead: -1}).LoadFrameIndex(r, d, x)
+		for _, busy := frameIndexBuilds.Load(frameIndexKey{r, d}); busy; _, busy = frameIndexBuilds.Load(frameIndexKey{r, d}) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !started || rep.IndexesRemoved != 1 {
+		t.Fatalf("prune %+v: want index %s removed with the rebuild started in it", rep, d)
+	}
+	gone("rebuild during a prune")
+
+	// The prune is over, the index is gone: a rebuild that read its chunks
+	// before writes nothing.
+	if err := r.rebuildFrameIndex(d, x); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("rebuild after its index was pruned: %v, want its index not found", err)
+	}
+	gone("rebuild after its index was pruned")
+}

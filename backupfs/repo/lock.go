@@ -82,7 +82,7 @@ func (r *Repo) lockDir() string { return filepath.Join(r.Dir, "locks") }
 // longer runs) are removed. The lock is refreshed in the background until
 // Unlock.
 func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error) {
-	return r.lock(ctx, kind, purpose, "")
+	return r.lock(ctx, kind, purpose, "", r.LockWait)
 }
 
 // lockRetries is how many times Lock tries before it fails, when it does
@@ -93,8 +93,9 @@ const lockRetries = 3
 // 450 ms, ... up to a second while Lock waits.
 func lockPause(n int) time.Duration { return min(time.Duration(n*n)*50*time.Millisecond, time.Second) }
 
-// lock is Lock, not counting the lock whose id is beside as a conflict.
-func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLock, error) {
+// lock is Lock, not counting the lock whose id is beside as a conflict, and
+// waiting up to wait (not r.LockWait) for an exclusive holder.
+func (r *Repo) lock(ctx context.Context, kind, purpose, beside string, wait time.Duration) (*RepoLock, error) {
 	switch kind {
 	case LockShared, LockServe, LockExclusive:
 	default:
@@ -135,8 +136,8 @@ func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLoc
 			return nil, fmt.Errorf("%w: another `rekindle serve` uses this repository (%s); stop it first", ErrLocked, holder)
 		}
 		err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
-		if kind != LockExclusive && holder.Kind == LockExclusive && r.LockWait > 0 {
-			if time.Since(start) < r.LockWait {
+		if kind != LockExclusive && holder.Kind == LockExclusive && wait > 0 {
+			if time.Since(start) < wait {
 				if !waitedFor[holder.ID] {
 					waitedFor[holder.ID] = true
 					if r.LockWaiting != nil {
@@ -145,7 +146,7 @@ func (r *Repo) lock(ctx context.Context, kind, purpose, beside string) (*RepoLoc
 				}
 				continue
 			}
-			return nil, fmt.Errorf("%w (waited %s for it to be released)", err, r.LockWait)
+			return nil, fmt.Errorf("%w (waited %s for it to be released)", err, wait)
 		}
 		if attempt+1 >= lockRetries {
 			return nil, err

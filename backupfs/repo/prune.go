@@ -81,7 +81,7 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 		}
 		beside = opts.Beside.info.ID
 	}
-	lock, err := r.lock(ctx, LockExclusive, "prune", beside)
+	lock, err := r.lock(ctx, LockExclusive, "prune", beside, 0)
 	if err != nil {
 		return nil, err
 	}
