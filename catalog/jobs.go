@@ -205,22 +205,35 @@ func scanRun(sc interface{ Scan(...any) error }) (JobRun, error) {
 
 // JobRuns lists a job's runs, newest first, at most limit (0: all).
 func (c *Catalog) JobRuns(ctx context.Context, job string, limit int) ([]JobRun, error) {
-	q := `SELECT ` + runCols + ` FROM job_runs WHERE job = ? ORDER BY started DESC, id DESC`
-	args := []any{job}
+	return c.jobRuns(ctx, "job = ?", job, limit, "runs of job "+job)
+}
+
+// ProtectRuns lists the protect cycles of every site (the runs of every
+// ProtectJob), newest first, at most limit (0: all).
+func (c *Catalog) ProtectRuns(ctx context.Context, limit int) ([]JobRun, error) {
+	// No backup job name holds the colon, so the prefix matches protect jobs only.
+	return c.jobRuns(ctx, "job LIKE ?", ProtectJob("")+"%", limit, "protect cycles")
+}
+
+// jobRuns lists the runs where cond (with its one argument) holds, newest
+// first, at most limit (0: all); what names them in errors.
+func (c *Catalog) jobRuns(ctx context.Context, cond string, arg any, limit int, what string) ([]JobRun, error) {
+	q := `SELECT ` + runCols + ` FROM job_runs WHERE ` + cond + ` ORDER BY started DESC, id DESC`
+	args := []any{arg}
 	if limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, limit)
 	}
 	rows, err := c.run().query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: runs of job %s: %w", job, err)
+		return nil, fmt.Errorf("catalog: %s: %w", what, err)
 	}
 	defer rows.Close()
 	var out []JobRun
 	for rows.Next() {
 		j, err := scanRun(rows)
 		if err != nil {
-			return nil, fmt.Errorf("catalog: runs of job %s: %w", job, err)
+			return nil, fmt.Errorf("catalog: %s: %w", what, err)
 		}
 		out = append(out, j)
 	}

@@ -30,9 +30,9 @@ func protectCommands() []*cli.Command {
 					&cli.StringFlag{Name: "site", Required: true, Usage: "name of the primary site (letters, digits, ._-)"},
 					&cli.StringSliceFlag{Name: "vm", Usage: "VM to protect (repeatable; default: every VM of the datacenter)"},
 				}, protectBackupFlags("")...), vcFlags()...)}),
-			{Name: "list", Usage: "the protect cycles of a site, newest first: when, outcome, package, VMs backed up and failed", Action: protectListCmd,
+			{Name: "list", Usage: "the protect cycles of every site (or of --site), newest first: when, outcome, package, VMs backed up and failed", Action: protectListCmd,
 				Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag,
-					&cli.StringFlag{Name: "site", Required: true, Usage: "the protected site"},
+					&cli.StringFlag{Name: "site", Usage: "only this protected site's cycles (default: every site's)"},
 					&cli.IntFlag{Name: "limit", Value: 20, Usage: "how many cycles to show (0: all)"}}},
 			{Name: "show", Usage: "one protect cycle with each VM's restore point or failure", ArgsUsage: "CYCLE-ID", Action: protectShowCmd,
 				Flags: []cli.Flag{repoFlag, catalogFlag, jsonFlag}},
@@ -136,7 +136,13 @@ func protectListCmd(c *cli.Context) error {
 		return err
 	}
 	defer cat.Close()
-	runs, err := cat.JobRuns(c.Context, catalog.ProtectJob(c.String("site")), c.Int("limit"))
+	name := c.String("site")
+	var runs []catalog.JobRun
+	if name != "" {
+		runs, err = cat.JobRuns(c.Context, catalog.ProtectJob(name), c.Int("limit"))
+	} else {
+		runs, err = cat.ProtectRuns(c.Context, c.Int("limit"))
+	}
 	if err != nil {
 		return err
 	}
@@ -149,20 +155,24 @@ func protectListCmd(c *cli.Context) error {
 		if !r.Ended.IsZero() {
 			d = r.Ended.Sub(r.Started).Round(time.Millisecond).String()
 		}
-		rows = append(rows, []string{r.ID, r.Started.Local().Format("2006-01-02 15:04:05"), d, r.Trigger, r.State,
-			cmp.Or(r.Package, "-"), fmt.Sprint(r.VMsOK), fmt.Sprint(r.VMsFailed)})
+		rows = append(rows, []string{r.ID, strings.TrimPrefix(r.Job, catalog.ProtectJob("")), r.Started.Local().Format("2006-01-02 15:04:05"), d,
+			r.Trigger, r.State, cmp.Or(r.Package, "-"), fmt.Sprint(r.VMsOK), fmt.Sprint(r.VMsFailed)})
 	}
-	table(os.Stdout, []string{"CYCLE", "STARTED", "TOOK", "TRIGGER", "STATE", "PACKAGE", "VMS OK", "FAILED"}, rows)
-	if len(runs) == 0 {
+	table(os.Stdout, []string{"CYCLE", "SITE", "STARTED", "TOOK", "TRIGGER", "STATE", "PACKAGE", "VMS OK", "FAILED"}, rows)
+	switch {
+	case len(runs) > 0:
+	case name != "":
 		fmt.Printf("no protect cycle of site %s recorded: `rekindle protect run --site %s` or `rekindle serve --protect-site %s` runs one\n",
-			c.String("site"), c.String("site"), c.String("site"))
+			name, name, name)
+	default:
+		fmt.Println("no protect cycle recorded: `rekindle protect run --site SITE` or `rekindle serve --protect-site SITE` runs one")
 	}
 	return nil
 }
 
 func protectShowCmd(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return usageErr("protect show: give one cycle id (`rekindle protect list --site SITE` lists them)")
+		return usageErr("protect show: give one cycle id (`rekindle protect list` lists them)")
 	}
 	_, cat, err := openRepoCatalog(c)
 	if err != nil {

@@ -157,3 +157,71 @@ func TestServeProtectSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestProtectListEverySite: without --site, `protect list` lists the
+// cycles of every protected site, newest first, with each one's site, and
+// no backup job's runs; --site keeps one site's, --limit the newest.
+func TestProtectListEverySite(t *testing.T) {
+	ctx := context.Background()
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	run(t, false, "init", "--repo", repoDir)
+	if out, _ := run(t, false, "protect", "list", "--repo", repoDir); !strings.Contains(out, "no protect cycle recorded: `rekindle protect run --site SITE`") {
+		t.Fatalf("protect list of an empty catalog:\n%s", out)
+	}
+	// The cycles as protect and serve record them, into the catalog the
+	// command above created and claimed for the repository.
+	cat, err := catalog.Open(ctx, filepath.Join(repoDir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	for i, r := range []catalog.JobRun{
+		{ID: "c1", Job: catalog.ProtectJob("hq"), Trigger: "schedule", Package: "hq-1", VMsOK: 2},
+		{ID: "c2", Job: catalog.ProtectJob("branch"), Trigger: "manual", Package: "branch-1", VMsOK: 1},
+		{ID: "n1", Job: "nightly", Trigger: "schedule", VMsOK: 3},
+		{ID: "c3", Job: catalog.ProtectJob("hq"), Trigger: "schedule", Package: "hq-2", VMsOK: 2},
+	} {
+		r.Started = t0.Add(time.Duration(i) * time.Minute)
+		if err := cat.StartJobRun(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		r.State, r.Ended = catalog.RunDone, r.Started.Add(10*time.Second)
+		if err := cat.EndJobRun(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cat.Close(); err != nil {
+		t.Fatal(err)
+	}
+	list := func(args ...string) (ids []string) {
+		out, _ := run(t, false, append([]string{"protect", "list", "--repo", repoDir, "--json"}, args...)...)
+		var runs []catalog.JobRun
+		if err := json.Unmarshal([]byte(out), &runs); err != nil {
+			t.Fatalf("protect list --json %v: %v\n%s", args, err, out)
+		}
+		for _, r := range runs {
+			ids = append(ids, r.ID+"="+r.Job+"="+r.Package)
+		}
+		return ids
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "c3=protect:hq=hq-2 c2=protect:branch=branch-1 c1=protect:hq=hq-1"},
+		{[]string{"--site", "hq"}, "c3=protect:hq=hq-2 c1=protect:hq=hq-1"},
+		{[]string{"--site", "branch"}, "c2=protect:branch=branch-1"},
+		{[]string{"--limit", "2"}, "c3=protect:hq=hq-2 c2=protect:branch=branch-1"},
+		{[]string{"--site", "nightly"}, ""},
+	} {
+		if got := strings.Join(list(tt.args...), " "); got != tt.want {
+			t.Errorf("protect list %v: %q, want %q", tt.args, got, tt.want)
+		}
+	}
+	text, _ := run(t, false, "protect", "list", "--repo", repoDir)
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "SITE") || !strings.Contains(lines[2], "branch") || !strings.Contains(lines[2], "branch-1") ||
+		strings.Contains(text, "nightly") || strings.Contains(text, "n1") {
+		t.Fatalf("protect list: want a header and the three protect cycles, each with its site, newest first:\n%s", text)
+	}
+}
