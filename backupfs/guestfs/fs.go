@@ -321,7 +321,7 @@ func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 		fs.holdMu.Unlock()
 		return t, notes, nil
 	}
-	r, err := openVolume(v)
+	r, err := openVolume(v, "volume "+key)
 	if err != nil {
 		return nil, nil, err
 	}

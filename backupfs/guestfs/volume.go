@@ -135,9 +135,10 @@ func probe(v *Volume) {
 	v.Filesystem, v.Status, v.Reason = detect(b[:n])
 }
 
-// openVolume opens the filesystem of a volume whose status is ok. An error
-// makes the volume damaged or unsupported; a reader's panic is an error.
-func openVolume(v *Volume) (r gfs.Reader, err error) {
+// openVolume opens the filesystem of a volume whose status is ok; label
+// names it in the reader's errors. An error makes the volume damaged or
+// unsupported; a reader's panic is an error.
+func openVolume(v *Volume, label string) (r gfs.Reader, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r, err = nil, fmt.Errorf("%w while opening: %v", gfs.ErrPanic, p)
@@ -149,7 +150,7 @@ func openVolume(v *Volume) (r gfs.Reader, err error) {
 	case fsFAT:
 		return fat.Open(v.ra, v.Size)
 	case fsNTFS:
-		return ntfs.Open(v.ra, v.Size)
+		return ntfs.OpenLimited(v.ra, v.Size, ntfs.Limits{Name: "ntfs " + label})
 	case fsXFS:
 		return xfs.Open(v.ra, v.Size)
 	}

@@ -52,6 +52,13 @@ type Noter interface {
 	Notes() []string
 }
 
+// Availability is implemented by readers that may stop serving a volume
+// while it is open (a call into a wrapped library that did not finish in
+// time): Unavailable says why, nil while the volume is served.
+type Availability interface {
+	Unavailable() error
+}
+
 // Errors a reader wraps so callers can tell what went wrong.
 var (
 	// ErrCorrupt: the on-disk structures contradict themselves.
@@ -60,6 +67,9 @@ var (
 	ErrUnsupported = errors.New("not supported")
 	// ErrPanic: the reader panicked; the call failed, the server goes on.
 	ErrPanic = errors.New("filesystem reader failed")
+	// ErrUnavailable: the volume is no longer served (a call hung); every
+	// later call fails fast.
+	ErrUnavailable = errors.New("volume unavailable")
 )
 
 // Corruptf returns an error wrapping ErrCorrupt.

@@ -19,9 +19,14 @@
 // copies them as such files.
 //
 // The library is wrapped defensively: its panics become errors wrapping
-// gfs.ErrPanic, its metadata calls take one lock per volume (its caches are
-// not documented as safe for concurrent use), and the work one call may do
-// is bounded (entries per directory, link target sizes).
+// gfs.ErrPanic; its calls (metadata, and the reads of resident or
+// compressed data it decodes) take one lock per volume (its caches are not
+// documented as safe for concurrent use); the work one call may do is
+// bounded (entries per directory, link target sizes, bytes read: Limits);
+// and each call runs with a deadline. A call past its deadline (go-ntfs
+// looping on damaged metadata) makes the volume unavailable: the call and
+// every later one fail fast with gfs.ErrUnavailable, and the one goroutine
+// left inside the library is unwound at its next read.
 package ntfs
 
 import (
@@ -35,6 +40,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf16"
 
 	"www.velocidex.com/golang/go-ntfs/parser"
@@ -68,13 +75,117 @@ const (
 	nsDOS = 2 // a $FILE_NAME in the 8.3 namespace only: an alias, not a link
 )
 
+// Limits bound each call into go-ntfs.
+type Limits struct {
+	// Name names the volume in errors (default "ntfs volume").
+	Name string
+	// CallTimeout is how long one call may run (default
+	// DefaultCallTimeout); past it the volume becomes unavailable.
+	CallTimeout time.Duration
+	// ReadBudget is how many bytes one call may read from the volume
+	// (default DefaultReadBudget); past it the call fails.
+	ReadBudget int64
+}
+
+// Defaults of Limits. A sound call reads far less than the budget: the
+// largest directory listed (maxDirEntries names, each one 1 KiB MFT
+// record) reads 2 GiB; a data read, one compression unit per 64 KiB asked.
+// The timeout leaves such a listing time to finish on a loaded server.
+const (
+	DefaultCallTimeout = 2 * time.Minute
+	DefaultReadBudget  = 4 << 30
+)
+
 // FS is an NTFS volume opened read-only.
 type FS struct {
-	mu    sync.Mutex // go-ntfs's metadata calls, one at a time
+	mu    sync.Mutex // go-ntfs's calls, one at a time (call)
 	ctx   *parser.NTFSContext
-	vol   *bounded // the volume, as go-ntfs reads it
+	vol   *bounded // the volume, for the pieces Map returns
 	size  int64
 	notes []string
+	lim   Limits
+
+	cur    atomic.Pointer[callState] // the call go-ntfs's reads are counted against
+	broken atomic.Pointer[error]     // why the volume is unavailable (a call hung)
+}
+
+// callState is one call's read budget, and whether it was abandoned.
+type callState struct {
+	left      atomic.Int64
+	abandoned atomic.Bool
+}
+
+// budgetPanic is what a read past the call's budget (or of an abandoned
+// call) panics with: it unwinds go-ntfs even where the library ignores a
+// read error, and recoverAs turns it into the call's error.
+type budgetPanic struct{ err error }
+
+// metered is the volume as go-ntfs reads it: every read counts against
+// the running call's budget.
+type metered struct{ fs *FS }
+
+func (m metered) ReadAt(p []byte, off int64) (int, error) {
+	if c := m.fs.cur.Load(); c != nil {
+		if c.abandoned.Load() {
+			panic(budgetPanic{fmt.Errorf("%s: the call was abandoned: %w", m.fs.lim.Name, gfs.ErrUnavailable)})
+		}
+		if c.left.Add(-int64(len(p))) < 0 {
+			panic(budgetPanic{gfs.Corruptf("%s: one call read over %d bytes, more than any sound call needs (damaged metadata that loops?); "+
+				"the volume's other files are still served", m.fs.lim.Name, m.fs.lim.ReadBudget)})
+		}
+	}
+	return m.fs.vol.ReadAt(p, off)
+}
+
+// call runs f, a call into go-ntfs, under the volume's lock, with the
+// call's read budget and deadline. Past the deadline the volume becomes
+// unavailable and call returns without waiting for f: f's results reach
+// the caller only through the channel, so a late f touches nothing the
+// caller holds. At most one goroutine per volume is ever left behind.
+func call[T any](fs *FS, op string, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	var zero T
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if e := fs.broken.Load(); e != nil {
+		return zero, *e
+	}
+	c := &callState{}
+	c.left.Store(fs.lim.ReadBudget)
+	fs.cur.Store(c)
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		defer recoverAs(&r.err, op)
+		r.v, r.err = f()
+	}()
+	t := time.NewTimer(fs.lim.CallTimeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		fs.cur.Store(nil)
+		return r.v, r.err
+	case <-t.C:
+		c.abandoned.Store(true)
+		err := fmt.Errorf("%s: %s did not finish within %v (go-ntfs looping on damaged metadata?): the volume is no longer served "+
+			"until the server restarts; restore the whole disk and run chkdsk in Windows to read it: %w",
+			fs.lim.Name, op, fs.lim.CallTimeout, gfs.ErrUnavailable)
+		fs.broken.Store(&err)
+		return zero, err
+	}
+}
+
+// Unavailable says why the volume is no longer served (a call into
+// go-ntfs did not finish in time), nil while it is.
+func (fs *FS) Unavailable() error {
+	if e := fs.broken.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // ref is an Entry's handle on its MFT record (and, for an alternate data
@@ -91,31 +202,59 @@ type namedStream struct {
 	size int64
 }
 
-// Open opens the NTFS volume of size bytes read through ra.
-func Open(ra io.ReaderAt, size int64) (fs *FS, err error) {
-	defer recoverAs(&err, "open")
-	vol := &bounded{ra: ra, size: size}
-	ctx, err := parser.GetNTFSContext(vol, 0)
+// Open opens the NTFS volume of size bytes read through ra, with the
+// default Limits.
+func Open(ra io.ReaderAt, size int64) (*FS, error) { return OpenLimited(ra, size, Limits{}) }
+
+// OpenLimited opens the NTFS volume of size bytes read through ra; lim
+// bounds each call into go-ntfs (zero fields: the defaults).
+func OpenLimited(ra io.ReaderAt, size int64, lim Limits) (*FS, error) {
+	if lim.Name == "" {
+		lim.Name = "ntfs volume"
+	}
+	if lim.CallTimeout <= 0 {
+		lim.CallTimeout = DefaultCallTimeout
+	}
+	if lim.ReadBudget <= 0 {
+		lim.ReadBudget = DefaultReadBudget
+	}
+	fs := &FS{size: size, vol: &bounded{ra: ra, size: size}, lim: lim}
+	type opened struct {
+		ctx   *parser.NTFSContext
+		notes []string
+	}
+	o, err := call(fs, "open", func() (opened, error) {
+		ctx, err := parser.GetNTFSContext(metered{fs}, 0)
+		if err != nil {
+			return opened{}, gfs.Corruptf("ntfs: %v", err)
+		}
+		if vs := ctx.Boot.VolumeSize() * 512; vs > size+4096 { // VolumeSize counts sectors
+			return opened{}, gfs.Corruptf("ntfs: boot sector says %d bytes, the volume holds %d (truncated?)", vs, size)
+		}
+		root, err := ctx.GetMFT(rootRecord)
+		if err != nil {
+			return opened{}, gfs.Corruptf("ntfs: root directory record: %v", err)
+		}
+		if !root.Flags().IsSet("DIRECTORY") {
+			return opened{}, gfs.Corruptf("ntfs: MFT record 5 is not a directory")
+		}
+		return opened{ctx, volumeNotes(ctx)}, nil
+	})
 	if err != nil {
-		return nil, gfs.Corruptf("ntfs: %v", err)
+		return nil, err
 	}
-	fs = &FS{ctx: ctx, size: size, vol: vol}
-	if vs := ctx.Boot.VolumeSize() * 512; vs > size+4096 { // VolumeSize counts sectors
-		return nil, gfs.Corruptf("ntfs: boot sector says %d bytes, the volume holds %d (truncated?)", vs, size)
-	}
-	root, err := ctx.GetMFT(rootRecord)
-	if err != nil {
-		return nil, gfs.Corruptf("ntfs: root directory record: %v", err)
-	}
-	if !root.Flags().IsSet("DIRECTORY") {
-		return nil, gfs.Corruptf("ntfs: MFT record 5 is not a directory")
-	}
-	fs.notes = volumeNotes(ctx)
+	fs.ctx, fs.notes = o.ctx, o.notes
 	return fs, nil
 }
 
-// Notes says what a reader of the volume should know (gfs.Noter).
-func (fs *FS) Notes() []string { return fs.notes }
+// Notes says what a reader of the volume should know (gfs.Noter),
+// including why it is no longer served when a call hung.
+func (fs *FS) Notes() []string {
+	if e := fs.broken.Load(); e != nil {
+		return append(slices.Clone(fs.notes), (*e).Error())
+	}
+	return fs.notes
+}
 
 // volumeNotes reads $Volume's flags: a dirty volume was not cleanly
 // unmounted, and $LogFile is not replayed on the read-only backup.
@@ -142,6 +281,10 @@ func volumeNotes(ctx *parser.NTFSContext) []string {
 // recoverAs turns a panic of the library into an error for this call.
 func recoverAs(err *error, op string) {
 	if p := recover(); p != nil {
+		if bp, ok := p.(budgetPanic); ok {
+			*err = bp.err
+			return
+		}
 		*err = fmt.Errorf("ntfs %s: %w: %v (%s)", op, gfs.ErrPanic, p, firstLine(debug.Stack()))
 	}
 }
@@ -185,15 +328,14 @@ func (b *bounded) Map(off, n int64) ([]gfs.Piece, error) {
 }
 
 // Root is the root directory.
-func (fs *FS) Root() (e gfs.Entry, err error) {
-	defer recoverAs(&err, "root")
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	e, _, err = fs.stat(rootRecord, "/")
-	if err == nil && !e.Mode.IsDir() {
-		return gfs.Entry{}, gfs.Corruptf("ntfs: the root is not a directory")
-	}
-	return e, err
+func (fs *FS) Root() (gfs.Entry, error) {
+	return call(fs, "root", func() (gfs.Entry, error) {
+		e, _, err := fs.stat(rootRecord, "/")
+		if err == nil && !e.Mode.IsDir() {
+			return gfs.Entry{}, gfs.Corruptf("ntfs: the root is not a directory")
+		}
+		return e, err
+	})
 }
 
 // stat builds the entry of MFT record rec, named name, and lists its
@@ -349,14 +491,15 @@ func utf16le(b []byte) string {
 
 // ReadDir lists a directory from its $I30 index: one entry per name
 // (8.3 aliases left out), system files of the root left out.
-func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
-	defer recoverAs(&err, "readdir")
+func (fs *FS) ReadDir(dir gfs.Entry) ([]gfs.Entry, error) {
 	r, ok := dir.Ref.(*ref)
 	if !ok || !dir.Mode.IsDir() {
 		return nil, fmt.Errorf("ntfs: %s: not a directory", dir.Name)
 	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
+	return call(fs, "readdir", func() ([]gfs.Entry, error) { return fs.readDir(dir, r) })
+}
+
+func (fs *FS) readDir(dir gfs.Entry, r *ref) (out []gfs.Entry, err error) {
 	m, err := fs.ctx.GetMFT(r.rec)
 	if err != nil {
 		return nil, gfs.Corruptf("ntfs: directory record %d: %v", r.rec, err)
@@ -424,8 +567,7 @@ func (fs *FS) ReadDir(dir gfs.Entry) (out []gfs.Entry, err error) {
 
 // Open returns the bytes of a regular file's unnamed $DATA stream, or of
 // an alternate data stream's entry.
-func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
-	defer recoverAs(&err, "open")
+func (fs *FS) Open(f gfs.Entry) (io.ReaderAt, error) {
 	r, ok := f.Ref.(*ref)
 	if !ok || !f.Mode.IsRegular() {
 		return nil, fmt.Errorf("ntfs: %s: not a regular file", f.Name)
@@ -433,8 +575,10 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 	if f.Size == 0 {
 		return &file{size: 0}, nil
 	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
+	return call(fs, "open", func() (io.ReaderAt, error) { return fs.open(f, r) })
+}
+
+func (fs *FS) open(f gfs.Entry, r *ref) (io.ReaderAt, error) {
 	m, err := fs.ctx.GetMFT(r.rec)
 	if err != nil {
 		return nil, gfs.Corruptf("ntfs: MFT record %d: %v", r.rec, err)
@@ -453,7 +597,7 @@ func (fs *FS) Open(f gfs.Entry) (ra io.ReaderAt, err error) {
 	for i := 1; i < len(runs); i++ {
 		starts[i] = starts[i-1] + runs[i-1].Len
 	}
-	return &file{rd: rd, size: f.Size, name: f.Name, runs: runs, starts: starts}, nil
+	return &file{fs: fs, rd: rd, size: f.Size, name: f.Name, runs: runs, starts: starts}, nil
 }
 
 // dataRuns places the $DATA stream of m named stream ("": the unnamed one) on the volume as go-ntfs
@@ -503,8 +647,9 @@ func (fs *FS) dataRuns(m *parser.MFT_ENTRY, stream string) []gfs.Piece {
 }
 
 // file reads a stream: ReadAt fills p up to the file's size (the library
-// may return a run at a time) and recovers the library's panics.
+// may return a run at a time), as a call of the volume's (FS.call).
 type file struct {
+	fs     *FS
 	rd     io.ReaderAt
 	size   int64
 	name   string
@@ -538,8 +683,7 @@ func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
 	return out, nil
 }
 
-func (f *file) ReadAt(p []byte, off int64) (n int, err error) {
-	defer recoverAs(&err, "read")
+func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("ntfs: negative offset")
 	}
@@ -550,15 +694,26 @@ func (f *file) ReadAt(p []byte, off int64) (n int, err error) {
 	if rem := f.size - off; int64(want) > rem {
 		want = int(rem)
 	}
-	for n < want {
-		m, rerr := f.rd.ReadAt(p[n:want], off+int64(n))
-		n += m
-		if m == 0 {
-			if rerr == nil || rerr == io.EOF {
-				return n, gfs.Corruptf("ntfs: %s: data ends at %d of %d bytes", f.name, off+int64(n), f.size)
+	// The library fills a buffer of its own: past the deadline it may
+	// still be writing while the caller reuses p.
+	b, err := call(f.fs, "read", func() ([]byte, error) {
+		b := make([]byte, want)
+		n := 0
+		for n < want {
+			m, rerr := f.rd.ReadAt(b[n:], off+int64(n))
+			n += m
+			if m == 0 {
+				if rerr == nil || rerr == io.EOF {
+					return b[:n], gfs.Corruptf("ntfs: %s: data ends at %d of %d bytes", f.name, off+int64(n), f.size)
+				}
+				return b[:n], rerr
 			}
-			return n, rerr
 		}
+		return b, nil
+	})
+	n := copy(p, b)
+	if err != nil {
+		return n, err
 	}
 	if n < len(p) {
 		return n, io.EOF
