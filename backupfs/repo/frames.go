@@ -88,7 +88,7 @@ func (e *chunkEntry) load(c *Cache, r *Repo, d Digest, first, last int) error {
 		}
 		e.mu.Unlock()
 		if len(mine) > 0 {
-			n, err := e.decode(r, d, nil, mine)
+			n, err := e.decode(r, d, mine)
 			e.mu.Lock()
 			for _, i := range mine {
 				close(e.loading[i])
@@ -116,19 +116,32 @@ func (e *chunkEntry) load(c *Cache, r *Repo, d Digest, first, last int) error {
 // rawPool holds the buffers frames are read into before they are decoded.
 var rawPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// decode reads and decodes frames (ascending) of chunk d through f, or a
-// file it opens when f is nil, marks them ready and returns the bytes it
+// decode reads and decodes frames (ascending) of chunk d through the chunk's
+// open file (withChunkFile), marks them ready and returns the bytes it
 // decoded.
-func (e *chunkEntry) decode(r *Repo, d Digest, f io.ReaderAt, frames []int) (int64, error) {
-	if f == nil {
-		var err error
-		cf, err := r.openChunk(d)
-		if err != nil {
-			return 0, err
+func (e *chunkEntry) decode(r *Repo, d Digest, frames []int) (int64, error) {
+	var done int64
+	err := r.withChunkFile(d, func(f durablefs.File) error {
+		// A second run reads only the frames the first did not decode.
+		var rest []int
+		for _, i := range frames {
+			if !e.ready[i].Load() {
+				rest = append(rest, i)
+			}
 		}
-		defer cf.Close()
-		f = cf
-	}
+		if len(rest) == 0 {
+			return nil
+		}
+		n, err := e.decodeFrom(d, f, rest)
+		done += n
+		return err
+	})
+	return done, err
+}
+
+// decodeFrom reads and decodes frames (ascending) of chunk d through f,
+// marks them ready and returns the bytes it decoded.
+func (e *chunkEntry) decodeFrom(d Digest, f io.ReaderAt, frames []int) (int64, error) {
 	l := e.layout
 	var done int64
 	a, b := l.frames[frames[0]], l.frames[frames[len(frames)-1]]
@@ -212,11 +225,17 @@ const headRead = 16 << 10
 // openChunkEntry reads chunk d's header and the frames holding bytes
 // [lo, hi), not the rest.
 func (r *Repo) openChunkEntry(d Digest, lo, hi int) (*chunkEntry, error) {
-	f, err := r.openChunk(d)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	var e *chunkEntry
+	err := r.withChunkFile(d, func(f durablefs.File) error {
+		var err error
+		e, err = readChunkEntry(f, d, lo, hi)
+		return err
+	})
+	return e, err
+}
+
+// readChunkEntry is openChunkEntry through chunk d's open file f.
+func readChunkEntry(f durablefs.File, d Digest, lo, hi int) (*chunkEntry, error) {
 	bp := rawPool.Get().(*[]byte)
 	defer rawPool.Put(bp)
 	if cap(*bp) < headRead {
@@ -262,7 +281,7 @@ func (r *Repo) openChunkEntry(d Digest, lo, hi int) (*chunkEntry, error) {
 	if b := l.frames[frames[len(frames)-1]]; b.off+b.size <= int64(len(head)) {
 		src = bytes.NewReader(head) // the first read holds them
 	}
-	if e.held, err = e.decode(r, d, src, frames); err != nil {
+	if e.held, err = e.decodeFrom(d, src, frames); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -277,7 +296,7 @@ func (r *Repo) readFrames(l *chunkLayout, d Digest, lo, hi int) (*chunkEntry, er
 		return e, nil // the caller reports the short chunk
 	}
 	var err error
-	if e.held, err = e.decode(r, d, nil, e.frameList(lo, hi)); err != nil {
+	if e.held, err = e.decode(r, d, e.frameList(lo, hi)); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -193,6 +193,11 @@ func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, erro
 						if err := r.fsys().Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 							return fmt.Errorf("prune: remove %s %s: %w", kind, d, err)
 						}
+						if kind == "chunk" {
+							// A chunk file kept open would keep its blocks
+							// (and be read if the chunk is stored again).
+							r.files.forget(d)
+						}
 					}
 					mu.Lock()
 					*removed++

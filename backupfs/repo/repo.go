@@ -52,7 +52,8 @@ type Repo struct {
 	// waiting for, so a command can say for whom it waits.
 	LockWaiting func(holder LockInfo, wait time.Duration)
 
-	fs durablefs.FS // nil means durablefs.OS()
+	fs    durablefs.FS // nil means durablefs.OS()
+	files chunkFiles   // chunk files kept open between reads
 }
 
 // fsys is the filesystem the repository lives on.

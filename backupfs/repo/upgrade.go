@@ -73,7 +73,10 @@ func (r *Repo) Upgrade(ctx context.Context, progress UpgradeProgress) (*UpgradeR
 	if err != nil {
 		return nil, fmt.Errorf("upgrade repository %s: %w", r.Dir, err)
 	}
-	type pending struct{ tmp, path string }
+	type pending struct {
+		tmp, path string
+		d         Digest
+	}
 	var batch []pending
 	// flush makes the batch's new files durable, then puts them in place.
 	flush := func() error {
@@ -88,6 +91,7 @@ func (r *Repo) Upgrade(ctx context.Context, progress UpgradeProgress) (*UpgradeR
 			if err := r.fsys().Rename(p.tmp, p.path); err != nil {
 				return fmt.Errorf("upgrade repository %s: %w", r.Dir, err)
 			}
+			r.files.forget(p.d) // a kept file is the layout 1 one
 			dirs[filepath.Dir(p.path)] = true
 		}
 		// The renames: durable before Upgrade says it is done.
@@ -134,7 +138,7 @@ func (r *Repo) Upgrade(ctx context.Context, progress UpgradeProgress) (*UpgradeR
 			if err := r.writeNew(tmp, enc); err != nil {
 				return nil, fmt.Errorf("upgrade repository %s: chunk %s: %w", r.Dir, d, err)
 			}
-			batch = append(batch, pending{tmp, r.ChunkPath(d)})
+			batch = append(batch, pending{tmp, r.ChunkPath(d), d})
 			rep.Rewritten++
 			rep.BytesBefore += int64(len(raw))
 			rep.BytesAfter += int64(len(enc))

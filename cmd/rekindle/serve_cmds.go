@@ -49,6 +49,7 @@ func serveCommands() []*cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "allow", Usage: "CIDR admitted to the read-only /points export (repeatable; default loopback)", EnvVars: []string{"REKINDLE_ALLOW"}}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "squash", Value: "none", Usage: "NFS identities mapped to nobody (65534) on every export: none, root (uid 0) or all", EnvVars: []string{"REKINDLE_SQUASH"}}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cache-mb", Value: "1024", Usage: "chunk cache size: MiB (1024), or " + sizeUsage + " (4GiB)", EnvVars: []string{"REKINDLE_CACHE_MB"}}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "open-chunk-files", Value: repo.DefaultOpenChunkFiles, Usage: "chunk files kept open between reads (a read of a chunk kept open costs no open); 0 keeps none (at most a quarter of the file-descriptor limit)", EnvVars: []string{"REKINDLE_OPEN_CHUNK_FILES"}}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-fast-path", Usage: "serve READ and WRITE through go-nfs instead of rekindle's fast path (slower; a fallback)", EnvVars: []string{"REKINDLE_NO_FAST_PATH"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns", Usage: "most open client connections to the NFS port (and, separately, the portmapper's) (default 4096, or half the file-descriptor limit if lower)", EnvVars: []string{"REKINDLE_MAX_CONNS"}}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-conns-per-client", Value: nfsd.DefaultMaxConnsPerClient, Usage: "most open connections from one client address", EnvVars: []string{"REKINDLE_MAX_CONNS_PER_CLIENT"}}),
@@ -107,6 +108,11 @@ func serveCmd(c *cli.Context) error {
 	r, err := repo.Open(c.String("repo"))
 	if err != nil {
 		return err
+	}
+	if n := c.Int("open-chunk-files"); n < 0 {
+		return &exitError{2, fmt.Sprintf("--open-chunk-files %d: must be 0 (keep none open) or more", n)}
+	} else {
+		r.SetOpenChunkFiles(n)
 	}
 	serveLock, err := r.Lock(c.Context, repo.LockServe, "serve")
 	if err != nil {
