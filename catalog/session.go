@@ -15,11 +15,12 @@ import (
 // Session kinds.
 const (
 	KindVM      = "vm"      // one VM
+	KindVMs     = "vms"     // several VMs from one export (a site recovery's vApp)
 	KindVApp    = "vapp"    // a whole app
 	KindPartial = "partial" // some VMs of an app, back into the running app
 	KindTest    = "test"    // clones under new names on an isolated network
 	KindFile    = "file"    // file-level restore from the guest view
-	KindSite    = "site"    // a site recovery: infrastructure, then a session per VM
+	KindSite    = "site"    // a site recovery: infrastructure, then a session per vApp or standalone VM
 )
 
 // Session states.
@@ -42,7 +43,7 @@ const (
 )
 
 var (
-	sessionKinds  = []string{KindVM, KindVApp, KindPartial, KindTest, KindFile, KindSite}
+	sessionKinds  = []string{KindVM, KindVMs, KindVApp, KindPartial, KindTest, KindFile, KindSite}
 	sessionStates = []string{SessionPlanned, SessionRunning, SessionFailed, SessionStopping, SessionStopped, SessionDone}
 	stepStates    = []string{StepPending, StepRunning, StepDone, StepFailed, StepUndone}
 	endStates     = []string{StepDone, StepFailed, StepUndone}

@@ -16,15 +16,19 @@ const (
 	KindVApp    = "vapp"    // a whole vApp
 	KindPartial = "partial" // some members back into the running vApp
 	KindVM      = "vm"      // one VM
+	KindVMs     = "vms"     // several VMs from one export, each on its own (no vApp of the session's)
 	KindTest    = "test"    // a test clone: new names, isolated network
 )
 
 // Request is what an operator asks for.
 type Request struct {
-	Kind       string            `json:"kind"`
-	App        string            `json:"app,omitempty"`   // vapp, partial, test of an app
-	VMs        []string          `json:"vms,omitempty"`   // vm, partial: which VMs
-	Point      string            `json:"point,omitempty"` // vm: a given restore point (default latest)
+	Kind  string   `json:"kind"`
+	App   string   `json:"app,omitempty"`   // vapp, partial, test of an app
+	VMs   []string `json:"vms,omitempty"`   // vm, vms, partial: which VMs
+	Point string   `json:"point,omitempty"` // vm: a given restore point (default latest)
+	// Points gives vms a restore point per VM (by repository name; a VM
+	// not named gets its latest).
+	Points     map[string]string `json:"points,omitempty"`
 	Before     time.Time         `json:"before,omitzero"` // latest point at or before (zero: latest)
 	Target     string            `json:"target"`          // cluster, resource pool or vApp inventory path
 	NetworkMap map[string]string `json:"network_map,omitempty"`
@@ -140,7 +144,7 @@ func MakePlan(req Request, in Inputs) (*Plan, error) {
 		return nil, err
 	}
 	p.Groups = groups(p.VMs)
-	if in.App != nil && req.Kind != KindVM {
+	if in.App != nil && req.Kind != KindVM && req.Kind != KindVMs {
 		name := in.App.Name + req.Suffix
 		spec := &AppSpec{Name: name, Parent: req.Target, Resources: Resources{
 			CPUShares: in.App.Resources.CPUSharesLevel, CPUReservationMHz: in.App.Resources.CPUReservationMHz,
@@ -185,6 +189,10 @@ func membersFor(req Request, in Inputs) ([]repo.AppMember, error) {
 	case KindVM:
 		if len(req.VMs) != 1 {
 			return nil, fmt.Errorf("%w: a single-VM restore names exactly one VM", ErrPlan)
+		}
+	case KindVMs:
+		if len(req.VMs) == 0 {
+			return nil, fmt.Errorf("%w: a restore of several VMs names at least one", ErrPlan)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown restore kind %q", ErrPlan, req.Kind)

@@ -98,8 +98,11 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
 	}
 	for _, vm := range vms {
 		ref := ""
-		if req.Kind == KindVM {
+		switch req.Kind {
+		case KindVM:
 			ref = req.Point
+		case KindVMs:
+			ref = req.Points[vm]
 		}
 		p, err := o.Catalog.ResolvePoint(ctx, vm, ref, req.Before)
 		if err != nil {
@@ -190,7 +193,8 @@ func (o *Orchestrator) Create(ctx context.Context, req Request) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	kind := map[string]string{KindVApp: catalog.KindVApp, KindPartial: catalog.KindPartial, KindVM: catalog.KindVM, KindTest: catalog.KindTest}[req.Kind]
+	kind := map[string]string{KindVApp: catalog.KindVApp, KindPartial: catalog.KindPartial, KindVM: catalog.KindVM,
+		KindVMs: catalog.KindVMs, KindTest: catalog.KindTest}[req.Kind]
 	s := &catalog.Session{ID: id, Kind: kind, State: catalog.SessionPlanned, Target: req.Target, Hypervisor: o.Driver.Name(),
 		Allow: req.Allow, Request: b}
 	for _, vm := range p.VMs {

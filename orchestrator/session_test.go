@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -262,5 +263,68 @@ func TestSessionStop(t *testing.T) {
 	}
 	if err := r.o.Resume(ctx, id); err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Errorf("resume of a stopped session: %v", err)
+	}
+}
+
+// TestSessionSeveralVMs: a vms session restores several VMs from one
+// export (one mount per host), each from the point Points names (or its
+// latest), into the target with no vApp of its own, powered on in the
+// order named with no wait between them.
+func TestSessionSeveralVMs(t *testing.T) {
+	r := newRig(t, true) // manual: nothing is ready unless told; a wait would hang
+	ctx := ctxT(t)
+	newer := &repo.RestorePoint{Format: 1, ID: "20261122T100000Z-000009", Created: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC),
+		VM:    repo.VMIdentity{Name: "db", NumCPU: 1, MemoryMB: 512},
+		Disks: []repo.Disk{{Name: "db", Controller: "scsi0:0", Adapter: "pvscsi", Size: 1 << 30, Index: repo.Digest{9}}}}
+	if err := r.cat.IndexPoint(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	id, err := r.o.Start(ctx, orchestrator.Request{Kind: orchestrator.KindVMs, VMs: []string{"web", "db"}, Target: "/dc/host/c0",
+		Server: "10.0.0.5", Points: map[string]string{"db": "20261121T100000Z-000000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	points := map[string]string{}
+	for _, v := range r.exp.published[id].VMs {
+		points[v.VM] = v.Point
+	}
+	if want := map[string]string{"db": "20261121T100000Z-000000", "web": "20261121T100000Z-000002"}; !maps.Equal(points, want) {
+		t.Errorf("published points %v: want %v (db's older point as named, web's latest)", points, want)
+	}
+	s, err := r.cat.Session(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, st := range s.Steps {
+		steps = append(steps, st.Name)
+	}
+	if s.Kind != catalog.KindVMs || !slices.Equal(steps, []string{orchestrator.StepExpose, orchestrator.StepRegister, orchestrator.StepReconcile, orchestrator.StepBoot}) {
+		t.Errorf("session kind %s steps %v: want vms, no app step", s.Kind, steps)
+	}
+	calls := r.d.Calls()
+	mounts := 0
+	for _, c := range calls {
+		if strings.HasPrefix(c, "MountNFS ") {
+			mounts++
+		}
+	}
+	hosts := map[string]bool{}
+	for _, v := range r.d.VMs() {
+		hosts[v.Placement.Host] = true
+	}
+	if mounts != len(hosts) {
+		t.Errorf("%d mounts for 2 VMs on %d hosts (calls %v): want one per host", mounts, len(hosts), calls)
+	}
+	for name, v := range r.d.VMs() {
+		if !v.On || v.Placement.Pool != "/dc/host/c0" || v.Placement.Datastore != id {
+			t.Errorf("%s: %+v: want on, in the target, from the session's datastore", name, v)
+		}
+	}
+	if w, d := callIndex(calls, "PowerOn "+refOf(r.d, "web")), callIndex(calls, "PowerOn "+refOf(r.d, "db")); w < 0 || d < w {
+		t.Errorf("power-on positions web %d, db %d in %v: want the order named", w, d, calls)
+	}
+	if _, err := r.o.Plan(ctx, orchestrator.Request{Kind: orchestrator.KindVMs, Target: "/dc/host/c0", Server: "10.0.0.5"}); !errors.Is(err, orchestrator.ErrPlan) {
+		t.Errorf("a vms restore naming no VM: %v, want ErrPlan", err)
 	}
 }

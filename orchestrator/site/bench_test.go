@@ -85,8 +85,11 @@ func recoverSite(b *testing.B, ctx context.Context, apps int, prio func(int) int
 		rec.Orchestrator.Events = func(e orchestrator.Event) {
 			if e.Phase == "done" {
 				k := e.Step
-				if strings.HasPrefix(k, StepVMPrefix) {
+				switch {
+				case strings.HasPrefix(k, StepVMPrefix):
 					k = StepVMPrefix
+				case strings.HasPrefix(k, StepVAppPrefix):
+					k = StepVAppPrefix
 				}
 				mu.Lock()
 				agg[k] += e.Duration

@@ -27,13 +27,15 @@ import (
 	"github.com/rekindle/rekindle/orchestrator/storeapi"
 )
 
-// Recovery steps, in order; one "vm:<name>" step per VM comes between
-// vapps and startorder.
+// Recovery steps, in order; between vapps and startorder come one
+// "vapp:<vApp path>" step per vApp (its protected members) and one
+// "vm:<name>" step per standalone VM, each running one restore session.
 const (
 	StepNetworks   = "networks"
 	StepPools      = "pools"
 	StepFolders    = "folders"
 	StepVApps      = "vapps"
+	StepVAppPrefix = "vapp:"
 	StepVMPrefix   = "vm:"
 	StepStartOrder = "startorder"
 )
@@ -206,10 +208,45 @@ func (r *Recoverer) Create(ctx context.Context, p *RecoveryPlan) (string, error)
 
 func (p *RecoveryPlan) steps() []string {
 	s := []string{StepNetworks, StepPools, StepFolders, StepVApps}
-	for _, vm := range p.VMs {
-		s = append(s, StepVMPrefix+vm.Name)
+	for _, u := range p.units() {
+		s = append(s, u.step)
 	}
 	return append(s, StepStartOrder)
+}
+
+// A recoveryUnit is what one restore session recovers: a vApp's protected
+// members, in startup order, from one export and one datastore per host;
+// or one standalone VM.
+type recoveryUnit struct {
+	step string   // the recovery session's step that runs it
+	key  string   // its restore session in RecoveryPlan.Sessions
+	app  string   // the vApp's path ("" for a standalone VM)
+	vms  []string // recovery names, in startup order
+}
+
+// units lists the plan's restore sessions in power-on order. A plan
+// recorded before SessionsPer existed has one session per VM (vApp
+// members too): a resume or stop goes on with those.
+func (p *RecoveryPlan) units() []recoveryUnit {
+	var us []recoveryUnit
+	index := map[string]int{}  // vApp path -> its unit
+	for _, vm := range p.VMs { // sorted by priority, vApp name, startup group
+		app := ""
+		if vm.VApp != "" {
+			app = vm.Target
+		}
+		if app == "" || p.SessionsPer != SessionsPerVApp {
+			us = append(us, recoveryUnit{step: StepVMPrefix + vm.Name, key: vm.Name, app: app, vms: []string{vm.Name}})
+			continue
+		}
+		if i, ok := index[app]; ok {
+			us[i].vms = append(us[i].vms, vm.Name)
+			continue
+		}
+		index[app] = len(us)
+		us = append(us, recoveryUnit{step: StepVAppPrefix + app, key: StepVAppPrefix + app, app: app, vms: []string{vm.Name}})
+	}
+	return us
 }
 
 // LoadRecovery returns recovery session id and its plan.
@@ -255,7 +292,7 @@ func (r *Recoverer) Resume(ctx context.Context, id string) error {
 	}
 	vmsDone := false
 	for _, name := range p.steps() {
-		if strings.HasPrefix(name, StepVMPrefix) {
+		if strings.HasPrefix(name, StepVMPrefix) || strings.HasPrefix(name, StepVAppPrefix) {
 			if !vmsDone {
 				vmsDone = true
 				if err := r.recoverVMs(ctx, id, p, done); err != nil {
@@ -274,43 +311,45 @@ func (r *Recoverer) Resume(ctx context.Context, id string) error {
 	return r.cat().SetSessionState(ctx, id, catalog.SessionDone, "")
 }
 
-// recoverVMs runs the VM steps that are not done, priority by priority: a
-// priority starts when every VM of the one before is recovered and powered
-// on. Within a priority, the vApps (and standalone VMs) recover in
-// parallel, at most Parallel at once; a vApp's own VMs recover one after
-// another in its startup order. A failure lets the other vApps of its
-// priority finish and starts no later priority.
+// recoverVMs runs the restore sessions that are not done, priority by
+// priority: a priority starts when every VM of the one before is recovered
+// and powered on. Within a priority, the vApps (and standalone VMs) recover
+// in parallel, at most Parallel at once; a vApp's members power on in its
+// startup order (recoveryDriver.PowerOn). A failure lets the other vApps of
+// its priority finish and starts no later priority.
 func (r *Recoverer) recoverVMs(ctx context.Context, id string, p *RecoveryPlan, done map[string]bool) error {
 	limit := r.Parallel
 	if limit <= 0 {
 		limit = DefaultParallel
 	}
-	vms := p.VMs // sorted by priority, vApp, startup group
-	for i := 0; i < len(vms); {
+	units := p.units()
+	for i := 0; i < len(units); {
+		prio := p.vm(units[i].vms[0]).Priority
 		j := i
-		var units [][]string // per vApp (or standalone VM), in startup order
-		unitOf := map[string]int{}
-		for ; j < len(vms) && vms[j].Priority == vms[i].Priority; j++ {
-			vm := vms[j]
-			if done[StepVMPrefix+vm.Name] {
+		var jobs [][]recoveryUnit // per vApp (or standalone VM), in order
+		jobOf := map[string]int{}
+		for ; j < len(units) && p.vm(units[j].vms[0]).Priority == prio; j++ {
+			u := units[j]
+			if done[u.step] {
 				continue
 			}
-			if vm.VApp != "" {
-				if k, ok := unitOf[vm.Target]; ok {
-					units[k] = append(units[k], vm.Name)
+			if u.app != "" {
+				// A plan of one session per VM: a vApp's sessions run one
+				// after another.
+				if k, ok := jobOf[u.app]; ok {
+					jobs[k] = append(jobs[k], u)
 					continue
 				}
-				unitOf[vm.Target] = len(units)
+				jobOf[u.app] = len(jobs)
 			}
-			units = append(units, []string{vm.Name})
+			jobs = append(jobs, []recoveryUnit{u})
 		}
 		var g errgroup.Group
 		g.SetLimit(limit)
-		for _, u := range units {
+		for _, job := range jobs {
 			g.Go(func() error {
-				for _, name := range u {
-					step := StepVMPrefix + name
-					if err := r.step(ctx, id, step, func(ctx context.Context) (any, error) { return r.recoverVM(ctx, id, p, name) }); err != nil {
+				for _, u := range job {
+					if err := r.step(ctx, id, u.step, func(ctx context.Context) (any, error) { return r.recoverUnit(ctx, id, p, u) }); err != nil {
 						return err
 					}
 				}
@@ -398,8 +437,6 @@ func (r *Recoverer) do(ctx context.Context, id string, p *RecoveryPlan, step str
 			}
 		}
 		return nil, nil
-	case strings.HasPrefix(step, StepVMPrefix):
-		return r.recoverVM(ctx, id, p, strings.TrimPrefix(step, StepVMPrefix))
 	case step == StepStartOrder:
 		so, ok := r.Orchestrator.Driver.(interface {
 			SetStartOrder(ctx context.Context, appPath string, members []orchestrator.AppMember) error
@@ -433,33 +470,32 @@ func (p *RecoveryPlan) vm(name string) *RecoverVM {
 	return nil
 }
 
-// recoverVM runs the VM's restore session, creating it first (recorded in
-// the plan before it runs, so a resume finds it).
-func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, name string) (any, error) {
-	vm := p.vm(name)
-	if vm == nil {
-		return nil, fmt.Errorf("VM %s is not in the plan", name)
-	}
+// recoverUnit runs unit u's restore session, creating it first (recorded
+// in the plan before it runs, so a resume finds it). The session powers
+// its VMs on one after another in startup order; recoveryDriver.PowerOn
+// holds each until its vApp's earlier startup groups are up.
+func (r *Recoverer) recoverUnit(ctx context.Context, id string, p *RecoveryPlan, u recoveryUnit) (any, error) {
 	o := *r.Orchestrator
-	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, vm: *vm, plan: p}
+	o.Driver = &recoveryDriver{Driver: r.Orchestrator.Driver, r: r, plan: p}
 	if o.Events != nil {
-		o.Events = r.emit // VMs recover in parallel: one event at a time
+		o.Events = r.emit // vApps recover in parallel: one event at a time
 	}
 	r.planMu.Lock()
-	sid := p.Sessions[name]
+	sid := p.Sessions[u.key]
 	r.planMu.Unlock()
 	if sid == "" {
-		req := orchestrator.Request{Kind: orchestrator.KindVM, VMs: []string{vm.Source}, Point: vm.Point, Target: vm.Target,
-			NetworkMap: vm.NetMap, Suffix: strings.TrimPrefix(vm.Name, vm.Source), Server: p.Server, ReadyTimeout: 2 * time.Minute}
-		var err error
+		req, err := p.request(u)
+		if err != nil {
+			return nil, err
+		}
 		if sid, err = o.Create(ctx, req); err != nil {
-			return nil, fmt.Errorf("restore session for %s: %w", name, err)
+			return nil, fmt.Errorf("restore session for %s: %w", strings.Join(u.vms, ", "), err)
 		}
 		r.planMu.Lock()
 		if p.Sessions == nil {
 			p.Sessions = map[string]string{}
 		}
-		p.Sessions[name] = sid
+		p.Sessions[u.key] = sid
 		b, _ := json.Marshal(p)
 		err = r.cat().SetSessionRequest(ctx, id, b)
 		r.planMu.Unlock()
@@ -473,43 +509,70 @@ func (r *Recoverer) recoverVM(ctx context.Context, id string, p *RecoveryPlan, n
 	return map[string]string{"session": sid}, nil
 }
 
-// recoveryDriver is the restore driver with what a site recovery adds: the
-// VM goes into its recovered folder, and before it powers on, its guest is
-// customized to keep its static addresses.
+// request is the restore request of unit u: its VMs, each from its own
+// restore point, in startup order, every one in startup group 1 with no
+// readiness check of the session's own (the recovery's driver keeps the
+// vApp's order).
+func (p *RecoveryPlan) request(u recoveryUnit) (orchestrator.Request, error) {
+	first := p.vm(u.vms[0])
+	req := orchestrator.Request{Kind: orchestrator.KindVMs, Target: first.Target, Points: map[string]string{},
+		NetworkMap: map[string]string{}, Suffix: strings.TrimPrefix(first.Name, first.Source), Server: p.Server,
+		ReadyTimeout: 2 * time.Minute}
+	for _, name := range u.vms {
+		vm := p.vm(name)
+		if vm == nil {
+			return req, fmt.Errorf("VM %s is not in the plan", name)
+		}
+		req.VMs = append(req.VMs, vm.Source)
+		req.Points[vm.Source] = vm.Point
+		for from, to := range vm.NetMap {
+			req.NetworkMap[from] = to // one datacenter's mapping: members agree
+		}
+	}
+	return req, nil
+}
+
+// recoveryDriver is the restore driver with what a site recovery adds: a
+// standalone VM goes into its recovered folder, and before a VM powers on,
+// its vApp's earlier startup groups come up and its guest is customized to
+// keep its static addresses.
 type recoveryDriver struct {
 	orchestrator.Driver
 	r    *Recoverer
-	vm   RecoverVM
 	plan *RecoveryPlan
 }
 
 func (d *recoveryDriver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
-	if d.vm.VApp == "" {
-		p.Folder = d.vm.Folder
+	if vm := d.plan.vm(p.Name); vm != nil && vm.VApp == "" {
+		p.Folder = vm.Folder
 	}
 	return d.Driver.RegisterVM(ctx, p)
 }
 
 func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) error {
-	vm := object.NewVirtualMachine(d.r.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)})
-	st, err := vm.PowerState(ctx)
-	if err != nil {
+	obj := object.NewVirtualMachine(d.r.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)})
+	var mvm mo.VirtualMachine
+	if err := obj.Properties(ctx, obj.Reference(), []string{"name", "runtime.powerState"}, &mvm); err != nil {
 		return err
 	}
-	if st == types.VirtualMachinePowerStatePoweredOn {
+	if mvm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
 		return d.Driver.PowerOn(ctx, ref)
 	}
-	if err := d.waitEarlierGroups(ctx); err != nil {
+	vm := d.plan.vm(mvm.Name)
+	if vm == nil {
+		return fmt.Errorf("power on %s: not a VM of this recovery's plan", mvm.Name)
+	}
+	if err := d.waitEarlierGroups(ctx, *vm); err != nil {
 		return err
 	}
 	if d.r.Customize {
-		if spec, ok := CustomizationSpec(d.vm); ok {
-			task, err := vm.Customize(ctx, spec)
+		if spec, ok := CustomizationSpec(*vm); ok {
+			task, err := obj.Customize(ctx, spec)
 			if err == nil {
 				err = task.Wait(ctx)
 			}
 			if err != nil && !fault.Is(err, &types.CustomizationPending{}) {
-				return fmt.Errorf("customize %s (keep its addresses): %w", d.vm.Name, err)
+				return fmt.Errorf("customize %s (keep its addresses): %w", vm.Name, err)
 			}
 		}
 	}
@@ -520,18 +583,18 @@ func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) er
 // startup groups are up, as vCenter's own vApp power-on does: every member
 // of an earlier group that waits for its guest shows a running guest with a
 // green heartbeat, then the start delay of the group just before passes.
-func (d *recoveryDriver) waitEarlierGroups(ctx context.Context) error {
-	if d.vm.VApp == "" {
+func (d *recoveryDriver) waitEarlierGroups(ctx context.Context, vm RecoverVM) error {
+	if vm.VApp == "" {
 		return nil
 	}
-	i := slices.IndexFunc(d.plan.VApps, func(a PlannedVApp) bool { return a.Name == d.vm.VApp })
+	i := slices.IndexFunc(d.plan.VApps, func(a PlannedVApp) bool { return a.Path == vm.Target })
 	if i < 0 {
 		return nil
 	}
 	timeout := cmp.Or(d.r.ReadyTimeout, 10*time.Minute)
 	prev, delay := 0, 0
 	for _, m := range d.plan.VApps[i].Members {
-		if m.Group >= d.vm.Group || d.plan.vm(m.VM) == nil {
+		if m.Group >= vm.Group || d.plan.vm(m.VM) == nil {
 			continue // a later group, or not protected (not recovered)
 		}
 		if m.Group > prev {
@@ -545,14 +608,14 @@ func (d *recoveryDriver) waitEarlierGroups(ctx context.Context) error {
 		}
 		ref, err := d.Driver.FindVM(ctx, m.VM)
 		if err != nil {
-			return fmt.Errorf("startup group %d of %s waits for %s: %w", d.vm.Group, d.vm.VApp, m.VM, err)
+			return fmt.Errorf("startup group %d of %s waits for %s: %w", vm.Group, vm.VApp, m.VM, err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		err = d.Driver.WaitReady(wctx, ref, orchestrator.ReadyCheck{Heartbeat: true})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("startup group %d of %s: %s (group %d) not up within %s (waited for its guest heartbeat): %w",
-				d.vm.Group, d.vm.VApp, m.VM, m.Group, timeout, err)
+				vm.Group, vm.VApp, m.VM, m.Group, timeout, err)
 		}
 	}
 	if delay > 0 {
@@ -787,8 +850,8 @@ func (r *Recoverer) Stop(ctx context.Context, id string) error {
 
 func (r *Recoverer) undo(ctx context.Context, p *RecoveryPlan) error {
 	var errs []error
-	for _, vm := range slices.Backward(p.VMs) {
-		sid := p.Sessions[vm.Name]
+	for _, u := range slices.Backward(p.units()) {
+		sid := p.Sessions[u.key]
 		if sid == "" {
 			continue
 		}
@@ -801,7 +864,7 @@ func (r *Recoverer) undo(ctx context.Context, p *RecoveryPlan) error {
 			continue
 		}
 		if err := r.Orchestrator.Stop(ctx, sid); err != nil {
-			errs = append(errs, fmt.Errorf("stop %s (session %s): %w", vm.Name, sid, err))
+			errs = append(errs, fmt.Errorf("stop %s (session %s): %w", strings.Join(u.vms, ", "), sid, err))
 		}
 	}
 	if len(errs) > 0 {

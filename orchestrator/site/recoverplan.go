@@ -153,10 +153,19 @@ type RecoveryPlan struct {
 	VApps      []PlannedVApp   `json:"vapps"`
 	VMs        []RecoverVM     `json:"vms"`
 	Skipped    []string        `json:"skipped,omitempty"` // VMs without a restore point
-	// Sessions maps a recovered VM's name to its restore session, recorded
+	// SessionsPer says what one restore session recovers: SessionsPerVApp
+	// (a vApp's members, or one standalone VM); "" in plans recorded
+	// before it existed, one VM each.
+	SessionsPer string `json:"sessions_per,omitempty"`
+	// Sessions maps "vapp:<vApp path>", or a standalone VM's name (any
+	// VM's with one session per VM), to its restore session, recorded
 	// before the session runs (so a resume reuses it).
 	Sessions map[string]string `json:"sessions,omitempty"`
 }
+
+// SessionsPerVApp is a plan whose restore sessions recover a vApp each
+// (one export, one datastore per host for all its members).
+const SessionsPerVApp = "vapp"
 
 // PlannedNet is one network at the recovery site, made once however many
 // packages and datacenters name it.
@@ -240,7 +249,8 @@ func MakeRecoveryPlan(pkgs []*Package, inv Inventory, m Mapping, opt RecoveryOpt
 	if opt.Server == "" {
 		return nil, errors.New("recovery plan: no NFS server name for the recovery hosts to mount")
 	}
-	p := &RecoveryPlan{Site: pkgs[0].Site, Test: opt.Test, Datacenter: inv.Datacenter, Server: opt.Server, Mapping: m}
+	p := &RecoveryPlan{Site: pkgs[0].Site, Test: opt.Test, Datacenter: inv.Datacenter, Server: opt.Server, Mapping: m,
+		SessionsPer: SessionsPerVApp}
 	sfx := ""
 	if opt.Test {
 		sfx = TestSuffix
