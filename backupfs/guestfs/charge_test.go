@@ -124,7 +124,9 @@ func (fs *FS) countedHolds(volCharge int64) int64 {
 	var n int64
 	for _, id := range fs.layouts.Keys() {
 		if l, ok := fs.layouts.Peek(id); ok {
+			fs.volMu.RLock()
 			n += layoutBytes(l)
+			fs.volMu.RUnlock()
 		}
 	}
 	for _, p := range fs.listings.Keys() {

@@ -86,6 +86,10 @@ type FS struct {
 	// through a large folder with one ReadDir per page.
 	listings *lru.Cache[string, []os.FileInfo]
 	openMu   sync.Mutex // serialises layout scans and volume opens
+	// volMu guards the Status, Reason and Notes of the volumes of shared
+	// layouts: a volume's first open can find it damaged, or note a
+	// journal not replayed, after its disk was listed.
+	volMu sync.RWMutex
 
 	volCharge int64
 	holdMu    sync.Mutex
@@ -174,17 +178,54 @@ func (fs *FS) point(vm, id string) (*repo.RestorePoint, bool) {
 }
 
 // Volumes lists the volumes of a restore point's disk (scanning the point's
-// disks on first use).
+// disks on first use), as they stand: a volume not opened yet has the
+// status its first bytes gave (probe); one whose open failed says why.
 func (fs *FS) Volumes(vm, pointID, disk string) ([]*Volume, error) {
-	l, err := fs.layout(vm, pointID)
+	_, vols, err := fs.volumes(vm, pointID, disk)
 	if err != nil {
 		return nil, err
 	}
+	out := make([]*Volume, len(vols))
+	for i, v := range vols {
+		out[i] = fs.snapshot(v)
+	}
+	return out, nil
+}
+
+// volumes returns the layout's own volumes of a disk (shared: read their
+// status through snapshot or under volMu).
+func (fs *FS) volumes(vm, pointID, disk string) (*layout, []*Volume, error) {
+	l, err := fs.layout(vm, pointID)
+	if err != nil {
+		return nil, nil, err
+	}
 	vols, ok := l.disks[disk]
 	if !ok {
-		return nil, fmt.Errorf("restore point %s has no disk %q: %w", pointID, disk, os.ErrNotExist)
+		return nil, nil, fmt.Errorf("restore point %s has no disk %q: %w", pointID, disk, os.ErrNotExist)
 	}
-	return vols, nil
+	return l, vols, nil
+}
+
+// snapshot is a copy of a layout's volume as it stands now.
+func (fs *FS) snapshot(v *Volume) *Volume {
+	fs.volMu.RLock()
+	defer fs.volMu.RUnlock()
+	c := *v
+	c.Notes = slices.Clone(v.Notes)
+	return &c
+}
+
+// setState changes what a layout's volume says of itself (change runs
+// under volMu) and charges the layout its new size if it is still cached.
+func (fs *FS) setState(l *layout, change func()) {
+	fs.volMu.Lock()
+	change()
+	n := layoutBytes(l)
+	fs.volMu.Unlock()
+	id := l.pt.ID
+	if cur, ok := fs.layouts.Peek(id); ok && cur == l {
+		fs.charge(layoutHold+id, n, func() { fs.layouts.Remove(id) })
+	}
 }
 
 func (fs *FS) layout(vm, id string) (*layout, error) {
@@ -217,17 +258,15 @@ func (fs *FS) layout(vm, id string) (*layout, error) {
 		l.disks[d.Name], l.warn[d.Name] = vols, warn
 	}
 	addLVM(pt, l, readers, fs.log)
-	for _, d := range pt.Disks {
-		for _, v := range l.disks[d.Name] {
-			if v.Status != StatusOK {
-				continue
-			}
-			key := volKey(pt.ID, v)
-			if _, notes, err := fs.openTree(key, v); err != nil {
-				failOpen(v, err)
-				fs.log.Warn("guest files: volume not served", "point", pt.ID, "disk", v.Disk, "volume", v.Name, "err", err)
-			} else {
-				v.Notes = notes // before the layout is shared: a reopen leaves them be
+	// Volumes are not opened here: the probe named what each holds, and a
+	// volume's filesystem opens on its first access (tree). A volume still
+	// open from before this layout was dropped keeps its notes.
+	for _, vols := range l.disks {
+		for _, v := range vols {
+			if _, ok := fs.trees.Peek(volKey(pt.ID, v)); ok {
+				fs.holdMu.Lock()
+				v.Notes = fs.notes[volKey(pt.ID, v)]
+				fs.holdMu.Unlock()
 			}
 		}
 	}
@@ -349,33 +388,43 @@ func (fs *FS) touch(key string) {
 	}
 }
 
-// tree returns the open filesystem of a served volume.
-func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, *Volume, error) {
-	vols, err := fs.Volumes(vm, id, disk)
+// tree returns the open filesystem of a served volume, opening it on its
+// first use. An open that fails makes the volume damaged (or unsupported):
+// its disk's folder lists its status entry from then on.
+func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, error) {
+	l, vols, err := fs.volumes(vm, id, disk)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for _, v := range vols {
 		if v.Name != vol {
 			continue
 		}
-		if !v.Servable() {
-			break
-		}
 		key := volKey(id, v)
 		if t, ok := fs.trees.Get(key); ok {
 			fs.touch(key)
-			return t, v, nil
+			return t, nil
+		}
+		if !fs.snapshot(v).Servable() {
+			break
 		}
 		fs.openMu.Lock()
 		defer fs.openMu.Unlock()
-		t, _, err := fs.openTree(key, v)
-		if err != nil {
-			return nil, nil, fmt.Errorf("volume %s: %w", key, err)
+		if !fs.snapshot(v).Servable() { // an open just failed
+			break
 		}
-		return t, v, nil
+		t, notes, err := fs.openTree(key, v)
+		if err != nil {
+			fs.setState(l, func() { failOpen(v, err) })
+			fs.log.Warn("guest files: volume not served", "point", id, "disk", v.Disk, "volume", v.Name, "err", err)
+			return nil, fmt.Errorf("volume %s: %w (its status: %s%s in the disk's folder)", key, err, v.Name, ReadmeSuffix)
+		}
+		if len(notes) > 0 && len(fs.snapshot(v).Notes) == 0 {
+			fs.setState(l, func() { v.Notes = notes })
+		}
+		return t, nil
 	}
-	return nil, nil, fmt.Errorf("%s/%s/%s/%s: %w", vm, id, disk, vol, os.ErrNotExist)
+	return nil, fmt.Errorf("%s/%s/%s/%s: %w", vm, id, disk, vol, os.ErrNotExist)
 }
 
 // loc is a path of the view split at its levels.
@@ -495,7 +544,7 @@ func (fs *FS) Lstat(p string) (os.FileInfo, error) {
 			return statusInfo(l.vol, l.clean, b, pt.Created), nil
 		}
 	}
-	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	t, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
 		return nil, &os.PathError{Op: "lstat", Path: l.clean, Err: err}
 	}
@@ -549,24 +598,36 @@ func tableReadme(disk string, warn []string) []byte {
 	return []byte(b.String())
 }
 
-// readmeOf finds the volume whose status entry l names.
+// readmeOf finds the volume whose status entry l names. Asking for the
+// status entry of a volume not opened yet opens it: what its reader finds
+// (damage, a journal not replayed) is what the entry says.
 func (fs *FS) readmeOf(l loc) (*Volume, bool) {
 	name, ok := strings.CutSuffix(l.vol, ReadmeSuffix)
 	if !ok {
 		return nil, false
 	}
-	vols, err := fs.Volumes(l.vm, l.point, l.disk)
+	_, vols, err := fs.volumes(l.vm, l.point, l.disk)
 	if err != nil {
 		return nil, false
 	}
 	for _, v := range vols {
-		if v.Name == name && hasReadme(v) {
-			return v, true
+		if v.Name != name {
+			continue
+		}
+		s := fs.snapshot(v)
+		if _, open := fs.trees.Peek(volKey(l.point, v)); s.Servable() && !open {
+			fs.tree(l.vm, l.point, l.disk, name) // its error is the status entry's text
+			s = fs.snapshot(v)
+		}
+		if hasReadme(s) {
+			return s, true
 		}
 	}
 	return nil, false
 }
 
+// hasReadme: a volume not served, or served with caveats, has a status
+// entry (v as it stands: a snapshot).
 func hasReadme(v *Volume) bool { return !v.Servable() || len(v.Notes) > 0 }
 
 // Stat is Lstat: symlinks inside a guest point into the guest's namespace,
@@ -628,7 +689,7 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 			return nil, &os.PathError{Op: "readdir", Path: l.clean, Err: err}
 		}
 		pt, _ := fs.point(l.vm, l.point)
-		for _, v := range vols {
+		for _, v := range vols { // as they stand: opening them is left to their first use
 			if v.Servable() {
 				out = append(out, synthDir(v.Name, l.clean+"/"+v.Name, pt.Created))
 			}
@@ -646,7 +707,7 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 		fs.touch(listingHold + l.clean)
 		return slices.Clone(out), nil
 	}
-	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	t, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
 		return nil, &os.PathError{Op: "readdir", Path: l.clean, Err: err}
 	}
@@ -670,7 +731,7 @@ func (fs *FS) Readlink(p string) (string, error) {
 	if l.depth < 4 || l.inner == "/" {
 		return "", &os.PathError{Op: "readlink", Path: l.clean, Err: errors.New("not a symlink")}
 	}
-	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	t, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
 		return "", &os.PathError{Op: "readlink", Path: l.clean, Err: err}
 	}
@@ -697,7 +758,7 @@ func (fs *FS) OpenFile(p string, flag int, _ os.FileMode) (billy.File, error) {
 		}
 		return view.NewReadOnlyDir(l.clean, errReadOnly), nil
 	}
-	t, _, err := fs.tree(l.vm, l.point, l.disk, l.vol)
+	t, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: l.clean, Err: err}
 	}

@@ -2,6 +2,7 @@ package guestfs
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -67,7 +68,8 @@ func TestLinuxDisk(t *testing.T) {
 	whole, wholeTree := guestimg.WholeExt2(t, dir)
 	r := newRepo(t)
 	pt := importDisks(t, r, "web01", disk, whole)
-	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	cache := repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()})
+	fs, err := New(r, cache, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,20 +78,47 @@ func TestLinuxDisk(t *testing.T) {
 	}
 	d0, d1 := pt.Disks[0].Name, pt.Disks[1].Name
 	base := "/web01/" + pt.ID + "/"
-	ents, err := fs.ReadDir(base + d0)
-	if err != nil {
+	lsDisk := func() string {
+		t.Helper()
+		ents, err := fs.ReadDir(base + d0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " ")
+	}
+	// Listing a disk opens none of its volumes: the probe of their first
+	// bytes names them (p7's damage is past them: it shows on its open).
+	if got := lsDisk(); got != "p1 p5 p6 p7" {
+		t.Fatalf("disk folder lists %q, want the probe's p1 p5 p6 p7", got)
+	}
+	if n, h := fs.OpenVolumes(), cache.Stats().Holdings; n != 0 || h != 1 {
+		t.Fatalf("after listing the disk: %d volumes open, %d holdings (want 0 and the layout's 1)", n, h)
+	}
+	// The first access of a volume opens that one alone.
+	if _, err := fs.ReadDir(base + d0 + "/p5"); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
+	if keys := fs.trees.Keys(); len(keys) != 1 || keys[0] != pt.ID+"/"+d0+"/p5" {
+		t.Fatalf("after listing p5: volumes open %q, want p5's alone", keys)
 	}
-	if got := strings.Join(names, " "); got != "p1 p5 p6 p7.README.txt" {
-		t.Fatalf("disk folder lists %q", got)
+	// p7's open fails: the access says why, and the disk's folder lists
+	// its status entry instead of a folder from then on.
+	if _, err := fs.ReadDir(base + d0 + "/p7"); err == nil || !strings.Contains(err.Error(), "p7.README.txt") {
+		t.Fatalf("listing the damaged p7: %v, want an error naming its status entry", err)
+	}
+	if got := lsDisk(); got != "p1 p5 p6 p7.README.txt" {
+		t.Fatalf("disk folder lists %q after p7 failed to open", got)
 	}
 	rd, err := billyReader{fs}.ReadFile(base + d0 + "/p7.README.txt")
-	if err != nil || !strings.Contains(string(rd), "damaged") {
+	if err != nil || !strings.Contains(string(rd), "damaged") || !strings.Contains(string(rd), "cannot be opened") {
 		t.Fatalf("p7 status: %q, %v", rd, err)
+	}
+	if _, err := fs.Lstat(base + d0 + "/p7"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("p7 after its failed open: %v, want not found", err)
 	}
 	for v, tree := range trees {
 		t.Run(v, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+d0+"/"+v, false) })

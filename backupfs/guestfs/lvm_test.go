@@ -21,6 +21,21 @@ func volStatuses(t *testing.T, fs *FS, vm, id, disk string) string {
 	return strings.Join(got, " ")
 }
 
+// openEach lists the root of every volume of a disk the probe found
+// servable, opening it (one whose open fails is damaged from then on).
+func openEach(t *testing.T, fs *FS, vm, id, disk string) {
+	t.Helper()
+	vols, err := fs.Volumes(vm, id, disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if v.Servable() {
+			fs.ReadDir("/" + vm + "/" + id + "/" + disk + "/" + v.Name)
+		}
+	}
+}
+
 // TestLVM reads a volume group lvm2 made over two disks of one VM: a
 // linear LV, a striped one over both disks, a linear one spanning both; a
 // thin pool and thin LV are listed as unsupported.

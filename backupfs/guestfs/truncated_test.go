@@ -28,6 +28,7 @@ func TestTruncatedDisk(t *testing.T) {
 	for i, d := range disks {
 		disk := pt.Disks[i].Name
 		t.Run(d.Name, func(t *testing.T) {
+			openEach(t, fs, "cut01", pt.ID, disk)
 			if got := volStatuses(t, fs, "cut01", pt.ID, disk); got != d.Want {
 				t.Fatalf("volumes %s, want %s", got, d.Want)
 			}

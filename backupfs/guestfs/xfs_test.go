@@ -23,6 +23,7 @@ func TestXFSDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	openEach(t, fs, "db03", pt.ID, pt.Disks[0].Name)
 	vols, err := fs.Volumes("db03", pt.ID, pt.Disks[0].Name)
 	if err != nil {
 		t.Fatal(err)

@@ -24,11 +24,21 @@ func TestFilesExport(t *testing.T) {
 	disk, trees := guestimg.LinuxDisk(t, dir)
 	pt, url := serveFiles(t, dir, "web01", disk)
 	base := "/files/web01/" + pt.ID + "/" + pt.Disks[0].Name
+	// Volumes open on first use: the disk's first listing shows what their
+	// first bytes say (p7's damage lies past them); listing p7 opens it and
+	// fails, and the disk's folder lists its status entry from then on.
 	ls := mustRun(t, "nfs-ls", url(base))
-	for _, want := range []string{"p1", "p5", "p6", "p7.README.txt"} {
+	for _, want := range []string{"p1", "p5", "p6", "p7"} {
 		if !strings.Contains(ls, want) {
 			t.Fatalf("disk folder lacks %s:\n%s", want, ls)
 		}
+	}
+	if out, err := run(t, "nfs-ls", url(base+"/p7")); err == nil {
+		t.Fatalf("damaged volume listed as a folder: %s", out)
+	}
+	ls = mustRun(t, "nfs-ls", url(base))
+	if !strings.Contains(ls, "p7.README.txt") {
+		t.Fatalf("disk folder lacks p7.README.txt after p7 failed to open:\n%s", ls)
 	}
 	if got := mustRun(t, "nfs-cat", url(base+"/p7.README.txt")); !strings.Contains(got, "damaged") {
 		t.Fatalf("p7 status entry: %q", got)
