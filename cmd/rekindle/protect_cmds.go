@@ -17,6 +17,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/backupfs/retention"
 	"github.com/rekindle/rekindle/catalog"
+	"github.com/rekindle/rekindle/orchestrator/backupjob"
 	"github.com/rekindle/rekindle/orchestrator/site"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup"
 )
@@ -215,6 +216,7 @@ func protectServeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "protect-site", Usage: "protect this site (its package name) on a schedule: every --protect-every, back up its VMs and store a site package (needs --vc)", EnvVars: []string{"REKINDLE_PROTECT_SITE"}},
 		&cli.DurationFlag{Name: "protect-every", Value: time.Hour, Usage: "the RPO: how often a protect cycle starts", EnvVars: []string{"REKINDLE_PROTECT_EVERY"}},
 		&cli.StringSliceFlag{Name: "protect-vm", Usage: "VM to protect (repeatable; default: every VM of the datacenter)", EnvVars: []string{"REKINDLE_PROTECT_VM"}},
+		&cli.BoolFlag{Name: "protect-prune", Usage: "after each cycle's retention, prune: delete the chunks and indexes no point names any more, beside serve's lock while it serves (the points of running sessions stay; needs a --protect-keep-* retention)", EnvVars: []string{"REKINDLE_PROTECT_PRUNE"}},
 	}, protectBackupFlags("protect-")...)
 }
 
@@ -222,7 +224,11 @@ func protectServeFlags() []cli.Flag {
 // --protect-site. Each cycle logs in to vCenter afresh and logs out at its
 // end: a session that expired, or a vCenter that restarted, between cycles
 // breaks no later cycle.
-func protectSchedule(c *cli.Context, r *repo.Repo, cat *catalog.Catalog, log *slog.Logger, reg prometheus.Registerer) (*site.Schedule, error) {
+//
+// With --protect-prune, each cycle that stored its package prunes through
+// jobs, the runner of serve's backup jobs: beside serve's lock, and never
+// while a backup of this server (a job's, or a cycle's) runs.
+func protectSchedule(c *cli.Context, r *repo.Repo, cat *catalog.Catalog, log *slog.Logger, reg prometheus.Registerer, jobs *backupjob.Runner) (*site.Schedule, error) {
 	name := c.String("protect-site")
 	if name == "" {
 		return nil, nil
@@ -237,6 +243,10 @@ func protectSchedule(c *cli.Context, r *repo.Repo, cat *catalog.Catalog, log *sl
 		Transport: vcbackup.TransportAuto})
 	if err != nil {
 		return nil, err
+	}
+	prune := c.Bool("protect-prune")
+	if prune && keep == nil {
+		return nil, usageErr("--protect-prune needs a retention to prune after (--protect-keep-last, --protect-keep-daily or --protect-keep-within): without one no point is forgotten")
 	}
 	var dcs []string
 	if dc := c.String("datacenter"); dc != "" {
@@ -253,9 +263,17 @@ func protectSchedule(c *cli.Context, r *repo.Repo, cat *catalog.Catalog, log *sl
 			defer d.Close(context.WithoutCancel(ctx))
 			cfg := base
 			cfg.Client = d.Client()
-			return site.Protect(ctx, d.Client(), r, vcBackuper{cfg}, opts)
+			release := jobs.HoldPrunes()
+			p, err := site.Protect(ctx, d.Client(), r, vcBackuper{cfg}, opts)
+			release()
+			if prune && p != nil {
+				if perr := jobs.Prune(ctx, log.With("site", name, "package", p.ID)); perr != nil {
+					err = errors.Join(err, fmt.Errorf("package %s stored; prune: %w", p.ID, perr))
+				}
+			}
+			return p, err
 		}}
-	log.Info("protecting", "site", name, "every", s.Every, "vc", withoutCredentials(c.String("vc")), "parallel", base.Parallel, "quiesce", base.Quiesce)
+	log.Info("protecting", "site", name, "every", s.Every, "vc", withoutCredentials(c.String("vc")), "parallel", base.Parallel, "quiesce", base.Quiesce, "prune", prune)
 	return s, nil
 }
 

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,4 +226,115 @@ func TestProtectListEverySite(t *testing.T) {
 		strings.Contains(text, "nightly") || strings.Contains(text, "n1") {
 		t.Fatalf("protect list: want a header and the three protect cycles, each with its site, newest first:\n%s", text)
 	}
+}
+
+// TestServeProtectPrune: with --protect-prune, serve's protect cycles
+// prune after their retention, beside serve's own lock, while it serves:
+// a point a running session reads is kept whole through the prunes, and
+// once the session ends a later cycle forgets it and its prune frees the
+// chunks only that point named.
+func TestServeProtectPrune(t *testing.T) {
+	lab := newBackupLab(t)
+	ctx := context.Background()
+	const size = 2 << 20
+	if _, err := lab.CreateVM(ctx, backuplab.VMSpec{Name: "db01", Disks: []int64{size}, PowerOn: true}); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(seed byte) {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(i/7) ^ byte(i/4093)*seed ^ seed
+		}
+		if err := lab.WriteDisk("db01", 0, 0, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	run(t, false, "init", "--repo", repoDir)
+	fill(1)
+	run(t, false, "backup", "vm", "--repo", repoDir, "--vc", lab.URL(), "--vc-insecure", "db01")
+	points := func() (ids []string) {
+		out, _ := run(t, false, "list", "points", "--repo", repoDir, "--vm", "db01", "--json")
+		var ps []struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(out), &ps); err != nil {
+			t.Fatalf("list points --json: %v\n%s", err, out)
+		}
+		for _, p := range ps {
+			ids = append(ids, p.ID)
+		}
+		return ids
+	}
+	p0 := points()[0]
+	// A running restore session reads p0, as the catalog records one.
+	session := func(state string) {
+		cat, err := catalog.Open(ctx, filepath.Join(repoDir, "catalog.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cat.Close()
+		if state == catalog.SessionRunning {
+			err = cat.CreateSession(ctx, &catalog.Session{ID: "s1", Kind: catalog.KindTest, State: state,
+				VMs: []catalog.SessionVM{{VM: "db01", PointID: p0}}})
+		} else {
+			err = cat.SetSessionState(ctx, "s1", state, "")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	session(catalog.SessionRunning)
+	fill(2) // every chunk of the cycles' points differs from p0's
+
+	api, metrics := freePort(t), freePort(t)
+	args := []string{"serve", "--repo", repoDir, "--portmap", "off", "--metrics", metrics,
+		"--api", api, "--nfs", freePort(t), "--vc", lab.URL(), "--vc-insecure",
+		"--protect-site", "hq", "--protect-every", "300ms", "--protect-vm", "db01", "--protect-prune"}
+	if _, stderr := run(t, true, args...); !strings.Contains(stderr, "--protect-prune needs a retention") {
+		t.Fatalf("serve --protect-prune without a retention: %s", stderr)
+	}
+	s := &server{t: t, api: api, args: append(args, "--protect-keep-last", "1")}
+	s.start()
+	defer s.kill()
+	prunes := func() int { return strings.Count(s.log.String(), "prune done") }
+	s.waitFor("two protect cycles' prunes", func() bool { return prunes() >= 2 })
+	if !slices.Contains(points(), p0) {
+		t.Fatalf("the point a running session reads, %s, was forgotten: %v\n%s", p0, points(), s.log)
+	}
+	// The prune kept every chunk p0 needs: it reads back whole.
+	if out, _ := run(t, false, "verify", "--repo", repoDir, "--point", p0); !strings.Contains(out, "checked 1 restore points") || !strings.Contains(out, "all ok") {
+		t.Fatalf("verify --point %s after the prunes:\n%s", p0, out)
+	}
+
+	before := chunkCount(t, repoDir)
+	session(catalog.SessionDone)
+	// The second prune from now follows a whole cycle (its forget
+	// included) that started after the session ended.
+	n := prunes()
+	s.waitFor("two more prunes", func() bool { return prunes() >= n+2 })
+	if slices.Contains(points(), p0) {
+		t.Fatalf("%s, its session ended, is still kept by --protect-keep-last 1: %v", p0, points())
+	}
+	if after := chunkCount(t, repoDir); after >= before {
+		t.Fatalf("chunk files: %d when the session ended, %d after two more cycles: the prunes freed none of %s's\n%s", before, after, p0, s.log)
+	}
+	s.kill()
+	run(t, false, "verify", "--repo", repoDir)
+}
+
+// chunkCount counts the chunk files of the repository in dir.
+func chunkCount(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(dir, "chunks"), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

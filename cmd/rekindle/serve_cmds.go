@@ -197,8 +197,9 @@ func serveCmd(c *cli.Context) error {
 	// Their retention prunes beside this server's lock (sessions' points pinned).
 	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg), ServeLock: serveLock}}
 	g.Go(func() error { return sched.Run(ctx) })
-	// Protection cycles of --protect-site run here every --protect-every.
-	if protect, err := protectSchedule(c, r, cat, log, reg); err != nil {
+	// Protection cycles of --protect-site run here every --protect-every,
+	// their prunes ordered with the jobs' backups and prunes by its runner.
+	if protect, err := protectSchedule(c, r, cat, log, reg, sched.Runner); err != nil {
 		return err
 	} else if protect != nil {
 		g.Go(func() error { return protect.Run(ctx) })

@@ -189,7 +189,7 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 		if err := r.applyRetention(ctx, d, done); err != nil {
 			errs = append(errs, fmt.Errorf("retention: %w", err))
 		} else if d.Retention.Prune {
-			if err := r.runPrune(ctx, log); err != nil {
+			if err := r.Prune(ctx, log); err != nil {
 				errs = append(errs, fmt.Errorf("prune: %w", err))
 			}
 		}
@@ -205,12 +205,21 @@ func (r *Runner) applyRetention(ctx context.Context, d *Definition, vms []string
 	return site.Forget(ctx, r.Repo, r.Catalog, p, vms)
 }
 
-// runPrune prunes the repository after a job's forget, beside the
-// server's lock when the runner runs in `serve`. A prune another process's
-// lock holds off (a backup or import run from the command line) is put off
-// to the next run: the forgotten points are gone already, their chunks
-// wait.
-func (r *Runner) runPrune(ctx context.Context, log *slog.Logger) error {
+// HoldPrunes keeps the runner's prunes from starting until release is
+// called: for backups that run in the same process, outside the runner's
+// jobs (serve's protect cycles), as the jobs' own backups do.
+func (r *Runner) HoldPrunes() (release func()) {
+	r.prune.RLock()
+	return r.prune.RUnlock
+}
+
+// Prune prunes the repository after a forget (a job's, or a protect
+// cycle's), beside the server's lock when the runner runs in `serve`,
+// once no backup of this process holds prunes off. A prune another
+// process's lock holds off (a backup or import run from the command line)
+// is put off to the next run: the forgotten points are gone already, their
+// chunks wait.
+func (r *Runner) Prune(ctx context.Context, log *slog.Logger) error {
 	r.prune.Lock()
 	defer r.prune.Unlock()
 	rep, err := r.Repo.Prune(ctx, repo.PruneOptions{Beside: r.ServeLock})
