@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
 )
 
 // Item is one entry of a listing, for people and for --json.
@@ -176,7 +178,11 @@ func (fs *FS) copyTree(ctx context.Context, src, dst string, fi os.FileInfo, s *
 		if err != nil {
 			return fmt.Errorf("files get: %w (nothing is overwritten: choose an empty --to)", err)
 		}
-		n, err := copySparse(ctx, out, f, fi.Size(), func(n int64) {
+		var holes io.ReaderAt // the file's own map, where it has one
+		if g, ok := f.(*guestFile); ok {
+			holes = g.ra
+		}
+		n, err := copySparse(ctx, out, f, holes, fi.Size(), func(n int64) {
 			if progress != nil {
 				progress(s.Bytes + n)
 			}
@@ -199,35 +205,75 @@ func (fs *FS) copyTree(ctx context.Context, src, dst string, fi os.FileInfo, s *
 	return nil
 }
 
-// copySparse copies size bytes, leaving all-zero blocks as holes.
-func copySparse(ctx context.Context, w *os.File, r io.ReaderAt, size int64, progress func(int64)) (int64, error) {
+// holeWindow is how far ahead copySparse asks a file's map for holes.
+const holeWindow = 64 << 20
+
+// copySparse copies size bytes of r, leaving all-zero blocks as holes. When
+// holes maps the file's bytes (gfs.Mapper: its extents or runs), the holes
+// it shows are skipped without being read: a 5 GiB sparse file costs its
+// data, not 5 GiB of zeros.
+func copySparse(ctx context.Context, w *os.File, r, holes io.ReaderAt, size int64, progress func(int64)) (int64, error) {
 	buf := make([]byte, 1<<20)
 	var off int64
 	for off < size {
-		if err := ctx.Err(); err != nil {
-			return off, err
+		hole, data := mapAt(holes, off, min(holeWindow, size-off))
+		if hole > 0 {
+			off += hole
+			progress(off)
+			continue
 		}
-		n := int(min(int64(len(buf)), size-off))
-		m, err := r.ReadAt(buf[:n], off)
-		if m < n && err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		if err != nil && !(errors.Is(err, io.EOF) && m == n) {
-			return off, err
-		}
-		for o := 0; o < m; o += 64 << 10 {
-			blk := buf[o:min(o+64<<10, m)]
-			if allZero(blk) {
-				continue
-			}
-			if _, err := w.WriteAt(blk, off+int64(o)); err != nil {
+		for end := off + data; off < end; {
+			if err := ctx.Err(); err != nil {
 				return off, err
 			}
+			n := int(min(int64(len(buf)), end-off))
+			m, err := r.ReadAt(buf[:n], off)
+			if m < n && err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil && !(errors.Is(err, io.EOF) && m == n) {
+				return off, err
+			}
+			for o := 0; o < m; o += 64 << 10 {
+				blk := buf[o:min(o+64<<10, m)]
+				if allZero(blk) {
+					continue
+				}
+				if _, err := w.WriteAt(blk, off+int64(o)); err != nil {
+					return off, err
+				}
+			}
+			off += int64(m)
+			progress(off)
 		}
-		off += int64(m)
-		progress(off)
 	}
 	return off, w.Truncate(size)
+}
+
+// mapAt splits the n bytes at off of r by its map: hole bytes from off
+// that the map shows as a hole (skip them), else data bytes to read before
+// the map's next hole. A reader that is nil or has no map is all data.
+func mapAt(r io.ReaderAt, off, n int64) (hole, data int64) {
+	if r == nil {
+		return 0, n
+	}
+	ps, got, err := gfs.Resolve(r, off, n)
+	if err != nil || len(ps) == 0 {
+		return 0, n
+	}
+	if ps[0].R == nil {
+		return min(ps[0].Len, n), 0
+	}
+	for _, p := range ps {
+		if p.R == nil {
+			break
+		}
+		data += p.Len
+	}
+	if data >= got || data <= 0 { // no hole in the window: read through its end
+		data = n
+	}
+	return 0, min(data, n)
 }
 
 func allZero(b []byte) bool {

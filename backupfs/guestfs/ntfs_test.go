@@ -56,16 +56,5 @@ func TestNTFSDisk(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("default mode of an NTFS file: %v, %v", fi, err)
 	}
-	w := tree["huge.bin"]
-	f, err := fs.Open(base + "/p1/huge.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 5000)
-	if n, err := f.ReadAt(buf, w.DataAt-904); n != 5000 || (err != nil && err.Error() != "EOF") {
-		t.Fatalf("huge.bin: read %d, %v", n, err)
-	}
-	if string(buf[:904]) != string(make([]byte, 904)) || string(buf[904:]) != string(w.Data[:4096]) {
-		t.Fatalf("huge.bin: bytes around its data differ")
-	}
+	checkHuge(t, fs, base+"/p1/huge.bin", tree["huge.bin"])
 }
