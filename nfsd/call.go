@@ -244,9 +244,19 @@ func (c *callFS) file(f billy.File, err error) (billy.File, error) {
 	return &noteFile{File: f, st: c.st}, nil
 }
 
-// Create makes a new file its caller's.
+// Create makes a new file its caller's. A regular file already there (a
+// CREATE UNCHECKED of an existing name: libnfs sends one for every open with
+// O_CREAT) keeps its bytes: RFC 1813 applies only the call's attributes to
+// it, which go-nfs does after Create (a size of 0 among them truncates). It
+// is opened read-only, so an overlay does not count it as changed.
 func (c *callFS) Create(name string) (billy.File, error) {
-	_, statErr := c.exportFS.Lstat(name)
+	fi, statErr := c.exportFS.Lstat(name)
+	if statErr == nil && fi.Mode().IsRegular() {
+		if f, err := c.exportFS.Open(name); err == nil {
+			return c.file(f, nil)
+		}
+		return c.file(c.exportFS.OpenFile(name, os.O_RDWR, 0))
+	}
 	var f billy.File
 	var err error
 	if m := c.st.createMode; m != nil {

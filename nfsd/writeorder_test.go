@@ -280,3 +280,47 @@ func TestCachedReadIsAnsweredInline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCreateUncheckedKeepsAnExistingFile: a CREATE UNCHECKED of a file that
+// exists (libnfs sends one for every open with O_CREAT, fio among its users)
+// applies the call's attributes and nothing else: the bytes stay, the mode
+// is set; with a size of 0 among the attributes the file is emptied.
+func TestCreateUncheckedKeepsAnExistingFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disk-flat.vmdk"), []byte("the VM's disk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, Config{StateDir: t.TempDir()}, Export{Path: "/rekindle", FS: osfs.New(dir), ID: 7})
+	n := newNFSClient(t, ts.Addr())
+	root := n.mustMount("/rekindle")
+	create := func(size bool) {
+		t.Helper()
+		e := &rpc.Encoder{}
+		e.Opaque(root)
+		e.String("disk-flat.vmdk")
+		e.Uint32(0) // UNCHECKED
+		e.Uint32(1) // set mode
+		e.Uint32(0o640)
+		e.Raw(make([]byte, 4*2)) // uid, gid: not set
+		if size {
+			e.Uint32(1)
+			e.Uint64(0)
+		} else {
+			e.Uint32(0)
+		}
+		e.Raw(make([]byte, 4*2)) // atime, mtime: not set
+		if st, _ := n.call(procCreate, e.Bytes()); st != nfs.NFSStatusOk {
+			t.Fatalf("CREATE UNCHECKED of an existing file: %v", st)
+		}
+	}
+	create(false)
+	b, err := os.ReadFile(filepath.Join(dir, "disk-flat.vmdk"))
+	fi, serr := os.Stat(filepath.Join(dir, "disk-flat.vmdk"))
+	if err != nil || serr != nil || string(b) != "the VM's disk" || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("after CREATE UNCHECKED with a mode: %q %v, mode %v %v; want the bytes kept and mode 0640", b, err, fi.Mode(), serr)
+	}
+	create(true)
+	if fi, err := os.Stat(filepath.Join(dir, "disk-flat.vmdk")); err != nil || fi.Size() != 0 {
+		t.Fatalf("after CREATE UNCHECKED with size 0: %v %v; want it empty", fi.Size(), err)
+	}
+}
