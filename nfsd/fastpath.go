@@ -424,13 +424,20 @@ func (s *Server) fastCommit(xid uint32, a *ioArgs) fastReply {
 	return fastReply{head: head}
 }
 
-// commitGroups lets concurrent syncs of one file share one: a caller whose
-// data was written before a sync started waits for that sync instead of
-// starting its own (group commit). Keyed by file handle.
+// commitGroups lets concurrent syncs of one file share them: a caller
+// whose data was written before a sync started may wait for that sync
+// instead of starting its own (group commit). Up to syncsPerFile syncs of
+// a file run at once: a caller starts its own while fewer are running,
+// because the filesystem shares one journal commit between concurrent
+// fdatasyncs of a file, and a sync started now covers more than one
+// started when the running one ends. Keyed by file handle.
 type commitGroups struct {
 	mu sync.Mutex
 	m  map[string]*commitGroup
 }
+
+// syncsPerFile is how many syncs of one file run at once.
+const syncsPerFile = 8
 
 type commitGroup struct {
 	refs int // guarded by commitGroups.mu
@@ -438,9 +445,9 @@ type commitGroup struct {
 	mu        sync.Mutex
 	cond      *sync.Cond
 	requested uint64 // tickets handed out
-	completed uint64 // tickets covered by a finished sync
-	running   bool
-	err       error // of the last finished sync
+	completed uint64 // every ticket up to it is covered by a finished sync
+	running   int
+	err       error // of a finished sync that failed; kept while the group lives
 }
 
 // sync runs fn, or waits for a run that starts after this call did, for
@@ -476,17 +483,24 @@ func (cg *commitGroup) sync(fn func() error) error {
 		if cg.completed >= ticket {
 			return cg.err
 		}
-		if !cg.running {
+		if cg.running < syncsPerFile {
 			break
 		}
 		cg.cond.Wait()
 	}
-	cg.running = true
+	// This run covers every ticket handed out before it starts; runs may
+	// end out of order, and one that ends covers what it covers even when
+	// an earlier one is still running.
+	cg.running++
 	upto := cg.requested
 	cg.mu.Unlock()
 	err := fn()
 	cg.mu.Lock()
-	cg.running, cg.completed, cg.err = false, upto, err
+	cg.running--
+	cg.completed = max(cg.completed, upto)
+	if err != nil {
+		cg.err = err
+	}
 	cg.cond.Broadcast()
 	return err
 }

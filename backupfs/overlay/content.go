@@ -50,15 +50,32 @@ type content struct {
 	baseMu sync.Mutex
 	base   billy.File
 
-	// syncMu runs one sync at a time, so a sync that finds no bits to write
-	// knows the sync before it wrote and synced all there were.
-	syncMu sync.Mutex
+	// Syncs run together: each fdatasyncs the data file itself (the
+	// kernel shares the journal commit between concurrent ones, as it does
+	// for a server that syncs every stable write of a plain file), then
+	// waits until the bits taken by every sync that started before it
+	// reached the bitmap file, written only once their own data sync is
+	// done (see sync). syncMu guards the fields below; syncCond waits on it.
+	syncMu   sync.Mutex
+	syncCond *sync.Cond
+	// batches are the bitmap bytes taken by syncs, by sequence number
+	// (nextSeq the last given out); persistedSeq is the last one written
+	// and synced, with every one before it; persisting while one sync
+	// writes them.
+	batches      map[uint64]*bitBatch
+	nextSeq      uint64
+	persistedSeq uint64
+	persisting   bool
+	// syncErr is the first failed sync's error, returned by every sync
+	// after it: a failed fdatasync may have dropped the bytes it was to
+	// write (Linux marks them clean), so no later sync can promise them.
+	syncErr error
 	// writes counts changes of the data file's bytes or size (from 1, so
 	// the first sync of a content always syncs: an earlier content of the
 	// same file may have left bytes unsynced); synced is its value when
 	// the last successful sync started (guarded by syncMu). A sync that
-	// finds them equal has nothing to make durable: a second COMMIT costs
-	// no fdatasync.
+	// finds them equal, no bits to write and none being written has nothing
+	// to make durable: a second COMMIT costs no fdatasync.
 	writes atomic.Uint64
 	synced uint64
 
@@ -696,17 +713,33 @@ func (o *Overlay) setBaseLimit(id uint64, limit int64) error {
 	return save()
 }
 
+// bitBatch is the bitmap bytes [lo, lo+len(snap)) one sync took, to be
+// written once that sync's data sync is done (ready).
+type bitBatch struct {
+	lo    int64
+	snap  []byte
+	ready bool
+}
+
 // sync makes what was written durable: the data first, then the bitmap
 // bits that make it visible, then the names of new data and bitmap files.
+// Concurrent syncs each fdatasync the data file and share the bitmap's
+// writes and fdatasync (group commit), which never write a bit before the
+// sync that took it has synced the data the bit marks. A sync returns once
+// the bits of every sync that started before it are durable: a write's
+// bits may have been taken by another's sync.
 func (c *content) sync() error {
-	c.syncMu.Lock()
-	defer c.syncMu.Unlock()
 	if err := c.rlock(); err != nil {
 		return err
 	}
-	upper, data, removed := c.upper, c.data, c.removed.Load()
+	upper, data := c.upper, c.data
+	if !upper {
+		c.mu.RUnlock()
+		return nil
+	}
 	// The bits set so far mark data written so far: the data sync below
-	// covers them.
+	// covers them. They get their number under mapMu, so numbers follow
+	// the order the bits were taken in.
 	c.mapMu.Lock()
 	lo, hi := c.dirtyLo, c.dirtyHi
 	var snap []byte
@@ -716,40 +749,99 @@ func (c *content) sync() error {
 		c.stateMu.Unlock()
 		c.dirtyLo, c.dirtyHi = 0, 0
 	}
+	c.syncMu.Lock()
+	if c.syncCond == nil {
+		c.syncCond = sync.NewCond(&c.syncMu)
+		c.batches = map[uint64]*bitBatch{}
+	}
+	var seq uint64
+	if snap != nil {
+		c.nextSeq++
+		seq = c.nextSeq
+		c.batches[seq] = &bitBatch{lo: lo, snap: snap}
+	}
+	need := c.nextSeq
+	writes := c.writes.Load()
+	err := c.syncErr
+	idle := writes == c.synced && need == c.persistedSeq
+	c.syncMu.Unlock()
 	c.mapMu.Unlock()
 	c.mu.RUnlock()
-	if !upper {
+	if err != nil {
+		return err
+	}
+	if idle && !c.o.names.needed() {
 		return nil
 	}
-	writes := c.writes.Load()
-	if writes == c.synced && snap == nil && !c.o.names.needed() {
-		return nil
+	derr := data.DataSync()
+	c.syncMu.Lock()
+	if derr != nil && c.syncErr == nil {
+		c.syncErr = derr
+		c.syncCond.Broadcast()
 	}
-	err := data.DataSync()
-	if err == nil && snap != nil && !removed {
-		err = c.persistBits(lo, snap, false)
+	if seq != 0 {
+		c.batches[seq].ready = true
 	}
-	if err == nil && snap != nil && !removed {
-		// Only bits written here need syncing: a rewrite of redirected
-		// blocks costs one fdatasync, as on a plain file.
-		c.mapMu.Lock()
-		if c.mapf != nil {
-			err = c.mapf.DataSync()
+	for c.persistedSeq < need && c.syncErr == nil {
+		next := c.batches[c.persistedSeq+1]
+		if c.persisting || !next.ready {
+			c.syncCond.Wait()
+			continue
 		}
-		c.mapMu.Unlock()
+		// Write every ready batch in order, up to the first whose data
+		// sync is still running (its owner writes it when done).
+		c.persisting = true
+		from, upto := c.persistedSeq+1, c.persistedSeq
+		var todo []*bitBatch
+		for b := next; b != nil && b.ready; b = c.batches[upto+1] {
+			todo = append(todo, b)
+			upto++
+		}
+		c.syncMu.Unlock()
+		perr := c.persistBatches(todo)
+		c.syncMu.Lock()
+		c.persisting = false
+		if perr != nil && c.syncErr == nil {
+			c.syncErr = perr
+		}
+		for s := from; s <= upto; s++ {
+			delete(c.batches, s)
+		}
+		c.persistedSeq = upto
+		c.syncCond.Broadcast()
 	}
+	err = c.syncErr
+	c.syncMu.Unlock()
 	if err == nil {
 		err = c.o.syncNames()
 	}
 	if err == nil {
-		c.synced = writes
-	}
-	if err != nil && snap != nil {
-		c.mapMu.Lock()
-		c.dirtyRange(lo, hi)
-		c.mapMu.Unlock()
+		c.syncMu.Lock()
+		c.synced = max(c.synced, writes)
+		c.syncMu.Unlock()
 	}
 	return err
+}
+
+// persistBatches writes the bits of batches whose data is synced to the
+// bitmap file and syncs it: only bits written here need syncing, so a
+// rewrite of redirected blocks costs one fdatasync, as on a plain file. A
+// removed file's bitmap is gone and not written.
+func (c *content) persistBatches(todo []*bitBatch) error {
+	if c.removed.Load() {
+		return nil
+	}
+	for _, b := range todo {
+		if err := c.persistBits(b.lo, b.snap, false); err != nil {
+			return err
+		}
+	}
+	c.mapMu.Lock()
+	defer c.mapMu.Unlock()
+	if c.mapf != nil {
+		return c.mapf.DataSync()
+	}
+	return nil
 }
 
 func (c *content) chtimes(atime, mtime time.Time) error {

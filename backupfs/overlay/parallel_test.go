@@ -5,11 +5,17 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-git/go-billy/v5"
+
+	"github.com/rekindle/rekindle/internal/durable"
+	"github.com/rekindle/rekindle/internal/durable/powercut"
 )
 
 // heldBaseFS holds the first base read at offset hold until released.
@@ -191,4 +197,243 @@ func TestConcurrentWritesAgainstModel(t *testing.T) {
 	// And after a reopen, from what the bitmap file says.
 	o.Close()
 	checkContent(t, fx.open(t, Options{}), diskPath, want)
+}
+
+// slowSyncFS delays every DataSync by up to 1 ms before it syncs and up to
+// 1 ms after, so concurrent syncs overlap in every order.
+type slowSyncFS struct{ durable.FS }
+
+func (f slowSyncFS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{file}, nil
+}
+
+type slowSyncFile struct{ durable.File }
+
+func (f slowSyncFile) DataSync() error {
+	time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+	err := f.File.DataSync()
+	time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+	return err
+}
+
+// TestConcurrentSyncsAreDurableWhenTheyReturn has 8 writers write 4 KiB
+// into 40 blocks of a base disk not written yet and sync after each write, all
+// at once, on a disk that forgets what was not synced (its syncs slowed
+// down at random). The moment a sync returns, the disk's synced state is
+// copied; reopened, every copy must hold the write that sync returned for,
+// with the base's bytes around it in its block: a sync neither returns
+// before the bits that make its write visible are durable (even when
+// another sync took them) nor makes a bit durable before the data it marks.
+func TestConcurrentSyncsAreDurableWhenTheyReturn(t *testing.T) {
+	fx := newFixture(t)
+	pc := powercut.New()
+	upper := "/state/sessions/s"
+	o, err := New(fx.base, upper, Options{Salt: "s", FS: slowSyncFS{pc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	d, err := o.OpenFile(diskPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	type check struct {
+		at   *powercut.FS
+		off  int64
+		data []byte
+	}
+	bs := int64(DefaultBlockSize)
+	const nblocks int64 = 40 // of the disk's 80
+	var mu sync.Mutex
+	var checks []check
+	var wg sync.WaitGroup
+	for w := range int64(8) {
+		wg.Go(func() {
+			for b := w; b < nblocks; b += 8 {
+				off := b*bs + 1000 + b
+				data := bytes.Repeat([]byte{byte(b), 0xa5}, 2048)
+				if _, err := d.(io.WriterAt).WriteAt(data, off); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := d.(interface{ Sync() error }).Sync(); err != nil {
+					t.Error(err)
+					return
+				}
+				at := pc.SyncedCopy()
+				mu.Lock()
+				checks = append(checks, check{at, off, data})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if int64(len(checks)) != nblocks {
+		t.Fatalf("%d syncs returned, want %d", len(checks), nblocks)
+	}
+	written := map[int64][]byte{} // block -> the block after its write
+	for _, c := range checks {
+		start := c.off / bs * bs
+		written[start/bs] = modelWrite(bytes.Clone(fx.disk[start:start+bs]), c.off-start, c.data)
+	}
+	for _, c := range checks {
+		o2, err := New(fx.base, upper, Options{Salt: "s", FS: c.at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := o2.Open(diskPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, nblocks*bs)
+		if _, err := f.(io.ReaderAt).ReadAt(got, 0); err != nil {
+			t.Fatalf("disk as synced when a sync returned: %v", err)
+		}
+		f.Close()
+		o2.Close()
+		own := c.off / bs
+		for b := range nblocks {
+			g := got[b*bs : (b+1)*bs]
+			switch {
+			case bytes.Equal(g, written[b]):
+			case b == own:
+				t.Errorf("block %d as synced when the sync of its write returned: not the write over the base's bytes", b)
+			case !bytes.Equal(g, fx.disk[b*bs:(b+1)*bs]):
+				t.Errorf("block %d as synced when the sync of block %d's write returned: neither the base's bytes nor its write", b, own)
+			}
+		}
+	}
+}
+
+// heldDataSyncFS calls hook before and after each DataSync of a data file
+// (not a bitmap file), with "before" or "after".
+type heldDataSyncFS struct {
+	durable.FS
+	hook func(stage string)
+}
+
+func (f heldDataSyncFS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil || strings.HasSuffix(name, ".map") || strings.HasSuffix(name, ".tmp") || filepath.Base(filepath.Dir(name)) != "data" {
+		return file, err
+	}
+	return heldDataSyncFile{file, f.hook}, nil
+}
+
+type heldDataSyncFile struct {
+	durable.File
+	hook func(stage string)
+}
+
+func (f heldDataSyncFile) DataSync() error {
+	f.hook("before")
+	err := f.File.DataSync()
+	f.hook("after")
+	return err
+}
+
+// TestABitWaitsForItsDataSync: sync Y has synced the data file and is
+// about to write the bitmap when sync X takes the bits of a write made
+// after Y's data sync, and X's own data sync has not run. Y writes only its
+// own bits: on the disk as synced now, X's block is the base's, not a
+// marked block whose data never reached the disk; once X returns, its write
+// is there.
+func TestABitWaitsForItsDataSync(t *testing.T) {
+	fx := newFixture(t)
+	pc := powercut.New()
+	upper := "/state/sessions/s"
+	type step struct {
+		stage string
+		go_   chan struct{}
+	}
+	var hooked atomic.Bool
+	steps := make(chan step)
+	o, err := New(fx.base, upper, Options{Salt: "s", FS: heldDataSyncFS{pc, func(stage string) {
+		if !hooked.Load() {
+			return
+		}
+		st := step{stage, make(chan struct{})}
+		steps <- st
+		<-st.go_
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	d, err := o.OpenFile(diskPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	bs := int64(DefaultBlockSize)
+	write := func(block int64, b byte) {
+		t.Helper()
+		if _, err := d.(io.WriterAt).WriteAt(bytes.Repeat([]byte{b}, 4096), block*bs+100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncErr := func() chan error {
+		ch := make(chan error, 1)
+		go func() { ch <- d.(interface{ Sync() error }).Sync() }()
+		return ch
+	}
+	next := func(want string) step {
+		t.Helper()
+		st := <-steps
+		if st.stage != want {
+			t.Fatalf("data sync %s, want %s", st.stage, want)
+		}
+		return st
+	}
+	hooked.Store(true)
+	write(1, 'Y')
+	y := syncErr()
+	next("before").go_ <- struct{}{}
+	yAfter := next("after") // Y's data is synced; Y holds here
+	write(2, 'X')
+	x := syncErr()
+	xBefore := next("before") // X took block 2's bit; its data sync waits
+	close(yAfter.go_)
+	if err := <-y; err != nil {
+		t.Fatal(err)
+	}
+	block := func(at *powercut.FS, b int64) []byte {
+		t.Helper()
+		o2, err := New(fx.base, upper, Options{Salt: "s", FS: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o2.Close()
+		f, err := o2.Open(diskPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got := make([]byte, bs)
+		if _, err := f.(io.ReaderAt).ReadAt(got, b*bs); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	at := pc.SyncedCopy()
+	if got, want := block(at, 1), modelWrite(bytes.Clone(fx.disk[bs:2*bs]), 100, bytes.Repeat([]byte{'Y'}, 4096)); !bytes.Equal(got, want) {
+		t.Error("block 1 after its sync returned: not its write over the base")
+	}
+	if got := block(at, 2); !bytes.Equal(got, fx.disk[2*bs:3*bs]) {
+		t.Error("block 2 while its data sync had not run: not the base's bytes (its bit reached the disk before its data)")
+	}
+	close(xBefore.go_)
+	next("after").go_ <- struct{}{}
+	if err := <-x; err != nil {
+		t.Fatal(err)
+	}
+	hooked.Store(false)
+	if got, want := block(pc.SyncedCopy(), 2), modelWrite(bytes.Clone(fx.disk[2*bs:3*bs]), 100, bytes.Repeat([]byte{'X'}, 4096)); !bytes.Equal(got, want) {
+		t.Error("block 2 after its sync returned: not its write over the base")
+	}
 }

@@ -82,6 +82,15 @@ func (fsys *FS) Cut() *FS {
 	return fsys.synced()
 }
 
+// SyncedCopy returns what a Cut now would leave, without cutting: fs lives
+// on. A test takes it the moment a call that promises durability returns,
+// while other calls still run, and checks the promise on the copy.
+func (fsys *FS) SyncedCopy() *FS {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.synced()
+}
+
 // CutAt arms a power cut at a step: the calls that change the disk (a
 // create or truncate, a write, a sync, mkdir, rename, remove, chtimes) are
 // counted from 0 from now on, and call n finds the power gone: it and every
