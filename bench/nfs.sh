@@ -21,6 +21,9 @@
 #   BENCH_CHUNK     repository chunk size (rekindle init --chunk-size) (256K)
 #   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
+#                   (and its block and mutex profiles: rekindle.*.block.pprof, .mutex.pprof)
+#   BENCH_STRACE    1: count each server's fsync, fdatasync, pwrite64 and sync_file_range
+#                   calls during every fio run (strace -f -c) into results/json/*.strace
 #
 # Everything runs as root inside private network, mount and PID namespaces: rpcbind,
 # Ganesha (NFS 2049, MOUNT 20048) and rekindle (NFS+MOUNT 20490, API 7480) bind
@@ -35,8 +38,8 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}"
-export BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}"
+export BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -70,6 +73,7 @@ outer() {
 	for c in ganesha.nfsd rpcbind rpcinfo nfs-ls jq unshare ip timeout go awk sha256sum; do
 		command -v "$c" >/dev/null 2>&1 || missing+=("$c")
 	done
+	[ "$BENCH_STRACE" = 1 ] && ! command -v strace >/dev/null 2>&1 && missing+=(strace)
 	[ ${#missing[@]} -eq 0 ] || die "missing commands: ${missing[*]} — run 'make deps-bench' (scripts/install-deps --bench)"
 	find /usr/lib -name libfsalvfs.so 2>/dev/null | grep -q . ||
 		die "NFS-Ganesha's VFS FSAL (libfsalvfs.so) is missing — run 'make deps-bench' (package nfs-ganesha-vfs)"
@@ -160,9 +164,12 @@ g_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$G_PORT&mountport=$G_MNT"; }
 
 start_rekindle() { # extra serve flags
 	RK_FLAGS="$*"
-	local prof=''
-	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle.$(date +%s%N).pprof
-	REKINDLE_CPUPROFILE=$prof "$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
+	local prof='' block='' mutex=''
+	if [ "$BENCH_PROFILE" = 1 ]; then
+		prof=$RES/rekindle.$(date +%s%N)
+		block=$prof.block.pprof mutex=$prof.mutex.pprof prof=$prof.pprof
+	fi
+	REKINDLE_CPUPROFILE=$prof REKINDLE_BLOCKPROFILE=$block REKINDLE_MUTEXPROFILE=$mutex "$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
 		--api $RK_API --metrics off "$@" >>"$RES/rekindle.log" 2>&1 &
 	RK_PID=$!
 	wait_nfs "$(rk_url /points)" rekindle "$RES/rekindle.log"
@@ -234,7 +241,7 @@ drop_caches() {
 run_test() {
 	local test=$1 server=$2 rep=$3 dir=$4 unit=$5 expect=$6 setup=$7
 	shift 8
-	local attempt out url file sid='' pid c0 c1 ok rc
+	local attempt out url file sid='' pid c0 c1 ok rc st
 	for attempt in 1 2 3; do
 		out=$RES/json/$test.$server.$rep.$attempt.json
 		sid=''
@@ -266,6 +273,12 @@ run_test() {
 		case $server in rekindle) pid=$RK_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
 		c0=$(cpu_ticks "$pid")
 		rc=0
+		st=''
+		if [ "$BENCH_STRACE" = 1 ] && [ -n "$pid" ]; then
+			strace -f -c -e trace=fsync,fdatasync,pwrite64,sync_file_range -o "$out.strace" -p "$pid" 2>/dev/null &
+			st=$!
+			sleep 0.5 # attached to every thread before the client starts
+		fi
 		if [ -n "$url" ]; then
 			timeout -k 5 "$BENCH_TIMEOUT" unshare --pid --fork --kill-child \
 				"$FIO" --name="$test" --ioengine=nfs --nfs_url="$url" --filename="$file" \
@@ -277,6 +290,7 @@ run_test() {
 				--output-format=json --output="$out" >"$out.log" 2>&1 || rc=$?
 		fi
 		c1=$(cpu_ticks "$pid")
+		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
 		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
 			'if (.jobs[0].error == 0 and .jobs[0][$d].io_bytes == $e) then "ok" else "short" end' \
@@ -303,7 +317,7 @@ run_test() {
 # Ganesha, through libnfs (bench/nfsfiles). Appends "TEST SERVER REP FILES/S
 # CPU_US_PER_FILE" to values.tsv and the CREATE figures to files.tsv.
 run_files() {
-	local test=$1 server=$2 rep=$3 attempt out url dir sid pid c0 c1 rc
+	local test=$1 server=$2 rep=$3 attempt out url dir sid pid c0 c1 rc st
 	for attempt in 1 2 3; do
 		out=$RES/json/$test.$server.$rep.$attempt.json
 		sid=''
@@ -320,8 +334,15 @@ run_files() {
 		sync
 		c0=$(cpu_ticks "$pid")
 		rc=0
+		st=''
+		if [ "$BENCH_STRACE" = 1 ] && [ -n "$pid" ]; then
+			strace -f -c -e trace=fsync,fdatasync,pwrite64,sync_file_range -o "$out.strace" -p "$pid" 2>/dev/null &
+			st=$!
+			sleep 0.5 # attached to every thread before the client starts
+		fi
 		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" -edge $((BENCH_FILES >= 1000 ? 100 : 10)) >"$out" 2>"$out.log" || rc=$?
 		c1=$(cpu_ticks "$pid")
+		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
 		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		if [ "$rc" = 0 ] && [ "$(jq -r .files "$out" 2>/dev/null)" = "$BENCH_FILES" ]; then
 			jq -r --arg t "$test" --arg s "$server" --arg r "$rep" \
