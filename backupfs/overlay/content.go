@@ -836,10 +836,13 @@ func (c *content) persistBatches(todo []*bitBatch) error {
 			return err
 		}
 	}
+	// Not under mapMu: writes marking blocks and syncs taking bits go on
+	// while the bitmap syncs (only the one persisting sync writes it).
 	c.mapMu.Lock()
-	defer c.mapMu.Unlock()
-	if c.mapf != nil {
-		return c.mapf.DataSync()
+	f := c.mapf
+	c.mapMu.Unlock()
+	if f != nil {
+		return f.DataSync()
 	}
 	return nil
 }
