@@ -29,6 +29,7 @@ const (
 	StatusEmpty       = "empty"       // no filesystem signature found
 	StatusLVM         = "lvm-pv"      // an LVM physical volume: see its logical volumes
 	StatusIncomplete  = "incomplete"  // an LVM logical volume on a physical volume the point lacks
+	StatusUnavailable = "unavailable" // opened, then no longer served: a call into its reader did not finish in time
 )
 
 // detect names what b, the first bytes of a volume, holds: a filesystem

@@ -95,6 +95,15 @@ type FS struct {
 	holdMu    sync.Mutex
 	holds     map[string]*repo.Held // open volume, "layout:"+point, "listing:"+path -> its charge to the chunk cache's bound
 	notes     map[string][]string   // open volume -> what its reader noted when opened
+	// failed keeps why a volume stopped being served (gfs.Availability)
+	// once its reader is closed: it is not opened again, to hang again.
+	failed map[string]error
+
+	// Test seams, nil and zero in production: wrapVolume wraps a volume's
+	// bytes before its filesystem is opened; ntfsTimeout bounds each
+	// go-ntfs call.
+	wrapVolume  func(key string, ra io.ReaderAt) io.ReaderAt
+	ntfsTimeout time.Duration
 }
 
 // VolumeCharge is what an open volume is charged against the chunk cache's
@@ -124,11 +133,16 @@ func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
 		opts.VolumeCharge = VolumeCharge
 	}
 	fs := &FS{repo: r, cache: cache, log: opts.Logger, volCharge: opts.VolumeCharge,
-		holds: map[string]*repo.Held{}, notes: map[string][]string{}}
+		holds: map[string]*repo.Held{}, notes: map[string][]string{}, failed: map[string]error{}}
 	fs.layouts, _ = lru.NewWithEvict[string, *layout](opts.MaxPoints, func(id string, _ *layout) { fs.uncharge(layoutHold + id) })
-	fs.trees, _ = lru.NewWithEvict[string, *gfs.Tree](opts.MaxVolumes, func(key string, _ *gfs.Tree) {
+	fs.trees, _ = lru.NewWithEvict[string, *gfs.Tree](opts.MaxVolumes, func(key string, t *gfs.Tree) {
 		fs.holdMu.Lock()
 		delete(fs.notes, key)
+		if a, ok := t.Reader().(gfs.Availability); ok {
+			if err := a.Unavailable(); err != nil {
+				fs.failed[key] = err
+			}
+		}
 		fs.holdMu.Unlock()
 		fs.uncharge(key)
 	})
@@ -187,7 +201,7 @@ func (fs *FS) Volumes(vm, pointID, disk string) ([]*Volume, error) {
 	}
 	out := make([]*Volume, len(vols))
 	for i, v := range vols {
-		out[i] = fs.snapshot(v)
+		out[i] = fs.snapshot(pointID, v)
 	}
 	return out, nil
 }
@@ -206,13 +220,36 @@ func (fs *FS) volumes(vm, pointID, disk string) (*layout, []*Volume, error) {
 	return l, vols, nil
 }
 
-// snapshot is a copy of a layout's volume as it stands now.
-func (fs *FS) snapshot(v *Volume) *Volume {
+// snapshot is a copy of a layout's volume (of point id) as it stands now:
+// one that stopped being served since it was opened says so.
+func (fs *FS) snapshot(id string, v *Volume) *Volume {
 	fs.volMu.RLock()
-	defer fs.volMu.RUnlock()
 	c := *v
 	c.Notes = slices.Clone(v.Notes)
+	fs.volMu.RUnlock()
+	if c.Status == StatusOK {
+		if err := fs.unavailable(volKey(id, v)); err != nil {
+			c.Status, c.Reason, c.ra = StatusUnavailable, err.Error(), nil
+		}
+	}
 	return &c
+}
+
+// unavailable says why the volume key stopped being served (a call of its
+// reader did not finish in time), nil while it is served.
+func (fs *FS) unavailable(key string) error {
+	fs.holdMu.Lock()
+	err := fs.failed[key]
+	fs.holdMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if t, ok := fs.trees.Peek(key); ok {
+		if a, ok := t.Reader().(gfs.Availability); ok {
+			return a.Unavailable()
+		}
+	}
+	return nil
 }
 
 // setState changes what a layout's volume says of itself (change runs
@@ -360,7 +397,12 @@ func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 		fs.holdMu.Unlock()
 		return t, notes, nil
 	}
-	r, err := openVolume(v, "volume "+key)
+	if fs.wrapVolume != nil {
+		c := *v
+		c.ra = fs.wrapVolume(key, v.ra)
+		v = &c
+	}
+	r, err := openVolume(v, "volume "+key, fs.ntfsTimeout)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -401,16 +443,19 @@ func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, error) {
 			continue
 		}
 		key := volKey(id, v)
+		if err := fs.unavailable(key); err != nil {
+			return nil, fmt.Errorf("%s/%s/%s/%s: %w", vm, id, disk, vol, err)
+		}
 		if t, ok := fs.trees.Get(key); ok {
 			fs.touch(key)
 			return t, nil
 		}
-		if !fs.snapshot(v).Servable() {
+		if !fs.snapshot(id, v).Servable() {
 			break
 		}
 		fs.openMu.Lock()
 		defer fs.openMu.Unlock()
-		if !fs.snapshot(v).Servable() { // an open just failed
+		if !fs.snapshot(id, v).Servable() { // an open just failed
 			break
 		}
 		t, notes, err := fs.openTree(key, v)
@@ -419,7 +464,7 @@ func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, error) {
 			fs.log.Warn("guest files: volume not served", "point", id, "disk", v.Disk, "volume", v.Name, "err", err)
 			return nil, fmt.Errorf("volume %s: %w (its status: %s%s in the disk's folder)", key, err, v.Name, ReadmeSuffix)
 		}
-		if len(notes) > 0 && len(fs.snapshot(v).Notes) == 0 {
+		if len(notes) > 0 && len(fs.snapshot(id, v).Notes) == 0 {
 			fs.setState(l, func() { v.Notes = notes })
 		}
 		return t, nil
@@ -614,10 +659,10 @@ func (fs *FS) readmeOf(l loc) (*Volume, bool) {
 		if v.Name != name {
 			continue
 		}
-		s := fs.snapshot(v)
+		s := fs.snapshot(l.point, v)
 		if _, open := fs.trees.Peek(volKey(l.point, v)); s.Servable() && !open {
 			fs.tree(l.vm, l.point, l.disk, name) // its error is the status entry's text
-			s = fs.snapshot(v)
+			s = fs.snapshot(l.point, v)
 		}
 		if hasReadme(s) {
 			return s, true

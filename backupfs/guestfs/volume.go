@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/rekindle/rekindle/backupfs/guestfs/ext4"
 	"github.com/rekindle/rekindle/backupfs/guestfs/fat"
@@ -25,7 +26,7 @@ type Volume struct {
 	Size       int64    `json:"size"`                 // bytes
 	Type       string   `json:"type,omitempty"`       // partition type code or GUID
 	Filesystem string   `json:"filesystem,omitempty"` // ext, xfs, ntfs, fat, or what was recognised
-	Status     string   `json:"status"`               // ok, unsupported, encrypted, damaged, empty, lvm-pv, incomplete
+	Status     string   `json:"status"`               // ok, unsupported, encrypted, damaged, empty, lvm-pv, incomplete, unavailable
 	Reason     string   `json:"reason,omitempty"`     // why it is not served
 	Notes      []string `json:"notes,omitempty"`      // served, with these caveats
 	VG         string   `json:"vg,omitempty"`         // an LV's volume group
@@ -136,9 +137,10 @@ func probe(v *Volume) {
 }
 
 // openVolume opens the filesystem of a volume whose status is ok; label
-// names it in the reader's errors. An error makes the volume damaged or
-// unsupported; a reader's panic is an error.
-func openVolume(v *Volume, label string) (r gfs.Reader, err error) {
+// names it in the reader's errors, ntfsTimeout bounds each go-ntfs call (0:
+// its default). An error makes the volume damaged or unsupported; a
+// reader's panic is an error.
+func openVolume(v *Volume, label string, ntfsTimeout time.Duration) (r gfs.Reader, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r, err = nil, fmt.Errorf("%w while opening: %v", gfs.ErrPanic, p)
@@ -150,7 +152,7 @@ func openVolume(v *Volume, label string) (r gfs.Reader, err error) {
 	case fsFAT:
 		return fat.Open(v.ra, v.Size)
 	case fsNTFS:
-		return ntfs.OpenLimited(v.ra, v.Size, ntfs.Limits{Name: "ntfs " + label})
+		return ntfs.OpenLimited(v.ra, v.Size, ntfs.Limits{Name: "ntfs " + label, CallTimeout: ntfsTimeout})
 	case fsXFS:
 		return xfs.Open(v.ra, v.Size)
 	}
@@ -162,6 +164,8 @@ func failOpen(v *Volume, err error) {
 	switch {
 	case errors.Is(err, gfs.ErrUnsupported):
 		v.Status = StatusUnsupported
+	case errors.Is(err, gfs.ErrUnavailable):
+		v.Status = StatusUnavailable
 	default:
 		v.Status = StatusDamaged
 	}
