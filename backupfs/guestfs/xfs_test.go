@@ -13,7 +13,8 @@ import (
 // bigtime), symlinks in the inode and in remote blocks, a file with three
 // hard links (one file id, nlink 3), a 3000-entry
 // directory, a 5 GiB sparse file, an unwritten extent; a damaged volume is
-// named damaged while the others are served.
+// named damaged while the others are served; the served ones' logs are
+// clean (no note).
 func TestXFSDisk(t *testing.T) {
 	disk, t1, t2 := guestimg.XFSDisk(t, t.TempDir())
 	r := newRepo(t)
@@ -30,6 +31,9 @@ func TestXFSDisk(t *testing.T) {
 	var got []string
 	for _, v := range vols {
 		got = append(got, v.Name+":"+v.Filesystem+":"+v.Status)
+		if v.Status == StatusOK && len(v.Notes) > 0 { // mkfs.xfs, xfs_db and xfs_repair leave a clean log
+			t.Errorf("%s: notes %q, want none", v.Name, v.Notes)
+		}
 	}
 	if s := strings.Join(got, " "); s != "p1:xfs:ok p2:xfs:ok p3:xfs:damaged" {
 		t.Fatalf("volumes %q (%v)", s, vols[len(vols)-1].Reason)

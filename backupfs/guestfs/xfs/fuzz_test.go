@@ -1,9 +1,12 @@
 package xfs
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rekindle/rekindle/backupfs/guestfs/gfs"
@@ -84,5 +87,60 @@ func FuzzXFS(f *testing.F) {
 			}
 		}
 		walk(root, 0)
+	})
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.ReaderAt
+	n atomic.Int64
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.n.Add(int64(len(p)))
+	return c.r.ReadAt(p, off)
+}
+
+// FuzzXFSLog reads arbitrary bytes as an XFS log (padded to whole BBs):
+// finding the head and the last record never panics, reads at most its
+// bound, and a clean answer comes with no reason.
+func FuzzXFSLog(f *testing.F) {
+	const bbs = 64
+	seed := func(build func(l []byte)) {
+		l := make([]byte, bbs*bbSize)
+		build(l)
+		f.Add(l)
+	}
+	seed(func(l []byte) { putRecord(l, 0, 1, []logOp{unmountOp}) })
+	seed(func(l []byte) {
+		at := putRecord(l, 0, 1, []logOp{unmountOp})
+		putRecord(l, at, 1, []logOp{startOp, itemOp, commitOp})
+	})
+	seed(func(l []byte) {
+		stamp(l, 0, bbs, 3)
+		at := bbs - 2 + putRecord(l, bbs-2, 3, []logOp{startOp, itemOp, commitOp})
+		putRecord(l, at%bbs, 4, []logOp{unmountOp})
+	})
+	f.Add(make([]byte, 2*bbSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 256*bbSize { // a small log: the structures, not the bytes, matter
+			b = b[:256*bbSize]
+		}
+		n := max(2, (int64(len(b))+bbSize-1)/bbSize)
+		log := make([]byte, n*bbSize)
+		copy(log, b)
+		c := &countingReader{r: bytes.NewReader(log)}
+		state, why := logStateOf(c, n, maxLogRead)
+		if got := c.n.Load(); got > maxLogRead {
+			t.Fatalf("read %d bytes of the log, bound %d", got, maxLogRead)
+		}
+		switch {
+		case state == logClean && why != "":
+			t.Fatalf("clean, with a reason: %s", why)
+		case state != logClean && why == "":
+			t.Fatalf("state %d with no reason", state)
+		case state < logClean || state > logUnknown:
+			t.Fatalf("state %d", state)
+		}
 	})
 }

@@ -11,6 +11,10 @@
 // its data blocks (block, leaf and node forms share them), below the 32 GiB
 // logical offset where its hash index starts.
 //
+// Open reads the internal log's record headers (log.go) to tell whether
+// the volume was unmounted cleanly; a log that needs recovery is not
+// replayed (the backup is read-only), and Notes says so.
+//
 // Reads go straight to the volume's io.ReaderAt with no shared state, so a
 // file is safe for concurrent ReadAt. Every walk is bounded (extents per
 // file, B+tree depth, directory size) against damaged metadata.
@@ -64,6 +68,7 @@ type FS struct {
 	ftype     bool
 	nrext64   bool
 	agCount   int64
+	notes     []string
 }
 
 // Probe reports whether b starts with an XFS superblock.
@@ -120,7 +125,41 @@ func Open(ra io.ReaderAt, size int64) (*FS, error) {
 	if sb[126] != 0 {
 		return nil, gfs.Corruptf("xfs: the volume's creation did not finish (sb_inprogress)")
 	}
+	fs.notes = fs.logNotes(be.Uint64(sb[48:]), int64(be.Uint32(sb[96:])))
 	return fs, nil
+}
+
+// Notes says what the reader did not do (gfs.Noter): replay a log that
+// needs recovery.
+func (fs *FS) Notes() []string { return fs.notes }
+
+// logNotes reads the internal log of logBlocks blocks at block logStart
+// (0: an external log) and says whether it needs recovery.
+func (fs *FS) logNotes(logStart uint64, logBlocks int64) []string {
+	if logStart == 0 {
+		return []string{"the XFS log is on an external device the backup does not hold: whether the volume was unmounted cleanly is not known, " +
+			"and transactions it may hold were not replayed (the backup is read-only)"}
+	}
+	off, err := fs.blockOff(logStart)
+	if err == nil && (logBlocks <= 0 || off+logBlocks*fs.blockSize > fs.size) {
+		err = gfs.Corruptf("xfs: the log (%d blocks at block %d) does not fit in the volume", logBlocks, logStart)
+	}
+	var state int
+	var why string
+	if err != nil {
+		state, why = logUnknown, err.Error()
+	} else {
+		state, why = logStateOf(io.NewSectionReader(fs.ra, off, logBlocks*fs.blockSize), logBlocks*fs.blockSize/bbSize, maxLogRead)
+	}
+	switch state {
+	case logDirty:
+		return []string{"the XFS log needs recovery and was not replayed (the volume was not cleanly unmounted; the backup is read-only): " +
+			"files written in the last seconds before the backup may show older content (" + why + ")"}
+	case logUnknown:
+		return []string{"the XFS log could not be read (" + why + "): it may hold transactions that were not replayed (the backup is read-only); " +
+			"files written in the last seconds before the backup may show older content"}
+	}
+	return nil
 }
 
 // inode is the part of an on-disk inode this reader uses.
@@ -650,3 +689,5 @@ func (f *file) Map(off, n int64) ([]gfs.Piece, error) {
 	}
 	return out, nil
 }
+
+var _ gfs.Noter = (*FS)(nil)
