@@ -40,8 +40,9 @@ func (s stallingVolume) ReadAt(p []byte, off int64) (int, error) {
 // volume's status entry (status unavailable, the reason and what to do)
 // instead of its folder; later calls fail fast, also once the volume was
 // dropped from the cache (it is not opened again to hang again); the
-// volume of the other disk is served throughout. The test has its own
-// deadline: a missing guard fails it instead of hanging go test.
+// volume of the other disk is served throughout; a volume whose first
+// open hangs is listed as unavailable too. The test has its own deadline:
+// a missing guard fails it instead of hanging go test.
 func TestNTFSHungVolumeUnavailable(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -145,5 +146,23 @@ func TestNTFSHungVolumeUnavailable(t *testing.T) {
 	}
 	if g := runtime.NumGoroutine(); g > base+3 {
 		t.Errorf("%d goroutines after %d calls of the unavailable volume, %d before: calls pile up", g, n, base)
+	}
+
+	// A second server over the same repository, its volume stalled from
+	// its first open: the open times out, and the volume is listed as
+	// unavailable (not damaged) with the reason.
+	fs2, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs2.ntfsTimeout, fs2.wrapVolume = timeout, fs.wrapVolume
+	var open error
+	within("open of a stalled volume", func() { _, open = fs2.Lstat(diskA + "/whole/etc") })
+	if !errors.Is(open, gfs.ErrUnavailable) || !strings.Contains(open.Error(), stuckKey) {
+		t.Fatalf("open of a stalled volume: %v; want an error wrapping gfs.ErrUnavailable naming %s", open, stuckKey)
+	}
+	vols, err = fs2.Volumes("win04", pt.ID, pt.Disks[0].Name)
+	if err != nil || len(vols) != 1 || vols[0].Status != StatusUnavailable || !strings.Contains(vols[0].Reason, "did not finish within") {
+		t.Fatalf("volumes of disk a after its open hung: %+v, %v; want one, unavailable, saying why", vols, err)
 	}
 }
