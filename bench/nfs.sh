@@ -20,6 +20,8 @@
 #   BENCH_ONLY      extended regex: run only the tests whose name matches (all)
 #   BENCH_CHUNK     repository chunk size (rekindle init --chunk-size) (256K)
 #   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
+#   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
+#                   every read test (its own copy of the repository; an extra A/B table)
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
 #                   (and its block and mutex profiles: rekindle.*.block.pprof, .mutex.pprof)
 #   BENCH_STRACE    1: count each server's fsync, fdatasync, pwrite64 and sync_file_range
@@ -38,17 +40,20 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}"
-export BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}"
+export BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
 RK=$root/bin/rekindle
+RKB=$root/bin/rekindle-b
 RES=$root/bench/build/results
 VM=bench01
 DISKFILE=$VM-flat.vmdk
 RK_PORT=20490
 RK_API=127.0.0.1:7480
+RKB_PORT=20492
+RKB_API=127.0.0.1:7482
 G_PORT=2049
 G_MNT=20048
 
@@ -83,7 +88,9 @@ outer() {
 	local t0=$SECONDS
 	"$here/build-fio.sh"
 	log "go build bin/rekindle, bench/build/nfsfiles"
+	mkdir -p "$(dirname "$RK")"
 	if [ -n "$BENCH_BIN" ]; then cp "$BENCH_BIN" "$RK"; else go build -o "$RK" ./cmd/rekindle; fi
+	if [ -n "$BENCH_BIN_B" ]; then cp "$BENCH_BIN_B" "$RKB"; fi
 	go build -tags libnfs -o "$NFSFILES" ./bench/nfsfiles
 
 	rm -rf "$BENCH_WORK" "$RES"
@@ -107,6 +114,8 @@ outer() {
 	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/$DISKFILE"
 	truncate -s "$BENCH_DISK" "$W/ganesha/export/w-flat.vmdk"
 	rm -rf "$W/export"
+	# rekindle-b serves its own copy: one repository takes one serve
+	if [ -n "$BENCH_BIN_B" ]; then cp -a "$W/repo" "$W/repo-b"; fi
 	{
 		echo "disk_bytes=$(stat -c %s "$W/vms/$VM/$DISKFILE")"
 		echo "disk_alloc=$(($(stat -c %b "$W/vms/$VM/$DISKFILE") * $(stat -c %B "$W/vms/$VM/$DISKFILE")))"
@@ -129,7 +138,7 @@ outer() {
 
 # ---------------------------------------------------------------- inner phase
 
-RK_PID='' G_PID='' RPCB_PID='' RK_FLAGS=''
+RK_PID='' RKB_PID='' G_PID='' RPCB_PID='' RK_FLAGS=''
 
 stop_pid() { # pid name
 	local pid=$1 i
@@ -146,6 +155,7 @@ stop_pid() { # pid name
 
 cleanup() {
 	stop_pid "$RK_PID" rekindle
+	stop_pid "$RKB_PID" rekindle-b
 	stop_pid "$G_PID" ganesha
 	stop_pid "$RPCB_PID" rpcbind
 }
@@ -160,6 +170,7 @@ wait_nfs() { # url name log
 }
 
 rk_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$RK_PORT&mountport=$RK_PORT"; }
+rkb_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$RKB_PORT&mountport=$RKB_PORT"; }
 g_url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$G_PORT&mountport=$G_MNT"; }
 
 start_rekindle() { # extra serve flags
@@ -173,6 +184,15 @@ start_rekindle() { # extra serve flags
 		--api $RK_API --metrics off "$@" >>"$RES/rekindle.log" 2>&1 &
 	RK_PID=$!
 	wait_nfs "$(rk_url /points)" rekindle "$RES/rekindle.log"
+}
+
+start_rekindle_b() { # BENCH_BIN_B on the repository's copy; read tests only
+	local prof=''
+	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle-b.$(date +%s%N).pprof
+	REKINDLE_CPUPROFILE=$prof "$RKB" serve --repo "$BENCH_WORK/repo-b" --nfs 127.0.0.1:$RKB_PORT --portmap off \
+		--api $RKB_API --metrics off >>"$RES/rekindle-b.log" 2>&1 &
+	RKB_PID=$!
+	wait_nfs "$(rkb_url /points)" rekindle-b "$RES/rekindle-b.log"
 }
 
 restart_rekindle() {
@@ -248,11 +268,16 @@ run_test() {
 		case "$setup" in
 		cold)
 			[ "$server" = rekindle ] && restart_rekindle
+			if [ "$server" = rekindle-b ]; then
+				stop_pid "$RKB_PID" rekindle-b
+				start_rekindle_b
+			fi
 			drop_caches ;;
 		write) ;;
 		esac
 		case "$server:$dir" in
 		rekindle:read) url=$(rk_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
+		rekindle-b:read) url=$(rkb_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
 		rekindle:write)
 			sid=$("$RK" publish --server $RK_API --vm $VM --json | jq -r .id)
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
@@ -270,7 +295,7 @@ run_test() {
 			url='' file=$BENCH_WORK/local/w-flat.vmdk ;;
 		esac
 		[ "$dir" = write ] && sync
-		case $server in rekindle) pid=$RK_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
+		case $server in rekindle) pid=$RK_PID ;; rekindle-b) pid=$RKB_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
 		c0=$(cpu_ticks "$pid")
 		rc=0
 		st=''
@@ -307,6 +332,7 @@ run_test() {
 		log "$test $server run $rep attempt $attempt: fio exit $rc, result $ok (see $out.log); retrying"
 		grep -m3 -i 'fail\|error' "$out.log" >&2 || true
 		[ "$server" = rekindle ] && ! kill -0 "$RK_PID" 2>/dev/null && die "rekindle died (log: $RES/rekindle.log)"
+		[ "$server" = rekindle-b ] && ! kill -0 "$RKB_PID" 2>/dev/null && die "rekindle-b died (log: $RES/rekindle-b.log)"
 		[ "$server" = ganesha ] && ! kill -0 "$G_PID" 2>/dev/null && die "ganesha died (log: $RES/ganesha.log)"
 	done
 	log "$test $server run $rep: no good result in 3 attempts; left out"
@@ -376,6 +402,7 @@ tests_cold() {
 	cat <<EOF
 cold-seqread-qd8|read|MiB/s|cold|rekindle ganesha local|$D|--rw=read --bs=1M --iodepth=8
 cold-randread-qd1|read|IOPS|cold|rekindle ganesha local|$C|--rw=randread --bs=4k --iodepth=1 --io_size=$BENCH_COLD_RAND
+cold-randread-qd32|read|IOPS|cold|rekindle ganesha|$C|--rw=randread --bs=4k --iodepth=32 --io_size=$BENCH_COLD_RAND
 EOF
 }
 # UNSTABLE writes (fio's default) with a COMMIT at the end (end_fsync), and
@@ -412,6 +439,7 @@ run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
 		[ -n "$line" ] || continue
 		IFS='|' read -r name dir unit setup servers expect args <<<"$line"
 		if [ -n "$BENCH_ONLY" ] && ! [[ $name =~ $BENCH_ONLY ]]; then continue; fi
+		if [ -n "$BENCH_BIN_B" ] && [ "$dir" = read ]; then servers=${servers/rekindle/rekindle rekindle-b}; fi
 		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
 		log "$name ($BENCH_RUNS runs each: $servers)"
 		for rep in $(seq "$BENCH_RUNS"); do
@@ -447,12 +475,14 @@ inner() {
 	: >"$RES/files.tsv"
 
 	start_rekindle
+	if [ -n "$BENCH_BIN_B" ]; then start_rekindle_b; fi
 	start_ganesha
 	log "servers up: rekindle pid $RK_PID (NFS 127.0.0.1:$RK_PORT), ganesha pid $G_PID (NFS 127.0.0.1:$G_PORT)"
 
 	if [ -z "$BENCH_ONLY" ] || tests_warm | cut -d'|' -f1 | grep -Eq "$BENCH_ONLY"; then
 	log "warm-up: one full read through each server and locally"
 	run_test warmup rekindle 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
+	if [ -n "$BENCH_BIN_B" ]; then run_test warmup rekindle-b 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8; fi
 	run_test warmup ganesha 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
 	cat "$BENCH_WORK/ganesha/export/$DISKFILE" >/dev/null
 	: >"$RES/values.tsv"
@@ -501,6 +531,7 @@ label() {
 	randread-qd32) echo "rand read 4 KiB, qd 32 (warm)" ;;
 	cold-seqread-qd8) echo "seq read 1 MiB, qd 8 (cold)" ;;
 	cold-randread-qd1) echo "rand read 4 KiB, qd 1 (cold)" ;;
+	cold-randread-qd32) echo "rand read 4 KiB, qd 32 (cold)" ;;
 	write-qd1) echo "seq write 1 MiB, qd 1" ;;
 	write-qd8) echo "seq write 1 MiB, qd 8" ;;
 	write-qd1-commit) echo "seq write 1 MiB, qd 1, COMMIT at end" ;;
@@ -556,6 +587,7 @@ report() {
 				case $t in
 				seqread-qd8) l=$(med seqread-qd1 local 4) ;;
 				randread-qd32) l=$(med randread-qd1 local 4) ;;
+				cold-randread-qd32) l=$(med cold-randread-qd1 local 4) ;;
 				write-qd8 | write-qd8-unsafe) l=$(med write-qd1 local 4) ;;
 				esac
 			fi
@@ -568,6 +600,21 @@ report() {
 		echo
 		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers UNSTABLE WRITEs UNSTABLE and syncs on COMMIT, FILE_SYNC WRITEs (sync=1 rows) are synced before the reply on every server; --unsafe-writes syncs nothing."
 		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
+		if grep -q $'\trekindle-b\t' "$RES/values.tsv"; then
+			echo
+			echo "A/B in the same run: rekindle = ${BENCH_BIN:-a build of this checkout}, rekindle-b = $BENCH_BIN_B (its own copy of the repository, restarted like rekindle before cold runs)."
+			echo
+			echo "| test | unit | rekindle | rekindle-b | b / rekindle | rekindle / Ganesha | rekindle-b / Ganesha | server CPU µs per request: rekindle / rekindle-b / Ganesha |"
+			echo "|---|---|--:|--:|--:|--:|--:|--:|"
+			local b bc
+			while IFS=$'\t' read -r t unit servers; do
+				b=$(med "$t" rekindle-b 4)
+				[ -n "$b" ] || continue
+				r=$(med "$t" rekindle 4) g=$(med "$t" ganesha 4)
+				rc=$(med "$t" rekindle 5) bc=$(med "$t" rekindle-b 5) gc=$(med "$t" ganesha 5)
+				echo "| $(label "$t") | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$b" "$unit")$(spread "$t" rekindle-b) | $(ratio "$b" "$r") | $(ratio "$r" "$g") | $(ratio "$b" "$g") | $(cpufmt "$rc") / $(cpufmt "$bc") / $(cpufmt "$gc") |"
+			done <"$RES/tests.tsv"
+		fi
 		if [ -s "$RES/files.tsv" ]; then
 			echo
 			echo "Small files (bench/nfsfiles, libnfs, one connection): medians over the runs of each operation's median latency, µs; CREATE first/last = median over the first and the last $(awk -F'\t' 'NR == 1 { print $8 }' "$RES/files.tsv") files of a run."
