@@ -33,6 +33,9 @@ type clientConn struct {
 	ctx    context.Context // the server's; set by serve
 
 	wmu sync.Mutex // one reply at a time on nc
+	// Under wmu: the pieces of the reply being written (wbuf, kept from
+	// reply to reply) and the vector writev consumes (wvec).
+	wbuf, wvec net.Buffers
 
 	mu       sync.Mutex
 	pipes    []*pipe
@@ -614,7 +617,7 @@ func (c *clientConn) answerFast(fc *fastCall, r fastReply) {
 	case procWrite:
 		s.m.writeBytes.Add(float64(r.n))
 	}
-	c.write(r.buffers())
+	c.writeReply(&r)
 	r.free()
 	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
 }
@@ -640,12 +643,30 @@ func (c *clientConn) reply(rec []byte) bool {
 	return c.write(net.Buffers{mark[:], rec})
 }
 
-// write writes a framed reply record with one vectored write.
+// write writes a framed reply record, b's pieces in order, with one
+// vectored write. It keeps nothing of b.
 func (c *clientConn) write(b net.Buffers) bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.wbuf = append(c.wbuf[:0], b...)
+	return c.flushLocked()
+}
+
+// writeReply writes a fast-path reply like write: head, lent or read
+// data, padding.
+func (c *clientConn) writeReply(r *fastReply) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = append(append(c.wbuf[:0], r.head), r.lent...)
+	c.wbuf = append(c.wbuf, r.data, r.pad)
+	return c.flushLocked()
+}
+
+// flushLocked writes wbuf with one vectored write (wmu held).
+func (c *clientConn) flushLocked() bool {
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := b.WriteTo(c.nc); err != nil {
+	c.wvec = c.wbuf // WriteTo consumes the vector it is given, and clears its pieces
+	if _, err := c.wvec.WriteTo(c.nc); err != nil {
 		c.close()
 		return false
 	}

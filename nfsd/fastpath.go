@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -100,14 +99,6 @@ type fastReply struct {
 	pad  []byte   // XDR padding after data
 	buf  *[]byte  // the pooled buffer data lives in, or nil
 	n    uint64   // bytes read or written, for the metrics
-}
-
-// buffers is the reply record as written: head, data, padding.
-func (r *fastReply) buffers() net.Buffers {
-	bufs := make(net.Buffers, 0, 3+len(r.lent))
-	bufs = append(bufs, r.head)
-	bufs = append(bufs, r.lent...)
-	return append(bufs, r.data, r.pad)
 }
 
 // length is the record's length after its 4-byte mark.

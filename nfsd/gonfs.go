@@ -95,13 +95,13 @@ func (h *goHandler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
 
 // filePathOf is fileOf for the fast path, which needs the file's path, not
 // its components: the path a FileIDer keeps is clean already (the usual
-// case), and then it is used as it is, without splitting and joining it again
-// on every READ and WRITE.
+// case: rekindle's views keep "/vm/point/disk-flat.vmdk"), and then it is
+// used as it is, without splitting and joining it again on every READ.
 func (s *Server) filePathOf(fh []byte) (*exportFS, string, error) {
 	eid, fid, err := decodeHandle(fh)
 	if err == nil {
 		if exp := s.exportByID(eid); exp != nil && exp.ider != nil {
-			if p, err := exp.ider.PathOf(fid); err == nil && isCleanRel(p) {
+			if p, err := exp.ider.PathOf(fid); err == nil && (isCleanRel(p) || len(p) > 1 && p[0] == '/' && isCleanRel(p[1:])) {
 				return exp.fs, p, nil
 			}
 		}

@@ -498,11 +498,52 @@ func (dr *DiskReader) ReadSlices(off int64, n int) ([][]byte, int, error) {
 // otherwise it does nothing and returns ok false. The NFS server answers
 // such a READ on the goroutine that read the call (nfsd.CachedSliceReader).
 func (dr *DiskReader) CachedSlices(off int64, n int) ([][]byte, int, bool, error) {
+	if parts, got, ok, eof := dr.cachedInChunk(off, n); ok {
+		return parts, got, true, eof
+	}
 	parts, got, err := dr.readSlices(off, n, true)
 	if errors.Is(err, errNotCached) {
 		return nil, 0, false, nil
 	}
 	return parts, got, true, err
+}
+
+// cachedInChunk is CachedSlices for the usual small read: bytes inside one
+// chunk, decoded in the cache (or a zero chunk), lent with one allocation and
+// no closure. ok false leaves the read, whatever it is, to readSlices.
+func (dr *DiskReader) cachedInChunk(off int64, n int) ([][]byte, int, bool, error) {
+	if off < 0 || n <= 0 || off >= dr.idx.Size {
+		return nil, 0, false, nil
+	}
+	var eof error
+	if rest := dr.idx.Size - off; int64(n) > rest {
+		n, eof = int(rest), io.EOF
+	}
+	cs := int64(dr.idx.ChunkSize)
+	i := off / cs
+	if (off+int64(n)-1)/cs != i {
+		return nil, 0, false, nil
+	}
+	a := int(off - i*cs)
+	var parts [][]byte
+	if d := dr.idx.Chunks[i]; d.IsZero() {
+		if n > len(zeros) {
+			return nil, 0, false, nil
+		}
+		parts = [][]byte{zeros[:n:n]}
+	} else {
+		e, ok := dr.cache.lru.Get(d)
+		if !ok || a+n > e.layout.n {
+			return nil, 0, false, nil
+		}
+		if f, l := e.framesOf(a, a+n); !e.readyRange(f, l) {
+			return nil, 0, false, nil
+		}
+		parts = e.slices(a, a+n)
+	}
+	dr.cache.hits.Add(1)
+	dr.readahead(i, i)
+	return parts, n, true, eof
 }
 
 func (dr *DiskReader) readSlices(off int64, n int, cachedOnly bool) ([][]byte, int, error) {

@@ -49,4 +49,4 @@ func (i *info) Size() int64        { return i.size }
 func (i *info) Mode() os.FileMode  { return i.mode }
 func (i *info) ModTime() time.Time { return i.mtime }
 func (i *info) IsDir() bool        { return i.mode.IsDir() }
-func (i *info) Sys() any           { return file.FileInfo{Nlink: 1, Fileid: i.id} }
+func (i *info) Sys() any           { return &file.FileInfo{Nlink: 1, Fileid: i.id} } // go-nfs takes a pointer as is

@@ -210,8 +210,7 @@ func (fs *PointFS) Stat(filename string) (os.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	i := n.info
-	return &i, nil
+	return &n.info, nil // nodes are not changed once Refresh made them
 }
 
 func (fs *PointFS) Lstat(filename string) (os.FileInfo, error) { return fs.Stat(filename) }
