@@ -247,6 +247,11 @@ cpu_ticks() { # pid -> utime+stime in clock ticks (the whole process, all thread
 	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
+storage_read() { # pid -> bytes the process had read from storage (/proc/PID/io read_bytes: data and metadata, all threads)
+	[ -n "$1" ] && [ -r "/proc/$1/io" ] || { echo 0; return; }
+	awk '$1 == "read_bytes:" { print $2 }' "/proc/$1/io"
+}
+
 drop_caches() {
 	sync
 	[ "$CAN_DROP" = 1 ] && echo 3 >/proc/sys/vm/drop_caches
@@ -261,7 +266,7 @@ drop_caches() {
 run_test() {
 	local test=$1 server=$2 rep=$3 dir=$4 unit=$5 expect=$6 setup=$7
 	shift 8
-	local attempt out url file sid='' pid c0 c1 ok rc st
+	local attempt out url file sid='' pid c0 c1 s0 s1 ok rc st
 	for attempt in 1 2 3; do
 		out=$RES/json/$test.$server.$rep.$attempt.json
 		sid=''
@@ -296,7 +301,7 @@ run_test() {
 		esac
 		[ "$dir" = write ] && sync
 		case $server in rekindle) pid=$RK_PID ;; rekindle-b) pid=$RKB_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
-		c0=$(cpu_ticks "$pid")
+		c0=$(cpu_ticks "$pid") s0=$(storage_read "$pid")
 		rc=0
 		st=''
 		if [ "$BENCH_STRACE" = 1 ] && [ -n "$pid" ]; then
@@ -314,7 +319,7 @@ run_test() {
 				--size="$BENCH_DISK" --invalidate=0 --fallocate=none "$@" \
 				--output-format=json --output="$out" >"$out.log" 2>&1 || rc=$?
 		fi
-		c1=$(cpu_ticks "$pid")
+		c1=$(cpu_ticks "$pid") s1=$(storage_read "$pid")
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
 		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
@@ -322,10 +327,11 @@ run_test() {
 			"$out" 2>/dev/null || echo bad)
 		if [ "$rc" = 0 ] && [ "$ok" = ok ]; then
 			jq -r --arg d "$dir" --arg u "$unit" --arg t "$test" --arg s "$server" --arg r "$rep" \
-				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" \
+				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" --argjson sr "$((s1 - s0))" \
 				'.jobs[0][$d] as $x | [$t, $s, $r,
 				  (if $u == "IOPS" then $x.iops else $x.bw_bytes / 1048576 end),
-				  (if $x.total_ios > 0 then $cpu / $x.total_ios else 0 end)] | @tsv' \
+				  (if $x.total_ios > 0 then $cpu / $x.total_ios else 0 end),
+				  (if $x.total_ios > 0 then $sr / $x.total_ios else 0 end)] | @tsv' \
 				"$out" >>"$RES/values.tsv"
 			return 0
 		fi
@@ -507,7 +513,7 @@ inner() {
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-med() { # test server column(4 value, 5 cpu)
+med() { # test server column(4 value, 5 cpu, 6 storage bytes read per request)
 	awk -F'\t' -v t="$1" -v s="$2" -v c="$3" '$1 == t && $2 == s { print $c }' "$RES/values.tsv" | median
 }
 spread() { # test server -> "min–max" of the values
@@ -521,6 +527,7 @@ fmt() { # value unit
 	if [ "$2" = IOPS ]; then awk -v v="$1" 'BEGIN { printf "%.0f", v }'; else awk -v v="$1" 'BEGIN { printf "%.0f", v }'; fi
 }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }' || echo "–"; }
+kib() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.1f", v / 1024 }' || echo "–"; }
 cpufmt() { [ -n "$1" ] && awk -v v="$1" 'BEGIN { printf "%.0f", v }' || echo "–"; }
 
 label() {
@@ -604,15 +611,15 @@ report() {
 			echo
 			echo "A/B in the same run: rekindle = ${BENCH_BIN:-a build of this checkout}, rekindle-b = $BENCH_BIN_B (its own copy of the repository, restarted like rekindle before cold runs)."
 			echo
-			echo "| test | unit | rekindle | rekindle-b | b / rekindle | rekindle / Ganesha | rekindle-b / Ganesha | server CPU µs per request: rekindle / rekindle-b / Ganesha |"
-			echo "|---|---|--:|--:|--:|--:|--:|--:|"
+			echo "| test | unit | rekindle | rekindle-b | b / rekindle | rekindle / Ganesha | rekindle-b / Ganesha | server CPU µs per request: rekindle / rekindle-b / Ganesha | storage KiB read per request: rekindle / rekindle-b / Ganesha |"
+			echo "|---|---|--:|--:|--:|--:|--:|--:|--:|"
 			local b bc
 			while IFS=$'\t' read -r t unit servers; do
 				b=$(med "$t" rekindle-b 4)
 				[ -n "$b" ] || continue
 				r=$(med "$t" rekindle 4) g=$(med "$t" ganesha 4)
 				rc=$(med "$t" rekindle 5) bc=$(med "$t" rekindle-b 5) gc=$(med "$t" ganesha 5)
-				echo "| $(label "$t") | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$b" "$unit")$(spread "$t" rekindle-b) | $(ratio "$b" "$r") | $(ratio "$r" "$g") | $(ratio "$b" "$g") | $(cpufmt "$rc") / $(cpufmt "$bc") / $(cpufmt "$gc") |"
+				echo "| $(label "$t") | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$b" "$unit")$(spread "$t" rekindle-b) | $(ratio "$b" "$r") | $(ratio "$r" "$g") | $(ratio "$b" "$g") | $(cpufmt "$rc") / $(cpufmt "$bc") / $(cpufmt "$gc") | $(kib "$(med "$t" rekindle 6)") / $(kib "$(med "$t" rekindle-b 6)") / $(kib "$(med "$t" ganesha 6)") |"
 			done <"$RES/tests.tsv"
 		fi
 		if [ -s "$RES/files.tsv" ]; then
@@ -633,7 +640,7 @@ report() {
 	echo
 	cat "$RES/table.md"
 	echo
-	echo "raw figures: $RES/values.tsv (test, server, run, value, server CPU µs/request); fio JSON: $RES/json/"
+	echo "raw figures: $RES/values.tsv (test, server, run, value, server CPU µs/request, server storage bytes read/request); fio JSON: $RES/json/"
 
 	if [ -n "$BENCH_DOC" ]; then update_doc "$root/$BENCH_DOC"; fi
 }
