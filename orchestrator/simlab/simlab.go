@@ -3,9 +3,10 @@
 // govmomi's vCenter simulator extended by vcsimext, and the vsphere driver.
 // `rekindle demo` runs in it, and so do the orchestrator's integration tests.
 //
-// The simulator has no ESXi hosts behind it. The host's NFS client is
-// stood in for inside the simulator (vcsimext.Options.NFS: a mount copies
-// the export's VM folders through a real NFS client). The guest is stood in
+// The simulator has no ESXi hosts behind it. The hosts' NFS clients are
+// stood in for inside the simulator (vcsimext.Options.NFS: the first host's
+// mount of an export copies its VM folders through a real NFS client into
+// the folder every host mounting it shares). The guest is stood in
 // for by SimHosts, which wraps the driver: after power-on, VMware Tools'
 // reports (running, heartbeat green, an IP address) are set through
 // ExtraConfig, as the simulator allows; or, with NoGuest, by PlayGuests,

@@ -229,7 +229,7 @@ func TestRecoverPriorities(t *testing.T) {
 	// APP0, APP1: priority 1; APP2, APP3: priority 2.
 	_, pc, members := appSite(t, ctx, 4, 2, func(i int) int { return 1 + i/2 })
 	_, rec, plan, _ := recoverLab(t, ctx, pc.Client, members, func(lab *simlab.Lab) orchestrator.Driver {
-		return &barrierDriver{Driver: lab.Hosts, c: lab.Driver.Client(), wait: 20 * time.Second,
+		return &barrierDriver{Driver: lab.Hosts, c: lab.Driver.Client(), wait: time.Minute,
 			hold: map[string]bool{"DC0_C0_APP0": true, "DC0_C0_APP1": true}, arrived: map[string]bool{}, all: make(chan struct{})}
 	})
 	rec.Parallel = 4

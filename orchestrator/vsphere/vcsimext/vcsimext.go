@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -47,9 +48,10 @@ type Options struct {
 	// existing folder).
 	NASRoot string
 	// NFS, with NASRoot, is the address (host:port) of the NFS server
-	// behind every NAS mount (rekindle's): a mount then copies the export's
-	// VM folders into its NAS folder through a real NFS client, standing in
-	// for the host's NFS client (the simulator reads VM files locally).
+	// behind every NAS mount (rekindle's): the first host's mount of an
+	// export then copies its VM folders into the NAS folder all its hosts
+	// share, through a real NFS client, standing in for the hosts' NFS
+	// clients (the simulator reads VM files locally).
 	NFS string
 }
 
@@ -69,7 +71,58 @@ func Extend(r *simulator.Registry, opt Options) {
 }
 
 type extender struct {
-	opt Options
+	opt     Options
+	mirrors mirrorSet
+}
+
+// mirrorSet remembers which NAS folders hold their export's copy. Every
+// host that mounts one export shares its NAS folder, so the first mount
+// copies the export in and a later host's mount finds the files there, as
+// a host sees the files of an export other hosts mount already; copying
+// again would also overwrite what the simulator's VMs changed meanwhile.
+// Once no host mounts the datastore any more, the next mount copies anew.
+type mirrorSet struct {
+	mu   sync.Mutex
+	dirs map[string]*mirrorDir
+}
+
+type mirrorDir struct {
+	mu   sync.Mutex // held while the export is copied in
+	done bool
+}
+
+func (m *mirrorSet) dir(d string) *mirrorDir {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dirs == nil {
+		m.dirs = map[string]*mirrorDir{}
+	}
+	if m.dirs[d] == nil {
+		m.dirs[d] = &mirrorDir{}
+	}
+	return m.dirs[d]
+}
+
+func (m *mirrorSet) forget(d string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.dirs, d)
+}
+
+// mirror copies the export at path into dir unless a mount made it
+// already.
+func (m *mirrorSet) mirror(addr, path, dir string) error {
+	md := m.dir(dir)
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	if md.done {
+		return nil
+	}
+	if err := mirrorExport(addr, path, dir); err != nil {
+		return err
+	}
+	md.done = true
+	return nil
 }
 
 // route puts a wrapper into the caller's session registry when m is an
@@ -83,6 +136,9 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 	if sw, ok := obj.(*simulator.DistributedVirtualSwitch); ok && m.Name == "Destroy_Task" {
 		destroySwitchPortgroups(ctx, sw)
 	}
+	if ds, ok := obj.(*simulator.Datastore); ok && m.Name == "Destroy_Task" {
+		x.mirrors.forget(ds.Info.GetDatastoreInfo().Url)
+	}
 	if obj == nil || m.Name == "Destroy_Task" {
 		if isWrapper(ctx.Session.Registry.Get(m.This)) {
 			ctx.Session.Remove(ctx, m.This)
@@ -95,7 +151,7 @@ func (x *extender) route(ctx *simulator.Context, m *simulator.Method) {
 		switch {
 		case m.Name == "RemoveDatastore",
 			m.Name == "CreateNasDatastore" && x.opt.NASRoot != "":
-			w = &HostDatastoreSystem{HostDatastoreSystem: o, nasRoot: x.opt.NASRoot, nfs: x.opt.NFS}
+			w = &HostDatastoreSystem{HostDatastoreSystem: o, nasRoot: x.opt.NASRoot, nfs: x.opt.NFS, mirrors: &x.mirrors}
 		}
 	case *simulator.VirtualApp:
 		if m.Name == "UpdateVAppConfig" {
@@ -144,11 +200,13 @@ type HostDatastoreSystem struct {
 
 	nasRoot string
 	nfs     string
+	mirrors *mirrorSet
 }
 
 // CreateNasDatastore mounts LocalPath under the NAS root and lets the
-// simulator do the rest; with an NFS server, it then copies the export in
-// (the host's NFS client stand-in, mirrorExport).
+// simulator do the rest; with an NFS server, the first host's mount then
+// copies the export in (the hosts' NFS client stand-in, mirrorExport; see
+// mirrorSet).
 func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *types.CreateNasDatastore) soap.HasFault {
 	mirrorTo := ""
 	if s.nasRoot != "" && !filepath.IsAbs(req.Spec.LocalPath) {
@@ -171,7 +229,7 @@ func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *ty
 	var res soap.HasFault
 	ctx.WithLock(s.Host.Self, func() { res = s.HostDatastoreSystem.CreateNasDatastore(ctx, req) })
 	if res.Fault() == nil && mirrorTo != "" {
-		if err := mirrorExport(s.nfs, req.Spec.RemotePath, mirrorTo); err != nil {
+		if err := s.mirrors.mirror(s.nfs, req.Spec.RemotePath, mirrorTo); err != nil {
 			return &methods.CreateNasDatastoreBody{
 				Fault_: simulator.Fault(fmt.Sprintf("NFS mount %s:%s: %v", req.Spec.RemoteHost, req.Spec.RemotePath, err), &types.HostConfigFault{}),
 			}
@@ -242,6 +300,9 @@ func (s *HostDatastoreSystem) RemoveDatastore(ctx *simulator.Context, req *types
 
 	if len(mounts) == 0 {
 		removeDatastore(ctx, ds)
+		if s.mirrors != nil {
+			s.mirrors.forget(ds.Info.GetDatastoreInfo().Url)
+		}
 	}
 
 	body.Res = new(types.RemoveDatastoreResponse)
