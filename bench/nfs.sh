@@ -54,6 +54,10 @@ RK_PORT=20490
 RK_API=127.0.0.1:7480
 RKB_PORT=20492
 RKB_API=127.0.0.1:7482
+# the server's own token file: the locator a serve leaves for this user is
+# keyed by port alone, and another bench-nfs run on this machine (in its own
+# namespaces, same port) rewrites it
+RK_TOKEN_FILE=$BENCH_WORK/repo/state/api-token
 G_PORT=2049
 G_MNT=20048
 
@@ -284,7 +288,7 @@ run_test() {
 		rekindle:read) url=$(rk_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
 		rekindle-b:read) url=$(rkb_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
 		rekindle:write)
-			sid=$("$RK" publish --server $RK_API --vm $VM --json | jq -r .id)
+			sid=$("$RK" publish --server $RK_API --token-file "$RK_TOKEN_FILE" --vm $VM --json | jq -r .id)
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
 		ganesha:read) url=$(g_url "$BENCH_WORK/ganesha/export") file=$DISKFILE ;;
 		ganesha:write)
@@ -321,7 +325,7 @@ run_test() {
 		fi
 		c1=$(cpu_ticks "$pid") s1=$(storage_read "$pid")
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
-		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API --token-file "$RK_TOKEN_FILE" "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
 			'if (.jobs[0].error == 0 and .jobs[0][$d].io_bytes == $e) then "ok" else "short" end' \
 			"$out" 2>/dev/null || echo bad)
@@ -355,7 +359,7 @@ run_files() {
 		sid=''
 		case $server in
 		rekindle)
-			sid=$("$RK" publish --server $RK_API --vm $VM --json | jq -r .id)
+			sid=$("$RK" publish --server $RK_API --token-file "$RK_TOKEN_FILE" --vm $VM --json | jq -r .id)
 			url=$(rk_url /rekindle) dir=$sid/$VM pid=$RK_PID ;;
 		ganesha)
 			dir=files-$rep-$attempt
@@ -375,7 +379,7 @@ run_files() {
 		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" -edge $((BENCH_FILES >= 1000 ? 100 : 10)) >"$out" 2>"$out.log" || rc=$?
 		c1=$(cpu_ticks "$pid")
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
-		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API --token-file "$RK_TOKEN_FILE" "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
 		if [ "$rc" = 0 ] && [ "$(jq -r .files "$out" 2>/dev/null)" = "$BENCH_FILES" ]; then
 			jq -r --arg t "$test" --arg s "$server" --arg r "$rep" \
 				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" \
