@@ -180,39 +180,3 @@ func TestFATDisk(t *testing.T) {
 		t.Run(v, func(t *testing.T) { tree.Check(t, billyReader{fs}, base+"/"+v, true) })
 	}
 }
-
-// TestDirtyJournal: a volume whose journal needs recovery is served as it
-// is, and its status entry says the journal was not replayed.
-func TestDirtyJournal(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	tree := guestimg.NewTree(9, guestimg.Options{})
-	os.MkdirAll(src, 0o755)
-	if err := tree.Write(src); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "dirty.raw")
-	guestimg.Ext(t, img, 16<<20, src, "-t", "ext4")
-	// Set needs_recovery (incompat 0x4) as a crash-consistent snapshot has it.
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	f.ReadAt(b, 1024+0x60)
-	b[0] |= 0x4
-	f.WriteAt(b, 1024+0x60)
-	f.Close()
-	r := newRepo(t)
-	pt := importDisks(t, r, "db02", img)
-	fs, err := New(r, repo.NewCache(repo.CacheOptions{ChunkSize: r.ChunkSize()}), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "/db02/" + pt.ID + "/" + pt.Disks[0].Name
-	rd, err := billyReader{fs}.ReadFile(base + "/whole.README.txt")
-	if err != nil || !strings.Contains(string(rd), "not replayed") {
-		t.Fatalf("status entry of a volume with a dirty journal: %q, %v", rd, err)
-	}
-	tree.Check(t, billyReader{fs}, base+"/whole", false)
-}

@@ -8,68 +8,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rekindle/rekindle/testdata/guestimg"
 )
 
-// Log records built by hand from the on-disk format: a header BB (magic,
-// cycle, version 2, data length, LSN, tail LSN, CRC left 0, previous
-// block, operation count, the saved first word of each data BB, format,
-// uuid, header size), then the data BBs, each stamped with the cycle in
-// its first word.
+// Hand-made log records: guestimg.XFSLogRecord writes them from the
+// on-disk format.
+type logOp = guestimg.XFSLogOp
 
-// logOp is one operation of a hand-made record: its flags and payload.
-type logOp struct {
-	flags   byte
-	payload []byte
-}
-
-// putRecord writes a record of ops into log (a whole log, in BBs) at BB
-// bb, for pass cycle, wrapping at the log's end, and returns its length
-// in BBs.
-func putRecord(log []byte, bb int64, cycle uint32, ops []logOp) int64 {
-	var data []byte
-	for i, op := range ops {
-		h := make([]byte, 12)
-		binary.BigEndian.PutUint32(h, 0x5eed0000+uint32(i)) // transaction id
-		binary.BigEndian.PutUint32(h[4:], uint32(len(op.payload)))
-		h[8], h[9] = 0xaa, op.flags // client: the log itself
-		data = append(append(data, h...), op.payload...)
-	}
-	n := (int64(len(data)) + bbSize - 1) / bbSize
-	data = append(data, make([]byte, n*bbSize-int64(len(data)))...)
-	bbs := int64(len(log)) / bbSize
-	hdr := make([]byte, bbSize)
-	binary.BigEndian.PutUint32(hdr, logMagic)
-	binary.BigEndian.PutUint32(hdr[4:], cycle)
-	binary.BigEndian.PutUint32(hdr[8:], 2)
-	binary.BigEndian.PutUint32(hdr[12:], uint32(len(data)))
-	binary.BigEndian.PutUint64(hdr[16:], uint64(cycle)<<32|uint64(bb))
-	binary.BigEndian.PutUint64(hdr[24:], uint64(cycle)<<32|uint64(bb))
-	binary.BigEndian.PutUint32(hdr[36:], 0xffffffff)
-	binary.BigEndian.PutUint32(hdr[40:], uint32(len(ops)))
-	binary.BigEndian.PutUint32(hdr[300:], 1) // little-endian Linux
-	binary.BigEndian.PutUint32(hdr[320:], 32<<10)
-	for i := range n {
-		d := data[i*bbSize : (i+1)*bbSize]
-		copy(hdr[44+4*i:], d[:4]) // the saved first word
-		binary.BigEndian.PutUint32(d, cycle)
-	}
-	copy(log[(bb%bbs)*bbSize:], hdr)
-	for i := range n {
-		d := data[i*bbSize : (i+1)*bbSize]
-		at := bb + 1 + i
-		if at >= bbs { // past the ring's end: written in the next pass
-			binary.BigEndian.PutUint32(d, cycle+1)
-		}
-		copy(log[(at%bbs)*bbSize:], d)
-	}
-	return 1 + n
-}
+var putRecord = guestimg.XFSLogRecord
 
 var (
-	unmountOp = logOp{flags: opUnmount, payload: []byte{0x6e, 0x55, 0, 0, 0, 0, 0, 0}}
-	startOp   = logOp{flags: 0x01}                                     // a transaction's start
-	commitOp  = logOp{flags: 0x02}                                     // its commit
-	itemOp    = logOp{flags: 0, payload: bytes.Repeat([]byte{7}, 900)} // a logged item
+	unmountOp = guestimg.XFSUnmountOp
+	startOp   = logOp{Flags: 0x01}                                     // a transaction's start
+	commitOp  = logOp{Flags: 0x02}                                     // its commit
+	itemOp    = logOp{Flags: 0, Payload: bytes.Repeat([]byte{7}, 900)} // a logged item
 )
 
 // stamp fills BBs [from, to) of log with cycle-stamped data of pass cycle.
