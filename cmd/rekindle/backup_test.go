@@ -43,6 +43,12 @@ func TestBackupFromVCenter(t *testing.T) {
 	if !strings.Contains(out, "db01: point ") || !strings.Contains(out, "(full)") || !strings.Contains(out, "transferred ") || !strings.Contains(out, "changed block tracking was off: enabled now") {
 		t.Fatalf("first backup: %q %q", out, stderr)
 	}
+	// Progress on stderr: the VM's phases and its read reaching all it needs.
+	for _, line := range []string{"db01: snapshot\n", "db01: read 100% of ", "db01: save\n"} {
+		if !strings.Contains(stderr, line) {
+			t.Fatalf("first backup's progress lacks %q: %q", line, stderr)
+		}
+	}
 	if err := lab.WriteDisk("db01", 0, 3<<20, []byte("changed")); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +80,9 @@ func TestBackupFromVCenter(t *testing.T) {
 	out, stderr = run(t, true, append([]string{"backup", "vm"}, append(vc, "web01", "nosuchvm")...)...)
 	if !strings.Contains(out, "web01: point ") || !strings.Contains(out, "nosuchvm: FAILED") || !strings.Contains(stderr, "1 of 2 VMs failed") {
 		t.Fatalf("one VM missing: %q %q", out, stderr)
+	}
+	if !strings.Contains(stderr, "web01: read 100% of ") || strings.Contains(stderr, "db01: ") {
+		t.Fatalf("progress of web01's backup: %q", stderr)
 	}
 
 	out, _ = run(t, false, append([]string{"backup", "vapp"}, append(vc, "shop")...)...)
