@@ -266,3 +266,78 @@ func (c *Catalog) JobRun(ctx context.Context, id string) (*JobRun, error) {
 	}
 	return &j, rows.Err()
 }
+
+// JobStat sums up the ended runs of one backup job that the catalog holds.
+type JobStat struct {
+	Job         string
+	Runs        map[string]int64 // by state: done, partial, failed
+	VMFailures  int64
+	BytesRead   int64
+	BytesStored int64
+	// LastSuccess is when the last run in state done ended (zero: none).
+	LastSuccess time.Time
+	// LastDuration is how long the run that ended last took.
+	LastDuration time.Duration
+}
+
+// JobStats sums the ended runs of every backup job, by job name (protect
+// cycles, recorded under ProtectJob names, are left out). Runs recorded by
+// any process on the catalog count: `rekindle job run` beside `serve`.
+func (c *Catalog) JobStats(ctx context.Context) ([]JobStat, error) {
+	rows, err := c.run().query(ctx, `SELECT job, state, COUNT(*), CAST(COALESCE(SUM(vms_failed), 0) AS BIGINT),
+		CAST(COALESCE(SUM(bytes_read), 0) AS BIGINT), CAST(COALESCE(SUM(bytes_stored), 0) AS BIGINT), MAX(ended)
+		FROM job_runs WHERE state <> 'running' AND job NOT LIKE 'protect:%' GROUP BY job, state ORDER BY job, state`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: job statistics: %w", err)
+	}
+	defer rows.Close()
+	var out []JobStat
+	at := map[string]int{}
+	for rows.Next() {
+		var job, state string
+		var n, failed, read, stored int64
+		var ended sql.NullInt64
+		if err := rows.Scan(&job, &state, &n, &failed, &read, &stored, &ended); err != nil {
+			return nil, fmt.Errorf("catalog: job statistics: %w", err)
+		}
+		i, ok := at[job]
+		if !ok {
+			i = len(out)
+			at[job] = i
+			out = append(out, JobStat{Job: job, Runs: map[string]int64{}})
+		}
+		s := &out[i]
+		s.Runs[state] += n
+		s.VMFailures += failed
+		s.BytesRead += read
+		s.BytesStored += stored
+		if state == RunDone {
+			s.LastSuccess = fromNanos(ended)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: job statistics: %w", err)
+	}
+	rows.Close()
+	last, err := c.run().query(ctx, `SELECT r.job, r.started, r.ended FROM job_runs r
+		WHERE r.state <> 'running' AND r.job NOT LIKE 'protect:%'
+		AND r.ended = (SELECT MAX(x.ended) FROM job_runs x WHERE x.job = r.job AND x.state <> 'running')`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: job statistics: %w", err)
+	}
+	defer last.Close()
+	for last.Next() {
+		var job string
+		var started, ended sql.NullInt64
+		if err := last.Scan(&job, &started, &ended); err != nil {
+			return nil, fmt.Errorf("catalog: job statistics: %w", err)
+		}
+		if i, ok := at[job]; ok {
+			out[i].LastDuration = fromNanos(ended).Sub(fromNanos(started))
+		}
+	}
+	if err := last.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: job statistics: %w", err)
+	}
+	return out, nil
+}

@@ -4,20 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup/backuplab"
 )
 
 func TestJobs(t *testing.T) {
 	lab := newBackupLab(t)
 	ctx := context.Background()
-	if _, err := lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{1 << 20}, PowerOn: true}); err != nil {
-		t.Fatal(err)
+	// serve's job backs up app01 while `job run` backs up web01 beside it.
+	for _, name := range []string{"web01", "app01"} {
+		if _, err := lab.CreateVM(ctx, backuplab.VMSpec{Name: name, Disks: []int64{1 << 20}, PowerOn: true}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	dir := t.TempDir()
 	repoDir := filepath.Join(dir, "repo")
@@ -46,9 +51,9 @@ func TestJobs(t *testing.T) {
 	}
 
 	// serve runs a job whose interval is short, again and again.
-	run(t, false, "job", "define", "--repo", repoDir, write("often.yaml", "name: often\nvms: [web01]\ninterval: 1s\n"))
-	api := freePort(t)
-	s := &server{t: t, api: api, args: []string{"serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--api", api, "--metrics", "off"}}
+	run(t, false, "job", "define", "--repo", repoDir, write("often.yaml", "name: often\nvms: [app01]\ninterval: 1s\n"))
+	api, metrics := freePort(t), freePort(t)
+	s := &server{t: t, api: api, args: []string{"serve", "--repo", repoDir, "--nfs", freePort(t), "--portmap", "off", "--api", api, "--metrics", metrics}}
 	s.start()
 	defer s.kill()
 	deadline := time.Now().Add(time.Minute)
@@ -77,5 +82,66 @@ func TestJobs(t *testing.T) {
 			t.Fatalf("serve did not run the due job twice:\n%s\n%s", show, s.log)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The job metrics of serve are the catalog's runs: those of `job run`
+	// (another process, before serve and beside it) and serve's own.
+	if err := lab.WriteDisk("web01", 0, 0, []byte("changed")); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = run(t, true, "job", "run", "--json", "--repo", repoDir, "nightly")
+	var manual catalog.JobRun
+	if err := json.Unmarshal([]byte(out), &manual); err != nil || manual.State != "partial" || manual.BytesRead <= 0 {
+		t.Fatalf("job run --json beside serve: %v %q", err, out)
+	}
+	history := func(job string) []catalog.JobRun {
+		out, _ := run(t, false, "job", "show", "--json", "--runs", "1000", "--repo", repoDir, job)
+		var v struct {
+			Job struct{ Runs []catalog.JobRun }
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Job.Runs
+	}
+	nightly := history("nightly")
+	if len(nightly) != 2 || nightly[0].ID != manual.ID {
+		t.Fatalf("nightly's runs: %+v", nightly)
+	}
+	near := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-3 {
+			t.Fatalf("%s = %v, want %v\n%s", name, got, want, s.log)
+		}
+	}
+	near("nightly failures", metric(t, metrics, `rekindle_job_vm_failures_total{job="nightly"}`), 2)
+	near("nightly partial runs", metric(t, metrics, `rekindle_job_runs_total{job="nightly",state="partial"}`), 2)
+	near("nightly bytes read", metric(t, metrics, `rekindle_job_read_bytes_total{job="nightly"}`), float64(nightly[0].BytesRead+nightly[1].BytesRead))
+	near("nightly bytes stored", metric(t, metrics, `rekindle_job_stored_bytes_total{job="nightly"}`), float64(nightly[0].BytesStored+nightly[1].BytesStored))
+	near("nightly last duration", metric(t, metrics, `rekindle_job_last_duration_seconds{job="nightly"}`), manual.Ended.Sub(manual.Started).Seconds())
+	near("nightly last success (none)", metric(t, metrics, `rekindle_job_last_success_timestamp_seconds{job="nightly"}`), -1)
+	// serve keeps running often: compare once the metrics and the history
+	// read agree on the number of runs.
+	for i := 0; ; i++ {
+		done := metric(t, metrics, `rekindle_job_runs_total{job="often",state="done"}`)
+		success := metric(t, metrics, `rekindle_job_last_success_timestamp_seconds{job="often"}`)
+		read := metric(t, metrics, `rekindle_job_read_bytes_total{job="often"}`)
+		var runs []catalog.JobRun
+		var bytes int64
+		for _, r := range history("often") {
+			if r.State == "done" {
+				runs = append(runs, r)
+				bytes += r.BytesRead
+			}
+		}
+		if again := metric(t, metrics, `rekindle_job_runs_total{job="often",state="done"}`); float64(len(runs)) != done || again != done {
+			if i == 20 {
+				t.Fatalf("often: %v then %v done runs in the metrics, %d in the history", done, again, len(runs))
+			}
+			continue
+		}
+		near("often last success", success, float64(runs[0].Ended.UnixNano())/1e9)
+		near("often bytes read", read, float64(bytes))
+		break
 	}
 }

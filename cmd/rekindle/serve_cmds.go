@@ -195,7 +195,9 @@ func serveCmd(c *cli.Context) error {
 	g.Go(func() error { return svc.Serve(ctx) })
 	// Backup jobs (`rekindle job define`) run here when due.
 	// Their retention prunes beside this server's lock (sessions' points pinned).
-	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, Metrics: backupjob.NewMetrics(reg), ServeLock: serveLock}}
+	sched := &backupjob.Scheduler{Runner: &backupjob.Runner{Repo: r, Catalog: cat, Logger: log, ServeLock: serveLock}}
+	// Their metrics come from the catalog's run history: `job run` counts too.
+	backupjob.NewMetrics(reg, cat, log)
 	g.Go(func() error { return sched.Run(ctx) })
 	// Protection cycles of --protect-site run here every --protect-every,
 	// their prunes ordered with the jobs' backups and prunes by its runner.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/simulator"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -73,7 +73,9 @@ func newEnv(t *testing.T) *env {
 	must(t, err)
 	t.Cleanup(func() { cat.Close() })
 	reg := prometheus.NewRegistry()
-	return &env{lab: lab, r: r, cat: cat, reg: reg, runner: &backupjob.Runner{Repo: r, Catalog: cat, Metrics: backupjob.NewMetrics(reg)}}
+	e := &env{lab: lab, r: r, cat: cat, reg: reg, runner: &backupjob.Runner{Repo: r, Catalog: cat}}
+	backupjob.NewMetrics(reg, cat, nil)
+	return e
 }
 
 func (e *env) job(t *testing.T, body string) *backupjob.Definition {
@@ -136,14 +138,51 @@ func TestRun(t *testing.T) {
 			t.Fatalf("second run of web01: %+v", v)
 		}
 	}
-	if n := testutil.ToFloat64(e.runner.Metrics.Failures("nightly")); n != 2 {
-		t.Fatalf("failure metric %v, want 2", n)
-	}
 	runs, err := e.cat.JobRuns(ctx, "nightly", 0)
 	must(t, err)
 	if len(runs) != 2 || runs[0].ID != run.ID {
 		t.Fatalf("history: %+v", runs)
 	}
+
+	// The metrics are the catalog's runs: two partial runs, one failed VM
+	// each, the bytes of both, the last run's duration, and no success yet.
+	var read, stored float64
+	for _, r := range runs {
+		read, stored = read+float64(r.BytesRead), stored+float64(r.BytesStored)
+	}
+	if read <= 0 || stored <= 0 {
+		t.Fatalf("runs recorded no bytes: %+v", runs)
+	}
+	checkMetrics(t, e.reg, map[string]float64{
+		`rekindle_job_vm_failures_total{job="nightly"}`:              2,
+		`rekindle_job_runs_total{job="nightly",state="partial"}`:     2,
+		`rekindle_job_runs_total{job="nightly",state="done"}`:        0,
+		`rekindle_job_read_bytes_total{job="nightly"}`:               read,
+		`rekindle_job_stored_bytes_total{job="nightly"}`:             stored,
+		`rekindle_job_last_duration_seconds{job="nightly"}`:          runs[0].Ended.Sub(runs[0].Started).Seconds(),
+		`rekindle_job_last_success_timestamp_seconds{job="nightly"}`: -1,
+	})
+
+	// A run recorded through another handle on the catalog (`rekindle job
+	// run` beside `serve`) counts too; a done run sets the last success.
+	other, err := catalog.Open(ctx, e.cat.Path())
+	must(t, err)
+	defer other.Close()
+	solo := e.job(t, "name: solo\nvms: [web01]\ninterval: 24h\n")
+	must(t, e.lab.WriteDisk("web01", 0, 0, []byte("changed again")))
+	run, err = (&backupjob.Runner{Repo: e.r, Catalog: other}).Run(ctx, solo, "manual")
+	must(t, err)
+	if run.State != catalog.RunDone || run.BytesRead <= 0 {
+		t.Fatalf("solo run: %+v", run)
+	}
+	checkMetrics(t, e.reg, map[string]float64{
+		`rekindle_job_last_success_timestamp_seconds{job="solo"}`: float64(run.Ended.UnixNano()) / 1e9,
+		`rekindle_job_last_duration_seconds{job="solo"}`:          run.Ended.Sub(run.Started).Seconds(),
+		`rekindle_job_read_bytes_total{job="solo"}`:               float64(run.BytesRead),
+		`rekindle_job_runs_total{job="solo",state="done"}`:        1,
+		`rekindle_job_vm_failures_total{job="solo"}`:              0,
+		`rekindle_job_vm_failures_total{job="nightly"}`:           2,
+	})
 }
 
 // A job selects VMs by vSphere tag (category:tag) through vCenter's REST
@@ -361,5 +400,35 @@ func TestRunVAppMemberWithoutPoint(t *testing.T) {
 	}
 	if _, err := e.r.App("shop"); !errors.Is(err, repo.ErrNotFound) {
 		t.Fatalf("a definition naming web01 (no point) was saved: %v", err)
+	}
+}
+
+// checkMetrics compares samples of reg with want (-1: absent).
+func checkMetrics(t *testing.T, reg *prometheus.Registry, want map[string]float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	must(t, err)
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue()
+			if m.Counter != nil {
+				v = m.GetCounter().GetValue()
+			}
+			got[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = v
+		}
+	}
+	for name, w := range want {
+		v, ok := got[name]
+		if !ok {
+			v = -1
+		}
+		if math.Abs(v-w) > 1e-6 { // a microsecond of a timestamp
+			t.Errorf("%s = %v, want %v", name, v, w)
+		}
 	}
 }

@@ -28,7 +28,6 @@ type Runner struct {
 	Repo    *repo.Repo
 	Catalog *catalog.Catalog
 	Logger  *slog.Logger
-	Metrics *Metrics // optional
 	// Progress, when set, receives every VM's backup progress.
 	Progress func(vcbackup.Progress)
 	Now      func() time.Time // for tests
@@ -86,7 +85,6 @@ func (r *Runner) Run(ctx context.Context, d *Definition, trigger string) (*catal
 	if eerr := r.Catalog.EndJobRun(context.WithoutCancel(ctx), run); eerr != nil {
 		return run, eerr
 	}
-	r.Metrics.observe(run)
 	log.Info("job run ended", "state", run.State, "vms_ok", run.VMsOK, "vms_failed", run.VMsFailed,
 		"bytes_read", run.BytesRead, "duration", run.Ended.Sub(run.Started))
 	return run, nil
@@ -279,49 +277,75 @@ func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]string, e
 	return out, errors.Join(errs...)
 }
 
-// Metrics are the jobs' Prometheus metrics.
+// Metrics are the jobs' Prometheus metrics, read from the catalog's run
+// history at every scrape: runs by `rekindle job run` (another process)
+// count beside the scheduler's, and a restarted server still reports each
+// job's last success.
 type Metrics struct {
-	lastSuccess *prometheus.GaugeVec
-	duration    *prometheus.GaugeVec
-	bytesRead   *prometheus.CounterVec
-	bytesStored *prometheus.CounterVec
-	failures    *prometheus.CounterVec
-	runs        *prometheus.CounterVec
+	cat *catalog.Catalog
+	log *slog.Logger
+
+	lastSuccess, duration, bytesRead, bytesStored, failures, runs *prometheus.Desc
+
+	mu   sync.Mutex
+	last []catalog.JobStat // the last statistics read, served when a read fails
 }
 
-// NewMetrics registers the job metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_job_last_success_timestamp_seconds",
-			Help: "When the job's last run that backed up every VM ended (Unix time)."}, []string{"job"}),
-		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekindle_job_last_duration_seconds",
-			Help: "How long the job's last run took."}, []string{"job"}),
-		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_read_bytes_total",
-			Help: "Disk bytes the job's runs read from vCenter."}, []string{"job"}),
-		bytesStored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_stored_bytes_total",
-			Help: "Compressed bytes the job's runs added to the repository."}, []string{"job"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_vm_failures_total",
-			Help: "VM backups of the job that failed."}, []string{"job"}),
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekindle_job_runs_total",
-			Help: "Runs of the job by outcome (done, partial, failed)."}, []string{"job", "state"}),
+// NewMetrics registers the job metrics of cat's runs on reg; log says when
+// the catalog cannot be read (the scrape then has the last values read).
+func NewMetrics(reg prometheus.Registerer, cat *catalog.Catalog, log *slog.Logger) *Metrics {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	reg.MustRegister(m.lastSuccess, m.duration, m.bytesRead, m.bytesStored, m.failures, m.runs)
+	job := []string{"job"}
+	m := &Metrics{cat: cat, log: log,
+		lastSuccess: prometheus.NewDesc("rekindle_job_last_success_timestamp_seconds",
+			"When the job's last run that backed up every VM ended (Unix time).", job, nil),
+		duration: prometheus.NewDesc("rekindle_job_last_duration_seconds",
+			"How long the job's last run took.", job, nil),
+		bytesRead: prometheus.NewDesc("rekindle_job_read_bytes_total",
+			"Disk bytes the job's runs read from vCenter.", job, nil),
+		bytesStored: prometheus.NewDesc("rekindle_job_stored_bytes_total",
+			"Compressed bytes the job's runs added to the repository.", job, nil),
+		failures: prometheus.NewDesc("rekindle_job_vm_failures_total",
+			"VM backups of the job that failed.", job, nil),
+		runs: prometheus.NewDesc("rekindle_job_runs_total",
+			"Runs of the job by outcome (done, partial, failed).", []string{"job", "state"}, nil),
+	}
+	reg.MustRegister(m)
 	return m
 }
 
-// Failures is the VM-failure counter of job (for tests and tools).
-func (m *Metrics) Failures(job string) prometheus.Counter { return m.failures.WithLabelValues(job) }
+// Describe is prometheus.Collector's.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.lastSuccess, m.duration, m.bytesRead, m.bytesStored, m.failures, m.runs} {
+		ch <- d
+	}
+}
 
-func (m *Metrics) observe(run *catalog.JobRun) {
-	if m == nil {
-		return
+// Collect is prometheus.Collector's: the job statistics of the catalog.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stats, err := m.cat.JobStats(ctx)
+	m.mu.Lock()
+	if err != nil {
+		m.log.Warn("job metrics: the catalog's run history could not be read: serving the last values read", "err", err)
+		stats = m.last
+	} else {
+		m.last = stats
 	}
-	if run.State == catalog.RunDone {
-		m.lastSuccess.WithLabelValues(run.Job).Set(float64(run.Ended.UnixNano()) / 1e9)
+	m.mu.Unlock()
+	for _, s := range stats {
+		if !s.LastSuccess.IsZero() {
+			ch <- prometheus.MustNewConstMetric(m.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixNano())/1e9, s.Job)
+		}
+		ch <- prometheus.MustNewConstMetric(m.duration, prometheus.GaugeValue, s.LastDuration.Seconds(), s.Job)
+		ch <- prometheus.MustNewConstMetric(m.bytesRead, prometheus.CounterValue, float64(s.BytesRead), s.Job)
+		ch <- prometheus.MustNewConstMetric(m.bytesStored, prometheus.CounterValue, float64(s.BytesStored), s.Job)
+		ch <- prometheus.MustNewConstMetric(m.failures, prometheus.CounterValue, float64(s.VMFailures), s.Job)
+		for _, state := range []string{catalog.RunDone, catalog.RunPartial, catalog.RunFailed} {
+			ch <- prometheus.MustNewConstMetric(m.runs, prometheus.CounterValue, float64(s.Runs[state]), s.Job, state)
+		}
 	}
-	m.duration.WithLabelValues(run.Job).Set(run.Ended.Sub(run.Started).Seconds())
-	m.bytesRead.WithLabelValues(run.Job).Add(float64(run.BytesRead))
-	m.bytesStored.WithLabelValues(run.Job).Add(float64(run.BytesStored))
-	m.failures.WithLabelValues(run.Job).Add(float64(run.VMsFailed))
-	m.runs.WithLabelValues(run.Job, run.State).Inc()
 }
