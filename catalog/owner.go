@@ -45,7 +45,7 @@ func (c *Catalog) Claim(ctx context.Context, r *repo.Repo, takeOver bool) error 
 		return fmt.Errorf("%w: repository %s records its restore sessions in %s, not in %s (id %s), and forget must see them: "+
 			"use --catalog %s (or REKINDLE_CATALOG); if that catalog is gone for good, make this one the repository's with "+
 			"`rekindle catalog rebuild --repo %s --catalog %s --take-over` (sessions recorded only in the old catalog then no longer keep their points)",
-			ErrOtherCatalog, r.Dir, o, c.path, c.id, ownerPath(r, o), r.Dir, c.path)
+			ErrOtherCatalog, r.Dir, o, c.path, c.id, OwnerPath(r, o), r.Dir, c.path)
 	}
 	want := repo.CatalogOwner{CatalogID: c.id, Catalog: place, Host: host, Since: c.now()}
 	if err := r.SetCatalogOwner(want); err != nil {
@@ -77,8 +77,8 @@ func (c *Catalog) placeIn(r *repo.Repo) string {
 	return abs
 }
 
-// ownerPath is the owner's catalog as a path to give --catalog.
-func ownerPath(r *repo.Repo, o *repo.CatalogOwner) string {
+// OwnerPath is the owner's catalog as a path to give --catalog.
+func OwnerPath(r *repo.Repo, o *repo.CatalogOwner) string {
 	if filepath.IsAbs(o.Catalog) {
 		return o.Catalog
 	}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +24,7 @@ func replicateCommands() []*cli.Command {
 		Description: "Example:\n  rekindle replicate --repo /srv/rekindle --to /mnt/dr/rekindle --watch --interval 5m",
 		Flags: []cli.Flag{repoFlag, quietFlag, jsonFlag, lockWaitFlag,
 			&cli.StringFlag{Name: "to", Required: true, Usage: "target repository folder (created with the source's settings when empty)"},
+			&cli.StringFlag{Name: "to-catalog", Usage: "the target's catalog, where the copied points are recorded (default TARGET/catalog.db when it exists); a target that belongs to another catalog is refused"},
 			&cli.BoolFlag{Name: "watch", Usage: "poll: copy again every --interval until interrupted (follows new backups and protect cycles; no change notification)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Minute, Usage: "with --watch, the polling interval: the wait between copies"},
 			&cli.IntFlag{Name: "workers", Usage: "chunks copied at once (default: the number of CPUs)"}},
@@ -40,6 +43,13 @@ func replicateCmd(c *cli.Context) error {
 	}
 	if src.Dir == dst.Dir {
 		return usageErr("--to %s is the source repository", c.String("to"))
+	}
+	// The target's catalog must be the target's owner, checked before
+	// anything is copied (a new target is claimed after its first copy).
+	if cat, err := targetCatalog(c, dst.Dir); err != nil {
+		return err
+	} else if cat != nil {
+		cat.Close()
 	}
 	// A prune of either repository makes the copy wait, as a backup does.
 	src.LockWait, src.LockWaiting = lockWait(c)
@@ -119,22 +129,18 @@ func printReplicate(c *cli.Context, st *replicate.Stats, watch bool) error {
 // catalog when it has one (a recovery-site `rekindle serve` then sees them
 // without a rebuild); a target without one builds it when first opened.
 func indexReplica(c *cli.Context, dir string, st *replicate.Stats) error {
-	path := filepath.Join(dir, "catalog.db")
 	if len(st.CopiedPoints)+len(st.CopiedApps) == 0 {
 		return nil
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil
+	cat, err := targetCatalog(c, dir)
+	if err != nil || cat == nil {
+		return err
 	}
+	defer cat.Close()
 	r, err := repo.Open(dir)
 	if err != nil {
 		return err
 	}
-	cat, err := catalog.Open(c.Context, path)
-	if err != nil {
-		return fmt.Errorf("target catalog %s: %w (run `rekindle catalog rebuild --repo %s`)", path, err, dir)
-	}
-	defer cat.Close()
 	for _, id := range st.CopiedPoints {
 		p, err := r.Point(id)
 		if err == nil {
@@ -154,4 +160,57 @@ func indexReplica(c *cli.Context, dir string, st *replicate.Stats) error {
 		}
 	}
 	return nil
+}
+
+// targetCatalog opens the catalog that records the target's points,
+// claimed for the target as every command claims its repository
+// (catalog.Claim): --to-catalog, else TARGET/catalog.db when it exists.
+// nil: the target has no catalog yet (nor owner elsewhere), and builds one
+// when first opened. A target that belongs to another catalog is refused,
+// naming the owner and what to give instead.
+func targetCatalog(c *cli.Context, dir string) (*catalog.Catalog, error) {
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // a new target: the copy creates it
+	}
+	r, err := repo.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("target %w", err)
+	}
+	owner, err := r.CatalogOwner()
+	if err != nil {
+		return nil, err
+	}
+	refuse := func(path string) error {
+		return fmt.Errorf("%w: target %s records its restore sessions in %s, not in %s: give --to-catalog %s so the copied points are recorded there; "+
+			"if that catalog is gone for good, `rekindle catalog rebuild --repo %s --catalog %s --take-over` makes %s the target's",
+			catalog.ErrOtherCatalog, r.Dir, owner, path, catalog.OwnerPath(r, owner), r.Dir, path, path)
+	}
+	path := c.String("to-catalog")
+	if path == "" {
+		path = filepath.Join(r.Dir, "catalog.db")
+		if _, err := os.Stat(path); err != nil {
+			if owner != nil && catalog.OwnerPath(r, owner) != path {
+				return nil, refuse(path)
+			}
+			return nil, nil
+		}
+	}
+	cat, err := catalog.Open(c.Context, path)
+	if err != nil {
+		return nil, fmt.Errorf("target catalog %s: %w (run `rekindle catalog rebuild --repo %s`)", path, err, r.Dir)
+	}
+	if err := cat.Claim(c.Context, r, false); err != nil {
+		discardRefused(cat)
+		if errors.Is(err, catalog.ErrOtherCatalog) && owner != nil {
+			return nil, refuse(path)
+		}
+		return nil, err
+	}
+	if cat.Created() {
+		if _, err := cat.Rebuild(c.Context, r); err != nil {
+			cat.Close()
+			return nil, fmt.Errorf("new catalog %s: fill from the target %s: %w", path, r.Dir, err)
+		}
+	}
+	return cat, nil
 }

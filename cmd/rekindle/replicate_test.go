@@ -195,3 +195,45 @@ func TestReplicateWatch(t *testing.T) {
 		t.Fatalf("replicate --watch after SIGINT: %v", err)
 	}
 }
+
+// TestReplicateChecksTargetOwner: replicate records the copied points only
+// in the catalog that owns the target (owner.json), as every command
+// claims its repository: a stale TARGET/catalog.db, or none while the
+// owner is elsewhere, is refused before anything is copied, naming the
+// owner and --to-catalog; --to-catalog OWNER records them there.
+func TestReplicateChecksTargetOwner(t *testing.T) {
+	src, _ := replicaSource(t, 1<<20)
+	dir := t.TempDir()
+	dst, owner := filepath.Join(dir, "dr"), filepath.Join(dir, "dr-catalog.db")
+	run(t, false, "init", "--repo", dst)
+	run(t, false, "catalog", "rebuild", "--repo", dst) // TARGET/catalog.db, the first owner
+	run(t, false, "catalog", "rebuild", "--repo", dst, "--catalog", owner, "--take-over")
+
+	refused := func(what string, args ...string) {
+		t.Helper()
+		_, stderr := run(t, true, append([]string{"replicate", "--repo", src, "--to", dst}, args...)...)
+		for _, want := range []string{"belongs to another catalog", owner, "--to-catalog " + owner} {
+			if !strings.Contains(stderr, want) {
+				t.Fatalf("replicate %s: stderr %q lacks %q", what, stderr, want)
+			}
+		}
+		if n := countFiles(t, filepath.Join(dst, "points")); n != 0 {
+			t.Fatalf("replicate %s copied %d points before refusing", what, n)
+		}
+	}
+	refused("to a target whose catalog.db is not its owner")
+	refused("with --to-catalog of a catalog that is not the owner", "--to-catalog", filepath.Join(dir, "stray.db"))
+	if _, err := os.Stat(filepath.Join(dir, "stray.db")); !os.IsNotExist(err) {
+		t.Fatalf("a refused --to-catalog left its new catalog behind: %v", err)
+	}
+	os.Remove(filepath.Join(dst, "catalog.db"))
+	refused("to a target without catalog.db whose owner is elsewhere")
+
+	out, _ := run(t, false, "replicate", "--repo", src, "--to", dst, "--to-catalog", owner, "--json")
+	if st := replicateJSON(t, out); st.Points != 1 {
+		t.Fatalf("replicate --to-catalog: %+v", st)
+	}
+	if out, _ := run(t, false, "list", "points", "--repo", dst, "--catalog", owner, "--json"); strings.Count(out, `"id"`) != 1 {
+		t.Fatalf("the owner's catalog after the copy lists:\n%s", out)
+	}
+}

@@ -174,13 +174,7 @@ func openCatalog(c *cli.Context, r *repo.Repo) (*catalog.Catalog, error) {
 		return nil, err
 	}
 	if err := cat.Claim(c.Context, r, c.Bool("take-over")); err != nil {
-		cat.Close()
-		if cat.Created() {
-			// Made by this command only to be refused: leave nothing behind.
-			for _, f := range []string{path, path + "-wal", path + "-shm"} {
-				os.Remove(f)
-			}
-		}
+		discardRefused(cat)
 		return nil, err
 	}
 	if cat.Created() && c.Command.Name != "rebuild" {
@@ -190,6 +184,17 @@ func openCatalog(c *cli.Context, r *repo.Repo) (*catalog.Catalog, error) {
 		}
 	}
 	return cat, nil
+}
+
+// discardRefused closes a catalog whose claim was refused, and deletes it
+// when it was made just now, only to be refused: nothing is left behind.
+func discardRefused(cat *catalog.Catalog) {
+	cat.Close()
+	if cat.Created() {
+		for _, f := range []string{cat.Path(), cat.Path() + "-wal", cat.Path() + "-shm"} {
+			os.Remove(f)
+		}
+	}
 }
 
 // waitForLocks makes r's locks wait --lock-wait for a prune, saying so on

@@ -88,6 +88,11 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	if l.Catalog, err = catalog.Open(ctx, filepath.Join(l.Repo.Dir, "catalog.db")); err != nil {
 		return nil, err
 	}
+	// The lab's catalog owns its repository, as rekindle's commands make
+	// it: another catalog opened on it is refused (catalog.Claim).
+	if err = l.Catalog.Claim(ctx, l.Repo, false); err != nil {
+		return nil, err
+	}
 	if l.Service, err = datastore.New(ctx, datastore.Config{Repo: l.Repo, Catalog: l.Catalog,
 		StateDir: filepath.Join(l.Repo.Dir, "state"), NFSListen: "127.0.0.1:0", Logger: opts.Logger}); err != nil {
 		return nil, err

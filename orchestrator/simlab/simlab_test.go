@@ -361,3 +361,26 @@ func TestNeverAdoptsSomeoneElsesVM(t *testing.T) {
 		t.Fatalf("stopping the second session touched the original db01: %s", now.Runtime.PowerState)
 	}
 }
+
+// The lab's catalog owns the lab's repository (owner.json names it), as
+// rekindle's commands leave a repository: another catalog is refused.
+func TestLabCatalogOwnsRepository(t *testing.T) {
+	ctx := context.Background()
+	l, err := New(ctx, Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	o, err := l.Repo.CatalogOwner()
+	if err != nil || o == nil || o.CatalogID != l.Catalog.ID() {
+		t.Fatalf("repository owner %+v (%v), want the lab's catalog %s", o, err, l.Catalog.ID())
+	}
+	other, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "other.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Claim(ctx, l.Repo, false); !errors.Is(err, catalog.ErrOtherCatalog) || !strings.Contains(err.Error(), l.Catalog.Path()) {
+		t.Fatalf("another catalog's claim: %v, want refused naming %s", err, l.Catalog.Path())
+	}
+}
