@@ -359,8 +359,15 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 		return removeSnapshot(rctx, b.c, snapRef)
 	}
 	defer func() {
-		if err := removeSnap(); err != nil && res.Err == nil {
+		err := removeSnap()
+		switch {
+		case err == nil:
+		case res.Err == nil:
 			res.Err = fmt.Errorf("vm %s: remove snapshot %s: %w (the next backup removes it)", vi.name, snapName, err)
+		default:
+			// vCenter went away in the middle (a restart): say what is
+			// left behind, and who removes it.
+			res.Err = fmt.Errorf("%w; snapshot %s was not removed (%v): the next backup of %s removes it", res.Err, snapName, err, vi.name)
 		}
 	}()
 

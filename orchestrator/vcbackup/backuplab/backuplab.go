@@ -9,8 +9,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -38,6 +41,9 @@ type Lab struct {
 	Finder *find.Finder
 	// DatastoreDir is the local folder behind Datastore.
 	DatastoreDir string
+
+	mu        sync.Mutex
+	restarted []*http.Server // StartVCenter's servers
 }
 
 // New starts a lab: a VPX model without its sample VMs, served over HTTPS.
@@ -88,7 +94,42 @@ func (l *Lab) Close() {
 	if l.Server != nil {
 		l.Server.Close()
 	}
+	l.mu.Lock()
+	for _, s := range l.restarted {
+		s.Close()
+	}
+	l.mu.Unlock()
 	l.Model.Remove()
+}
+
+// StopVCenter stops the simulated vCenter's server as a vCenter restart
+// does: the connections in flight (a disk being read) are cut, new ones
+// refused, until StartVCenter.
+func (l *Lab) StopVCenter() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.restarted); n > 0 {
+		l.restarted[n-1].Close()
+		return
+	}
+	l.Server.CloseClientConnections()
+	l.Server.Close()
+}
+
+// StartVCenter serves the simulated vCenter again at its address, after
+// StopVCenter: the same inventory, snapshots and sessions (a real
+// vCenter's restart also ends its sessions; the simulator's stay).
+func (l *Lab) StartVCenter() error {
+	ln, err := net.Listen("tcp", l.Server.URL.Host)
+	if err != nil {
+		return fmt.Errorf("restart the simulated vCenter at %s: %w", l.Server.URL.Host, err)
+	}
+	s := &http.Server{Handler: l.Server.Config.Handler}
+	l.mu.Lock()
+	l.restarted = append(l.restarted, s)
+	l.mu.Unlock()
+	go s.Serve(tls.NewListener(ln, l.Server.TLS))
+	return nil
 }
 
 // VMSpec is a VM to create.
