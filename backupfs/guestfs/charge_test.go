@@ -2,6 +2,7 @@ package guestfs
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
@@ -130,9 +131,96 @@ func (fs *FS) countedHolds(volCharge int64) int64 {
 		}
 	}
 	for _, p := range fs.listings.Keys() {
-		if out, ok := fs.listings.Peek(p); ok {
-			n += listingBytes(p, out)
+		if e, ok := fs.listings.Peek(p); ok {
+			n += listingBytes(p, e.out)
 		}
 	}
 	return n + int64(fs.OpenVolumes())*volCharge
+}
+
+// TestChargesUnderConcurrentDrops: layouts, listings and volumes cached
+// while other goroutines' charges push them out. Four points of one ext2
+// disk, a bound whose half has room for about two volumes' charges and a
+// few listings, eight goroutines listing every folder of the points in
+// turn: every charge makes room by dropping others, some while the thing
+// dropped is being cached. When they are done, the bytes held are exactly
+// what the cached layouts, listings and open volumes count, and there is
+// one holding per cached thing: none cached uncharged, no charge left for
+// something gone.
+func TestChargesUnderConcurrentDrops(t *testing.T) {
+	dir := t.TempDir()
+	whole, tree := guestimg.WholeExt2(t, dir)
+	r := newRepo(t)
+	var roots []string
+	for i := 0; i < 4; i++ {
+		vm := fmt.Sprintf("vm%02d", i)
+		pt := importDisks(t, r, vm, whole)
+		roots = append(roots, "/"+vm+"/"+pt.ID+"/"+pt.Disks[0].Name+"/whole")
+	}
+	var folders []string
+	for _, root := range roots {
+		folders = append(folders, root)
+		for _, p := range tree.Paths() {
+			if tree[p].Dir {
+				folders = append(folders, root+"/"+p)
+			}
+		}
+	}
+	const volCharge = 64 << 10
+	bound := int64(2*2*volCharge) + 16<<10
+	cache := repo.NewCache(repo.CacheOptions{MaxBytes: bound, ChunkSize: r.ChunkSize()})
+	fs, err := New(r, cache, Options{VolumeCharge: volCharge, MaxVolumes: 3, MaxPoints: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, rounds = 8, 6
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < rounds*len(folders); i++ {
+				p := folders[(i*7+w*13)%len(folders)]
+				if _, err := fs.ReadDir(p); err != nil {
+					errs <- fmt.Errorf("worker %d: %s: %w", w, p, err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := cache.Stats()
+	counted := fs.countedHolds(volCharge)
+	things := fs.layouts.Len() + fs.listings.Len() + fs.OpenVolumes()
+	if st.HeldBytes != counted || st.Holdings != things {
+		t.Fatalf("%d bytes held in %d holdings; the cached layouts, listings and volumes (%d) count %d bytes",
+			st.HeldBytes, st.Holdings, things, counted)
+	}
+	if st.HeldBytes > bound/2+volCharge {
+		t.Fatalf("%d bytes held, past half the bound %d", st.HeldBytes, bound)
+	}
+	t.Logf("%d folders listed %d times by %d goroutines: %d holdings, %d bytes held at the end", len(folders), rounds, workers, st.Holdings, st.HeldBytes)
+}
+
+// TestChargeSetAfterRelease: a charge set after its thing left the cache
+// (the cache dropped it between caching and charging) is given back at
+// once; one set over another gives the older back.
+func TestChargeSetAfterRelease(t *testing.T) {
+	cache := repo.NewCache(repo.CacheOptions{MaxBytes: 1 << 20, ChunkSize: 4096})
+	var c charge
+	c.set(cache.Hold(100, func() {}))
+	c.set(cache.Hold(200, func() {}))
+	if st := cache.Stats(); st.HeldBytes != 200 || st.Holdings != 1 {
+		t.Fatalf("after a charge replaced: %d bytes in %d holdings, want 200 in 1", st.HeldBytes, st.Holdings)
+	}
+	c.release()
+	c.set(cache.Hold(300, func() {}))
+	if st := cache.Stats(); st.HeldBytes != 0 || st.Holdings != 0 {
+		t.Fatalf("a charge set after its thing was released: %d bytes in %d holdings, want none", st.HeldBytes, st.Holdings)
+	}
 }

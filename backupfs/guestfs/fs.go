@@ -80,11 +80,11 @@ type FS struct {
 	mu     sync.RWMutex
 	points map[string]map[string]*repo.RestorePoint // vm -> point id -> point
 
-	layouts *lru.Cache[string, *layout]   // point id -> volumes
-	trees   *lru.Cache[string, *gfs.Tree] // point/disk/volume -> open filesystem
+	layouts *lru.Cache[string, *layout]  // point id -> volumes
+	trees   *lru.Cache[string, *openVol] // point/disk/volume -> open filesystem
 	// listings keeps guest folders' converted entries: NFS clients page
 	// through a large folder with one ReadDir per page.
-	listings *lru.Cache[string, []os.FileInfo]
+	listings *lru.Cache[string, *listing]
 	openMu   sync.Mutex // serialises layout scans and volume opens
 	// volMu guards the Status, Reason and Notes of the volumes of shared
 	// layouts: a volume's first open can find it damaged, or note a
@@ -92,9 +92,7 @@ type FS struct {
 	volMu sync.RWMutex
 
 	volCharge int64
-	holdMu    sync.Mutex
-	holds     map[string]*repo.Held // open volume, "layout:"+point, "listing:"+path -> its charge to the chunk cache's bound
-	notes     map[string][]string   // open volume -> what its reader noted when opened
+	failMu    sync.Mutex
 	// failed keeps why a volume stopped being served (gfs.Availability)
 	// once its reader is closed: it is not opened again, to hang again.
 	failed map[string]error
@@ -104,6 +102,20 @@ type FS struct {
 	// go-ntfs call.
 	wrapVolume  func(key string, ra io.ReaderAt) io.ReaderAt
 	ntfsTimeout time.Duration
+}
+
+// openVol is an open volume: its filesystem, what its reader noted when
+// it opened, and its charge.
+type openVol struct {
+	tree   *gfs.Tree
+	notes  []string
+	charge charge
+}
+
+// listing is a guest folder's converted entries and their charge.
+type listing struct {
+	out    []os.FileInfo
+	charge charge
 }
 
 // VolumeCharge is what an open volume is charged against the chunk cache's
@@ -116,6 +128,8 @@ type layout struct {
 	pt    *repo.RestorePoint
 	disks map[string][]*Volume // disk name -> volumes, in table order
 	warn  map[string][]string  // disk name -> partition table warnings
+
+	charge charge
 }
 
 // New returns the guest file view of r's restore points.
@@ -132,21 +146,20 @@ func New(r *repo.Repo, cache *repo.Cache, opts Options) (*FS, error) {
 	if opts.VolumeCharge <= 0 {
 		opts.VolumeCharge = VolumeCharge
 	}
-	fs := &FS{repo: r, cache: cache, log: opts.Logger, volCharge: opts.VolumeCharge,
-		holds: map[string]*repo.Held{}, notes: map[string][]string{}, failed: map[string]error{}}
-	fs.layouts, _ = lru.NewWithEvict[string, *layout](opts.MaxPoints, func(id string, _ *layout) { fs.uncharge(layoutHold + id) })
-	fs.trees, _ = lru.NewWithEvict[string, *gfs.Tree](opts.MaxVolumes, func(key string, t *gfs.Tree) {
-		fs.holdMu.Lock()
-		delete(fs.notes, key)
-		if a, ok := t.Reader().(gfs.Availability); ok {
+	fs := &FS{repo: r, cache: cache, log: opts.Logger, volCharge: opts.VolumeCharge, failed: map[string]error{}}
+	// Whatever leaves a cache gives its charge back.
+	fs.layouts, _ = lru.NewWithEvict[string, *layout](opts.MaxPoints, func(_ string, l *layout) { l.charge.release() })
+	fs.trees, _ = lru.NewWithEvict[string, *openVol](opts.MaxVolumes, func(key string, o *openVol) {
+		if a, ok := o.tree.Reader().(gfs.Availability); ok {
 			if err := a.Unavailable(); err != nil {
+				fs.failMu.Lock()
 				fs.failed[key] = err
+				fs.failMu.Unlock()
 			}
 		}
-		fs.holdMu.Unlock()
-		fs.uncharge(key)
+		o.charge.release()
 	})
-	fs.listings, _ = lru.NewWithEvict[string, []os.FileInfo](64, func(p string, _ []os.FileInfo) { fs.uncharge(listingHold + p) })
+	fs.listings, _ = lru.NewWithEvict[string, *listing](64, func(_ string, e *listing) { e.charge.release() })
 	if err := fs.Refresh(); err != nil {
 		return nil, err
 	}
@@ -238,14 +251,14 @@ func (fs *FS) snapshot(id string, v *Volume) *Volume {
 // unavailable says why the volume key stopped being served (a call of its
 // reader did not finish in time), nil while it is served.
 func (fs *FS) unavailable(key string) error {
-	fs.holdMu.Lock()
+	fs.failMu.Lock()
 	err := fs.failed[key]
-	fs.holdMu.Unlock()
+	fs.failMu.Unlock()
 	if err != nil {
 		return err
 	}
-	if t, ok := fs.trees.Peek(key); ok {
-		if a, ok := t.Reader().(gfs.Availability); ok {
+	if o, ok := fs.trees.Peek(key); ok {
+		if a, ok := o.tree.Reader().(gfs.Availability); ok {
 			return a.Unavailable()
 		}
 	}
@@ -259,15 +272,12 @@ func (fs *FS) setState(l *layout, change func()) {
 	change()
 	n := layoutBytes(l)
 	fs.volMu.Unlock()
-	id := l.pt.ID
-	if cur, ok := fs.layouts.Peek(id); ok && cur == l {
-		fs.charge(layoutHold+id, n, func() { fs.layouts.Remove(id) })
-	}
+	fs.hold(&l.charge, n, dropper(fs.layouts, l.pt.ID, l))
 }
 
 func (fs *FS) layout(vm, id string) (*layout, error) {
 	if l, ok := fs.layouts.Get(id); ok {
-		fs.touch(layoutHold + id)
+		l.charge.touch()
 		return l, nil
 	}
 	pt, ok := fs.point(vm, id)
@@ -300,50 +310,83 @@ func (fs *FS) layout(vm, id string) (*layout, error) {
 	// open from before this layout was dropped keeps its notes.
 	for _, vols := range l.disks {
 		for _, v := range vols {
-			if _, ok := fs.trees.Peek(volKey(pt.ID, v)); ok {
-				fs.holdMu.Lock()
-				v.Notes = fs.notes[volKey(pt.ID, v)]
-				fs.holdMu.Unlock()
+			if o, ok := fs.trees.Peek(volKey(pt.ID, v)); ok {
+				v.Notes = o.notes
 			}
 		}
 	}
-	fs.charge(layoutHold+id, layoutBytes(l), func() { fs.layouts.Remove(id) })
 	fs.layouts.Add(id, l)
+	fs.hold(&l.charge, layoutBytes(l), dropper(fs.layouts, id, l))
 	return l, nil
 }
 
-// Keys of the holdings of layouts and listings (open volumes' are their
-// volume keys).
-const (
-	layoutHold  = "layout:"
-	listingHold = "listing:"
-)
+// charge is one cached thing's hold on the chunk cache's bound. The thing
+// is cached first and charged after (hold): the cache's call to drop it
+// can come at any time from then on, even before the charge is set, and
+// whichever of release and set comes last gives the hold back. A charge
+// is never left for something gone, nor something cached uncharged.
+type charge struct {
+	mu   sync.Mutex
+	h    *repo.Held
+	gone bool // the thing left its cache
+}
 
-// charge holds bytes against the chunk cache's bound for key, replacing
-// what key held; drop is how the owner lets go when the cache needs the
-// room (it must remove the cached thing, whose eviction calls uncharge).
-func (fs *FS) charge(key string, bytes int64, drop func()) {
-	if fs.cache == nil {
+// set makes h the thing's charge, giving back the one it replaces, or h
+// itself when the thing is gone already.
+func (c *charge) set(h *repo.Held) {
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		h.Release()
 		return
 	}
-	h := fs.cache.Hold(bytes, drop)
-	fs.holdMu.Lock()
-	old := fs.holds[key]
-	fs.holds[key] = h
-	fs.holdMu.Unlock()
+	old := c.h
+	c.h = h
+	c.mu.Unlock()
 	if old != nil {
 		old.Release()
 	}
 }
 
-// uncharge gives back what key held.
-func (fs *FS) uncharge(key string) {
-	fs.holdMu.Lock()
-	h := fs.holds[key]
-	delete(fs.holds, key)
-	fs.holdMu.Unlock()
+// release gives the charge back: the thing left its cache.
+func (c *charge) release() {
+	c.mu.Lock()
+	c.gone = true
+	h := c.h
+	c.h = nil
+	c.mu.Unlock()
 	if h != nil {
 		h.Release()
+	}
+}
+
+// touch marks the thing as used (its charge is released last).
+func (c *charge) touch() {
+	c.mu.Lock()
+	h := c.h
+	c.mu.Unlock()
+	if h != nil {
+		h.Touch()
+	}
+}
+
+// hold charges bytes against the chunk cache's bound for a thing already
+// cached; drop is how the cache makes the owner let go when it needs the
+// room (it removes the thing, whose eviction releases c).
+func (fs *FS) hold(c *charge, bytes int64, drop func()) {
+	if fs.cache == nil {
+		return
+	}
+	c.set(fs.cache.Hold(bytes, drop))
+}
+
+// dropper removes v from c if it is still what c holds at key (not a
+// newer thing cached there since).
+func dropper[V comparable](c *lru.Cache[string, V], key string, v V) func() {
+	return func() {
+		if cur, ok := c.Peek(key); ok && cur == v {
+			c.Remove(key)
+		}
 	}
 }
 
@@ -390,12 +433,9 @@ func volKey(point string, v *Volume) string { return point + "/" + v.Disk + "/" 
 // openTree opens v's filesystem (or returns it open), charging it to the
 // chunk cache's bound, and returns what the reader notes about it.
 func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
-	if t, ok := fs.trees.Get(key); ok {
-		fs.touch(key)
-		fs.holdMu.Lock()
-		notes := fs.notes[key]
-		fs.holdMu.Unlock()
-		return t, notes, nil
+	if o, ok := fs.trees.Get(key); ok {
+		o.charge.touch()
+		return o.tree, o.notes, nil
 	}
 	if fs.wrapVolume != nil {
 		c := *v
@@ -406,28 +446,14 @@ func (fs *FS) openTree(key string, v *Volume) (*gfs.Tree, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var notes []string
+	o := &openVol{tree: gfs.NewTree(r, "volume "+key)}
 	if n, ok := r.(gfs.Noter); ok {
-		notes = n.Notes()
+		o.notes = n.Notes()
 	}
-	t := gfs.NewTree(r, "volume "+key)
 	// Released by the cache to make room: closed, reopened on next use.
-	fs.charge(key, fs.volCharge, func() { fs.trees.Remove(key) })
-	fs.holdMu.Lock()
-	fs.notes[key] = notes
-	fs.holdMu.Unlock()
-	fs.trees.Add(key, t)
-	return t, notes, nil
-}
-
-// touch marks an open volume as used (its charge is released last).
-func (fs *FS) touch(key string) {
-	fs.holdMu.Lock()
-	h := fs.holds[key]
-	fs.holdMu.Unlock()
-	if h != nil {
-		h.Touch()
-	}
+	fs.trees.Add(key, o)
+	fs.hold(&o.charge, fs.volCharge, dropper(fs.trees, key, o))
+	return o.tree, o.notes, nil
 }
 
 // tree returns the open filesystem of a served volume, opening it on its
@@ -446,9 +472,9 @@ func (fs *FS) tree(vm, id, disk, vol string) (*gfs.Tree, error) {
 		if err := fs.unavailable(key); err != nil {
 			return nil, fmt.Errorf("%s/%s/%s/%s: %w", vm, id, disk, vol, err)
 		}
-		if t, ok := fs.trees.Get(key); ok {
-			fs.touch(key)
-			return t, nil
+		if o, ok := fs.trees.Get(key); ok {
+			o.charge.touch()
+			return o.tree, nil
 		}
 		if !fs.snapshot(id, v).Servable() {
 			break
@@ -748,9 +774,9 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 		}
 		return out, nil
 	}
-	if out, ok := fs.listings.Get(l.clean); ok {
-		fs.touch(listingHold + l.clean)
-		return slices.Clone(out), nil
+	if e, ok := fs.listings.Get(l.clean); ok {
+		e.charge.touch()
+		return slices.Clone(e.out), nil
 	}
 	t, err := fs.tree(l.vm, l.point, l.disk, l.vol)
 	if err != nil {
@@ -765,8 +791,11 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 	for i, e := range ents {
 		out[i] = guestInfo(key, e)
 	}
-	fs.charge(listingHold+l.clean, listingBytes(l.clean, out), func() { fs.listings.Remove(l.clean) })
-	fs.listings.Add(l.clean, out)
+	e := &listing{out: out}
+	if prev, ok, _ := fs.listings.PeekOrAdd(l.clean, e); ok { // another ReadDir cached it meanwhile
+		return slices.Clone(prev.out), nil
+	}
+	fs.hold(&e.charge, listingBytes(l.clean, out), dropper(fs.listings, l.clean, e))
 	return slices.Clone(out), nil
 }
 

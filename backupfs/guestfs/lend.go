@@ -119,11 +119,11 @@ func (fs *FS) OpenCached(p string) (billy.File, bool) {
 	if !ok || lay.pt.VM.Name != l.vm {
 		return nil, false
 	}
-	t, ok := fs.trees.Get(l.point + "/" + l.disk + "/" + l.vol)
+	o, ok := fs.trees.Get(l.point + "/" + l.disk + "/" + l.vol)
 	if !ok {
 		return nil, false
 	}
-	e, ra, ok := t.OpenCached(l.inner)
+	e, ra, ok := o.tree.OpenCached(l.inner)
 	if !ok {
 		return nil, false
 	}
