@@ -178,14 +178,20 @@ func TestSiteRecoverNetworks(t *testing.T) {
 }
 
 // TestSiteRecoverTestMode: a test recovery puts every name it makes under
-// the -test suffix, its networks on an isolated vSwitch without uplinks,
-// and stop leaves the recovery vCenter's inventory as it found it.
+// the -test suffix, its networks on an isolated vSwitch without uplinks
+// (no NIC on the recovery site's own networks of the same names, which a
+// DR test must not join), and stop leaves the recovery vCenter's inventory
+// as it found it.
 func TestSiteRecoverTestMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	_, pc := primarySite(t, ctx)
 	lab, rec, server := recoveryLab(t, ctx)
 	rc := lab.Driver.Client()
+	// The recovery site runs networks of the primary's names already
+	// (DC0_DVPG0 comes with the simulator): a copy that is not isolated
+	// joins them, and only the checks below can tell.
+	addPortGroup(t, ctx, rc, simlab.Target, "app-net", 42)
 	inv, err := Extract(ctx, pc, ExtractOptions{Site: "hq", Datacenters: []string{"DC0"}})
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +248,13 @@ func TestSiteRecoverTestMode(t *testing.T) {
 		}
 	}
 	// Every NIC of the copies is on an isolated port group; the isolated
-	// vSwitch has no uplinks.
+	// vSwitch has no uplinks. No distributed switch or port group (they
+	// have uplinks) is made.
+	for _, kind := range []string{"DistributedVirtualSwitch", "DistributedVirtualPortgroup"} {
+		if added := simlab.Added(before, after, kind); len(added) > 0 {
+			t.Errorf("test recovery made %s %v: not isolated", kind, added)
+		}
+	}
 	fi := find.NewFinder(rc)
 	for _, vm := range app {
 		o, err := fi.VirtualMachine(ctx, simlab.Target+"/Resources/hq-DC0"+TestSuffix+"/DC0_C0_APP0"+TestSuffix+"/"+vm+TestSuffix)
