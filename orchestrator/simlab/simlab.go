@@ -305,45 +305,44 @@ type VMEvent struct {
 }
 
 // VMEvents reads from vCenter's event history, in chain order, every VM
-// power-on and every guest reporting up. It is vCenter's record, not the
-// orchestrator's: a test checks startup order and waits against it.
+// power-on and every guest reporting up (of the last 1000 such events; the
+// simulator keeps its last 1000 events of any kind). It is vCenter's
+// record, not the orchestrator's: a test checks startup order and waits
+// against it.
+//
+// It reads through EventManager.QueryEvents, not an event collector: a
+// collector's DestroyCollector removes it from the simulator's collectors
+// while EventManager.PostEvent walks them (govmomi v0.56.0), a data race
+// with any client that makes the simulator post an event meanwhile
+// (TestVMEventsWhileEventsArePosted). QueryEvents runs under the
+// EventManager's lock, as every PostEvent does, and registers no collector.
 func VMEvents(ctx context.Context, c *vim25.Client) ([]VMEvent, error) {
-	coll, err := event.NewManager(c).CreateCollectorForEvents(ctx, types.EventFilterSpec{Type: []string{"VmPoweredOnEvent", "VmReconfiguredEvent"}})
+	evs, err := event.NewManager(c).QueryEvents(ctx, types.EventFilterSpec{
+		EventTypeId: []string{"VmPoweredOnEvent", "VmReconfiguredEvent"}, MaxCount: 1000})
 	if err != nil {
 		return nil, fmt.Errorf("vCenter events: %w", err)
 	}
-	defer coll.Destroy(context.WithoutCancel(ctx))
 	var out []VMEvent
-	for {
-		evs, err := coll.ReadNextEvents(ctx, 500)
-		if err != nil {
-			return nil, fmt.Errorf("vCenter events: %w", err)
+	for _, be := range evs {
+		e := be.GetEvent()
+		if e.Vm == nil {
+			continue
 		}
-		if len(evs) == 0 {
-			break
-		}
-		// The simulator does not apply the filter's types: check them here.
-		for _, be := range evs {
-			e := be.GetEvent()
-			if e.Vm == nil {
+		ev := VMEvent{Key: e.Key, VM: e.Vm.Name, Time: e.CreatedTime}
+		switch x := be.(type) {
+		case *types.VmPoweredOnEvent:
+			ev.What = EventPoweredOn
+		case *types.VmReconfiguredEvent:
+			if !slices.ContainsFunc(x.ConfigSpec.ExtraConfig, func(o types.BaseOptionValue) bool {
+				return o.GetOptionValue().Key == "SET.guestHeartbeatStatus"
+			}) {
 				continue
 			}
-			ev := VMEvent{Key: e.Key, VM: e.Vm.Name, Time: e.CreatedTime}
-			switch x := be.(type) {
-			case *types.VmPoweredOnEvent:
-				ev.What = EventPoweredOn
-			case *types.VmReconfiguredEvent:
-				if !slices.ContainsFunc(x.ConfigSpec.ExtraConfig, func(o types.BaseOptionValue) bool {
-					return o.GetOptionValue().Key == "SET.guestHeartbeatStatus"
-				}) {
-					continue
-				}
-				ev.What = EventGuestUp
-			default:
-				continue
-			}
-			out = append(out, ev)
+			ev.What = EventGuestUp
+		default:
+			continue
 		}
+		out = append(out, ev)
 	}
 	slices.SortFunc(out, func(a, b VMEvent) int { return cmp.Compare(a.Key, b.Key) })
 	return out, nil
