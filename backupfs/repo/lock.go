@@ -27,6 +27,9 @@ const (
 	LockServe = "serve"
 	// LockExclusive is held by prune and upgrade: it excludes every other lock.
 	LockExclusive = "exclusive"
+	// LockVM is a VM's backup claim (ClaimVM): it excludes only another
+	// claim of the same VM (and, as every lock, an exclusive one).
+	LockVM = "vm"
 )
 
 // Lock timing: a holder rewrites its lock file every LockRefresh; a lock
@@ -40,6 +43,12 @@ const (
 // with one another process holds.
 var ErrLocked = errors.New("repository is locked")
 
+// claimedError is ClaimVM's refusal: errors.Is(err, ErrLocked) holds.
+type claimedError string
+
+func (e claimedError) Error() string        { return string(e) }
+func (e claimedError) Is(target error) bool { return target == ErrLocked }
+
 // LockInfo is the content of a lock file.
 type LockInfo struct {
 	ID        string    `json:"-"`
@@ -47,12 +56,17 @@ type LockInfo struct {
 	Purpose   string    `json:"purpose"` // what the holder does, e.g. "serve"
 	Host      string    `json:"host"`
 	PID       int       `json:"pid"`
+	VM        string    `json:"vm,omitempty"` // kind vm: the claimed VM's key
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed"`
 }
 
 // String names the holder for people.
 func (l LockInfo) String() string {
+	if l.Kind == LockVM {
+		return fmt.Sprintf("VM backup claim (%s) held by pid %d on %s since %s (lock %s)", l.Purpose, l.PID, l.Host,
+			l.Created.UTC().Format(time.RFC3339), l.ID)
+	}
 	return fmt.Sprintf("%s lock of %q held by pid %d on %s since %s (lock %s)", l.Kind, l.Purpose, l.PID, l.Host,
 		l.Created.UTC().Format(time.RFC3339), l.ID)
 }
@@ -82,7 +96,38 @@ func (r *Repo) lockDir() string { return filepath.Join(r.Dir, "locks") }
 // longer runs) are removed. The lock is refreshed in the background until
 // Unlock.
 func (r *Repo) Lock(ctx context.Context, kind, purpose string) (*RepoLock, error) {
-	return r.lock(ctx, kind, purpose, "", r.LockWait)
+	l, _, err := r.take(ctx, lockRequest{kind: kind, purpose: purpose, wait: r.LockWait, waiting: r.LockWaiting})
+	return l, err
+}
+
+// ClaimVM takes the backup claim of the VM whose key is vm (a stable
+// identity: vCenter's instance UUID), so that no two backups of one VM run
+// at once, in any process on any host using this repository (see
+// docs/repository-format.md, "VM backup claims"). The claim is a lock file
+// of kind LockVM, taken, refreshed, judged stale and released as every
+// lock; it conflicts only with another claim of the same VM. Another live
+// claim makes ClaimVM fail with ErrLocked naming its holder (host, pid,
+// since when), after waiting up to wait for it to be released (calling
+// waiting once per holder). The claims of holders that are gone (stale)
+// are removed and returned: a backup that takes over such a claim knows
+// that a backup snapshot that run left is nobody's.
+func (r *Repo) ClaimVM(ctx context.Context, vm, purpose string, wait time.Duration, waiting func(holder LockInfo, wait time.Duration)) (*RepoLock, []LockInfo, error) {
+	if vm == "" {
+		return nil, nil, errors.New("claim VM: no VM key")
+	}
+	return r.take(ctx, lockRequest{kind: LockVM, purpose: purpose, vm: vm, wait: wait, waiting: waiting})
+}
+
+// lockRequest is what take takes.
+type lockRequest struct {
+	kind, purpose string
+	vm            string // kind vm
+	beside        string // a lock id not counted as a conflict
+	// wait is how long to keep retrying against a holder worth waiting
+	// for (an exclusive one for a shared or serve lock, another claim of
+	// the VM for a claim); waiting is told once per such holder.
+	wait    time.Duration
+	waiting func(holder LockInfo, wait time.Duration)
 }
 
 // lockRetries is how many times Lock tries before it fails, when it does
@@ -96,60 +141,78 @@ func lockPause(n int) time.Duration { return min(time.Duration(n*n)*50*time.Mill
 // lock is Lock, not counting the lock whose id is beside as a conflict, and
 // waiting up to wait (not r.LockWait) for an exclusive holder.
 func (r *Repo) lock(ctx context.Context, kind, purpose, beside string, wait time.Duration) (*RepoLock, error) {
+	l, _, err := r.take(ctx, lockRequest{kind: kind, purpose: purpose, beside: beside, wait: wait, waiting: r.LockWaiting})
+	return l, err
+}
+
+// take takes the lock req asks for, returning also the stale locks it
+// removed on the way.
+func (r *Repo) take(ctx context.Context, req lockRequest) (*RepoLock, []LockInfo, error) {
+	kind, purpose, beside, wait := req.kind, req.purpose, req.beside, req.wait
 	switch kind {
-	case LockShared, LockServe, LockExclusive:
+	case LockShared, LockServe, LockExclusive, LockVM:
 	default:
-		return nil, fmt.Errorf("lock kind %q unknown", kind)
+		return nil, nil, fmt.Errorf("lock kind %q unknown", kind)
 	}
 	if err := durablefs.MkdirAll(r.fsys(), r.lockDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("lock repository %s: %w", r.Dir, err)
+		return nil, nil, fmt.Errorf("lock repository %s: %w", r.Dir, err)
 	}
 	host, _ := os.Hostname()
 	start := time.Now()
 	waitedFor := map[string]bool{}
+	var stale []LockInfo
 	var err error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, nil, ctx.Err()
 			case <-time.After(lockPause(attempt)):
 			}
 		}
 		now := time.Now().UTC()
-		info := LockInfo{ID: newLockID(), Kind: kind, Purpose: purpose, Host: host, PID: os.Getpid(), Created: now, Refreshed: now}
+		info := LockInfo{ID: newLockID(), Kind: kind, Purpose: purpose, Host: host, PID: os.Getpid(), VM: req.vm, Created: now, Refreshed: now}
 		if err = r.writeLock(info); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var holder *LockInfo
-		holder, err = r.conflict(info, beside)
+		var removed []LockInfo
+		holder, removed, err = r.conflict(info, beside)
+		stale = append(stale, removed...)
 		if err == nil && holder == nil {
 			l := &RepoLock{r: r, info: info, stop: make(chan struct{}), done: make(chan struct{})}
 			go l.refresh()
-			return l, nil
+			return l, stale, nil
 		}
 		r.fsys().Remove(r.lockPath(info.ID))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if holder.Kind == LockServe && kind == LockServe {
-			return nil, fmt.Errorf("%w: another `rekindle serve` uses this repository (%s); stop it first", ErrLocked, holder)
+			return nil, nil, fmt.Errorf("%w: another `rekindle serve` uses this repository (%s); stop it first", ErrLocked, holder)
 		}
-		err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
-		if kind != LockExclusive && holder.Kind == LockExclusive && wait > 0 {
+		worthWaiting := kind != LockExclusive && holder.Kind == LockExclusive
+		if kind == LockVM && holder.Kind == LockVM {
+			err = claimedError(fmt.Sprintf("another backup of this VM is running: %s (the claim of a process that is gone is stale %s after its last refresh, or at once on its own host)",
+				holder, LockStaleAfter))
+			worthWaiting = true
+		} else {
+			err = fmt.Errorf("%w: %s wants a %s lock, but a %s", ErrLocked, purpose, kind, holder)
+		}
+		if worthWaiting && wait > 0 {
 			if time.Since(start) < wait {
 				if !waitedFor[holder.ID] {
 					waitedFor[holder.ID] = true
-					if r.LockWaiting != nil {
-						r.LockWaiting(*holder, r.LockWait)
+					if req.waiting != nil {
+						req.waiting(*holder, wait)
 					}
 				}
 				continue
 			}
-			return nil, fmt.Errorf("%w (waited %s for it to be released)", err, wait)
+			return nil, nil, fmt.Errorf("%w (waited %s for it to be released)", err, wait)
 		}
 		if attempt+1 >= lockRetries {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
@@ -174,25 +237,47 @@ func (r *Repo) writeLock(info LockInfo) error {
 }
 
 // conflict returns the first live lock other than own that conflicts
-// with it, removing stale ones on the way.
-func (r *Repo) conflict(own LockInfo, beside string) (*LockInfo, error) {
+// with it, removing stale ones on the way (and returning them).
+func (r *Repo) conflict(own LockInfo, beside string) (*LockInfo, []LockInfo, error) {
 	locks, err := r.Locks()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var removed []LockInfo
 	for _, l := range locks {
 		if l.ID == own.ID || l.ID == beside {
 			continue
 		}
 		if r.stale(l) {
-			r.fsys().Remove(r.lockPath(l.ID))
+			// A stale VM claim is left to whoever claims that VM (or
+			// prunes), so its taker learns that the claim's backup is gone.
+			if l.Kind != LockVM || conflicts(own, l) {
+				r.fsys().Remove(r.lockPath(l.ID))
+				removed = append(removed, l)
+			}
 			continue
 		}
-		if own.Kind == LockExclusive || l.Kind == LockExclusive || (own.Kind == LockServe && l.Kind == LockServe) {
-			return &l, nil
+		if conflicts(own, l) {
+			return &l, removed, nil
 		}
 	}
-	return nil, nil
+	return nil, removed, nil
+}
+
+// conflicts says whether locks a and b exclude each other: an exclusive
+// lock excludes every other, two serve locks exclude each other, and a VM
+// claim excludes another claim of the same VM. A kind this version does not
+// know conflicts only with an exclusive lock.
+func conflicts(a, b LockInfo) bool {
+	switch {
+	case a.Kind == LockExclusive || b.Kind == LockExclusive:
+		return true
+	case a.Kind == LockServe && b.Kind == LockServe:
+		return true
+	case a.Kind == LockVM && b.Kind == LockVM:
+		return a.VM == b.VM
+	}
+	return false
 }
 
 // stale reports whether l's holder is gone: not refreshed for

@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup"
 )
 
@@ -34,6 +35,7 @@ func vcBackupFlags() []cli.Flag {
 		&cli.StringFlag{Name: "transport", Value: vcbackup.TransportAuto, Usage: "how disks are read: auto (nfc when powered on, datastore when off; a running VM's incremental reads its changed areas from the snapshot's disk by ranged datastore reads, nfc if the host refuses), nfc or datastore"},
 		&cli.IntFlag{Name: "parallel", Value: 2, Usage: "VMs backed up at once"},
 		&cli.IntFlag{Name: "disk-parallel", Value: 2, Usage: "disks of one VM read at once"},
+		&cli.DurationFlag{Name: "vm-wait", Usage: "how long to wait for another backup of the same VM (another process's, or a job's in serve) to end (0: refuse it, naming that backup)"},
 	}, vcFlags()...)
 }
 
@@ -60,7 +62,10 @@ func vcBackupConfig(c *cli.Context) (vcbackup.Config, func(), error) {
 	}
 	cfg := vcbackup.Config{Client: d.Client(), Datacenter: c.String("datacenter"), Repo: r, Catalog: cat,
 		Quiesce: c.Bool("quiesce"), NoCBT: c.Bool("no-cbt"), Transport: c.String("transport"),
-		Parallel: c.Int("parallel"), DiskParallel: c.Int("disk-parallel")}
+		Parallel: c.Int("parallel"), DiskParallel: c.Int("disk-parallel"), ClaimWait: c.Duration("vm-wait"),
+		ClaimWaiting: func(vm string, h repo.LockInfo, wait time.Duration) {
+			fmt.Fprintf(os.Stderr, "%s: waiting for another backup of this VM: %s; waiting up to %s (--vm-wait)\n", vm, h, wait)
+		}}
 	return cfg, func() { d.Close(context.Background()); cat.Close() }, nil
 }
 

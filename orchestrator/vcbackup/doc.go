@@ -7,7 +7,14 @@
 //     memory; quiesced when asked and VMware Tools run) and reads the disks
 //     from. Its name starts with SnapshotPrefix; a backup first removes any
 //     such snapshot an earlier run left behind (a crash, a vCenter fault),
-//     and removes its own whatever happens. The VM's .vmx and .nvram are
+//     and removes its own whatever happens.
+//   - backup claim: the VM's lock of kind repo.LockVM in the repository
+//     (repo.ClaimVM), held from before the VM's snapshots are listed until
+//     its own is removed. While another run holds it the VM's backup is
+//     refused (or waits up to Config.ClaimWait) naming that run; backup
+//     snapshots are leftovers only to the claim's holder (the run that took
+//     them released its claim, or its claim was stale: its process gone).
+//     See docs/repository-format.md, "VM backup claims". The VM's .vmx and .nvram are
 //     downloaded while the snapshot exists, right after it is taken, so the
 //     point's configuration is that of its disks' moment (removing the
 //     snapshot rewrites the .vmx).

@@ -70,6 +70,12 @@ type Config struct {
 	// DiskParallel how many disks of one VM (default 2); Readers how many
 	// range reads run at once per disk (default 4).
 	Parallel, DiskParallel, Readers int
+	// ClaimWait is how long a VM's backup waits for another backup of the
+	// same VM (its claim in the repository, repo.ClaimVM) to end; zero
+	// refuses it after the lock protocol's quick retries, naming the
+	// holder. ClaimWaiting, when set, is told once per holder waited for.
+	ClaimWait    time.Duration
+	ClaimWaiting func(vm string, holder repo.LockInfo, wait time.Duration)
 	// Progress, when set, is called as disks are read; calls for one VM
 	// come in order, calls for different VMs may interleave.
 	Progress func(Progress)
@@ -149,7 +155,10 @@ func (c *Config) check() error {
 }
 
 // BackupVMs backs up the named VMs (names or inventory paths), Parallel at
-// a time, and returns one Result per name in order. A VM that fails has
+// a time, and returns one Result per VM in the order first named: a VM
+// named twice (by its name and its path) is backed up once, its Result's
+// notes saying so. A VM whose backup another run holds is refused (or waits
+// up to ClaimWait), its Result's Err naming that run. A VM that fails has
 // its Result's Err set; the error return is for what stops every VM (no
 // repository lock, no datacenter).
 func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error) {
@@ -196,17 +205,26 @@ func (b *backuper) finder() *find.Finder {
 }
 
 func (b *backuper) many(ctx context.Context, names []string, app string) []Result {
-	out := make([]Result, len(names))
+	vms := b.resolve(ctx, names)
+	out := make([]Result, len(vms))
 	var g errgroup.Group
 	g.SetLimit(b.cfg.Parallel)
-	for i, name := range names {
+	for i, t := range vms {
 		g.Go(func() error {
 			start := time.Now()
-			r := b.one(ctx, name, app)
-			r.VM, r.Duration = name, time.Since(start)
+			var r Result
+			if t.err != nil {
+				r.Err = t.err
+			} else {
+				r = b.one(ctx, t, app)
+			}
+			if len(t.aliases) > 0 {
+				r.Notes = append(r.Notes, fmt.Sprintf("also listed as %s: the same VM, backed up once", strings.Join(t.aliases, ", ")))
+			}
+			r.VM, r.Duration = t.given, time.Since(start)
 			if r.Err != nil {
 				r.Error = r.Err.Error()
-				b.cfg.Logger.Error("backup failed", "vm", name, "err", r.Err)
+				b.cfg.Logger.Error("backup failed", "vm", t.given, "err", r.Err)
 			}
 			if r.Point != nil {
 				r.PointID = r.Point.ID
@@ -219,6 +237,67 @@ func (b *backuper) many(ctx context.Context, names []string, app string) []Resul
 	return out
 }
 
+// target is one VM to back up, as resolved before any backup starts.
+type target struct {
+	given   string   // the name or path it was first listed as
+	aliases []string // what else named the same VM (a path, the name again)
+	ref     types.ManagedObjectReference
+	name    string // vCenter's
+	key     string // its backup claim's key (claimKey)
+	err     error
+}
+
+// resolve finds the VMs names name, once each: a VM named twice (its name
+// and its inventory path, or a job's folder and tag) is one target, backed
+// up once, with the other names as aliases. A name that does not resolve is
+// a target with err set.
+func (b *backuper) resolve(ctx context.Context, names []string) []*target {
+	found := make([]*target, len(names))
+	var g errgroup.Group
+	g.SetLimit(b.cfg.Parallel)
+	for i, name := range names {
+		g.Go(func() error {
+			t := &target{given: name}
+			t.ref, t.err = b.findRef(ctx, name)
+			if t.err == nil {
+				var vm mo.VirtualMachine
+				if err := property.DefaultCollector(b.c).RetrieveOne(ctx, t.ref, []string{"name", "config.instanceUuid"}, &vm); err != nil {
+					t.err = fmt.Errorf("vm %s: %w", name, err)
+				} else {
+					t.name, t.key = vm.Name, b.claimKey(t.ref, &vm)
+				}
+			}
+			found[i] = t
+			return nil
+		})
+	}
+	g.Wait()
+	var out []*target
+	byRef := map[types.ManagedObjectReference]*target{}
+	for _, t := range found {
+		if t.err == nil {
+			if first := byRef[t.ref]; first != nil {
+				first.aliases = append(first.aliases, t.given)
+				continue
+			}
+			byRef[t.ref] = t
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// claimKey is the key of a VM's backup claim in the repository: vCenter's
+// instance UUID of the VM (the same whatever name or path a backup was
+// given, and from whichever address of vCenter), else its managed object
+// id on this vCenter.
+func (b *backuper) claimKey(ref types.ManagedObjectReference, vm *mo.VirtualMachine) string {
+	if vm.Config != nil && vm.Config.InstanceUuid != "" {
+		return "instance-uuid:" + strings.ToLower(vm.Config.InstanceUuid)
+	}
+	return "moref:" + b.server + "/" + ref.Value
+}
+
 // vmInfo is what a backup reads about a VM before it snapshots it.
 type vmInfo struct {
 	ref  types.ManagedObjectReference
@@ -226,28 +305,31 @@ type vmInfo struct {
 	name string
 }
 
-func (b *backuper) findVM(ctx context.Context, name string) (*vmInfo, error) {
-	var ref types.ManagedObjectReference
+func (b *backuper) findRef(ctx context.Context, name string) (types.ManagedObjectReference, error) {
 	if strings.Contains(name, "/") {
 		vm, err := b.finder().VirtualMachine(ctx, name)
 		if err != nil {
-			return nil, fmt.Errorf("find VM %q: %w", name, err)
+			return types.ManagedObjectReference{}, fmt.Errorf("find VM %q: %w", name, err)
 		}
-		ref = vm.Reference()
-	} else {
-		refs, err := b.byName(ctx, "VirtualMachine", name)
-		if err != nil {
-			return nil, err
-		}
-		switch len(refs) {
-		case 0:
-			return nil, fmt.Errorf("vCenter has no VM named %q in datacenter %s", name, b.dc.Name())
-		case 1:
-			ref = refs[0]
-		default:
-			return nil, fmt.Errorf("vCenter has %d VMs named %q: give an inventory path (/DC/vm/folder/%s)", len(refs), name, name)
-		}
+		return vm.Reference(), nil
 	}
+	refs, err := b.byName(ctx, "VirtualMachine", name)
+	if err != nil {
+		return types.ManagedObjectReference{}, err
+	}
+	switch len(refs) {
+	case 0:
+		return types.ManagedObjectReference{}, fmt.Errorf("vCenter has no VM named %q in datacenter %s", name, b.dc.Name())
+	case 1:
+		return refs[0], nil
+	default:
+		return types.ManagedObjectReference{}, fmt.Errorf("vCenter has %d VMs named %q: give an inventory path (/DC/vm/folder/%s)", len(refs), name, name)
+	}
+}
+
+// readVM reads what a backup needs of a VM, once it holds the VM's claim
+// (so the snapshots it lists are not another backup's).
+func (b *backuper) readVM(ctx context.Context, ref types.ManagedObjectReference, name string) (*vmInfo, error) {
 	var vm mo.VirtualMachine
 	if err := property.DefaultCollector(b.c).RetrieveOne(ctx, ref, []string{"name", "config", "runtime", "guest", "snapshot", "layoutEx"}, &vm); err != nil {
 		return nil, fmt.Errorf("vm %s: read its configuration: %w", name, err)
@@ -282,21 +364,45 @@ func (b *backuper) byName(ctx context.Context, kind, name string) ([]types.Manag
 
 // one backs up one VM. It never leaves its snapshot behind when it can
 // reach vCenter; a leftover from a killed run is removed by the next.
-func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
+//
+// It first takes the VM's backup claim in the repository (repo.ClaimVM):
+// while another backup of the VM runs (another process, another host, a
+// job of this one), its rekindle snapshot is live, not a leftover, and
+// this backup is refused (or waits up to ClaimWait) naming that holder.
+// Only under the claim are backup snapshots leftovers to remove: their run
+// is gone (its claim released, or stale and taken over here).
+func (b *backuper) one(ctx context.Context, t *target, app string) (res Result) {
 	cfg := b.cfg
+	name := t.given
 	progress := func(p Progress) {
 		if cfg.Progress != nil {
 			p.VM = name
 			cfg.Progress(p)
 		}
 	}
-	vi, err := b.findVM(ctx, name)
-	if err != nil {
-		res.Err = err
+	if err := repo.ValidName(t.name); err != nil {
+		res.Err = fmt.Errorf("vm %q: its vCenter name cannot name a restore point: %w", t.name, err)
 		return res
 	}
-	if err := repo.ValidName(vi.name); err != nil {
-		res.Err = fmt.Errorf("vm %q: its vCenter name cannot name a restore point: %w", vi.name, err)
+	var waiting func(repo.LockInfo, time.Duration)
+	if cfg.ClaimWaiting != nil {
+		waiting = func(h repo.LockInfo, wait time.Duration) { cfg.ClaimWaiting(name, h, wait) }
+	}
+	claim, stale, err := cfg.Repo.ClaimVM(ctx, t.key, fmt.Sprintf("backup of VM %s from vCenter %s", t.name, b.server), cfg.ClaimWait, waiting)
+	if err != nil {
+		res.Err = fmt.Errorf("vm %s: %w", t.name, err)
+		return res
+	}
+	defer claim.Unlock()
+	for _, s := range stale {
+		if s.Kind == repo.LockVM && s.VM == t.key {
+			res.Notes = append(res.Notes, fmt.Sprintf("took over the stale backup claim of pid %d on %s (since %s, last refreshed %s): that backup is gone",
+				s.PID, s.Host, s.Created.UTC().Format(time.RFC3339), s.Refreshed.UTC().Format(time.RFC3339)))
+		}
+	}
+	vi, err := b.readVM(ctx, t.ref, t.name)
+	if err != nil {
+		res.Err = err
 		return res
 	}
 	vm := object.NewVirtualMachine(b.c, vi.ref)
@@ -540,6 +646,14 @@ func (b *backuper) one(ctx context.Context, name, app string) (res Result) {
 		// Stopped (serve shutting down, a job cancelled) as the last read
 		// ended: no point.
 		err = ctx.Err()
+	}
+	if err == nil {
+		// The claim was lost while the disks were read (another run judged
+		// it stale): that run may have removed the snapshot read from as a
+		// leftover, so what was read is not trusted.
+		if cerr := claim.Check(); cerr != nil {
+			err = fmt.Errorf("backup claim lost while the disks were read (another backup may have removed snapshot %s): %w", snapName, cerr)
+		}
 	}
 	closeLease(err)
 	res.BytesRead = w.read.Load()
