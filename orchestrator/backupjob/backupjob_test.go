@@ -432,3 +432,35 @@ func checkMetrics(t *testing.T, reg *prometheus.Registry, want map[string]float6
 		}
 	}
 }
+
+// A job that lists a VM twice, or more (its name, its inventory path, a
+// folder holding it, a tag it carries; a vApp member also by its path)
+// backs each VM up once: one recorded result and one point per VM, and a
+// run that is done, not partial (the second listing is not refused as a
+// concurrent backup of the first).
+func TestRunVMListedTwice(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vapp, err := e.lab.CreateVApp(ctx, "shop")
+	must(t, err)
+	for _, s := range []backuplab.VMSpec{{Name: "web01"}, {Name: "db01", VApp: vapp}} {
+		s.Disks, s.PowerOn = []int64{1 << 20}, true
+		_, err := e.lab.CreateVM(ctx, s)
+		must(t, err)
+		must(t, e.lab.WriteDisk(s.Name, 0, 0, []byte("hello "+s.Name)))
+	}
+	must(t, e.lab.TagVMs(ctx, "backup", "nightly", "web01"))
+	db, err := e.lab.Finder.VirtualMachine(ctx, "db01")
+	must(t, err)
+	d := e.job(t, fmt.Sprintf("name: twice\nvms: [web01, /DC0/vm/web01, %q]\nfolders: [/DC0/vm]\ntags: [backup:nightly]\nvapps: [shop]\ninterval: 24h\n", db.InventoryPath))
+	run, err := e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	got, err := e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	if run.State != catalog.RunDone || run.VMsOK != 2 || run.VMsFailed != 0 || len(got.VMs) != 2 {
+		t.Fatalf("run of a job listing its VMs twice: state %s ok %d failed %d, VMs %+v (%s)", run.State, run.VMsOK, run.VMsFailed, got.VMs, run.Error)
+	}
+	if pts, _ := e.r.Points(); len(pts) != 2 {
+		t.Fatalf("%d points, want one per VM", len(pts))
+	}
+}

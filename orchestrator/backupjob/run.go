@@ -131,6 +131,11 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 		}
 		for _, m := range ar.Members {
 			inApps[m.VM] = true
+			if m.Ref.Value != "" {
+				// A member is backed up once, also when a folder, tag or
+				// inventory path lists it again.
+				cfg.Skip = append(cfg.Skip, m.Ref)
+			}
 		}
 		results = append(results, ar.Members...)
 	}

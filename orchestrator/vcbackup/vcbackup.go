@@ -76,6 +76,10 @@ type Config struct {
 	// holder. ClaimWaiting, when set, is told once per holder waited for.
 	ClaimWait    time.Duration
 	ClaimWaiting func(vm string, holder repo.LockInfo, wait time.Duration)
+	// Skip are VMs not to back up, whatever names them: those this run
+	// backed up already (a job's vApp members, when a folder, tag or path
+	// lists them too).
+	Skip []types.ManagedObjectReference
 	// Progress, when set, is called as disks are read; calls for one VM
 	// come in order, calls for different VMs may interleave.
 	Progress func(Progress)
@@ -105,7 +109,9 @@ type Result struct {
 	Err       error              `json:"-"`
 	Error     string             `json:"error,omitempty"`
 	Disks     []DiskResult       `json:"disks,omitempty"`
-	app       *types.VAppEntityConfigInfo
+	// Ref is the VM in vCenter (zero when the name did not resolve).
+	Ref types.ManagedObjectReference `json:"-"`
+	app *types.VAppEntityConfigInfo
 }
 
 // DiskResult is one disk's part of a Result.
@@ -221,7 +227,7 @@ func (b *backuper) many(ctx context.Context, names []string, app string) []Resul
 			if len(t.aliases) > 0 {
 				r.Notes = append(r.Notes, fmt.Sprintf("also listed as %s: the same VM, backed up once", strings.Join(t.aliases, ", ")))
 			}
-			r.VM, r.Duration = t.given, time.Since(start)
+			r.VM, r.Ref, r.Duration = t.given, t.ref, time.Since(start)
 			if r.Err != nil {
 				r.Error = r.Err.Error()
 				b.cfg.Logger.Error("backup failed", "vm", t.given, "err", r.Err)
@@ -275,6 +281,9 @@ func (b *backuper) resolve(ctx context.Context, names []string) []*target {
 	var out []*target
 	byRef := map[types.ManagedObjectReference]*target{}
 	for _, t := range found {
+		if t.err == nil && slices.Contains(b.cfg.Skip, t.ref) {
+			continue
+		}
 		if t.err == nil {
 			if first := byRef[t.ref]; first != nil {
 				first.aliases = append(first.aliases, t.given)
