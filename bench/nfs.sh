@@ -17,7 +17,10 @@
 #   BENCH_DOC       markdown file to update, or empty for none        (docs/benchmarks.md)
 #   BENCH_TIMEOUT   seconds before one fio run is killed and retried  (60)
 #   BENCH_FILES     small files per metadata run (CREATE+WRITE+COMMIT) (2000)
-#   BENCH_ONLY      extended regex: run only the tests whose name matches (all)
+#   BENCH_ONLY      extended regex: run only the tests whose name matches, among all
+#                   tests, the extra ones included (default: issue 11's rows)
+#   BENCH_EXTRA     1: also run the rows outside issue 11's set (sequential reads, UNSTABLE
+#                   writes without a COMMIT, rekindle --unsafe-writes)
 #   BENCH_CHUNK     repository chunk size (rekindle init --chunk-size) (256K)
 #   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
 #   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
@@ -40,8 +43,8 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}"
-export BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}"
+export BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -60,6 +63,17 @@ RKB_API=127.0.0.1:7482
 RK_TOKEN_FILE=$BENCH_WORK/repo/state/api-token
 G_PORT=2049
 G_MNT=20048
+
+# issue 11's benchmark, the default set: UNSTABLE 1 MiB writes with a COMMIT at the
+# end (qd 1, 8), FILE_SYNC 1 MiB and 4 KiB random writes (qd 1, 8), the small files,
+# warm and cold 4 KiB random reads (qd 1, 32)
+ISSUE_ROWS='^(write-qd[18]-commit|write-sync-qd[18]|randwrite-sync-qd[18]|files-create-write-commit|randread-qd(1|32)|cold-randread-qd(1|32))$'
+
+# selected NAME: is the test in this run?
+selected() {
+	if [ -n "$BENCH_ONLY" ]; then [[ $1 =~ $BENCH_ONLY ]]; return; fi
+	[ "$BENCH_EXTRA" = 1 ] || [[ $1 =~ $ISSUE_ROWS ]]
+}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { echo "bench-nfs: $*" >&2; exit 1; }
@@ -116,7 +130,8 @@ outer() {
 	mkdir -p "$W/ganesha/export" "$W/local"
 	# plain files as a thin-provisioned datastore holds them: zeros are holes
 	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/$DISKFILE"
-	truncate -s "$BENCH_DISK" "$W/ganesha/export/w-flat.vmdk"
+	# the file Ganesha's write tests overwrite, made a copy of the disk again before each run
+	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/w-flat.vmdk"
 	rm -rf "$W/export"
 	# rekindle-b serves its own copy: one repository takes one serve
 	if [ -n "$BENCH_BIN_B" ]; then cp -a "$W/repo" "$W/repo-b"; fi
@@ -125,6 +140,7 @@ outer() {
 		echo "disk_alloc=$(($(stat -c %b "$W/vms/$VM/$DISKFILE") * $(stat -c %B "$W/vms/$VM/$DISKFILE")))"
 		echo "point=$point"
 	} >"$RES/data.env"
+	echo "start_utc='$(date -u '+%Y-%m-%d %H:%M')' start_load='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$RES/data.env"
 
 	log "setup took $((SECONDS - t0)) s; measuring in private namespaces"
 	export BENCH_POINT=$point
@@ -136,6 +152,7 @@ outer() {
 	trap 'kill -KILL $upid 2>/dev/null; wait $upid 2>/dev/null; exit 130' INT TERM
 	wait $upid || die "measurement failed (exit $?); logs in $RES"
 	trap - INT TERM
+	echo "end_utc='$(date -u '+%H:%M')' end_load='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$RES/data.env"
 	report
 	log "total $((SECONDS - t0)) s"
 }
@@ -292,15 +309,15 @@ run_test() {
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
 		ganesha:read) url=$(g_url "$BENCH_WORK/ganesha/export") file=$DISKFILE ;;
 		ganesha:write)
-			# empty it in place: a new inode under the same name would leave Ganesha's
-			# cached handle stale (NFS3ERR_STALE on the next open)
-			truncate -s 0 "$BENCH_WORK/ganesha/export/w-flat.vmdk"
-			truncate -s "$BENCH_DISK" "$BENCH_WORK/ganesha/export/w-flat.vmdk"
+			# the same disk, as a VM's write lands on its disk in a session: a fresh
+			# sparse copy of it, written into the same inode (a new inode under the
+			# same name would leave Ganesha's cached handle stale, NFS3ERR_STALE)
+			cp --sparse=always "$BENCH_WORK/ganesha/export/$DISKFILE" "$BENCH_WORK/ganesha/export/w-flat.vmdk"
 			url=$(g_url "$BENCH_WORK/ganesha/export") file=w-flat.vmdk ;;
 		local:read) url='' file=$BENCH_WORK/ganesha/export/$DISKFILE ;;
 		local:write)
 			rm -f "$BENCH_WORK/local/w-flat.vmdk"
-			truncate -s "$BENCH_DISK" "$BENCH_WORK/local/w-flat.vmdk"
+			cp --sparse=always "$BENCH_WORK/ganesha/export/$DISKFILE" "$BENCH_WORK/local/w-flat.vmdk"
 			url='' file=$BENCH_WORK/local/w-flat.vmdk ;;
 		esac
 		[ "$dir" = write ] && sync
@@ -448,7 +465,7 @@ run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		IFS='|' read -r name dir unit setup servers expect args <<<"$line"
-		if [ -n "$BENCH_ONLY" ] && ! [[ $name =~ $BENCH_ONLY ]]; then continue; fi
+		selected "$name" || continue
 		if [ -n "$BENCH_BIN_B" ] && [ "$dir" = read ]; then servers=${servers/rekindle/rekindle rekindle-b}; fi
 		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
 		log "$name ($BENCH_RUNS runs each: $servers)"
@@ -489,7 +506,10 @@ inner() {
 	start_ganesha
 	log "servers up: rekindle pid $RK_PID (NFS 127.0.0.1:$RK_PORT), ganesha pid $G_PID (NFS 127.0.0.1:$G_PORT)"
 
-	if [ -z "$BENCH_ONLY" ] || tests_warm | cut -d'|' -f1 | grep -Eq "$BENCH_ONLY"; then
+	local t want_warm=0 want_unsafe=0
+	for t in $(tests_warm | cut -d'|' -f1); do selected "$t" && want_warm=1; done
+	for t in $(tests_unsafe | cut -d'|' -f1); do selected "$t" && want_unsafe=1; done
+	if [ "$want_warm" = 1 ]; then
 	log "warm-up: one full read through each server and locally"
 	run_test warmup rekindle 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8
 	if [ -n "$BENCH_BIN_B" ]; then run_test warmup rekindle-b 0 read MiB/s "$(bytes "$BENCH_DISK")" warm -- --rw=read --bs=1M --iodepth=8; fi
@@ -506,11 +526,13 @@ inner() {
 	fi
 	run_set "$(tests_write)"
 	run_set "$(tests_files)"
-	log "restarting rekindle with --unsafe-writes"
-	stop_pid "$RK_PID" rekindle
-	RK_PID=''
-	start_rekindle --unsafe-writes
-	run_set "$(tests_unsafe)"
+	if [ "$want_unsafe" = 1 ]; then
+		log "restarting rekindle with --unsafe-writes"
+		stop_pid "$RK_PID" rekindle
+		RK_PID=''
+		start_rekindle --unsafe-writes
+		run_set "$(tests_unsafe)"
+	fi
 }
 
 # ---------------------------------------------------------------- report
@@ -523,6 +545,14 @@ med() { # test server column(4 value, 5 cpu, 6 storage bytes read per request)
 spread() { # test server -> "min–max" of the values
 	awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s { v = $4 + 0; if (n++ == 0 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
 		END { if (n > 1) printf " (%.0f–%.0f)", lo, hi }' "$RES/values.tsv"
+}
+perrun() { # test -> median of the per-run ratios rekindle run i / Ganesha run i, and their min–max
+	awk -F'\t' -v t="$1" '$1 == t && $2 == "rekindle" { r[$3] = $4 } $1 == t && $2 == "ganesha" { g[$3] = $4 }
+		END { for (i in r) if ((i in g) && g[i] > 0) print r[i] / g[i] }' "$RES/values.tsv" |
+		sort -g | awk '{ a[NR] = $1 } END {
+			if (NR == 0) { print "–"; exit }
+			m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+			if (NR > 1) printf "%.2f (%.2f–%.2f)", m, a[1], a[NR]; else printf "%.2f", m }'
 }
 nruns() { awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s' "$RES/values.tsv" | wc -l; }
 
@@ -578,16 +608,16 @@ report() {
 	mib() { awk -v b="$1" 'BEGIN { printf "%.0f MiB", b / 1048576 }'; }
 
 	{
-		echo "Run $date on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
+		echo "Run ${start_utc:-$date}${end_utc:+–$end_utc} UTC on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; load average (1, 5, 15 min) ${start_load:-?} at the start, ${end_load:-?} at the end (the machine is shared: other jobs ran beside this one unless the load says otherwise); rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
 		echo
-		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`, writes go to a fresh session's copy; Ganesha serves a sparse copy of \`rekindle export\`'s output (checked equal to the source) and writes to a fresh sparse file of the same size. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests."
+		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`; its writes overwrite that disk in a fresh session per run (copy-on-write over the restore point: a write into a 64 KiB block the session has not written yet first fills the block from the backup). Ganesha reads a sparse copy of \`rekindle export\`'s output (checked equal to the source) and its writes overwrite a fresh sparse copy of the same disk per run; local writes a copy too. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests, files/s for the small files. Per-run ratio: the median of rekindle run i / Ganesha run i (the two measured back to back, servers in alternating order), which cancels the shared machine's drift better than the ratio of the medians."
 		echo
 		echo '```'
 		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE BENCH_SYNC_IO=$BENCH_SYNC_IO BENCH_FILES=$BENCH_FILES BENCH_CHUNK=$BENCH_CHUNK${BENCH_ONLY:+ BENCH_ONLY='$BENCH_ONLY'}"
 		echo '```'
 		echo
-		echo "| test | unit | rekindle | Ganesha | local | rekindle / Ganesha | rekindle / local | Ganesha / local | server CPU µs per request: rekindle / Ganesha |"
-		echo "|---|---|--:|--:|--:|--:|--:|--:|--:|"
+		echo "| test | unit | rekindle | Ganesha | local | rekindle / Ganesha (medians) | per-run ratio, median (min–max) | rekindle / local | server CPU µs per request: rekindle / Ganesha | storage KiB read per request: rekindle / Ganesha |"
+		echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
 		local t unit servers r g l rc gc note
 		while IFS=$'\t' read -r t unit servers; do
 			r=$(med "$t" rekindle 4) g=$(med "$t" ganesha 4) l=''
@@ -606,10 +636,12 @@ report() {
 			for s in $servers; do
 				[ "$(nruns "$t" "$s")" = "$BENCH_RUNS" ] || note="$note $s:$(nruns "$t" "$s")/$BENCH_RUNS runs"
 			done
-			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$g" "$unit")$(spread "$t" ganesha) | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(ratio "$r" "$l") | $(ratio "$g" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") |"
+			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$g" "$unit")$(spread "$t" ganesha) | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(perrun "$t") | $(ratio "$r" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") | $(kib "$(med "$t" rekindle 6)") / $(kib "$(med "$t" ganesha 6)") |"
 		done <"$RES/tests.tsv"
 		echo
-		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Writes: \`sync\` before every run; fio sends UNSTABLE WRITEs: Ganesha (and local psync) leave them in the page cache unless a COMMIT (fsync) follows, rekindle answers UNSTABLE WRITEs UNSTABLE and syncs on COMMIT, FILE_SYNC WRITEs (sync=1 rows) are synced before the reply on every server; --unsafe-writes syncs nothing."
+		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Server CPU: the server process's utime+stime (all threads, \`/proc/PID/stat\`) over the run divided by fio's request count (per file for the small files); storage read: its \`/proc/PID/io\` read_bytes over the run, per request."
+		echo
+		echo "Durability, the same on both servers (the protocol's own): \`sync\` before every write run. \"COMMIT at end\": fio's UNSTABLE WRITEs (answered UNSTABLE by both, left in the page cache), then one COMMIT (\`end_fsync=1\`) that returns once everything written is on stable storage (rekindle: the session's data file and block bitmap fdatasynced; Ganesha: fsync). \"FILE_SYNC\": \`sync=1\`, the patched engine opens O_SYNC so libnfs sends every WRITE FILE_SYNC; each is on stable storage before its reply (rekindle: fdatasync of the data, then of the block bitmap where the WRITE redirected new blocks, shared by concurrent WRITEs where they can; Ganesha: fsync per WRITE; local: O_SYNC pwrite). Small files (\`bench/nfsfiles\`, one libnfs connection): per file CREATE (rekindle makes it durable before the reply, as RFC 1813 asks: an fdatasync of the session's metadata log; Ganesha's VFS FSAL does not sync it), WRITE 4 KiB UNSTABLE, COMMIT. \`--unsafe-writes\` (an extra row, \`BENCH_EXTRA=1\`) syncs nothing."
 		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
 		if grep -q $'\trekindle-b\t' "$RES/values.tsv"; then
 			echo
