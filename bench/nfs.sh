@@ -24,7 +24,8 @@
 #   BENCH_CHUNK     repository chunk size (rekindle init --chunk-size) (256K)
 #   BENCH_BIN       a rekindle binary to measure instead of building one (A/B runs)
 #   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
-#                   every read test (its own copy of the repository; an extra A/B table)
+#                   every test but --unsafe-writes (its own copy of the repository; an
+#                   extra A/B table)
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
 #                   (and its block and mutex profiles: rekindle.*.block.pprof, .mutex.pprof)
 #   BENCH_STRACE    1: count each server's fsync, fdatasync, pwrite64 and sync_file_range
@@ -61,6 +62,7 @@ RKB_API=127.0.0.1:7482
 # keyed by port alone, and another bench-nfs run on this machine (in its own
 # namespaces, same port) rewrites it
 RK_TOKEN_FILE=$BENCH_WORK/repo/state/api-token
+RKB_TOKEN_FILE=$BENCH_WORK/repo-b/state/api-token
 G_PORT=2049
 G_MNT=20048
 
@@ -139,6 +141,12 @@ outer() {
 		echo "disk_bytes=$(stat -c %s "$W/vms/$VM/$DISKFILE")"
 		echo "disk_alloc=$(($(stat -c %b "$W/vms/$VM/$DISKFILE") * $(stat -c %B "$W/vms/$VM/$DISKFILE")))"
 		echo "point=$point"
+		# what was built, when it was built (report runs later)
+		local c
+		c=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')
+		git -C "$root" diff --quiet HEAD -- . ':!bench' ':!docs' 2>/dev/null || c="$c+changes"
+		[ -n "$BENCH_BIN" ] && c="$BENCH_BIN"
+		echo "rk_commit='$c'"
 	} >"$RES/data.env"
 	echo "start_utc='$(date -u '+%Y-%m-%d %H:%M')' start_load='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$RES/data.env"
 
@@ -207,13 +215,27 @@ start_rekindle() { # extra serve flags
 	wait_nfs "$(rk_url /points)" rekindle "$RES/rekindle.log"
 }
 
-start_rekindle_b() { # BENCH_BIN_B on the repository's copy; read tests only
+start_rekindle_b() { # BENCH_BIN_B on the repository's copy
 	local prof=''
 	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle-b.$(date +%s%N).pprof
 	REKINDLE_CPUPROFILE=$prof "$RKB" serve --repo "$BENCH_WORK/repo-b" --nfs 127.0.0.1:$RKB_PORT --portmap off \
 		--api $RKB_API --metrics off >>"$RES/rekindle-b.log" 2>&1 &
 	RKB_PID=$!
 	wait_nfs "$(rkb_url /points)" rekindle-b "$RES/rekindle-b.log"
+}
+
+publish() { # rekindle|rekindle-b -> the id of a new session of the VM
+	if [ "$1" = rekindle-b ]; then
+		"$RK" publish --server $RKB_API --token-file "$RKB_TOKEN_FILE" --vm $VM --json | jq -r .id
+	else
+		"$RK" publish --server $RK_API --token-file "$RK_TOKEN_FILE" --vm $VM --json | jq -r .id
+	fi
+}
+
+discard() { # rekindle|rekindle-b SESSION
+	local api=$RK_API tok=$RK_TOKEN_FILE
+	[ "$1" = rekindle-b ] && api=$RKB_API tok=$RKB_TOKEN_FILE
+	"$RK" sessions discard --server "$api" --token-file "$tok" "$2" >/dev/null 2>&1 || log "could not discard session $2 of $1"
 }
 
 restart_rekindle() {
@@ -305,8 +327,11 @@ run_test() {
 		rekindle:read) url=$(rk_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
 		rekindle-b:read) url=$(rkb_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
 		rekindle:write)
-			sid=$("$RK" publish --server $RK_API --token-file "$RK_TOKEN_FILE" --vm $VM --json | jq -r .id)
+			sid=$(publish rekindle)
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
+		rekindle-b:write)
+			sid=$(publish rekindle-b)
+			url=$(rkb_url "/rekindle/$sid/$VM") file=$DISKFILE ;;
 		ganesha:read) url=$(g_url "$BENCH_WORK/ganesha/export") file=$DISKFILE ;;
 		ganesha:write)
 			# the same disk, as a VM's write lands on its disk in a session: a fresh
@@ -342,7 +367,12 @@ run_test() {
 		fi
 		c1=$(cpu_ticks "$pid") s1=$(storage_read "$pid")
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
-		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API --token-file "$RK_TOKEN_FILE" "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		if [ -n "$sid" ]; then
+			# the block size the session's overlay was made with (overlay meta)
+			grep -ao '"blockSize":[0-9]*' "$BENCH_WORK/repo${server#rekindle}/state/sessions/$sid/meta" 2>/dev/null |
+				sed "s/^\"blockSize\":/$server /" >>"$RES/blocksize.txt" || true
+			discard "$server" "$sid"
+		fi
 		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
 			'if (.jobs[0].error == 0 and .jobs[0][$d].io_bytes == $e) then "ok" else "short" end' \
 			"$out" 2>/dev/null || echo bad)
@@ -376,8 +406,11 @@ run_files() {
 		sid=''
 		case $server in
 		rekindle)
-			sid=$("$RK" publish --server $RK_API --token-file "$RK_TOKEN_FILE" --vm $VM --json | jq -r .id)
+			sid=$(publish rekindle)
 			url=$(rk_url /rekindle) dir=$sid/$VM pid=$RK_PID ;;
+		rekindle-b)
+			sid=$(publish rekindle-b)
+			url=$(rkb_url /rekindle) dir=$sid/$VM pid=$RKB_PID ;;
 		ganesha)
 			dir=files-$rep-$attempt
 			rm -rf "$BENCH_WORK/ganesha/export/$dir"
@@ -396,7 +429,7 @@ run_files() {
 		timeout -k 5 $((BENCH_TIMEOUT * 4)) "$NFSFILES" -url "$url" -dir "$dir" -n "$BENCH_FILES" -edge $((BENCH_FILES >= 1000 ? 100 : 10)) >"$out" 2>"$out.log" || rc=$?
 		c1=$(cpu_ticks "$pid")
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
-		[ -n "$sid" ] && { "$RK" sessions discard --server $RK_API --token-file "$RK_TOKEN_FILE" "$sid" >/dev/null 2>&1 || log "could not discard session $sid"; }
+		[ -n "$sid" ] && discard "$server" "$sid"
 		if [ "$rc" = 0 ] && [ "$(jq -r .files "$out" 2>/dev/null)" = "$BENCH_FILES" ]; then
 			jq -r --arg t "$test" --arg s "$server" --arg r "$rep" \
 				--argjson cpu "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))" \
@@ -466,7 +499,8 @@ run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
 		[ -n "$line" ] || continue
 		IFS='|' read -r name dir unit setup servers expect args <<<"$line"
 		selected "$name" || continue
-		if [ -n "$BENCH_BIN_B" ] && [ "$dir" = read ]; then servers=${servers/rekindle/rekindle rekindle-b}; fi
+		# rekindle-b runs without --unsafe-writes
+		if [ -n "$BENCH_BIN_B" ] && [ "$name" != write-qd8-unsafe ]; then servers=${servers/rekindle/rekindle rekindle-b}; fi
 		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
 		log "$name ($BENCH_RUNS runs each: $servers)"
 		for rep in $(seq "$BENCH_RUNS"); do
@@ -546,8 +580,8 @@ spread() { # test server -> "min–max" of the values
 	awk -F'\t' -v t="$1" -v s="$2" '$1 == t && $2 == s { v = $4 + 0; if (n++ == 0 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
 		END { if (n > 1) printf " (%.0f–%.0f)", lo, hi }' "$RES/values.tsv"
 }
-perrun() { # test -> median of the per-run ratios rekindle run i / Ganesha run i, and their min–max
-	awk -F'\t' -v t="$1" '$1 == t && $2 == "rekindle" { r[$3] = $4 } $1 == t && $2 == "ganesha" { g[$3] = $4 }
+perrun() { # test [A B] -> median of the per-run ratios A run i / B run i (rekindle / ganesha), and their min–max
+	awk -F'\t' -v t="$1" -v a="${2:-rekindle}" -v b="${3:-ganesha}" '$1 == t && $2 == a { r[$3] = $4 } $1 == t && $2 == b { g[$3] = $4 }
 		END { for (i in r) if ((i in g) && g[i] > 0) print r[i] / g[i] }' "$RES/values.tsv" |
 		sort -g | awk '{ a[NR] = $1 } END {
 			if (NR == 0) { print "–"; exit }
@@ -598,8 +632,7 @@ report() {
 	mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 	ganesha=$(dpkg-query -W -f='${Version}' nfs-ganesha 2>/dev/null || echo '?')
 	libnfs=$(dpkg-query -W -f='${Version}' libnfs13 2>/dev/null || echo '?')
-	commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')
-	git -C "$root" diff --quiet HEAD -- . ':!bench' ':!docs' 2>/dev/null || commit="$commit+changes"
+	commit=${rk_commit:-?}
 	local stored new logical
 	logical=$(jq -r '.[0].logical_bytes' "$RES/points.json")
 	new=$(jq -r '.[0].new_bytes' "$RES/points.json")
@@ -610,7 +643,7 @@ report() {
 	{
 		echo "Run ${start_utc:-$date}${end_utc:+–$end_utc} UTC on $(nproc) cores ($cpu), $mem RAM, Linux $kernel; load average (1, 5, 15 min) ${start_load:-?} at the start, ${end_load:-?} at the end (the machine is shared: other jobs ran beside this one unless the load says otherwise); rekindle $commit, nfs-ganesha $ganesha (VFS FSAL), fio 3.33 (Debian source, nfs engine patched: bench/fio-nfs-engine.patch) on libnfs $libnfs, all over 127.0.0.1."
 		echo
-		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`; its writes overwrite that disk in a fresh session per run (copy-on-write over the restore point: a write into a 64 KiB block the session has not written yet first fills the block from the backup). Ganesha reads a sparse copy of \`rekindle export\`'s output (checked equal to the source) and its writes overwrite a fresh sparse copy of the same disk per run; local writes a copy too. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests, files/s for the small files. Per-run ratio: the median of rekindle run i / Ganesha run i (the two measured back to back, servers in alternating order), which cancels the shared machine's drift better than the ratio of the medians."
+		echo "Disk: one $(mib "$disk_bytes") flat VMDK extent from \`genvm -disk $BENCH_DISK:mixed:flat -max-data $BENCH_DISK -seed 1\`: $(mib "$disk_alloc") allocated (random runs, a third of them repeating a 1 MiB pattern, holes between); in the repository $(mib "$new") of new chunks, $(mib "$stored") stored (zstd, $((chunk / 1024)) KiB chunks). rekindle reads the restore point \`/points/$VM/<point>/$DISKFILE\`; its writes overwrite that disk in a fresh session per run (copy-on-write over the restore point: a write into a block the session has not written yet first fills the rest of the block from the backup; the sessions' block size: $(sort -u "$RES/blocksize.txt" 2>/dev/null | awk '{ printf "%s%s %d KiB", (NR > 1 ? ", " : ""), $1, $2 / 1024 }')). Ganesha reads a sparse copy of \`rekindle export\`'s output (checked equal to the source) and its writes overwrite a fresh sparse copy of the same disk per run; local writes a copy too. Medians of $BENCH_RUNS runs (min–max in brackets); MiB/s for sequential, IOPS for random tests, files/s for the small files. Per-run ratio: the median of rekindle run i / Ganesha run i (the two measured back to back, servers in alternating order), which cancels the shared machine's drift better than the ratio of the medians."
 		echo
 		echo '```'
 		echo "make bench-nfs        # = bench/nfs.sh; BENCH_RUNS=$BENCH_RUNS BENCH_DISK=$BENCH_DISK BENCH_RAND_IO=$BENCH_RAND_IO BENCH_COLD_RAND=$BENCH_COLD_RAND BENCH_WRITE=$BENCH_WRITE BENCH_SYNC_IO=$BENCH_SYNC_IO BENCH_FILES=$BENCH_FILES BENCH_CHUNK=$BENCH_CHUNK${BENCH_ONLY:+ BENCH_ONLY='$BENCH_ONLY'}"
@@ -647,15 +680,15 @@ report() {
 			echo
 			echo "A/B in the same run: rekindle = ${BENCH_BIN:-a build of this checkout}, rekindle-b = $BENCH_BIN_B (its own copy of the repository, restarted like rekindle before cold runs)."
 			echo
-			echo "| test | unit | rekindle | rekindle-b | b / rekindle | rekindle / Ganesha | rekindle-b / Ganesha | server CPU µs per request: rekindle / rekindle-b / Ganesha | storage KiB read per request: rekindle / rekindle-b / Ganesha |"
-			echo "|---|---|--:|--:|--:|--:|--:|--:|--:|"
+			echo "| test | unit | rekindle | rekindle-b | b / rekindle (medians) | b / rekindle, per run: median (min–max) | rekindle / Ganesha | rekindle-b / Ganesha | server CPU µs per request: rekindle / rekindle-b / Ganesha | storage KiB read per request: rekindle / rekindle-b / Ganesha |"
+			echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
 			local b bc
 			while IFS=$'\t' read -r t unit servers; do
 				b=$(med "$t" rekindle-b 4)
 				[ -n "$b" ] || continue
 				r=$(med "$t" rekindle 4) g=$(med "$t" ganesha 4)
 				rc=$(med "$t" rekindle 5) bc=$(med "$t" rekindle-b 5) gc=$(med "$t" ganesha 5)
-				echo "| $(label "$t") | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$b" "$unit")$(spread "$t" rekindle-b) | $(ratio "$b" "$r") | $(ratio "$r" "$g") | $(ratio "$b" "$g") | $(cpufmt "$rc") / $(cpufmt "$bc") / $(cpufmt "$gc") | $(kib "$(med "$t" rekindle 6)") / $(kib "$(med "$t" rekindle-b 6)") / $(kib "$(med "$t" ganesha 6)") |"
+				echo "| $(label "$t") | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$b" "$unit")$(spread "$t" rekindle-b) | $(ratio "$b" "$r") | $(perrun "$t" rekindle-b rekindle) | $(ratio "$r" "$g") | $(ratio "$b" "$g") | $(cpufmt "$rc") / $(cpufmt "$bc") / $(cpufmt "$gc") | $(kib "$(med "$t" rekindle 6)") / $(kib "$(med "$t" rekindle-b 6)") / $(kib "$(med "$t" ganesha 6)") |"
 			done <"$RES/tests.tsv"
 		fi
 		if [ -s "$RES/files.tsv" ]; then
@@ -665,7 +698,7 @@ report() {
 			echo "| server | CREATE, first files | CREATE, last files | last / first | CREATE | WRITE 4 KiB | COMMIT |"
 			echo "|---|--:|--:|--:|--:|--:|--:|"
 			local s
-			for s in rekindle ganesha; do
+			for s in rekindle rekindle-b ganesha; do
 				fcol() { awk -F'\t' -v s="$s" -v c="$1" '$1 == s { print $c }' "$RES/files.tsv" | median; }
 				[ -n "$(fcol 3)" ] || continue
 				echo "| $s | $(cpufmt "$(fcol 3)") | $(cpufmt "$(fcol 4)") | $(ratio "$(fcol 4)" "$(fcol 3)") | $(cpufmt "$(fcol 5)") | $(cpufmt "$(fcol 6)") | $(cpufmt "$(fcol 7)") |"
