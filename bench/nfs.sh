@@ -26,8 +26,9 @@
 #   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
 #                   every test but --unsafe-writes (its own copy of the repository; an
 #                   extra A/B table)
-#   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.*.pprof
-#                   (and its block and mutex profiles: rekindle.*.block.pprof, .mutex.pprof)
+#   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.TEST.*.pprof
+#                   (and its block and mutex profiles: .block.pprof, .mutex.pprof); rekindle is
+#                   restarted before every write and small-files test, so each has its own
 #   BENCH_STRACE    1: count each server's fsync, fdatasync, pwrite64 and sync_file_range
 #                   calls during every fio run (strace -f -c) into results/json/*.strace
 #
@@ -167,7 +168,7 @@ outer() {
 
 # ---------------------------------------------------------------- inner phase
 
-RK_PID='' RKB_PID='' G_PID='' RPCB_PID='' RK_FLAGS=''
+RK_PID='' RKB_PID='' G_PID='' RPCB_PID='' RK_FLAGS='' PROF_TAG=start
 
 stop_pid() { # pid name
 	local pid=$1 i
@@ -206,7 +207,7 @@ start_rekindle() { # extra serve flags
 	RK_FLAGS="$*"
 	local prof='' block='' mutex=''
 	if [ "$BENCH_PROFILE" = 1 ]; then
-		prof=$RES/rekindle.$(date +%s%N)
+		prof=$RES/rekindle.$PROF_TAG.$(date +%s%N)
 		block=$prof.block.pprof mutex=$prof.mutex.pprof prof=$prof.pprof
 	fi
 	REKINDLE_CPUPROFILE=$prof REKINDLE_BLOCKPROFILE=$block REKINDLE_MUTEXPROFILE=$mutex "$RK" serve --repo "$BENCH_WORK/repo" --nfs 127.0.0.1:$RK_PORT --portmap off \
@@ -217,7 +218,7 @@ start_rekindle() { # extra serve flags
 
 start_rekindle_b() { # BENCH_BIN_B on the repository's copy
 	local prof=''
-	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle-b.$(date +%s%N).pprof
+	[ "$BENCH_PROFILE" = 1 ] && prof=$RES/rekindle-b.$PROF_TAG.$(date +%s%N).pprof
 	REKINDLE_CPUPROFILE=$prof "$RKB" serve --repo "$BENCH_WORK/repo-b" --nfs 127.0.0.1:$RKB_PORT --portmap off \
 		--api $RKB_API --metrics off >>"$RES/rekindle-b.log" 2>&1 &
 	RKB_PID=$!
@@ -369,8 +370,8 @@ run_test() {
 		if [ -n "$st" ]; then kill -INT "$st" 2>/dev/null || true; wait "$st" 2>/dev/null || true; fi
 		if [ -n "$sid" ]; then
 			# the block size the session's overlay was made with (overlay meta)
-			grep -ao '"blockSize":[0-9]*' "$BENCH_WORK/repo${server#rekindle}/state/sessions/$sid/meta" 2>/dev/null |
-				sed "s/^\"blockSize\":/$server /" >>"$RES/blocksize.txt" || true
+			grep -ao '"blockSize": *[0-9]*' "$BENCH_WORK/repo${server#rekindle}/state/sessions/$sid/meta" 2>/dev/null |
+				sed "s/^\"blockSize\": */$server /" >>"$RES/blocksize.txt" || true
 			discard "$server" "$sid"
 		fi
 		ok=$(jq -r --arg d "$dir" --argjson e "$expect" \
@@ -502,6 +503,13 @@ run_set() { # "$(tests_*)": every test, every rep, servers in alternating order
 		# rekindle-b runs without --unsafe-writes
 		if [ -n "$BENCH_BIN_B" ] && [ "$name" != write-qd8-unsafe ]; then servers=${servers/rekindle/rekindle rekindle-b}; fi
 		printf '%s\t%s\t%s\n' "$name" "$unit" "$servers" >>"$RES/tests.tsv"
+		PROF_TAG=$name
+		# a profile per test: a restart ends the last one (warm tests keep
+		# the warmed server, cold ones restart it anyway)
+		if [ "$BENCH_PROFILE" = 1 ] && [ "$setup" != warm ] && [ "$setup" != cold ]; then
+			restart_rekindle
+			if [ -n "$BENCH_BIN_B" ]; then stop_pid "$RKB_PID" rekindle-b; start_rekindle_b; fi
+		fi
 		log "$name ($BENCH_RUNS runs each: $servers)"
 		for rep in $(seq "$BENCH_RUNS"); do
 			order=$servers
