@@ -92,7 +92,17 @@ type pendingWrite struct {
 // reply is there, the handles still work, the restore point (the base) is
 // unchanged, and that the new server's verifier differs, so a client that
 // re-sends its uncommitted writes loses nothing.
+//
+// It runs at the overlay's default block size and at the 4 KiB blocks a
+// session of a disk up to 64 GiB gets (overlay.BlockSizeFor), where every
+// write here lies inside a block it covers only in part.
 func TestPowerCut(t *testing.T) {
+	for _, bs := range []int{overlay.DefaultBlockSize, 4 << 10} {
+		t.Run("block"+strconv.Itoa(bs), func(t *testing.T) { testPowerCut(t, bs) })
+	}
+}
+
+func testPowerCut(t *testing.T, bs int) {
 	baseDir, plainDir := t.TempDir(), t.TempDir()
 	base := make([]byte, 256<<10)
 	rand.NewChaCha8([32]byte{7}).Read(base)
@@ -103,7 +113,7 @@ func TestPowerCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(disk *powercut.FS) (*testServer, *overlay.Overlay) {
-		ov, err := overlay.New(osfs.New(baseDir), "/state/sessions/s", overlay.Options{Salt: "s", FS: disk})
+		ov, err := overlay.New(osfs.New(baseDir), "/state/sessions/s", overlay.Options{Salt: "s", FS: disk, BlockSize: bs})
 		if err != nil {
 			t.Fatalf("overlay after the power cut: %v", err)
 		}

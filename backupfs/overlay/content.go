@@ -599,8 +599,11 @@ func (c *content) fillBlock(p []byte, off, bStart, bEnd int64) error {
 	if from < to {
 		copy(buf[from-bStart:], p[from-off:to-off])
 	}
-	_, err := c.data.WriteAt(buf, bStart)
-	return err
+	if _, err := c.data.WriteAt(buf, bStart); err != nil {
+		return err
+	}
+	c.o.bytesFilled.Add(bEnd - bStart - max(to-from, 0))
+	return nil
 }
 
 // persistBits ORs snap (bitmap bytes from index lo) into the bitmap file.

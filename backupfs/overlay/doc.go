@@ -19,7 +19,9 @@
 //     directory at its path (a new directory, or one moved into place).
 //   - origin: for a file node made from a base file, the base path its bytes
 //     come from. Origin never changes, even when the node is renamed.
-//   - block: the unit of redirection (Options.BlockSize, 64 KiB by default).
+//   - block: the unit of redirection (Options.BlockSize, 64 KiB by default;
+//     a session's overlay takes BlockSizeFor its largest disk: 4 KiB up to
+//     64 GiB, so a guest's aligned 4 KiB write fills nothing from the base).
 //     A write to a file with an origin marks its blocks in a bitmap; a read
 //     takes a marked block from the upper data file and an unmarked one from
 //     the origin, so a multi-GiB disk is never copied up whole.

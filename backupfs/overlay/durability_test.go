@@ -20,11 +20,20 @@ import (
 // change acknowledged as durable is there: metadata changes on return,
 // written data once File.Sync returned. The overlay runs as a session does
 // (no Options.Sync: the NFS server syncs on stable WRITEs and COMMIT).
+//
+// It runs at the default block size and at the 4 KiB blocks sessions of
+// disks up to 64 GiB get (BlockSizeFor).
 func TestPowerCut(t *testing.T) {
+	for _, bs := range []int{DefaultBlockSize, 4 << 10} {
+		t.Run(fmt.Sprintf("block%d", bs), func(t *testing.T) { testPowerCut(t, bs) })
+	}
+}
+
+func testPowerCut(t *testing.T, bs int) {
 	fx := newFixture(t)
 	pc := powercut.New()
 	upper := "/state/sessions/s"
-	o, err := New(fx.base, upper, Options{Salt: "s", FS: pc})
+	o, err := New(fx.base, upper, Options{Salt: "s", FS: pc, BlockSize: bs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +81,7 @@ func TestPowerCut(t *testing.T) {
 
 	pc = pc.Cut()
 	o.Close()
-	o, err = New(fx.base, upper, Options{Salt: "s", FS: pc})
+	o, err = New(fx.base, upper, Options{Salt: "s", FS: pc, BlockSize: bs})
 	if err != nil {
 		t.Fatalf("after the power cut: %v", err)
 	}

@@ -24,6 +24,27 @@ import (
 // DefaultBlockSize is the redirection unit of a new upper directory.
 const DefaultBlockSize = 64 << 10
 
+// maxBitmapBlocks is the most blocks BlockSizeFor gives a file's bitmap
+// (2 MiB of bits, held twice in memory while the file is open), as a
+// 1 TiB file has at DefaultBlockSize.
+const maxBitmapBlocks = 1 << 24
+
+// BlockSizeFor returns the block size for a new upper directory whose
+// largest base file is size bytes: the smallest power of two from 4 KiB to
+// DefaultBlockSize that keeps that file within maxBitmapBlocks blocks, so
+// a file up to 64 GiB gets 4 KiB blocks. A smaller block makes a small
+// write into a block not written yet cheaper (the fill from the origin
+// reads and writes the rest of the block: 60 KiB for a 4 KiB write at
+// 64 KiB), at the cost of a larger bitmap; files above 1 TiB keep
+// DefaultBlockSize.
+func BlockSizeFor(size int64) int {
+	bs := int64(minBlockSize)
+	for bs < DefaultBlockSize && (size+bs-1)/bs > maxBitmapBlocks {
+		bs <<= 1
+	}
+	return int(bs)
+}
+
 const (
 	minBlockSize = 4 << 10
 	maxBlockSize = 16 << 20
@@ -65,6 +86,7 @@ func DefaultOptions(salt string) Options {
 type Stats struct {
 	BytesWritten     int64 // bytes accepted by Write and WriteAt
 	BlocksRedirected int64 // base blocks that got their first write
+	BytesFilled      int64 // origin bytes copied into blocks written in part
 	FilesCreated     int64 // files created in the session
 }
 
@@ -109,7 +131,7 @@ type Overlay struct {
 	idxMu   sync.Mutex
 	baseIdx map[uint64]string // base file id → path, built on first need
 
-	bytesWritten, blocksRedirected, filesCreated atomic.Int64
+	bytesWritten, blocksRedirected, filesCreated, bytesFilled atomic.Int64
 }
 
 var (
@@ -305,6 +327,7 @@ func (o *Overlay) Stats() Stats {
 	return Stats{
 		BytesWritten:     o.bytesWritten.Load(),
 		BlocksRedirected: o.blocksRedirected.Load(),
+		BytesFilled:      o.bytesFilled.Load(),
 		FilesCreated:     o.filesCreated.Load(),
 	}
 }

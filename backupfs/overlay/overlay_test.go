@@ -1338,3 +1338,23 @@ func TestChroot(t *testing.T) {
 		t.Error("chroot read")
 	}
 }
+
+// TestBlockSizeFor: 4 KiB blocks up to 64 GiB, then doubling so the bitmap
+// stays within 2^24 blocks, never above DefaultBlockSize.
+func TestBlockSizeFor(t *testing.T) {
+	for size, want := range map[int64]int{
+		0:                 4 << 10,
+		5 << 20:           4 << 10,
+		64 << 30:          4 << 10,
+		64<<30 + 1:        8 << 10,
+		100 << 30:         8 << 10,
+		500 << 30:         32 << 10,
+		1 << 40:           64 << 10,
+		4 << 40:           DefaultBlockSize,
+		1<<40 + 4<<10 + 1: DefaultBlockSize,
+	} {
+		if got := BlockSizeFor(size); got != want {
+			t.Errorf("BlockSizeFor(%d) = %d, want %d", size, got, want)
+		}
+	}
+}

@@ -381,18 +381,28 @@ func (s *Service) resolvePoint(ctx context.Context, vm, point string) (*repo.Res
 // export builds the session's overlay and puts it under /rekindle/<id>.
 func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefix, squash nfsd.Squash) error {
 	base := view.NewMountFS("base:" + id)
+	var largest int64
 	for _, v := range vms {
 		sub, err := view.Sub(s.points, "/"+v.VM+"/"+v.PointID)
 		if err != nil {
 			return fmt.Errorf("session %s: vm %s point %s: %w", id, v.VM, v.PointID, err)
 		}
+		n, err := largestFile(sub, "/")
+		if err != nil {
+			return fmt.Errorf("session %s: vm %s point %s: %w", id, v.VM, v.PointID, err)
+		}
+		largest = max(largest, n)
 		if err := base.Mount(v.Name, view.Writable(sub)); err != nil {
 			return err
 		}
 	}
 	// Not Options.Sync: the NFS server syncs what the protocol asks to be
-	// durable (stable WRITEs, COMMIT), so UNSTABLE writes stay cheap.
-	ov, err := overlay.New(base, filepath.Join(s.cfg.StateDir, "sessions", id), overlay.Options{Salt: id})
+	// durable (stable WRITEs, COMMIT), so UNSTABLE writes stay cheap. The
+	// block size fits the largest disk (4 KiB up to 64 GiB: a guest's 4 KiB
+	// write into a block not written yet fills nothing from the backup); a
+	// session made before keeps the block size it was made with.
+	ov, err := overlay.New(base, filepath.Join(s.cfg.StateDir, "sessions", id),
+		overlay.Options{Salt: id, BlockSize: overlay.BlockSizeFor(largest)})
 	if err != nil {
 		return fmt.Errorf("session %s: overlay: %w", id, err)
 	}
@@ -421,6 +431,27 @@ func (s *Service) export(id string, vms []catalog.SessionVM, allow []netip.Prefi
 	s.sessions[id] = &session{id: id, allow: allow, squash: squash, overlay: ov, vms: vms, created: time.Now()}
 	s.updateAllowLocked()
 	return nil
+}
+
+// largestFile returns the size of the largest file at or below dir of fsys.
+func largestFile(fsys billy.Filesystem, dir string) (int64, error) {
+	infos, err := fsys.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, fi := range infos {
+		if fi.IsDir() {
+			m, err := largestFile(fsys, fsys.Join(dir, fi.Name()))
+			if err != nil {
+				return 0, err
+			}
+			n = max(n, m)
+		} else if fi.Mode().IsRegular() {
+			n = max(n, fi.Size())
+		}
+	}
+	return n, nil
 }
 
 // updateAllowLocked admits every client that some export admits.

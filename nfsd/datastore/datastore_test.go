@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rekindle/rekindle/backupfs/ingest"
+	"github.com/rekindle/rekindle/backupfs/overlay"
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/nfsd/nfstest"
@@ -198,6 +199,63 @@ func TestServeWithLibnfs(t *testing.T) {
 	}
 	if err := e.svc.Discard(context.Background(), "rk-nothere"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("discard of unknown session: %v", err)
+	}
+}
+
+// TestSessionBlockSize: a session's overlay gets blocks as small as its
+// largest disk allows (4 KiB for this 5 MiB one, overlay.BlockSizeFor), so
+// a guest's aligned 4 KiB write copies nothing from the backup, and a
+// write of part of a block fills only the rest of that 4 KiB block; after a
+// restart the session keeps its block size and what was written.
+func TestSessionBlockSize(t *testing.T) {
+	e := newEnv(t, "")
+	info, err := e.svc.Publish(context.Background(), PublishRequest{VMs: []PublishVM{{VM: "web01"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionOverlay := func() *overlay.Overlay {
+		e.svc.mu.Lock()
+		defer e.svc.mu.Unlock()
+		return e.svc.sessions[info.ID].overlay
+	}
+	ov := sessionOverlay()
+	if bs := ov.BlockSize(); bs != 4<<10 {
+		t.Fatalf("block size of a session of a 5 MiB disk: %d, want 4096", bs)
+	}
+	// The writes go to the session's overlay as the NFS server's WRITEs
+	// do (WriteAt, then Sync as a stable WRITE's); read back over NFS.
+	f, err := ov.OpenFile("/web01/web01-flat.vmdk", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(off int64, b byte, n int) {
+		t.Helper()
+		if _, err := f.(io.WriterAt).WriteAt(bytes.Repeat([]byte{b}, n), off); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.(interface{ Sync() error }).Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(8192, 0xab, 4096)
+	if s := ov.Stats(); s.BlocksRedirected != 1 || s.BytesFilled != 0 {
+		t.Fatalf("an aligned 4 KiB write: %d blocks redirected, %d bytes filled from the backup; want 1, 0", s.BlocksRedirected, s.BytesFilled)
+	}
+	write(20000, 0xcd, 100)
+	if s := ov.Stats(); s.BlocksRedirected != 2 || s.BytesFilled != 4096-100 {
+		t.Fatalf("a 100-byte write: %d blocks redirected, %d bytes filled; want 2, %d", s.BlocksRedirected, s.BytesFilled, 4096-100)
+	}
+	f.Close()
+	want := bytes.Clone(e.extent)
+	copy(want[8192:], bytes.Repeat([]byte{0xab}, 4096))
+	copy(want[20000:], bytes.Repeat([]byte{0xcd}, 100))
+	e.stop()
+	e.start()
+	if bs := sessionOverlay().BlockSize(); bs != 4<<10 {
+		t.Fatalf("block size after a restart: %d", bs)
+	}
+	if got := mustRun(t, "nfs-cat", e.url("/rekindle/"+info.ID+"/web01/web01-flat.vmdk")); got != string(want) {
+		t.Fatal("the session's disk after a restart differs from the backup with the two writes")
 	}
 }
 
