@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup"
@@ -419,5 +420,24 @@ func TestFailedVMDoesNotFailOthers(t *testing.T) {
 	}
 	if res[1].Err == nil || !strings.Contains(res[1].Err.Error(), `no VM named "missing01"`) {
 		t.Fatalf("missing01: err %v", res[1].Err)
+	}
+}
+
+// TestPointRecordsGuestAddress: the address the guest reports (VMware
+// Tools' guest.net, through the simulator's SET.guest.ipAddress) is kept
+// with the NIC it belongs to, beside its network and MAC.
+func TestPointRecordsGuestAddress(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "ip01", Disks: []int64{1 << 20}, PowerOn: true})
+	must(t, err)
+	task, err := vm.Reconfigure(ctx, types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+		&types.OptionValue{Key: "SET.guest.ipAddress", Value: "10.20.30.40"}}})
+	must(t, err)
+	must(t, task.Wait(ctx))
+	res := e.backup(t, "ip01")[0]
+	must(t, res.Err)
+	if len(res.Point.NICs) != 1 || res.Point.NICs[0].IPAddress != "10.20.30.40" || res.Point.NICs[0].Network != "VM Network" || res.Point.NICs[0].MAC == "" {
+		t.Fatalf("point's NICs %+v, want VM Network with the guest's address 10.20.30.40", res.Point.NICs)
 	}
 }
