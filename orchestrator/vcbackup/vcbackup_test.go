@@ -441,3 +441,32 @@ func TestPointRecordsGuestAddress(t *testing.T) {
 		t.Fatalf("point's NICs %+v, want VM Network with the guest's address 10.20.30.40", res.Point.NICs)
 	}
 }
+
+// TestResizedDiskReadFull: a disk grown since the parent point is read
+// whole (its changeId cannot describe the new size), the result says so,
+// and the point equals the grown disk.
+func TestResizedDiskReadFull(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "grow01", Disks: []int64{4 << 20}, PowerOn: true})
+	must(t, err)
+	must(t, e.lab.WriteDisk("grow01", 0, 0, random(41, 64<<10)))
+	first := e.backup(t, "grow01")[0]
+	must(t, first.Err)
+
+	devs, err := vm.Device(ctx)
+	must(t, err)
+	disks := devs.SelectByType((*types.VirtualDisk)(nil))
+	vd := disks[0].(*types.VirtualDisk)
+	vd.CapacityInBytes, vd.CapacityInKB = 8<<20, 8<<10
+	must(t, vm.EditDevice(ctx, vd))
+	must(t, e.lab.WriteDisk("grow01", 0, 8<<20-4096, random(42, 4096)))
+
+	res := e.backup(t, "grow01")[0]
+	must(t, res.Err)
+	if res.Mode != vcbackup.ModeFull || res.Point.Disks[0].Size != 8<<20 ||
+		!slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "resized from 4194304 to 8388608 bytes") }) {
+		t.Fatalf("backup of a grown disk: mode %s size %d notes %q, want full saying it was resized", res.Mode, res.Point.Disks[0].Size, res.Notes)
+	}
+	e.checkDisk(t, res.Point, "grow01", 0)
+}
