@@ -288,6 +288,14 @@ func (c *content) readBitmap(bits []byte) error {
 		// its bytes never synced: no bit was ever durable.
 		return nil
 	}
+	if len(b) >= bitmapHeaderLen && !bytes.ContainsFunc(b[:bitmapHeaderLen], func(r rune) bool { return r != 0 }) {
+		// Bits whose header page a crash lost (the file's pages reach the
+		// disk in any order): a bit is written only after the data it
+		// marks is synced, so they are good, at this overlay's block size
+		// (it made the file). The next write of bits writes the header.
+		copy(bits, b[bitmapHeaderLen:])
+		return nil
+	}
 	if len(b) < bitmapHeaderLen || string(b[:8]) != bitmapMagic {
 		return fmt.Errorf("%s: %w: bad bitmap header", name, ErrCorruptMeta)
 	}
@@ -636,13 +644,26 @@ func (c *content) persistBits(lo int64, snap []byte, sync bool) error {
 func (c *content) openBitmap() (durable.File, error) {
 	o := c.o
 	name := o.mapPath(c.id)
-	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
-	if !errors.Is(err, os.ErrNotExist) {
-		return f, err
-	}
 	hdr := make([]byte, bitmapHeaderLen)
 	copy(hdr, bitmapMagic)
 	binary.LittleEndian.PutUint32(hdr[8:], uint32(o.bs))
+	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
+	if err == nil {
+		// A crash may have kept the name and lost the bytes (empty, zeros,
+		// or bits without their header): write the header again; the
+		// sync of the bits written next makes it durable with them.
+		got := make([]byte, bitmapHeaderLen)
+		if n, _ := f.ReadAt(got, 0); n < bitmapHeaderLen || !bytes.Equal(got, hdr) {
+			if _, err := f.WriteAt(hdr, 0); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+		return f, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	tmp := name + ".tmp"
 	f, err = o.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

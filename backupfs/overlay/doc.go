@@ -98,7 +98,11 @@
 // as a little-endian uint32, four zero bytes — followed by one bit per block
 // (bit i%8 of byte i/8 is block i), covering the blocks below the base limit
 // at the time the file was made. Bits are only ever set. A missing or short
-// bitmap reads as unset bits.
+// bitmap reads as unset bits. A crash can keep a bitmap's name and lose its
+// bytes, or keep a page of bits and lose the header's page: a header of
+// zeros is read as this overlay's block size (every bit was written after
+// the data it marks was synced), and the next write of bits writes the
+// header again.
 //
 // # Durability
 //
