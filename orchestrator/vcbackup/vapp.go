@@ -89,11 +89,18 @@ func BackupVApp(ctx context.Context, cfg Config, name string) (*AppResult, error
 		return nil, fmt.Errorf("vApp %s has no member VMs", name)
 	}
 	app := appDefinition(&va, vms, cfg.Now())
+	// The members are backed up as the vApp's own VMs, not found by name:
+	// another VM of the datacenter may have a member's name (a copy of the
+	// vApp).
 	targets := make([]string, len(app.Members))
+	members := make([]types.ManagedObjectReference, len(app.Members))
 	for i, m := range app.Members {
 		targets[i] = m.VM
+		if k := slices.IndexFunc(vms, func(vm mo.VirtualMachine) bool { return vm.Name == m.VM }); k >= 0 {
+			members[i] = vms[k].Self
+		}
 	}
-	out := &AppResult{App: app, Members: b.many(ctx, targets, name)}
+	out := &AppResult{App: app, Members: b.many(ctx, targets, members, name)}
 	for _, r := range out.Members {
 		if r.Point == nil {
 			continue

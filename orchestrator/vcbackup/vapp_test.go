@@ -163,3 +163,26 @@ func TestVAppMemberWithoutPoint(t *testing.T) {
 		t.Fatalf("definition after cache01 failed: %+v, want the previous one %+v", now, saved)
 	}
 }
+
+// TestVAppMemberNamedElsewhere: another VM of the datacenter has a vApp
+// member's name (a copy of the vApp, a VM of the same name in a folder):
+// the vApp's backup backs up its own member, not "the VM named db01".
+func TestVAppMemberNamedElsewhere(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vapp, err := e.lab.CreateVApp(ctx, "shop")
+	must(t, err)
+	_, err = e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "db01", Disks: []int64{1 << 20}, PowerOn: true, VApp: vapp})
+	must(t, err)
+	must(t, e.lab.WriteDisk("db01", 0, 0, random(50, 100<<10)))
+	other, err := e.lab.CreateVApp(ctx, "shop-test")
+	must(t, err)
+	_, err = e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "db01", VApp: other})
+	must(t, err)
+	res, err := vcbackup.BackupVApp(ctx, e.cfg, "shop")
+	must(t, err)
+	if len(res.Members) != 1 || res.Members[0].Err != nil || !res.AppSaved {
+		t.Fatalf("backup of vApp shop beside another db01: %+v (%v)", res.Members, res.AppNote)
+	}
+	e.checkDisk(t, res.Members[0].Point, "db01", 0)
+}

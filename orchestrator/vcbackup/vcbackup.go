@@ -181,7 +181,7 @@ func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error
 	if err != nil {
 		return nil, err
 	}
-	return b.many(ctx, names, ""), nil
+	return b.many(ctx, names, nil, ""), nil
 }
 
 type backuper struct {
@@ -210,8 +210,10 @@ func (b *backuper) finder() *find.Finder {
 	return f
 }
 
-func (b *backuper) many(ctx context.Context, names []string, app string) []Result {
-	vms := b.resolve(ctx, names)
+// many backs up the VMs names name; refs, when given, are the VMs (a
+// vApp's members, whose names may be another VM's elsewhere).
+func (b *backuper) many(ctx context.Context, names []string, refs []types.ManagedObjectReference, app string) []Result {
+	vms := b.resolve(ctx, names, refs)
 	out := make([]Result, len(vms))
 	var g errgroup.Group
 	g.SetLimit(b.cfg.Parallel)
@@ -256,15 +258,19 @@ type target struct {
 // resolve finds the VMs names name, once each: a VM named twice (its name
 // and its inventory path, or a job's folder and tag) is one target, backed
 // up once, with the other names as aliases. A name that does not resolve is
-// a target with err set.
-func (b *backuper) resolve(ctx context.Context, names []string) []*target {
+// a target with err set. refs[i], when given, is the VM names[i] names.
+func (b *backuper) resolve(ctx context.Context, names []string, refs []types.ManagedObjectReference) []*target {
 	found := make([]*target, len(names))
 	var g errgroup.Group
 	g.SetLimit(b.cfg.Parallel)
 	for i, name := range names {
 		g.Go(func() error {
 			t := &target{given: name}
-			t.ref, t.err = b.findRef(ctx, name)
+			if i < len(refs) && refs[i].Value != "" {
+				t.ref = refs[i]
+			} else {
+				t.ref, t.err = b.findRef(ctx, name)
+			}
 			if t.err == nil {
 				var vm mo.VirtualMachine
 				if err := property.DefaultCollector(b.c).RetrieveOne(ctx, t.ref, []string{"name", "config.instanceUuid"}, &vm); err != nil {
