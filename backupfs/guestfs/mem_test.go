@@ -32,7 +32,7 @@ func BenchmarkVolumeMemory(b *testing.B) {
 	linux, linuxTrees := guestimg.LinuxDisk(b, sub("linux"))
 	xfsDisk, xfsTree, _ := guestimg.XFSDisk(b, sub("xfs"))
 	ntfsDisk, ntfsTree := guestimg.NTFSDisk(b, sub("ntfs"))
-	fatDisk, fatTree := guestimg.FATDisk(b, sub("fat"))
+	fatDisk, fatTrees := guestimg.FATDisk(b, sub("fat"))
 	r := newRepo(b)
 	type vol struct {
 		name, vm, disk string
@@ -48,7 +48,7 @@ func BenchmarkVolumeMemory(b *testing.B) {
 	add("linux", linux, linuxTrees, "p1", "p5", "p6")
 	add("xfs", xfsDisk, map[string]guestimg.Tree{"p1": xfsTree}, "p1")
 	add("ntfs", ntfsDisk, map[string]guestimg.Tree{"p1": ntfsTree}, "p1")
-	add("fat", fatDisk, map[string]guestimg.Tree{"p1": fatTree, "p3": fatTree}, "p1", "p3")
+	add("fat", fatDisk, fatTrees, "p1", "p3")
 	{
 		a, bd, trees := guestimg.LVMDisks(b, sub("lvm"))
 		pt := importDisks(b, r, "lvm", a, bd)

@@ -11,8 +11,8 @@ import (
 // TestXFSDisk reads XFS volumes made by mkfs.xfs -p (and edited by xfs_db)
 // through the guest file view: bytes, sizes, modes, mtimes (legacy and
 // bigtime), symlinks in the inode and in remote blocks, a file with three
-// hard links (one file id, nlink 3), a 3000-entry
-// directory, a 5 GiB sparse file, an unwritten extent; a damaged volume is
+// hard links (one file id, nlink 3), a 10 000-entry
+// directory (every name once), a 5 GiB sparse file, an unwritten extent; a damaged volume is
 // named damaged while the others are served; the served ones' logs are
 // clean (no note).
 func TestXFSDisk(t *testing.T) {

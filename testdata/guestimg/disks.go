@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -126,20 +127,40 @@ func GPTDisk(tb testing.TB, dir string) (string, Tree) {
 	return disk, t
 }
 
-// FATDisk builds a 64 MiB MBR disk with FAT12 (p1), FAT16 (p2) and FAT32
-// (p3) volumes made by mkfs.vfat and filled by mcopy, each holding the
-// returned tree (FAT keeps no modes, owners or links).
-func FATDisk(tb testing.TB, dir string) (string, Tree) {
+// FATDisk builds, in dir, a 96 MiB MBR disk with FAT12 (p1), FAT16 (p2)
+// and FAT32 (p3, 1 KiB clusters) volumes made by mkfs.vfat and filled by
+// mcopy, and returns it with each volume's tree (FAT keeps no modes,
+// owners or links): the same tree on each, p3's with a 10 000-entry folder
+// big/ too (long names, Unicode of the basic plane: Names). mtools finds
+// no room for a long name of more slots than a cluster holds (16 in a
+// 512-byte one), hence p3's clusters, and so its size: FAT32 needs 65 525
+// clusters.
+func FATDisk(tb testing.TB, dir string) (string, map[string]Tree) {
 	tb.Helper()
 	t := NewTree(4, Options{Unicode: true, Deep: 3})
 	// mtools writes long names as UCS-2: a character outside the BMP (the
 	// emoji) loses its high bits, so it has no place in a FAT made here.
 	delete(t, "ünïcødé/emoji-🦀.txt")
-	src := filepath.Join(dir, "src-fat")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		tb.Fatal(err)
+	big := NewTree(4, Options{BigDir: 10000, BigNames: Names(NameRules{Spaces: true})})
+	t32, bigOnly := Tree{}, Tree{}
+	for p, w := range t {
+		t32[p] = w
+	}
+	for p, w := range big {
+		if p == "big" || strings.HasPrefix(p, "big/") {
+			t32[p], bigOnly[p] = w, w
+		}
+	}
+	src, srcBig := filepath.Join(dir, "src-fat"), filepath.Join(dir, "src-fat-big")
+	for _, d := range []string{src, srcBig} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	if err := t.Write(src); err != nil {
+		tb.Fatal(err)
+	}
+	if err := bigOnly.Write(srcBig); err != nil {
 		tb.Fatal(err)
 	}
 	ents, err := os.ReadDir(src)
@@ -147,12 +168,15 @@ func FATDisk(tb testing.TB, dir string) (string, Tree) {
 		tb.Fatal(err)
 	}
 	disk := filepath.Join(dir, "fat.raw")
-	Sparse(tb, disk, 64*MiB)
-	Sfdisk(tb, disk, "label: dos\nstart=2048, size=8192, type=1\nstart=10240, size=32768, type=6\nstart=43008, size=86016, type=c\n")
+	Sparse(tb, disk, 96*MiB)
+	Sfdisk(tb, disk, "label: dos\nstart=2048, size=8192, type=1\nstart=10240, size=32768, type=6\nstart=43008, size=147456, type=c\n")
+	trees := map[string]Tree{}
 	for i, v := range []struct {
 		start, sectors int64
 		args           []string
-	}{{2048, 8192, []string{"-F", "12"}}, {10240, 32768, []string{"-F", "16"}}, {43008, 86016, []string{"-F", "32", "-s", "1"}}} {
+		tree           Tree
+	}{{2048, 8192, []string{"-F", "12"}, t}, {10240, 32768, []string{"-F", "16"}, t}, {43008, 147456, []string{"-F", "32", "-s", "2"}, t32}} {
+		name := "p" + string(rune('1'+i))
 		img := filepath.Join(dir, "fat"+string(rune('1'+i))+".img")
 		Sparse(tb, img, v.sectors*512)
 		Run(tb, "mkfs.vfat", append(v.args, img)...)
@@ -160,10 +184,14 @@ func FATDisk(tb testing.TB, dir string) (string, Tree) {
 		for _, e := range ents {
 			args = append(args, filepath.Join(src, e.Name()))
 		}
+		if v.tree["big"] != nil {
+			args = append(args, filepath.Join(srcBig, "big"))
+		}
 		Run(tb, "mcopy", append(args, "::/")...)
 		Place(tb, disk, v.start*512, img)
+		trees[name] = v.tree
 	}
-	return disk, t
+	return disk, trees
 }
 
 // TruncatedDisk is a disk image cut short of what its partition table

@@ -88,8 +88,8 @@ wait $pid
 
 // NTFSDisk builds, in dir, a 96 MiB MBR disk:
 //
-//	p1  NTFS (mkntfs + ntfs-3g): deep folders, a 3000-entry folder, Unicode
-//	    names, Interix symlinks (what ntfs-3g writes), hard links, sparse
+//	p1  NTFS (mkntfs + ntfs-3g): deep folders, a 10 000-entry folder (long,
+//	    Unicode and spaced names: Names), Unicode names, Interix symlinks (what ntfs-3g writes), hard links, sparse
 //	    files and a 5 GiB sparse file, resident (small) and non-resident
 //	    files, compressed/ whose files are LZNT1-compressed, and alternate
 //	    data streams (resident, non-resident, of a folder)
@@ -99,7 +99,8 @@ wait $pid
 // It returns the disk and p1's tree.
 func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	tb.Helper()
-	t := NewTree(8, Options{Huge: 5<<30 + 8192, Symlinks: true, HardLinks: true, Unicode: true, Deep: 12, BigDir: 3000})
+	t := NewTree(8, Options{Huge: 5<<30 + 8192, Symlinks: true, HardLinks: true, Unicode: true, Deep: 12,
+		BigDir: 10000, BigNames: Names(NameRules{Spaces: true, Astral: true})})
 	t["compressed"] = &Want{Dir: true, Mode: 0o755, NoMtime: true}
 	text := []byte(strings.Repeat("the quick brown fox jumps over the lazy dog 0123456789\n", 6000))
 	t["compressed/text.txt"] = &Want{Data: text, Size: int64(len(text)), Mode: 0o644, Mtime: Mtime}
@@ -250,14 +251,19 @@ func XFS(tb testing.TB, image string, size int64, t Tree, dir string, args ...st
 		tb.Fatalf("mkfs.xfs -p %s: %v\n%s", pf, err, out)
 	}
 	bigtime := strings.Contains(Run(tb, "xfs_db", "-r", "-c", "version", image), "BIGTIME")
+	// The edits go to one xfs_db through its standard input (a 10 000-entry
+	// folder's commands exceed what arguments hold); each write prints its
+	// field, counted to know every path was found.
 	var cmds []string
+	writes := 0
 	for _, p := range huge {
 		w := t[p]
 		if w.DataAt%4096 != 0 {
 			tb.Fatalf("XFS: %s's data must start on a 4 KiB block", p)
 		}
-		cmds = append(cmds, "-c", "path /"+p, "-c", fmt.Sprintf("write core.size %d", w.Size),
-			"-c", fmt.Sprintf("write u3.bmx[0].startoff %d", w.DataAt/4096))
+		cmds = append(cmds, "path /"+p, fmt.Sprintf("write core.size %d", w.Size),
+			fmt.Sprintf("write u3.bmx[0].startoff %d", w.DataAt/4096))
+		writes += 2
 	}
 	// xfs_db 6.1 treats a timestamp's "sec" field as the whole 64-bit
 	// word: write the raw value (seconds<<32|ns, or bigtime's ns since 1901).
@@ -267,11 +273,23 @@ func XFS(tb testing.TB, image string, size int64, t Tree, dir string, args ...st
 			if bigtime {
 				raw = uint64(w.Mtime.Unix()+1<<31)*1e9 + uint64(w.Mtime.Nanosecond())
 			}
-			cmds = append(cmds, "-c", "path /"+p, "-c", fmt.Sprintf("write core.mtime.sec %d", raw))
+			cmds = append(cmds, "path /"+p, fmt.Sprintf("write core.mtime.sec %d", raw))
+			writes++
 		}
 	}
 	if len(cmds) > 0 {
-		Run(tb, "xfs_db", append(append([]string{"-x"}, cmds...), image)...)
+		for _, c := range cmds {
+			if strings.ContainsAny(c, "\n") {
+				tb.Fatalf("XFS: xfs_db command %q holds a newline", c)
+			}
+		}
+		cmd := exec.Command("xfs_db", "-x", image)
+		cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+		cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+		out, err := cmd.CombinedOutput()
+		if n := strings.Count(string(out), " = "); err != nil || n != writes {
+			tb.Fatalf("xfs_db -x %s: %v: %d of %d fields written\n%.4000s", image, err, n, writes, out)
+		}
 	}
 	fixed := false
 	for _, p := range t.Paths() {
@@ -413,14 +431,15 @@ func bit(on bool, c string) string {
 	return "-"
 }
 
-// XFSDisk builds, in dir, a 160 MiB GPT disk:
+// XFSDisk builds, in dir, a 208 MiB GPT disk:
 //
 //	p1  XFS v5 with legacy timestamps (-m bigtime=0): deep folders, Unicode
 //	    names, symlinks in the inode and in a remote block, a file with three
 //	    hard links, a 5 GiB sparse file with data at its end, an unwritten
 //	    (preallocated) extent that reads as zeros
-//	p2  XFS v5 as mkfs.xfs makes it today (bigtime, ftype): a 3000-entry
-//	    directory (leaf/node form), sparse.bin written out as data
+//	p2  XFS v5 as mkfs.xfs makes it today (bigtime, ftype): a 10 000-entry
+//	    directory (node form; long and Unicode names: Names), sparse.bin
+//	    written out as data
 //	p3  XFS whose superblock geometry is destroyed (damaged)
 //
 // It returns the disk and the trees of p1 and p2.
@@ -435,7 +454,7 @@ func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	t1["links/b"] = &Want{HardTo: "links/a"}
 	t1["links/c"] = &Want{HardTo: "links/a"}
 	t1["links/remote"] = &Want{Link: "/" + strings.Repeat("a-long-component/", 22) + "target", Mode: 0o777, Mtime: Mtime}
-	t2 := NewTree(12, Options{Symlinks: true, BigDir: 3000})
+	t2 := NewTree(12, Options{Symlinks: true, BigDir: 10000, BigNames: Names(NameRules{Astral: true})})
 	build := func(t Tree, name string, size int64, prep func(src string), args ...string) string {
 		src := filepath.Join(dir, "src-"+name)
 		if err := os.MkdirAll(src, 0o755); err != nil {
@@ -461,7 +480,7 @@ func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 		}
 	}, "-m", "bigtime=0")
 	Run(tb, "xfs_db", "-x", "-c", "path /prealloc.bin", "-c", "write u3.bmx[0].extentflag 1", p1)
-	p2 := build(t2, "p2", 48*MiB, func(string) {})
+	p2 := build(t2, "p2", 96*MiB, func(string) {})
 	p3 := build(Tree{"f": &Want{Data: []byte("x\n"), Size: 2, Mode: 0o644, Mtime: Mtime}}, "p3", 20*MiB, func(string) {})
 	f, err := os.OpenFile(p3, os.O_RDWR, 0)
 	if err != nil {
@@ -470,10 +489,10 @@ func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	f.WriteAt(make([]byte, 8), 84) // agblocks, agcount
 	f.Close()
 	disk := filepath.Join(dir, "xfs.raw")
-	Sparse(tb, disk, 160*MiB)
-	Run(tb, "sgdisk", "-n", "1:2048:+64M", "-t", "1:8300", "-n", "2:0:+48M", "-n", "3:0:+20M", disk)
+	Sparse(tb, disk, 208*MiB)
+	Run(tb, "sgdisk", "-n", "1:2048:+64M", "-t", "1:8300", "-n", "2:0:+96M", "-n", "3:0:+20M", disk)
 	Place(tb, disk, 2048*512, p1)
 	Place(tb, disk, (2048+64*MiB/512)*512, p2)
-	Place(tb, disk, (2048+112*MiB/512)*512, p3)
+	Place(tb, disk, (2048+160*MiB/512)*512, p3)
 	return disk, t1, t2
 }
