@@ -82,8 +82,8 @@ type FS struct {
 
 	layouts *lru.Cache[string, *layout]  // point id -> volumes
 	trees   *lru.Cache[string, *openVol] // point/disk/volume -> open filesystem
-	// listings keeps guest folders' converted entries: NFS clients page
-	// through a large folder with one ReadDir per page.
+	// listings keeps guest folders' converted entries, sorted by name: NFS
+	// clients page through a large folder with one ReadDir per page.
 	listings *lru.Cache[string, *listing]
 	openMu   sync.Mutex // serialises layout scans and volume opens
 	// volMu guards the Status, Reason and Notes of the volumes of shared
@@ -791,6 +791,11 @@ func (fs *FS) ReadDir(p string) ([]os.FileInfo, error) {
 	for i, e := range ents {
 		out[i] = guestInfo(key, e)
 	}
+	// By name, as go-nfs sorts the listing anew for each READDIR page: a
+	// sorted one it checks in one pass, where the guest's order (hash,
+	// B+tree of UTF-16 names, on-disk) cost a sort of the whole folder per
+	// page, hundreds of pages for a 10 000-entry folder.
+	slices.SortFunc(out, func(a, b os.FileInfo) int { return strings.Compare(a.Name(), b.Name()) })
 	e := &listing{out: out}
 	if prev, ok, _ := fs.listings.PeekOrAdd(l.clean, e); ok { // another ReadDir cached it meanwhile
 		return slices.Clone(prev.out), nil

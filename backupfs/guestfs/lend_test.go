@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 
@@ -23,7 +24,8 @@ type slicer interface {
 // of the files named in mustLend (which lie in place on the disk: extents,
 // holes) must then be answered again as the server answers a READ inline:
 // opened by OpenCached and lent by CachedSlices, both without I/O, which
-// only bytes that lie in place and are decoded in the cache can be.
+// only bytes that lie in place and are decoded in the cache can be. Of a
+// big folder's files (big/), one in 100 is read.
 func checkLent(t *testing.T, fs *FS, root string, tree guestimg.Tree, mustLend ...string) {
 	t.Helper()
 	must := map[string]bool{}
@@ -37,7 +39,18 @@ func checkLent(t *testing.T, fs *FS, root string, tree guestimg.Tree, mustLend .
 		lent int
 		wg   sync.WaitGroup
 	)
-	paths := tree.Paths()
+	// One file in 100 of a big folder: its files are alike, and lending
+	// each of 10 000 costs tens of seconds under -race (Check reads them).
+	var paths []string
+	big := 0
+	for _, p := range tree.Paths() {
+		if strings.HasPrefix(p, "big/") {
+			if big++; big%100 != 1 && !must[p] {
+				continue
+			}
+		}
+		paths = append(paths, p)
+	}
 	for w := range 4 {
 		wg.Go(func() {
 			for i, p := range paths {

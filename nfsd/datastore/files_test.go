@@ -21,11 +21,13 @@ import (
 // TestFilesExport reads guest files of a restore point through /files with
 // libnfs's real clients: every byte of every file of two volumes, every
 // name and size of a 10 000-entry hashed directory (checkBigOverNFS), and
-// the status entry of a damaged volume.
+// the status entry of a damaged volume; then its file handles and cookies
+// across a restart (checkFilesHandles).
 func TestFilesExport(t *testing.T) {
 	dir := t.TempDir()
 	disk, trees := guestimg.LinuxDisk(t, dir)
-	pt, url := serveFiles(t, dir, "web01", disk)
+	f := startFiles(t, dir, "web01", disk)
+	pt, url := f.pt, f.url
 	base := "/files/web01/" + pt.ID + "/" + pt.Disks[0].Name
 	// Volumes open on first use: the disk's first listing shows what their
 	// first bytes say (p7's damage lies past them); listing p7 opens it and
@@ -63,6 +65,7 @@ func TestFilesExport(t *testing.T) {
 	if out, err := run(t, "nfs-ls", url(base+"/p7")); err == nil {
 		t.Fatalf("damaged volume listed as a folder: %s", out)
 	}
+	t.Run("handles", func(t *testing.T) { checkFilesHandles(t, f, "p6", trees["p6"]) })
 }
 
 // checkBigOverNFS lists the folder big/ of tree at u with nfs-ls (READDIRPLUS
@@ -119,6 +122,25 @@ func nfsLs(t *testing.T, u string) []lsEntry {
 // the point and a libnfs URL maker for paths of the export.
 func serveFiles(t *testing.T, dir, vm string, disks ...string) (*repo.RestorePoint, func(string) string) {
 	t.Helper()
+	f := startFiles(t, dir, vm, disks...)
+	return f.pt, f.url
+}
+
+// filesEnv is a service serving one restore point, which a test may
+// restart (on the same repository, catalog and state folder).
+type filesEnv struct {
+	t      *testing.T
+	pt     *repo.RestorePoint
+	cfg    Config
+	svc    *Service
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startFiles imports the raw disks as one restore point of VM vm and
+// serves it for the rest of the test.
+func startFiles(t *testing.T, dir, vm string, disks ...string) *filesEnv {
+	t.Helper()
 	var specs []vmgen.DiskSpec
 	for _, d := range disks {
 		specs = append(specs, vmgen.DiskSpec{Source: d, Format: vmgen.FormatRaw})
@@ -140,25 +162,39 @@ func serveFiles(t *testing.T, dir, vm string, disks ...string) (*repo.RestorePoi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cat.Close() })
-	svc, err := New(context.Background(), Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"})
+	f := &filesEnv{t: t, pt: pt, cfg: Config{Repo: r, Catalog: cat, StateDir: filepath.Join(dir, "state"), NFSListen: "127.0.0.1:0"}}
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *filesEnv) start() {
+	f.t.Helper()
+	svc, err := New(context.Background(), f.cfg)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		svc.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("service did not stop")
-		}
-	})
-	_, port, _ := net.SplitHostPort(svc.NFSAddr().String())
-	url := func(p string) string {
-		return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
+	f.svc, f.cancel, f.done = svc, cancel, make(chan error, 1)
+	go func() { f.done <- svc.Serve(ctx) }()
+}
+
+func (f *filesEnv) stop() {
+	if f.svc == nil {
+		return
 	}
-	return pt, url
+	f.cancel()
+	f.svc.Close()
+	select {
+	case <-f.done:
+	case <-time.After(10 * time.Second):
+		f.t.Error("service did not stop")
+	}
+	f.svc = nil
+}
+
+// url is a libnfs URL of the path p of the service as it runs now.
+func (f *filesEnv) url(p string) string {
+	_, port, _ := net.SplitHostPort(f.svc.NFSAddr().String())
+	return fmt.Sprintf("nfs://127.0.0.1%s?version=3&nfsport=%s&mountport=%s", p, port, port)
 }
