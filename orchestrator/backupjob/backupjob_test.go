@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
@@ -462,5 +463,42 @@ func TestRunVMListedTwice(t *testing.T) {
 	}
 	if pts, _ := e.r.Points(); len(pts) != 2 {
 		t.Fatalf("%d points, want one per VM", len(pts))
+	}
+}
+
+// A job's folder and tag select VMs by reference: another VM with the same
+// name elsewhere in the datacenter (a test copy) does not make the job's
+// VM ambiguous, and it is backed up once though both select it.
+func TestRunFolderVMNamedElsewhere(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	root, err := e.lab.Finder.Folder(ctx, "/DC0/vm")
+	must(t, err)
+	prod, err := root.CreateFolder(ctx, "prod")
+	must(t, err)
+	vm, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{1 << 20}, PowerOn: true})
+	must(t, err)
+	task, err := prod.MoveInto(ctx, []types.ManagedObjectReference{vm.Reference()})
+	must(t, err)
+	must(t, task.Wait(ctx))
+	must(t, e.lab.WriteDisk("web01", 0, 0, []byte("hello prod web01")))
+	vapp, err := e.lab.CreateVApp(ctx, "test-copy")
+	must(t, err)
+	_, err = e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", VApp: vapp}) // the copy, outside prod
+	must(t, err)
+	must(t, e.lab.TagVMs(ctx, "backup", "nightly", "/DC0/vm/prod/web01"))
+
+	d := e.job(t, "name: prod\nfolders: [/DC0/vm/prod]\ntags: [backup:nightly]\ninterval: 24h\n")
+	run, err := e.runner.Run(ctx, d, "manual")
+	must(t, err)
+	got, err := e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	if run.State != catalog.RunDone || run.VMsOK != 1 || len(got.VMs) != 1 || got.VMs[0].PointID == "" {
+		t.Fatalf("job selecting prod's web01 beside another web01: state %s ok %d failed %d VMs %+v (%s)", run.State, run.VMsOK, run.VMsFailed, got.VMs, run.Error)
+	}
+	p, err := e.r.Point(got.VMs[0].PointID)
+	must(t, err)
+	if p.Source.MoRef != vm.Reference().Value {
+		t.Fatalf("point %s is of %s, want prod's web01 %s", p.ID, p.Source.MoRef, vm.Reference().Value)
 	}
 }

@@ -139,7 +139,7 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 		}
 		results = append(results, ar.Members...)
 	}
-	names, err := selectVMs(ctx, drv.Client(), d)
+	targets, err := selectVMs(ctx, drv.Client(), d)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -152,14 +152,15 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 			results = append(results, vcbackup.Result{VM: "tag " + sel, Err: err})
 		}
 	}
-	for _, n := range tagged {
-		if !slices.Contains(names, n) {
-			names = append(names, n)
-		}
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return inApps[n] })
-	if len(names) > 0 {
-		rs, err := vcbackup.BackupVMs(ctx, cfg, names)
+	// A VM listed twice (a name and a folder, a folder and a tag) is
+	// backed up once, and a vApp member not again (cfg.Skip): vcbackup
+	// matches them by reference.
+	// A VM named like a vApp member is left out too: restore points are
+	// named by VM, and the member's point has that name.
+	targets = append(targets, tagged...)
+	targets = slices.DeleteFunc(targets, func(t vcbackup.Target) bool { return inApps[t.Name] })
+	if len(targets) > 0 {
+		rs, err := vcbackup.BackupTargets(ctx, cfg, targets)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -239,9 +240,12 @@ func (r *Runner) Prune(ctx context.Context, log *slog.Logger) error {
 }
 
 // selectVMs lists the job's VMs: the names it gives, then every VM under
-// its folders, once each (tagged VMs are added by taggedVMs).
-func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]string, error) {
-	out := slices.Clone(d.VMs)
+// its folders, by reference (tagged VMs are added by taggedVMs).
+func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]vcbackup.Target, error) {
+	var out []vcbackup.Target
+	for _, n := range d.VMs {
+		out = append(out, vcbackup.Target{Name: n})
+	}
 	if len(d.Folders) == 0 {
 		return out, nil
 	}
@@ -274,9 +278,7 @@ func selectVMs(ctx context.Context, c *vim25.Client, d *Definition) ([]string, e
 			if vm.Config != nil && vm.Config.Template {
 				continue
 			}
-			if !slices.Contains(out, vm.Name) {
-				out = append(out, vm.Name)
-			}
+			out = append(out, vcbackup.Target{Name: vm.Name, Ref: vm.Self})
 		}
 	}
 	return out, errors.Join(errs...)

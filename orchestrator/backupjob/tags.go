@@ -14,6 +14,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/rekindle/rekindle/orchestrator/vcbackup"
 )
 
 // parseTag splits a job's tag selector "category:tag". Tag names are unique
@@ -44,7 +46,7 @@ func (d *Definition) restUser(pw string) *url.Userinfo {
 // inventory, so this logs in there too. A tag or category vCenter does not
 // know, and a tag no VM carries, is an error: a job that silently selects
 // nothing would look like a success while backing up nothing.
-func taggedVMs(ctx context.Context, c *vim25.Client, user *url.Userinfo, selectors []string) ([]string, map[string]error) {
+func taggedVMs(ctx context.Context, c *vim25.Client, user *url.Userinfo, selectors []string) ([]vcbackup.Target, map[string]error) {
 	if len(selectors) == 0 {
 		return nil, nil
 	}
@@ -58,23 +60,23 @@ func taggedVMs(ctx context.Context, c *vim25.Client, user *url.Userinfo, selecto
 	}
 	defer rc.Logout(context.WithoutCancel(ctx))
 	m := tags.NewManager(rc)
-	var out []string
+	var out []vcbackup.Target
 	for _, sel := range selectors {
-		names, err := vmsWithTag(ctx, c, m, sel)
+		vms, err := vmsWithTag(ctx, c, m, sel)
 		if err != nil {
 			errs[sel] = err
 			continue
 		}
-		for _, n := range names {
-			if !slices.Contains(out, n) {
-				out = append(out, n)
+		for _, vm := range vms {
+			if !slices.ContainsFunc(out, func(t vcbackup.Target) bool { return t.Ref == vm.Ref }) {
+				out = append(out, vm)
 			}
 		}
 	}
 	return out, errs
 }
 
-func vmsWithTag(ctx context.Context, c *vim25.Client, m *tags.Manager, sel string) ([]string, error) {
+func vmsWithTag(ctx context.Context, c *vim25.Client, m *tags.Manager, sel string) ([]vcbackup.Target, error) {
 	catName, tagName, err := parseTag(sel)
 	if err != nil {
 		return nil, err
@@ -104,13 +106,13 @@ func vmsWithTag(ctx context.Context, c *vim25.Client, m *tags.Manager, sel strin
 	if err := property.DefaultCollector(c).Retrieve(ctx, refs, []string{"name", "config.template"}, &vms); err != nil {
 		return nil, fmt.Errorf("tag %s: %w", sel, err)
 	}
-	var out []string
+	var out []vcbackup.Target
 	for _, vm := range vms {
 		if vm.Config != nil && vm.Config.Template {
 			continue
 		}
-		out = append(out, vm.Name)
+		out = append(out, vcbackup.Target{Name: vm.Name, Ref: vm.Self})
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b vcbackup.Target) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }

@@ -168,6 +168,24 @@ func (c *Config) check() error {
 // its Result's Err set; the error return is for what stops every VM (no
 // repository lock, no datacenter).
 func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error) {
+	ts := make([]Target, len(names))
+	for i, n := range names {
+		ts[i].Name = n
+	}
+	return BackupTargets(ctx, cfg, ts)
+}
+
+// Target is a VM to back up: its name or inventory path, and when the
+// caller found it in vCenter already (a folder's or a tag's VMs), its
+// reference, so that a name another VM also has does not make it ambiguous.
+type Target struct {
+	Name string
+	Ref  types.ManagedObjectReference
+}
+
+// BackupTargets is BackupVMs for targets: those with a reference are not
+// looked up by name.
+func BackupTargets(ctx context.Context, cfg Config, targets []Target) ([]Result, error) {
 	cfg.defaults()
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -181,7 +199,12 @@ func BackupVMs(ctx context.Context, cfg Config, names []string) ([]Result, error
 	if err != nil {
 		return nil, err
 	}
-	return b.many(ctx, names, nil, ""), nil
+	names := make([]string, len(targets))
+	refs := make([]types.ManagedObjectReference, len(targets))
+	for i, t := range targets {
+		names[i], refs[i] = t.Name, t.Ref
+	}
+	return b.many(ctx, names, refs, ""), nil
 }
 
 type backuper struct {
