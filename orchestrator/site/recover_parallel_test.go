@@ -33,6 +33,13 @@ import (
 // reverse name order (VMn first). It returns the vApp member names by vApp.
 func appSite(tb testing.TB, ctx context.Context, apps, perApp int, prio func(i int) int) (*simulator.Model, *govmomi.Client, map[string][]string) {
 	tb.Helper()
+	return appSiteWaiting(tb, ctx, apps, perApp, prio, false)
+}
+
+// appSiteWaiting is appSite where, with wait set, every startup group
+// waits for its guest (VMware Tools running) before the next one starts.
+func appSiteWaiting(tb testing.TB, ctx context.Context, apps, perApp int, prio func(i int) int, wait bool) (*simulator.Model, *govmomi.Client, map[string][]string) {
+	tb.Helper()
 	model := simulator.VPX()
 	model.Datacenter, model.Host, model.Cluster, model.Pool, model.App, model.Machine, model.Portgroup = 1, 0, 1, 0, apps, perApp, 1
 	if err := model.Create(); err != nil {
@@ -68,7 +75,8 @@ func appSite(tb testing.TB, ctx context.Context, apps, perApp int, prio func(i i
 				tb.Fatal(err)
 			}
 			r := vm.Reference()
-			spec.EntityConfig = append(spec.EntityConfig, types.VAppEntityConfigInfo{Key: &r, StartOrder: int32(perApp - j), StartAction: "powerOn"})
+			spec.EntityConfig = append(spec.EntityConfig, types.VAppEntityConfigInfo{Key: &r, StartOrder: int32(perApp - j), StartAction: "powerOn",
+				WaitingForGuest: types.NewBool(wait)})
 			members[name] = append(members[name], vmName)
 		}
 		if err := object.NewVirtualApp(c, ref).UpdateConfig(ctx, spec); err != nil {
