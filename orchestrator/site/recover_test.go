@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ type faultyDriver struct {
 	orchestrator.Driver
 	c      *vim25.Client
 	failOn string
-	failed bool
+	failed atomic.Bool // vApps of one priority power on at once
 }
 
 func (d *faultyDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) error {
@@ -72,8 +73,7 @@ func (d *faultyDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) erro
 	if err := property.DefaultCollector(d.c).RetrieveOne(ctx, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)}, []string{"name"}, &vm); err != nil {
 		return err
 	}
-	if vm.Name == d.failOn && !d.failed {
-		d.failed = true
+	if vm.Name == d.failOn && d.failed.CompareAndSwap(false, true) {
 		return errors.New("injected power-on failure")
 	}
 	return d.Driver.PowerOn(ctx, ref)
