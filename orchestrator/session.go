@@ -81,6 +81,7 @@ func (o *Orchestrator) emit(e Event) {
 // Plan resolves req against the catalog and the driver's inventory without
 // changing anything: what `--dry-run` shows.
 func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Plan, error) {
+	ctx = WithMemo(ctx)
 	in := Inputs{Points: map[string]*repo.RestorePoint{}}
 	if req.App != "" {
 		a, err := o.Catalog.App(ctx, req.App)
@@ -173,6 +174,7 @@ type PlanChecker interface {
 // Start plans req, records the session and runs it. It returns the session
 // id even when a step fails: the session can then be resumed or stopped.
 func (o *Orchestrator) Start(ctx context.Context, req Request) (string, error) {
+	ctx = WithMemo(ctx)
 	id, err := o.Create(ctx, req)
 	if err != nil {
 		return "", err
@@ -241,8 +243,10 @@ func (o *Orchestrator) LoadPlan(ctx context.Context, id string) (*catalog.Sessio
 
 // Resume runs every step of session id that is not done yet, in order.
 // Steps are idempotent, so a step that was running when the orchestrator
-// died runs again safely.
+// died runs again safely. The steps share one memo of the driver's
+// lookups (WithMemo).
 func (o *Orchestrator) Resume(ctx context.Context, id string) error {
+	ctx = WithMemo(ctx)
 	s, p, err := o.LoadPlan(ctx, id)
 	if err != nil {
 		return err
@@ -553,6 +557,7 @@ func (o *Orchestrator) readyWhat(check ReadyCheck) string {
 // vApp it created, unmounts the datastore from every host and discards the
 // overlay, leaving the hypervisor as it was. It is idempotent.
 func (o *Orchestrator) Stop(ctx context.Context, id string) error {
+	ctx = WithMemo(ctx)
 	s, p, err := o.LoadPlan(ctx, id)
 	if err != nil {
 		return err

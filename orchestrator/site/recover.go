@@ -269,6 +269,9 @@ func (r *Recoverer) LoadRecovery(ctx context.Context, id string) (*catalog.Sessi
 // order. Every step finds what an earlier attempt made, so a step that was
 // running when rekindle died runs again without duplicates.
 func (r *Recoverer) Resume(ctx context.Context, id string) error {
+	// One memo of the driver's lookups (hosts, pools, networks) for every
+	// restore session of the recovery.
+	ctx = orchestrator.WithMemo(ctx)
 	s, p, err := r.LoadRecovery(ctx, id)
 	if err != nil {
 		return err
@@ -540,13 +543,38 @@ type recoveryDriver struct {
 	orchestrator.Driver
 	r    *Recoverer
 	plan *RecoveryPlan
+
+	mu    sync.Mutex
+	refs  map[string]orchestrator.VMRef // VMs this session registered, by name
+	ready map[string]bool               // members seen up (their guest heartbeat), by name
 }
 
 func (d *recoveryDriver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
 	if vm := d.plan.vm(p.Name); vm != nil && vm.VApp == "" {
 		p.Folder = vm.Folder
 	}
-	return d.Driver.RegisterVM(ctx, p)
+	ref, err := d.Driver.RegisterVM(ctx, p)
+	if err == nil {
+		d.mu.Lock()
+		if d.refs == nil {
+			d.refs = map[string]orchestrator.VMRef{}
+		}
+		d.refs[p.Name] = ref
+		d.mu.Unlock()
+	}
+	return ref, err
+}
+
+// findVM is the VM this session registered as name, or the one vCenter
+// finds by that name (a resume past the register step).
+func (d *recoveryDriver) findVM(ctx context.Context, name string) (orchestrator.VMRef, error) {
+	d.mu.Lock()
+	ref, ok := d.refs[name]
+	d.mu.Unlock()
+	if ok {
+		return ref, nil
+	}
+	return d.Driver.FindVM(ctx, name)
 }
 
 func (d *recoveryDriver) PowerOn(ctx context.Context, ref orchestrator.VMRef) error {
@@ -603,10 +631,13 @@ func (d *recoveryDriver) waitEarlierGroups(ctx context.Context, vm RecoverVM) er
 		if m.Group == prev {
 			delay = max(delay, m.StartDelay)
 		}
-		if !m.WaitForGuest {
-			continue
+		d.mu.Lock()
+		up := d.ready[m.VM]
+		d.mu.Unlock()
+		if !m.WaitForGuest || up {
+			continue // no wait, or seen up for an earlier group's sake
 		}
-		ref, err := d.Driver.FindVM(ctx, m.VM)
+		ref, err := d.findVM(ctx, m.VM)
 		if err != nil {
 			return fmt.Errorf("startup group %d of %s waits for %s: %w", vm.Group, vm.VApp, m.VM, err)
 		}
@@ -617,6 +648,12 @@ func (d *recoveryDriver) waitEarlierGroups(ctx context.Context, vm RecoverVM) er
 			return fmt.Errorf("startup group %d of %s: %s (group %d) not up within %s (waited for its guest heartbeat): %w",
 				vm.Group, vm.VApp, m.VM, m.Group, timeout, err)
 		}
+		d.mu.Lock()
+		if d.ready == nil {
+			d.ready = map[string]bool{}
+		}
+		d.ready[m.VM] = true
+		d.mu.Unlock()
 	}
 	if delay > 0 {
 		select {
@@ -833,6 +870,7 @@ func ensureFolder(ctx context.Context, fi *find.Finder, root *object.Folder, rel
 // vApps, pools, folders, networks and switches the plan created, newest
 // first. What existed before the recovery is never touched. Idempotent.
 func (r *Recoverer) Stop(ctx context.Context, id string) error {
+	ctx = orchestrator.WithMemo(ctx)
 	_, p, err := r.LoadRecovery(ctx, id)
 	if err != nil {
 		return err

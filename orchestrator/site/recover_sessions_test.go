@@ -8,12 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/orchestrator"
 	"github.com/rekindle/rekindle/orchestrator/simlab"
+	"github.com/rekindle/rekindle/orchestrator/vsphere"
 )
 
 // nasMounts counts the recovery simulator's CreateNasDatastore calls:
@@ -187,5 +190,59 @@ func TestRecoverResumesPerVMPlan(t *testing.T) {
 	}
 	if d := simlab.SnapshotDiff(snapshot(t, ctx, rec.Client), before); d != "" {
 		t.Errorf("after stop, the recovery vCenter differs from before:\n%s", d)
+	}
+}
+
+// TestRecoverLooksUpOnce: a site recovery looks the recovery site's
+// hosts and networks up by name (container views) once for the whole
+// recovery (one memo for all its restore sessions), not once per VM.
+// Counted in the recovery simulator: rekindle's session's
+// CreateContainerView calls for 2 vApps of 5 VMs; before, a VM took two
+// (its host to register it on, its NIC's network).
+func TestRecoverLooksUpOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	_, pc, members := appSite(t, ctx, 2, 5, func(int) int { return 1 })
+	var gc *govmomi.Client
+	lab, rec, plan, _ := recoverLab(t, ctx, pc.Client, members, func(l *simlab.Lab) orchestrator.Driver {
+		var err error
+		if gc, err = govmomi.NewClient(ctx, l.Server.URL, true); err != nil {
+			t.Fatal(err)
+		}
+		gd, err := vsphere.New(ctx, gc.Client, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Hosts.NoGuest = true // the guests report on a session of their own
+		return &instantGuests{SimHosts: l.Hosts, guests: gd}
+	})
+	us, err := session.NewManager(rec.Client).UserSession(ctx)
+	if err != nil || us == nil {
+		t.Fatalf("rekindle's vCenter session: %v", err)
+	}
+	calls := countCalls(lab)
+	calls.session = us.Key
+	calls.start()
+	id, err := rec.Create(ctx, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Resume(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	n := calls.stop()
+	t.Logf("%d calls for 10 VMs: %v", calls.total, n)
+	// The recovery's own inventory read, each of the 3 hosts, the
+	// networks (the restore plans' check, the NICs' backing): 6.
+	if v := n["CreateContainerView"]; v > 6 {
+		t.Errorf("%d lookups by name (CreateContainerView) for 10 VMs on 3 hosts and 1 network: want at most 6, once each", v)
+	}
+	evs := powerOnTimes(t, ctx, rec.Client)
+	for _, ms := range members {
+		for _, vm := range ms {
+			if _, ok := evs[vm]; !ok {
+				t.Errorf("%s never powered on", vm)
+			}
+		}
 	}
 }

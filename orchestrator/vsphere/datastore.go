@@ -135,15 +135,21 @@ func (d *Driver) vmsUsing(ctx context.Context, ds *mo.Datastore, host types.Mana
 	return names, nil
 }
 
-// hostDatastore returns the datastore named name that host mounts, or nil.
+// hostDatastore returns the datastore named name that host mounts, or nil:
+// one retrieval that follows the host's datastore references.
 func (d *Driver) hostDatastore(ctx context.Context, host types.ManagedObjectReference, name string) (*mo.Datastore, error) {
-	refs, err := d.refsOf(ctx, host, "datastore")
-	if err != nil || len(refs) == 0 {
-		return nil, err
+	spec := types.PropertyFilterSpec{
+		ObjectSet: []types.ObjectSpec{{Obj: host, Skip: types.NewBool(true),
+			SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{Type: "HostSystem", Path: "datastore"}}}},
+		PropSet: []types.PropertySpec{{Type: "Datastore", PathSet: []string{"name", "info", "vm"}}},
+	}
+	res, err := d.pc.RetrieveProperties(ctx, types.RetrieveProperties{SpecSet: []types.PropertyFilterSpec{spec}})
+	if err != nil {
+		return nil, vcErr(err, "read datastores of host %s", host.Value)
 	}
 	var dss []mo.Datastore
-	if err := d.pc.Retrieve(ctx, refs, []string{"name", "info", "vm"}, &dss); err != nil {
-		return nil, vcErr(err, "read datastores of host %s", host.Value)
+	if err := mo.LoadObjectContent(res.Returnval, &dss); err != nil {
+		return nil, fmt.Errorf("read datastores of host %s: %w", host.Value, err)
 	}
 	for i := range dss {
 		if dss[i].Name == name {
@@ -153,15 +159,23 @@ func (d *Driver) hostDatastore(ctx context.Context, host types.ManagedObjectRefe
 	return nil, nil
 }
 
+// datastoreSystem is host's datastore system, read once per run
+// (orchestrator.Memoize).
 func (d *Driver) datastoreSystem(ctx context.Context, host types.ManagedObjectReference) (*object.HostDatastoreSystem, error) {
-	var h mo.HostSystem
-	if err := d.pc.RetrieveOne(ctx, host, []string{"configManager.datastoreSystem"}, &h); err != nil {
-		return nil, vcErr(err, "read datastore system of host %s", host.Value)
+	ref, err := orchestrator.Memoize(ctx, lookupKey{d, "datastoreSystem", host.Value}, func() (types.ManagedObjectReference, error) {
+		var h mo.HostSystem
+		if err := d.pc.RetrieveOne(ctx, host, []string{"configManager.datastoreSystem"}, &h); err != nil {
+			return types.ManagedObjectReference{}, vcErr(err, "read datastore system of host %s", host.Value)
+		}
+		if h.ConfigManager.DatastoreSystem == nil {
+			return types.ManagedObjectReference{}, errors.New("host has no datastore system (disconnected?)")
+		}
+		return *h.ConfigManager.DatastoreSystem, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if h.ConfigManager.DatastoreSystem == nil {
-		return nil, errors.New("host has no datastore system (disconnected?)")
-	}
-	return object.NewHostDatastoreSystem(d.c, *h.ConfigManager.DatastoreSystem), nil
+	return object.NewHostDatastoreSystem(d.c, ref), nil
 }
 
 // wrapOp prefixes err with op, keeping it nil when it is.

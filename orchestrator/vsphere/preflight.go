@@ -35,10 +35,22 @@ func (d *Driver) CheckTarget(ctx context.Context, target string) error {
 // the datastore of --migrate-to exists and every planned host mounts it.
 // Errors name what is missing and list what exists.
 func (d *Driver) CheckPlan(ctx context.Context, p *orchestrator.Plan, hosts []orchestrator.Host) error {
-	nets, err := d.networks(ctx)
+	// The networks as the run read them (orchestrator.Memoize), read again
+	// when the plan does not pass with them (a network made since).
+	key := lookupKey{d, "networks", ""}
+	read := func() (map[string][]string, error) { return d.networks(ctx) }
+	if nets, err := orchestrator.Memoize(ctx, key, read); err == nil && d.checkPlan(ctx, p, hosts, nets) == nil {
+		return nil
+	}
+	orchestrator.Forget(ctx, key)
+	nets, err := orchestrator.Memoize(ctx, key, read)
 	if err != nil {
 		return err
 	}
+	return d.checkPlan(ctx, p, hosts, nets)
+}
+
+func (d *Driver) checkPlan(ctx context.Context, p *orchestrator.Plan, hosts []orchestrator.Host, nets map[string][]string) error {
 	byHost := map[string]orchestrator.Host{}
 	for _, h := range hosts {
 		byHost[h.Name] = h

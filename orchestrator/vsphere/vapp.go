@@ -186,6 +186,7 @@ func (d *Driver) DestroyApp(ctx context.Context, appPath string) error {
 	var va mo.VirtualApp
 	if err := d.pc.RetrieveOne(ctx, ref, []string{"name", "vm", "resourcePool"}, &va); err != nil {
 		if isNotFound(err) {
+			d.forgetPath(ctx, d.hostPath(appPath))
 			return nil
 		}
 		return vcErr(err, "%s", op)
@@ -215,14 +216,27 @@ func (d *Driver) DestroyApp(ctx context.Context, appPath string) error {
 	if err != nil && !isNotFound(err) {
 		return vcErr(err, "%s", op)
 	}
+	d.forgetPath(ctx, d.hostPath(appPath))
 	d.log.Info("destroyed vApp", "vapp", appPath)
 	return nil
 }
 
 // pool resolves a vApp parent: a cluster or compute resource (its root
 // resource pool), a resource pool or a vApp. It returns the pool and its
-// inventory path.
+// inventory path, resolved once per run (orchestrator.Memoize).
 func (d *Driver) pool(ctx context.Context, parent string) (types.ManagedObjectReference, string, error) {
+	type resolved struct {
+		ref  types.ManagedObjectReference
+		path string
+	}
+	r, err := orchestrator.Memoize(ctx, lookupKey{d, "pool", d.hostPath(parent)}, func() (resolved, error) {
+		ref, p, err := d.resolvePool(ctx, parent)
+		return resolved{ref, p}, err
+	})
+	return r.ref, r.path, err
+}
+
+func (d *Driver) resolvePool(ctx context.Context, parent string) (types.ManagedObjectReference, string, error) {
 	p := d.hostPath(parent)
 	ref, err := d.lookupPath(ctx, p)
 	if err != nil {

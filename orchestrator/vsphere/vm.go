@@ -78,21 +78,24 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	if !ok {
 		return "", fmt.Errorf("%s: vCenter returned no VM", op)
 	}
+	d.rememberName(ctx, orchestrator.VMRef(ref.Value), p.Name)
 	d.log.Info("registered VM", "vm", p.Name, "host", p.Host, "vmx", vmx, "ref", ref.Value)
 	return orchestrator.VMRef(ref.Value), nil
 }
 
-// poolVM returns the VM named name directly in pool, or "".
+// poolVM returns the VM named name directly in pool, or "": one retrieval
+// that follows the pool's VM references.
 func (d *Driver) poolVM(ctx context.Context, pool types.ManagedObjectReference, name string) (orchestrator.VMRef, error) {
-	vms, err := d.refsOf(ctx, pool, "vm")
-	if err != nil {
-		return "", err
+	spec := types.PropertyFilterSpec{
+		ObjectSet: []types.ObjectSpec{{Obj: pool, Skip: types.NewBool(true),
+			SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{Type: pool.Type, Path: "vm"}}}},
+		PropSet: []types.PropertySpec{{Type: "VirtualMachine", PathSet: []string{"name"}}},
 	}
-	content, err := d.retrieveMissingOK(ctx, vms, []string{"name"})
+	res, err := d.pc.RetrieveProperties(ctx, types.RetrieveProperties{SpecSet: []types.PropertyFilterSpec{spec}})
 	if err != nil {
 		return "", vcErr(err, "read VMs of pool %s", pool.Value)
 	}
-	for _, oc := range content {
+	for _, oc := range res.Returnval {
 		if n, _ := props(oc)["name"].(string); n == name {
 			return orchestrator.VMRef(oc.Obj.Value), nil
 		}
@@ -102,11 +105,13 @@ func (d *Driver) poolVM(ctx context.Context, pool types.ManagedObjectReference, 
 
 func (d *Driver) vmFolder(ctx context.Context, folder string) (types.ManagedObjectReference, error) {
 	if folder == "" {
-		folders, err := d.dc.Folders(ctx)
-		if err != nil {
-			return types.ManagedObjectReference{}, vcErr(err, "read datacenter folders")
-		}
-		return folders.VmFolder.Reference(), nil
+		return orchestrator.Memoize(ctx, lookupKey{d, "vmFolder", ""}, func() (types.ManagedObjectReference, error) {
+			folders, err := d.dc.Folders(ctx)
+			if err != nil {
+				return types.ManagedObjectReference{}, vcErr(err, "read datacenter folders")
+			}
+			return folders.VmFolder.Reference(), nil
+		})
 	}
 	ref, err := d.lookupPath(ctx, d.vmFolderPath(folder))
 	if err == nil && ref.Type != "Folder" {
@@ -134,18 +139,27 @@ func (d *Driver) vmInfo(ctx context.Context, vm orchestrator.VMRef, props ...str
 		}
 		return nil, vcErr(err, "read VM %s", vm)
 	}
+	d.rememberName(ctx, vm, v.Name)
 	return &v, nil
 }
 
-// PowerOn powers the VM on; a VM already on is success.
+// rememberName keeps vm's name in the run's memo, for messages.
+func (d *Driver) rememberName(ctx context.Context, vm orchestrator.VMRef, name string) {
+	orchestrator.Forget(ctx, lookupKey{d, "vmName", string(vm)})
+	_, _ = orchestrator.Memoize(ctx, lookupKey{d, "vmName", string(vm)}, func() (string, error) { return name, nil })
+}
+
+// knownName is vm's name if the run read or gave it already, else "".
+func (d *Driver) knownName(ctx context.Context, vm orchestrator.VMRef) string {
+	name, _ := orchestrator.Memoize(ctx, lookupKey{d, "vmName", string(vm)}, func() (string, error) { return "", errUnknownName })
+	return name
+}
+
+var errUnknownName = errors.New("name not known")
+
+// PowerOn powers the VM on; a VM already on is success (vCenter's
+// InvalidPowerState fault says so: the state is not read first).
 func (d *Driver) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
-	v, err := d.vmInfo(ctx, vm, "runtime.powerState")
-	if err != nil {
-		return fmt.Errorf("power on: %w", err)
-	}
-	if v.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
-		return nil
-	}
 	task, err := object.NewVirtualMachine(d.c, vmRef(vm)).PowerOn(ctx)
 	if err == nil {
 		err = task.Wait(ctx)
@@ -155,9 +169,16 @@ func (d *Driver) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 		return nil
 	}
 	if err != nil {
-		return vcErr(err, "power on %s", v.Name)
+		if isNotFound(err) {
+			return fmt.Errorf("power on: VM %s: %w", vm, orchestrator.ErrNotFound)
+		}
+		name := string(vm)
+		if v, ierr := d.vmInfo(ctx, vm); ierr == nil {
+			name = v.Name
+		}
+		return vcErr(err, "power on %s", name)
 	}
-	d.log.Info("powered on VM", "vm", v.Name)
+	d.log.Info("powered on VM", "vm", d.knownName(ctx, vm), "ref", string(vm))
 	return nil
 }
 
@@ -262,8 +283,15 @@ func (d *Driver) Reconcile(ctx context.Context, vm orchestrator.VMRef, spec orch
 }
 
 // networkBacking finds a network (standard, distributed or opaque) by name
-// and returns the backing that attaches a NIC to it.
+// and returns the backing that attaches a NIC to it, once per run
+// (orchestrator.Memoize).
 func (d *Driver) networkBacking(ctx context.Context, name string) (types.BaseVirtualDeviceBackingInfo, error) {
+	return orchestrator.Memoize(ctx, lookupKey{d, "networkBacking", name}, func() (types.BaseVirtualDeviceBackingInfo, error) {
+		return d.findNetworkBacking(ctx, name)
+	})
+}
+
+func (d *Driver) findNetworkBacking(ctx context.Context, name string) (types.BaseVirtualDeviceBackingInfo, error) {
 	ref, err := d.oneByName(ctx, "network", []string{"Network"}, name)
 	if err != nil {
 		return nil, err

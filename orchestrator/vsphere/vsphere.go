@@ -157,8 +157,30 @@ func (d *Driver) vmFolderPath(p string) string {
 	return path.Join(d.dcPath, "vm", p)
 }
 
-// lookupPath finds the object at an absolute inventory path.
+// lookupKey is what the driver keeps in a run's memo
+// (orchestrator.WithMemo): the reference (or backing) of an object of kind
+// by name or inventory path, on this driver's vCenter.
+type lookupKey struct {
+	d          *Driver
+	kind, name string
+}
+
+// lookupPath finds the object at an absolute inventory path, once per run
+// (orchestrator.Memoize).
 func (d *Driver) lookupPath(ctx context.Context, p string) (types.ManagedObjectReference, error) {
+	return orchestrator.Memoize(ctx, lookupKey{d, "path", p}, func() (types.ManagedObjectReference, error) {
+		return d.searchPath(ctx, p)
+	})
+}
+
+// forgetPath drops what the run's memo holds for inventory path p (an
+// object removed).
+func (d *Driver) forgetPath(ctx context.Context, p string) {
+	orchestrator.Forget(ctx, lookupKey{d, "path", p})
+	orchestrator.Forget(ctx, lookupKey{d, "pool", p})
+}
+
+func (d *Driver) searchPath(ctx context.Context, p string) (types.ManagedObjectReference, error) {
 	si := object.NewSearchIndex(d.c)
 	obj, err := si.FindByInventoryPath(ctx, p)
 	if err != nil {
@@ -211,8 +233,15 @@ func (d *Driver) oneByName(ctx context.Context, what string, kinds []string, nam
 	}
 }
 
-// host finds a host by name, or by inventory path if name contains a "/".
+// host finds a host by name, or by inventory path if name contains a "/",
+// once per run (orchestrator.Memoize).
 func (d *Driver) host(ctx context.Context, name string) (types.ManagedObjectReference, error) {
+	return orchestrator.Memoize(ctx, lookupKey{d, "host", name}, func() (types.ManagedObjectReference, error) {
+		return d.findHost(ctx, name)
+	})
+}
+
+func (d *Driver) findHost(ctx context.Context, name string) (types.ManagedObjectReference, error) {
 	if strings.Contains(name, "/") {
 		ref, err := d.lookupPath(ctx, d.hostPath(name))
 		if err == nil && ref.Type != "HostSystem" {
