@@ -53,6 +53,16 @@ type Driver interface {
 	Unregister(ctx context.Context, vm VMRef) error
 }
 
+// RegisteredFinder is a Driver that tells which VM a RegisterVM(p) call
+// registered when its caller never learned it (rekindle died during the
+// call, or before its register step recorded the VMs): the VM named p.Name
+// in p.Pool whose .vmx is p's, "" when there is none. A VM of that name with
+// other files is someone else's and is never returned. Stop uses it for a
+// register step that did not record its VMs; vsphere and qemu implement it.
+type RegisteredFinder interface {
+	RegisteredVM(ctx context.Context, p Placement) (VMRef, error)
+}
+
 // ErrNotFound is returned (wrapped) when a VM, vApp or host does not exist.
 var ErrNotFound = errors.New("not found")
 

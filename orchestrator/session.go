@@ -365,6 +365,11 @@ func (o *Orchestrator) vm(ctx context.Context, id, name string) (VMRef, error) {
 	return ref, nil
 }
 
+// placement is where the register step registers vm.
+func (p *Plan) placement(vm PlannedVM) Placement {
+	return Placement{Name: vm.Name, Host: vm.Host, Datastore: p.Datastore, VMXPath: vm.Folder + "/" + vm.Source + ".vmx", Pool: p.pool()}
+}
+
 func (p *Plan) pool() string {
 	if p.AppPath != "" {
 		return p.AppPath
@@ -407,8 +412,7 @@ func (o *Orchestrator) do(ctx context.Context, id string, p *Plan, step string) 
 	case StepRegister:
 		refs := map[string]VMRef{}
 		for _, vm := range p.VMs {
-			ref, err := d.RegisterVM(ctx, Placement{Name: vm.Name, Host: vm.Host, Datastore: p.Datastore,
-				VMXPath: vm.Folder + "/" + vm.Source + ".vmx", Pool: p.pool()})
+			ref, err := d.RegisterVM(ctx, p.placement(vm))
 			if err != nil {
 				return refs, fmt.Errorf("register %s on %s: %w", vm.Name, vm.Host, err)
 			}
@@ -565,10 +569,13 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 	if err := o.Catalog.SetSessionState(ctx, id, catalog.SessionStopping, ""); err != nil {
 		return err
 	}
-	createdApp := false
+	createdApp, registerOpen := false, false
 	for _, st := range s.Steps {
 		if st.Name == StepApp && st.State != catalog.StepPending {
 			createdApp = p.Request.Kind != KindPartial // a partial restore joins a running vApp
+		}
+		if st.Name == StepRegister {
+			registerOpen = st.State != catalog.StepPending && st.State != catalog.StepDone
 		}
 	}
 	var errs []error
@@ -578,6 +585,26 @@ func (o *Orchestrator) Stop(ctx context.Context, id string) error {
 		return err
 	}
 	err = o.runStep(ctx, id, "stop", func(ctx context.Context) (any, error) {
+		// A register step that did not finish recorded at most the VMs it
+		// registered before a fault, nothing when rekindle died in it; yet
+		// the hypervisor may have registered more, the last one perhaps as
+		// rekindle died. They are found by their files, as a retried
+		// RegisterVM adopts them: left registered, they would keep the
+		// datastore in use.
+		if rf, ok := d.(RegisteredFinder); ok && registerOpen {
+			for _, vm := range p.VMs {
+				if _, ok := refs[vm.Name]; ok {
+					continue
+				}
+				ref, err := rf.RegisteredVM(ctx, p.placement(vm))
+				if err != nil {
+					errs = append(errs, err)
+				} else if ref != "" {
+					refs[vm.Name] = ref
+					Note(ctx, "vm %s: registered from the session's files, not recorded by its register step", vm.Name)
+				}
+			}
+		}
 		for _, vm := range slices.Backward(p.VMs) {
 			ref, ok := refs[vm.Name]
 			if !ok {

@@ -189,6 +189,21 @@ func testLifecycle(t *testing.T, ctx context.Context, f *Fixture) {
 	if found, err := d.FindVM(ctx, f.VMName); err != nil || found != ref {
 		t.Fatalf("FindVM(%s): %q, %v; want %q", f.VMName, found, err, ref)
 	}
+	if rf, ok := d.(orchestrator.RegisteredFinder); ok {
+		// The VM RegisterVM registered, found by its files; never a VM of
+		// that name with other files, nor one of another name.
+		other, unknown := place, place
+		other.VMXPath += ".other"
+		unknown.Name += "-unknown"
+		for _, c := range []struct {
+			p    orchestrator.Placement
+			want orchestrator.VMRef
+		}{{place, ref}, {other, ""}, {unknown, ""}} {
+			if got, err := rf.RegisteredVM(ctx, c.p); err != nil || got != c.want {
+				t.Fatalf("RegisteredVM(%+v): %q, %v; want %q", c.p, got, err, c.want)
+			}
+		}
+	}
 	for i := range 2 {
 		if err := d.Reconcile(ctx, ref, f.Spec); err != nil {
 			t.Fatalf("Reconcile #%d: %v", i+1, err)

@@ -130,6 +130,18 @@ func TestInventory(t *testing.T) {
 			t.Fatalf("RegisterVM: %q %v", ref, err)
 		}
 	}
+	// The VM registered from p's files, as a stop whose register step left
+	// no record finds it; never one of that name with other files.
+	other := p
+	other.VMXPath = "web01/other.vmx"
+	for _, c := range []struct {
+		p    orchestrator.Placement
+		want orchestrator.VMRef
+	}{{p, "web01"}, {other, ""}, {orchestrator.Placement{Name: "db01", Datastore: "rk-1", VMXPath: "db01/db01.vmx"}, ""}} {
+		if got, err := d.RegisteredVM(ctx, c.p); err != nil || got != c.want {
+			t.Fatalf("RegisteredVM(%+v): %q %v, want %q", c.p, got, err, c.want)
+		}
+	}
 	spec := orchestrator.VMSpec{NumCPU: 1, MemoryMB: 256, Disks: []orchestrator.DiskSpec{{File: "[rk-1] web01/web01.vmdk"}}}
 	if err := d.Reconcile(ctx, "web01", spec); err == nil || !strings.Contains(err.Error(), "not mounted") {
 		t.Fatalf("Reconcile with the datastore not mounted: %v", err)

@@ -49,6 +49,26 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	return orchestrator.VMRef(p.Name), nil
 }
 
+// RegisteredVM returns the VM RegisterVM(p) registered: p.Name when its
+// recorded datastore and .vmx are p's, "" otherwise.
+func (d *Driver) RegisteredVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
+	if err := checkName("vm", p.Name); err != nil {
+		return "", err
+	}
+	d.stateMu.Lock()
+	defer d.stateMu.Unlock()
+	v, err := d.loadVM(p.Name)
+	if errors.Is(err, orchestrator.ErrNotFound) {
+		return "", nil
+	} else if err != nil {
+		return "", err
+	}
+	if v.Datastore != p.Datastore || v.VMXPath != p.VMXPath {
+		return "", nil
+	}
+	return orchestrator.VMRef(p.Name), nil
+}
+
 // FindVM returns the registered VM named name (its VMRef is its name).
 func (d *Driver) FindVM(ctx context.Context, name string) (orchestrator.VMRef, error) {
 	if _, err := d.loadVM(name); err != nil {

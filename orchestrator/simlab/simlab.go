@@ -29,9 +29,7 @@ import (
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
-	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/rekindle/rekindle/backupfs/ingest"
@@ -221,14 +219,16 @@ func (h *SimHosts) PowerOn(ctx context.Context, vm orchestrator.VMRef) error {
 // VMware Tools running with a green heartbeat (ExtraConfig SET.guest.*, a
 // reconfiguration vCenter records as a VmReconfiguredEvent). It polls until
 // ctx ends and returns nil then; any other error ends it.
+//
+// It learns of power-ons from vCenter's events (QueryEvents), not by
+// reading the VMs: govmomi v0.56.0's simulator writes a VM it registers
+// (createVM: its guest, runtime, summary) after the VM is in the inventory,
+// without the VM's lock, so reading every VM while VMs are registered is a
+// data race inside the simulator (seen in TestSiteRecoverCLI's kills).
 func PlayGuests(ctx context.Context, c *vim25.Client, boot time.Duration) error {
-	m := view.NewManager(c)
-	v, err := m.CreateContainerView(ctx, c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
-	if err != nil {
-		return err
-	}
-	defer v.Destroy(context.WithoutCancel(ctx))
-	seen := map[types.ManagedObjectReference]time.Time{} // powered on, guest not yet up: since when
+	em := event.NewManager(c)
+	var last int32                                     // the power events up to this key are taken in
+	on := map[types.ManagedObjectReference]time.Time{} // powered on, guest not yet up: since when
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -237,37 +237,44 @@ func PlayGuests(ctx context.Context, c *vim25.Client, boot time.Duration) error 
 			return nil
 		case <-tick.C:
 		}
-		var vms []mo.VirtualMachine
-		if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"runtime.powerState", "guest.toolsRunningStatus"}, &vms); err != nil {
+		evs, err := em.QueryEvents(ctx, types.EventFilterSpec{EventTypeId: []string{"VmPoweredOnEvent", "VmPoweredOffEvent"}, MaxCount: 1000})
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("guests: list VMs: %w", err)
+			return fmt.Errorf("guests: power events: %w", err)
+		}
+		slices.SortFunc(evs, func(a, b types.BaseEvent) int { return cmp.Compare(a.GetEvent().Key, b.GetEvent().Key) })
+		for _, be := range evs {
+			e := be.GetEvent()
+			if e.Key <= last || e.Vm == nil {
+				continue
+			}
+			last = e.Key
+			switch be.(type) {
+			case *types.VmPoweredOnEvent:
+				on[e.Vm.Vm] = e.CreatedTime
+			case *types.VmPoweredOffEvent:
+				delete(on, e.Vm.Vm)
+			}
 		}
 		now := time.Now()
-		for _, vm := range vms {
-			on := vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
-			up := vm.Guest != nil && vm.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
-			since, waiting := seen[vm.Self]
-			switch {
-			case !on || up:
-				delete(seen, vm.Self)
-			case !waiting:
-				seen[vm.Self] = now
-			case now.Sub(since) >= boot:
-				spec := types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
-					&types.OptionValue{Key: "SET.guest.toolsRunningStatus", Value: "guestToolsRunning"},
-					&types.OptionValue{Key: "SET.guestHeartbeatStatus", Value: "green"},
-				}}
-				task, err := object.NewVirtualMachine(c, vm.Self).Reconfigure(ctx, spec)
-				if err == nil {
-					err = task.Wait(ctx)
-				}
-				if err != nil && ctx.Err() == nil && !fault.Is(err, &types.ManagedObjectNotFound{}) {
-					return fmt.Errorf("guests: report %s up: %w", vm.Self.Value, err)
-				}
-				delete(seen, vm.Self)
+		for ref, since := range on {
+			if now.Sub(since) < boot {
+				continue
 			}
+			spec := types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+				&types.OptionValue{Key: "SET.guest.toolsRunningStatus", Value: "guestToolsRunning"},
+				&types.OptionValue{Key: "SET.guestHeartbeatStatus", Value: "green"},
+			}}
+			task, err := object.NewVirtualMachine(c, ref).Reconfigure(ctx, spec)
+			if err == nil {
+				err = task.Wait(ctx)
+			}
+			if err != nil && ctx.Err() == nil && !fault.Is(err, &types.ManagedObjectNotFound{}) {
+				return fmt.Errorf("guests: report %s up: %w", ref.Value, err)
+			}
+			delete(on, ref)
 		}
 	}
 }

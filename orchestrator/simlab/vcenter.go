@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
@@ -30,6 +31,9 @@ type VCenter struct {
 	URL     url.URL // the SDK URL, without credentials
 	CAFile  string  // the simulator's certificate, to trust as a CA
 	NASRoot string  // the folders behind its NAS datastores
+
+	mu     sync.Mutex
+	onCall func(*simulator.Context, *simulator.Method)
 }
 
 // StartVCenter starts a simulated vCenter whose NAS mounts read the NFS
@@ -46,6 +50,16 @@ func StartVCenter(dir, nfs string) (*VCenter, error) {
 		return nil, err
 	}
 	vcsimext.Extend(vc.Model.Map(), vcsimext.Options{NASRoot: vc.NASRoot, NFS: nfs})
+	next := vc.Model.Map().Handler
+	vc.Model.Map().Handler = func(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+		vc.mu.Lock()
+		f := vc.onCall
+		vc.mu.Unlock()
+		if f != nil {
+			f(ctx, m)
+		}
+		return next(ctx, m)
+	}
 	vc.Model.Service.TLS = new(tls.Config)
 	vc.Model.Service.Listen = &url.URL{User: url.UserPassword("rekindle", "demo-only")}
 	vc.Server = vc.Model.Service.NewServer()
@@ -58,6 +72,19 @@ func StartVCenter(dir, nfs string) (*VCenter, error) {
 		return nil, err
 	}
 	return vc, nil
+}
+
+// OnCall makes f run as each call arrives at the simulator, before it is
+// dispatched (nil: nothing runs); when f returns, the call goes on. It is a
+// test's hold on the exact moment of one call: a test kills its client
+// there, so that vCenter does what the client asked and the client never
+// learns it (TestSiteRecoverCLI's kills). f runs on the simulator's request
+// goroutines, at once for calls made at once; ctx.Session (nil before a
+// login) tells one client's calls from another's.
+func (vc *VCenter) OnCall(f func(ctx *simulator.Context, m *simulator.Method)) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	vc.onCall = f
 }
 
 // Close stops the simulator.

@@ -1,6 +1,7 @@
 package vsphere
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,24 +34,14 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	}
 	vmxPath := object.DatastorePath{Datastore: p.Datastore, Path: strings.TrimPrefix(p.VMXPath, "/")}
 	vmx := vmxPath.String()
-	if ref, err := d.poolVM(ctx, pool, p.Name); err != nil || ref != "" {
-		if err != nil {
-			return "", wrapOp(op, err)
-		}
+	if ref, have, err := d.poolVMFiles(ctx, pool, p.Name); err != nil {
+		return "", wrapOp(op, err)
+	} else if ref != "" {
 		// Adopt only our own VM (a retry after a crash): a VM of that name with
 		// other files is someone else's, perhaps the production original.
-		var vm mo.VirtualMachine
-		if err := d.pc.RetrieveOne(ctx, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)},
-			[]string{"config.files.vmPathName"}, &vm); err != nil {
-			return "", vcErr(err, "%s: read the existing VM of that name", op)
-		}
-		if vm.Config == nil || vm.Config.Files.VmPathName != vmx {
-			have := "unknown files"
-			if vm.Config != nil {
-				have = vm.Config.Files.VmPathName
-			}
+		if have != vmx {
 			return "", fmt.Errorf("%s: a VM named %s already runs from %s in pool %s: it is not this restore's; "+
-				"remove or rename it, or restore a test clone (--test)", op, p.Name, have, p.Pool)
+				"remove or rename it, or restore a test clone (--test)", op, p.Name, cmp.Or(have, "unknown files"), p.Pool)
 		}
 		return ref, nil
 	}
@@ -81,6 +72,46 @@ func (d *Driver) RegisterVM(ctx context.Context, p orchestrator.Placement) (orch
 	d.rememberName(ctx, orchestrator.VMRef(ref.Value), p.Name)
 	d.log.Info("registered VM", "vm", p.Name, "host", p.Host, "vmx", vmx, "ref", ref.Value)
 	return orchestrator.VMRef(ref.Value), nil
+}
+
+// RegisteredVM returns the VM that RegisterVM(p) registered or would adopt:
+// the VM named p.Name in p.Pool whose .vmx is p's; "" when there is none
+// (nor the pool). A VM of that name with other files is someone else's and
+// is not returned.
+func (d *Driver) RegisteredVM(ctx context.Context, p orchestrator.Placement) (orchestrator.VMRef, error) {
+	pool, _, err := d.pool(ctx, p.Pool)
+	if errors.Is(err, orchestrator.ErrNotFound) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("find VM %s registered from %s: pool: %w", p.Name, p.VMXPath, err)
+	}
+	ref, have, err := d.poolVMFiles(ctx, pool, p.Name)
+	if err != nil {
+		return "", fmt.Errorf("find VM %s registered from %s: %w", p.Name, p.VMXPath, err)
+	}
+	vmx := object.DatastorePath{Datastore: p.Datastore, Path: strings.TrimPrefix(p.VMXPath, "/")}
+	if ref == "" || have != vmx.String() {
+		return "", nil
+	}
+	return ref, nil
+}
+
+// poolVMFiles returns the VM named name directly in pool and the datastore
+// path of its .vmx, or "".
+func (d *Driver) poolVMFiles(ctx context.Context, pool types.ManagedObjectReference, name string) (orchestrator.VMRef, string, error) {
+	ref, err := d.poolVM(ctx, pool, name)
+	if err != nil || ref == "" {
+		return "", "", err
+	}
+	var vm mo.VirtualMachine
+	if err := d.pc.RetrieveOne(ctx, types.ManagedObjectReference{Type: "VirtualMachine", Value: string(ref)},
+		[]string{"config.files.vmPathName"}, &vm); err != nil {
+		return "", "", vcErr(err, "read the files of VM %s", name)
+	}
+	if vm.Config == nil {
+		return ref, "", nil
+	}
+	return ref, vm.Config.Files.VmPathName, nil
 }
 
 // poolVM returns the VM named name directly in pool, or "": one retrieval
