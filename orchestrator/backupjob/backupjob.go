@@ -44,12 +44,17 @@ type Definition struct {
 	Cron     string   `yaml:"cron,omitempty"` // 5 fields or @daily, @hourly...
 	Parallel int      `yaml:"parallel,omitempty"`
 	Quiesce  bool     `yaml:"quiesce,omitempty"`
+	// VMWait is how long a VM's backup waits for another backup of it (a
+	// manual `backup vm`, another job) to end: 30m, 2h. Unset, such a VM
+	// is a failed VM of the run, naming that backup.
+	VMWait string `yaml:"vm_wait,omitempty"`
 	// Retention is applied to the job's VMs after every run: forget, then
 	// prune when retention.prune is set.
 	Retention *Retention `yaml:"retention,omitempty"`
 
 	interval time.Duration
 	cron     cron.Schedule
+	vmWait   time.Duration
 }
 
 // VCenter says how the job reaches vCenter. The password is read from a
@@ -161,6 +166,13 @@ func Parse(b []byte) (*Definition, error) {
 	default:
 		return nil, fmt.Errorf("job %s: give interval (e.g. 24h) or cron (e.g. \"0 2 * * *\")", d.Name)
 	}
+	if d.VMWait != "" {
+		w, err := ParseDays(d.VMWait)
+		if err != nil || w < 0 {
+			return nil, fmt.Errorf("job %s: vm_wait %q: want a duration, e.g. 30m, 2h", d.Name, d.VMWait)
+		}
+		d.vmWait = w
+	}
 	if d.Parallel < 0 {
 		return nil, fmt.Errorf("job %s: parallel %d: must be 1 or more", d.Name, d.Parallel)
 	}
@@ -212,5 +224,6 @@ func (d *Definition) backupConfig(base vcbackup.Config) vcbackup.Config {
 		base.Parallel = d.Parallel
 	}
 	base.Datacenter = d.VCenter.Datacenter
+	base.ClaimWait = d.vmWait
 	return base
 }

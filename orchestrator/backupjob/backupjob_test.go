@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/rekindle/rekindle/backupfs/repo"
 	"github.com/rekindle/rekindle/catalog"
 	"github.com/rekindle/rekindle/orchestrator/backupjob"
+	"github.com/rekindle/rekindle/orchestrator/vcbackup"
 	"github.com/rekindle/rekindle/orchestrator/vcbackup/backuplab"
 )
 
@@ -41,6 +44,7 @@ func TestParseErrors(t *testing.T) {
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nretain: {keep_last: 1}\n", "field retain not found"},
 		{"name: j/x\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\n", "job name"},
 		{"name: j\nvcenter: {url: x}\nvms: [a]\ncron: '0 2 30 2 *'\n", "never fires"},
+		{"name: j\nvcenter: {url: x}\nvms: [a]\ninterval: 1h\nvm_wait: soon\n", `vm_wait "soon": want a duration`},
 	} {
 		if _, err := backupjob.Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: err %v, want %q", c.yaml, err, c.want)
@@ -500,5 +504,98 @@ func TestRunFolderVMNamedElsewhere(t *testing.T) {
 	must(t, err)
 	if p.Source.MoRef != vm.Reference().Value {
 		t.Fatalf("point %s is of %s, want prod's web01 %s", p.ID, p.Source.MoRef, vm.Reference().Value)
+	}
+}
+
+// msgHandler passes the messages logged to a channel.
+type msgHandler struct{ ch chan string }
+
+func (h msgHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h msgHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.ch <- r.Message:
+	default:
+	}
+	return nil
+}
+func (h msgHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h msgHandler) WithGroup(string) slog.Handler      { return h }
+
+// A job meets a VM whose backup another run holds (a manual backup held in
+// the middle of its read): without vm_wait that VM fails naming the
+// holder; with vm_wait the job says it waits, and once the other backup
+// ends backs the VM up from that backup's point.
+func TestRunWaitsForVMClaim(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, err := e.lab.CreateVM(ctx, backuplab.VMSpec{Name: "web01", Disks: []int64{1 << 20}, PowerOn: true})
+	must(t, err)
+	must(t, e.lab.WriteDisk("web01", 0, 0, []byte("hello web01")))
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	manual := make(chan vcbackup.Result, 1)
+	go func() {
+		rs, err := vcbackup.BackupVMs(ctx, vcbackup.Config{Client: e.lab.Client, Repo: e.r, Transport: vcbackup.TransportNFC,
+			Progress: func(p vcbackup.Progress) {
+				if p.Phase == "read" {
+					once.Do(func() { close(held); <-release })
+				}
+			}}, []string{"web01"})
+		if err != nil {
+			manual <- vcbackup.Result{Err: err}
+			return
+		}
+		manual <- rs[0]
+	}()
+	select {
+	case <-held:
+	case r := <-manual:
+		t.Fatalf("the manual backup ended before its read: %v", r.Err)
+	}
+	var relOnce sync.Once
+	t.Cleanup(func() { relOnce.Do(func() { close(release) }) })
+
+	run, err := e.runner.Run(ctx, e.job(t, "name: nowait\nvms: [web01]\ninterval: 24h\n"), "manual")
+	must(t, err)
+	got, err := e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	if run.State != catalog.RunFailed || len(got.VMs) != 1 || !strings.Contains(got.VMs[0].Error, "another backup of this VM is running") ||
+		!strings.Contains(got.VMs[0].Error, fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("job beside a running backup of its VM: state %s VMs %+v", run.State, got.VMs)
+	}
+
+	msgs := make(chan string, 16)
+	waiter := &backupjob.Runner{Repo: e.r, Catalog: e.cat, Logger: slog.New(msgHandler{msgs})}
+	done := make(chan *catalog.JobRun, 1)
+	d := e.job(t, "name: waits\nvms: [web01]\ninterval: 24h\nvm_wait: 10m\n")
+	go func() {
+		run, err := waiter.Run(ctx, d, "manual")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- run
+	}()
+	for waiting := false; !waiting; {
+		select {
+		case m := <-msgs:
+			waiting = m == "waiting for another backup of the VM (vm_wait)"
+		case run := <-done:
+			t.Fatalf("a job with vm_wait ended while its VM's backup was held: %+v", run)
+		}
+	}
+	relOnce.Do(func() { close(release) })
+	first := <-manual
+	must(t, first.Err)
+	run = <-done
+	got, err = e.cat.JobRun(ctx, run.ID)
+	must(t, err)
+	if run.State != catalog.RunDone || len(got.VMs) != 1 || got.VMs[0].PointID == "" {
+		t.Fatalf("job that waited: state %s VMs %+v (%s)", run.State, got.VMs, run.Error)
+	}
+	p, err := e.r.Point(got.VMs[0].PointID)
+	must(t, err)
+	if p.Parent != first.Point.ID {
+		t.Fatalf("the job's point %s has parent %q, want the manual backup's %s", p.ID, p.Parent, first.Point.ID)
 	}
 }

@@ -101,7 +101,10 @@ func (r *Runner) run(ctx context.Context, d *Definition, run *catalog.JobRun, lo
 		return err
 	}
 	defer drv.Close(context.WithoutCancel(ctx))
-	cfg := d.backupConfig(vcbackup.Config{Client: drv.Client(), Repo: r.Repo, Catalog: r.Catalog, Logger: log, Progress: r.Progress})
+	cfg := d.backupConfig(vcbackup.Config{Client: drv.Client(), Repo: r.Repo, Catalog: r.Catalog, Logger: log, Progress: r.Progress,
+		ClaimWaiting: func(vm string, h repo.LockInfo, wait time.Duration) {
+			log.Warn("waiting for another backup of the VM (vm_wait)", "vm", vm, "holder", h.String(), "wait", wait)
+		}})
 	r.prune.RLock()
 	backedUp := false
 	defer func() {
