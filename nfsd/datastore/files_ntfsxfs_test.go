@@ -24,11 +24,7 @@ func TestFilesExportNTFSXFS(t *testing.T) {
 	ntfsDisk, ntfsTree := guestimg.NTFSDisk(t, dir)
 	xfsDisk, xfs1, xfs2 := guestimg.XFSDisk(t, dir)
 	fatDisk, fatTrees := guestimg.FATDisk(t, dir)
-	tool := filepath.Join(dir, "nfsread")
-	build := exec.Command("go", "build", "-tags", "libnfs", "-o", tool, "../../bench/nfsread")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building bench/nfsread (needs libnfs-dev): %v\n%s", err, out)
-	}
+	tool := buildNFSRead(t, dir)
 	pt, url := serveFiles(t, dir, "mixed01", ntfsDisk, xfsDisk, fatDisk)
 	base := "/files/mixed01/" + pt.ID + "/"
 	vols := []struct {
@@ -62,34 +58,7 @@ func TestFilesExportNTFSXFS(t *testing.T) {
 				t.Fatal("no large file to read in ranges")
 			}
 			for _, p := range ranged {
-				w := v.tree[p]
-				// Ranges at odd offsets and of odd lengths, some across the
-				// file's end, and around a sparse file's data.
-				var spec []string
-				var want [][]byte
-				add := func(off, n int64) {
-					spec = append(spec, fmt.Sprintf("%d:%d", off, n))
-					want = append(want, wantRange(v.tree, p, off, n))
-				}
-				for i := int64(0); i < 24; i++ {
-					add((i*w.Size)/24+i*7+1, 1+(i*40961)%70001)
-				}
-				add(w.DataAt+w.Size-w.DataAt-333, 4096)
-				if w.DataAt > 0 {
-					add(w.DataAt-5, 9000)
-				}
-				out := mustRun(t, tool, "-url", url("/files"), "-file", "/mixed01/"+pt.ID+"/"+v.path+"/"+p,
-					"-ranges", strings.Join(spec, ","), "-conns", "8")
-				var res struct{ Ranges []string }
-				if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Ranges) != len(want) {
-					t.Fatalf("%s: nfsread printed %q (%v)", p, out, err)
-				}
-				for i, s := range res.Ranges {
-					h := sha256.Sum256(want[i])
-					if s != hex.EncodeToString(h[:]) {
-						t.Errorf("%s: range %s read over NFS differs from the source", p, spec[i])
-					}
-				}
+				checkRangesOverNFS(t, tool, url("/files"), "/mixed01/"+pt.ID+"/"+v.path, v.tree, p)
 			}
 		})
 	}
@@ -100,6 +69,51 @@ func TestFilesExportNTFSXFS(t *testing.T) {
 	})
 	if got := mustRun(t, "nfs-cat", url(base+pt.Disks[0].Name+"/p2.README.txt")); !strings.Contains(got, "BitLocker") {
 		t.Errorf("BitLocker volume's status entry over NFS: %q", got)
+	}
+}
+
+// buildNFSRead builds bench/nfsread (libnfs, several connections at once)
+// into dir.
+func buildNFSRead(t *testing.T, dir string) string {
+	t.Helper()
+	tool := filepath.Join(dir, "nfsread")
+	build := exec.Command("go", "build", "-tags", "libnfs", "-o", tool, "../../bench/nfsread")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building bench/nfsread (needs libnfs-dev): %v\n%s", err, out)
+	}
+	return tool
+}
+
+// checkRangesOverNFS reads the file p of tree, at root (a path in the
+// export at url) + "/" + p, in ranges at odd offsets and of odd lengths,
+// some across the file's end and around a sparse file's data, from 8 NFS
+// connections at once (nfsread), and compares each range with the source.
+func checkRangesOverNFS(t *testing.T, tool, url, root string, tree guestimg.Tree, p string) {
+	t.Helper()
+	w := tree[p]
+	var spec []string
+	var want [][]byte
+	add := func(off, n int64) {
+		spec = append(spec, fmt.Sprintf("%d:%d", off, n))
+		want = append(want, wantRange(tree, p, off, n))
+	}
+	for i := int64(0); i < 24; i++ {
+		add((i*w.Size)/24+i*7+1, 1+(i*40961)%70001)
+	}
+	add(w.DataAt+w.Size-w.DataAt-333, 4096)
+	if w.DataAt > 0 {
+		add(w.DataAt-5, 9000)
+	}
+	out := mustRun(t, tool, "-url", url, "-file", root+"/"+p, "-ranges", strings.Join(spec, ","), "-conns", "8")
+	var res struct{ Ranges []string }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Ranges) != len(want) {
+		t.Fatalf("%s: nfsread printed %q (%v)", p, out, err)
+	}
+	for i, s := range res.Ranges {
+		h := sha256.Sum256(want[i])
+		if s != hex.EncodeToString(h[:]) {
+			t.Errorf("%s: range %s read over NFS differs from the source", p, spec[i])
+		}
 	}
 }
 

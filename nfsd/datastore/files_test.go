@@ -19,7 +19,8 @@ import (
 )
 
 // TestFilesExport reads guest files of a restore point through /files with
-// libnfs's real clients: every byte of every file of two volumes, every
+// libnfs's real clients: every byte of every file of two volumes (the large
+// and sparse ones in unaligned ranges from 8 connections at once), every
 // name and size of a 10 000-entry hashed directory (checkBigOverNFS), and
 // the status entry of a damaged volume; then its file handles and cookies
 // across a restart (checkFilesHandles).
@@ -48,11 +49,16 @@ func TestFilesExport(t *testing.T) {
 	if got := mustRun(t, "nfs-cat", url(base+"/p7.README.txt")); !strings.Contains(got, "damaged") {
 		t.Fatalf("p7 status entry: %q", got)
 	}
+	tool := buildNFSRead(t, dir)
 	for _, v := range []string{"p1", "p5"} {
 		tree := trees[v]
 		for _, p := range tree.Paths() {
 			w := tree[p]
-			if w.Dir || w.Link != "" || (w.HardTo == "" && w.Size > 64<<20) {
+			if w.Dir || w.Link != "" {
+				continue
+			}
+			if w.HardTo == "" && w.Size > 100<<10 { // medium, sparse, huge: ranges from 8 clients
+				checkRangesOverNFS(t, tool, url("/files"), "/web01/"+pt.ID+"/"+pt.Disks[0].Name+"/"+v, tree, p)
 				continue
 			}
 			got := mustRun(t, "nfs-cat", url(base+"/"+v+"/"+p))
