@@ -134,7 +134,7 @@ func GPTDisk(tb testing.TB, dir string) (string, Tree) {
 // big/ too (long names, Unicode of the basic plane: Names). mtools finds
 // no room for a long name of more slots than a cluster holds (16 in a
 // 512-byte one), hence p3's clusters, and so its size: FAT32 needs 65 525
-// clusters.
+// clusters. The disk is made once (see cachedImage).
 func FATDisk(tb testing.TB, dir string) (string, map[string]Tree) {
 	tb.Helper()
 	t := NewTree(4, Options{Unicode: true, Deep: 3})
@@ -151,6 +151,12 @@ func FATDisk(tb testing.TB, dir string) (string, map[string]Tree) {
 			t32[p], bigOnly[p] = w, w
 		}
 	}
+	trees := map[string]Tree{"p1": t, "p2": t, "p3": t32}
+	return cachedImage(tb, dir, "fat", func(dir string) string { return fatDisk(tb, dir, t, t32, bigOnly) }), trees
+}
+
+func fatDisk(tb testing.TB, dir string, t, t32, bigOnly Tree) string {
+	tb.Helper()
 	src, srcBig := filepath.Join(dir, "src-fat"), filepath.Join(dir, "src-fat-big")
 	for _, d := range []string{src, srcBig} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -170,13 +176,11 @@ func FATDisk(tb testing.TB, dir string) (string, map[string]Tree) {
 	disk := filepath.Join(dir, "fat.raw")
 	Sparse(tb, disk, 96*MiB)
 	Sfdisk(tb, disk, "label: dos\nstart=2048, size=8192, type=1\nstart=10240, size=32768, type=6\nstart=43008, size=147456, type=c\n")
-	trees := map[string]Tree{}
 	for i, v := range []struct {
 		start, sectors int64
 		args           []string
 		tree           Tree
 	}{{2048, 8192, []string{"-F", "12"}, t}, {10240, 32768, []string{"-F", "16"}, t}, {43008, 147456, []string{"-F", "32", "-s", "2"}, t32}} {
-		name := "p" + string(rune('1'+i))
 		img := filepath.Join(dir, "fat"+string(rune('1'+i))+".img")
 		Sparse(tb, img, v.sectors*512)
 		Run(tb, "mkfs.vfat", append(v.args, img)...)
@@ -189,9 +193,8 @@ func FATDisk(tb testing.TB, dir string) (string, map[string]Tree) {
 		}
 		Run(tb, "mcopy", append(args, "::/")...)
 		Place(tb, disk, v.start*512, img)
-		trees[name] = v.tree
 	}
-	return disk, trees
+	return disk
 }
 
 // TruncatedDisk is a disk image cut short of what its partition table

@@ -20,9 +20,10 @@ type NameRules struct {
 
 // Names returns a namer for a big folder (Options.BigNames) whose names
 // exercise a filesystem: plain short names (and upper-case 8.3 ones, FAT's
-// without a long name), long ones (from 100 up to 255 bytes, 255 UTF-16
-// units, 255 FAT long-name characters: the limit of every filesystem
-// here), Unicode ones (Latin, Greek, Cyrillic, CJK, Hangul; emoji and a
+// without a long name), long ones (157 names, one of each length from 100
+// up to 255 bytes, 255 UTF-16 units, 255 FAT long-name characters: the
+// limit of every filesystem here; more of them made mtools' copy slower,
+// each name's insertion scans the folder's slots), Unicode ones (Latin, Greek, Cyrillic, CJK, Hangul; emoji and a
 // musical symbol where the rules allow), mixed case with dots,
 // punctuation, spaces where allowed, and 50 names whose 8.3 short forms
 // collide (FAT numbers them: LONGPR~1, ~2, ...). Every name holds its
@@ -36,9 +37,12 @@ func Names(r NameRules) func(i int) string {
 	return func(i int) string {
 		switch i % 8 {
 		case 1:
+			if i%64 != 1 { // long names: one in 64, each length once
+				return fmt.Sprintf("%05d-a-name-of-medium-length", i)
+			}
 			n := fmt.Sprintf("%05d-long-", i)
 			fill := "abcdefghijklmnopqrstuvwxyz0123456789"
-			size := 255 - (i/8)%156 // 255, 254, ... 100, 255, ...
+			size := 255 - (i/64)%156 // 255, 254, ... 100: each length once
 			for len(n) < size {
 				n += fill[:min(len(fill), size-len(n))]
 			}

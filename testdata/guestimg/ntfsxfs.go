@@ -96,7 +96,7 @@ wait $pid
 //	p2  a BitLocker volume's signature (detection only)
 //	p3  NTFS whose $MFT record is destroyed (damaged; p1 still served)
 //
-// It returns the disk and p1's tree.
+// It returns the disk (made once, see cachedImage) and p1's tree.
 func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	tb.Helper()
 	t := NewTree(8, Options{Huge: 5<<30 + 8192, Symlinks: true, HardLinks: true, Unicode: true, Deep: 12,
@@ -113,6 +113,11 @@ func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	stream("etc/hostname:Zone.Identifier", "etc/hostname", []byte("[ZoneTransfer]\r\nZoneId=3\r\n"))
 	stream("odd.bin:big", "odd.bin", t.Bytes("medium.bin")[1000:1000+48<<10])
 	stream("etc:folder-note", "etc", []byte("a stream of a folder\n"))
+	return cachedImage(tb, dir, "ntfs", func(dir string) string { return ntfsDisk(tb, dir, t) }), t
+}
+
+func ntfsDisk(tb testing.TB, dir string, t Tree) string {
+	tb.Helper()
 	src := filepath.Join(dir, "src-ntfs")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		tb.Fatal(err)
@@ -139,7 +144,7 @@ func NTFSDisk(tb testing.TB, dir string) (string, Tree) {
 	if _, err := f.WriteAt([]byte("\xeb\x58\x90-FVE-FS-"), 100352*512); err != nil {
 		tb.Fatal(err)
 	}
-	return disk, t
+	return disk
 }
 
 // destroyMFT overwrites the first records of an NTFS image's $MFT (its
@@ -442,7 +447,8 @@ func bit(on bool, c string) string {
 //	    written out as data
 //	p3  XFS whose superblock geometry is destroyed (damaged)
 //
-// It returns the disk and the trees of p1 and p2.
+// It returns the disk (made once, see cachedImage) and the trees of p1 and
+// p2.
 func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	tb.Helper()
 	t1 := NewTree(11, Options{Huge: 5<<30 + 8192, Symlinks: true, Unicode: true, Deep: 10})
@@ -455,6 +461,11 @@ func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	t1["links/c"] = &Want{HardTo: "links/a"}
 	t1["links/remote"] = &Want{Link: "/" + strings.Repeat("a-long-component/", 22) + "target", Mode: 0o777, Mtime: Mtime}
 	t2 := NewTree(12, Options{Symlinks: true, BigDir: 10000, BigNames: Names(NameRules{Astral: true})})
+	return cachedImage(tb, dir, "xfs", func(dir string) string { return xfsDisk(tb, dir, t1, t2) }), t1, t2
+}
+
+func xfsDisk(tb testing.TB, dir string, t1, t2 Tree) string {
+	tb.Helper()
 	build := func(t Tree, name string, size int64, prep func(src string), args ...string) string {
 		src := filepath.Join(dir, "src-"+name)
 		if err := os.MkdirAll(src, 0o755); err != nil {
@@ -494,5 +505,5 @@ func XFSDisk(tb testing.TB, dir string) (string, Tree, Tree) {
 	Place(tb, disk, 2048*512, p1)
 	Place(tb, disk, (2048+64*MiB/512)*512, p2)
 	Place(tb, disk, (2048+160*MiB/512)*512, p3)
-	return disk, t1, t2
+	return disk
 }
