@@ -60,8 +60,13 @@ type Options struct {
 // clients make calls; a Handler already set on r keeps running after ours.
 func Extend(r *simulator.Registry, opt Options) {
 	x := &extender{opt: opt}
+	gate := newBuildGate()
+	r.AddHandler(gate)
 	prev := r.Handler
 	r.Handler = func(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+		if gated[m.Name] {
+			gate.wait()
+		}
 		x.route(ctx, m)
 		if prev != nil {
 			return prev(ctx, m)
