@@ -94,3 +94,64 @@ func TestVMsBuiltWhileRead(t *testing.T) {
 		}
 	})
 }
+
+// TestMountWhileDatastoreRead mounts one NAS datastore on host after host
+// while another client reads the datastore's info and summary over and
+// over, as the members of parallel vApps mount one export on each of their
+// hosts. The simulator refreshes an existing datastore at each mount under
+// no lock of the datastore, and a read's reply is encoded after the read
+// let go of it: under -race that raced before vcsimext's mount held the
+// datastore and gave it a copy of its info. The datastore then has every
+// host's mount.
+func TestMountWhileDatastoreRead(t *testing.T) {
+	run(t, func(ctx context.Context, c *vim25.Client, finder *find.Finder) {
+		hosts, err := finder.HostSystemList(ctx, "DC0_C0/*")
+		must(t, err)
+		spec := types.HostNasVolumeSpec{RemoteHost: "nfs.example", RemotePath: "/export", LocalPath: "shared", AccessMode: "readWrite", Type: "NFS"}
+		dss, err := hosts[0].ConfigManager().DatastoreSystem(ctx)
+		must(t, err)
+		_, err = dss.CreateNasDatastore(ctx, spec)
+		must(t, err)
+		ds, err := finder.Datastore(ctx, "shared")
+		must(t, err)
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pc := property.DefaultCollector(c)
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					var o mo.Datastore
+					if err := pc.RetrieveOne(ctx, ds.Reference(), []string{"info", "summary", "host"}, &o); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		for round := range 4 {
+			for _, h := range hosts[1:] {
+				dss, err := h.ConfigManager().DatastoreSystem(ctx)
+				must(t, err)
+				if round > 0 {
+					must(t, dss.Remove(ctx, ds))
+				}
+				_, err = dss.CreateNasDatastore(ctx, spec)
+				must(t, err)
+			}
+		}
+		close(done)
+		wg.Wait()
+		var o mo.Datastore
+		must(t, property.DefaultCollector(c).RetrieveOne(ctx, ds.Reference(), []string{"host"}, &o))
+		if len(o.Host) != len(hosts) {
+			t.Fatalf("datastore mounted on %d hosts, want %d: %+v", len(o.Host), len(hosts), o.Host)
+		}
+	})
+}

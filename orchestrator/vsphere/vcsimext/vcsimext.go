@@ -231,8 +231,28 @@ func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *ty
 	// The simulator's add writes the host's datastore list under no lock
 	// of the host: hold it, so property reads of the host do not race a
 	// mount (parallel recoveries mount on one host at once).
+	// A datastore of that name that other hosts mount already is refreshed
+	// by the simulator's add (its summary, and its info's free space and
+	// timestamp) under no lock of the datastore, while another client's
+	// property read may be encoding that info (a pointer the read handed
+	// out): hold the datastore's lock too, and give it a copy of its info
+	// to write into (TestMountWhileDatastoreRead).
 	var res soap.HasFault
-	ctx.WithLock(s.Host.Self, func() { res = s.HostDatastoreSystem.CreateNasDatastore(ctx, req) })
+	mount := func() { res = s.HostDatastoreSystem.CreateNasDatastore(ctx, req) }
+	ds := datastoreNamed(ctx, filepath.Base(req.Spec.LocalPath)) // the simulator names it so
+	ctx.WithLock(s.Host.Self, func() {
+		if ds == nil {
+			mount()
+			return
+		}
+		ctx.WithLock(ds, func() {
+			if info, ok := ds.Info.(*types.NasDatastoreInfo); ok {
+				c := *info
+				ds.Info = &c
+			}
+			mount()
+		})
+	})
 	if res.Fault() == nil && mirrorTo != "" {
 		if err := s.mirrors.mirror(s.nfs, req.Spec.RemotePath, mirrorTo); err != nil {
 			return &methods.CreateNasDatastoreBody{
@@ -241,6 +261,16 @@ func (s *HostDatastoreSystem) CreateNasDatastore(ctx *simulator.Context, req *ty
 		}
 	}
 	return res
+}
+
+// datastoreNamed is the simulator's datastore of that name, or nil.
+func datastoreNamed(ctx *simulator.Context, name string) *simulator.Datastore {
+	for _, e := range ctx.Map.All("Datastore") {
+		if ds, ok := e.(*simulator.Datastore); ok && ds.Name == name {
+			return ds
+		}
+	}
+	return nil
 }
 
 // RemoveDatastore unmounts a datastore from this host, as ESXi does: it
