@@ -153,11 +153,11 @@ func WriteLocator(port, tokenFile string) (func(), error) {
 		return nil, fmt.Errorf("api locator: %w", err)
 	}
 	p := locatorPath(dir, port)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(abs+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("api locator: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	// Atomic through the one replace path (a temporary name of its own, so
+	// two servers starting on one port do not write into one temporary
+	// file), not synced: the locator lives in a runtime folder, and a
+	// server writes it anew at every start.
+	if err := durable.Replace(durable.OS(), p, []byte(abs+"\n"), 0o600, durable.Options{NoSync: true}); err != nil {
 		return nil, fmt.Errorf("api locator: %w", err)
 	}
 	return func() {
