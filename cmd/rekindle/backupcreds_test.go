@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,23 +36,7 @@ func TestBackupVMCredentials(t *testing.T) {
 	u.User = nil
 	thumb := soap.ThumbprintSHA256(lab.Server.Certificate())
 	runEnv := func(env []string, args ...string) (string, string, int) {
-		cmd := exec.Command(binary, append([]string{"backup", "vm", "--repo", repoDir, "-q"}, args...)...)
-		for _, e := range os.Environ() {
-			if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
-				cmd.Env = append(cmd.Env, e)
-			}
-		}
-		cmd.Env = append(cmd.Env, env...)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return stdout.String(), stderr.String(), code
+		return runVCEnv(t, env, append([]string{"backup", "vm", "--repo", repoDir, "-q"}, args...)...)
 	}
 	govc := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=" + user}
 	if out, stderr, code := runEnv(govc, "--vc-password-file", pwFile, "--vc-thumbprint", thumb, "web01"); code != 0 || !strings.Contains(out, "web01: point ") {

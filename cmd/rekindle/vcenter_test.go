@@ -31,18 +31,7 @@ func TestVCenterCredentials(t *testing.T) {
 	base := []string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--vc-ca", filepath.Join(l.Dir, "vcsim-ca.pem"),
 		"--target", simlab.Target, "--nfs-server", "nfs1.example.com", "--network-map", "VM Network=DC0_DVPG0", "--dry-run"}
 	runEnv := func(env []string, args ...string) (string, string, int) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), env...)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return stdout.String(), stderr.String(), code
+		return runVCEnv(t, env, args...)
 	}
 	govc := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=rekindle", "GOVC_PASSWORD=demo-only"}
 	out, stderr, code := runEnv(govc, base...)
@@ -100,23 +89,7 @@ func TestDryRunChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	runEnv := func(env []string, args ...string) (string, string, int) {
-		cmd := exec.Command(binary, args...)
-		for _, e := range os.Environ() {
-			if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
-				cmd.Env = append(cmd.Env, e)
-			}
-		}
-		cmd.Env = append(cmd.Env, env...)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return stdout.String(), stderr.String(), code
+		return runVCEnv(t, env, args...)
 	}
 	out, stderr, code := runEnv(nil, "restore", "vapp", "shop", "--repo", l.Repo.Dir, "--target", simlab.Target,
 		"--server", "127.0.0.1:1", "--dry-run")
@@ -163,24 +136,8 @@ func TestVCenterCertificate(t *testing.T) {
 	u.User = nil
 	env := []string{"GOVC_URL=" + u.String(), "GOVC_USERNAME=rekindle", "GOVC_PASSWORD=demo-only"}
 	run := func(env []string, extra ...string) (string, string, int) {
-		cmd := exec.Command(binary, append([]string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--target", simlab.Target,
+		return runVCEnv(t, env, append([]string{"restore", "vapp", "shop", "--repo", l.Repo.Dir, "--target", simlab.Target,
 			"--nfs-server", "nfs1.example.com", "--network-map", "VM Network=DC0_DVPG0", "--dry-run"}, extra...)...)
-		for _, e := range os.Environ() {
-			if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
-				cmd.Env = append(cmd.Env, e)
-			}
-		}
-		cmd.Env = append(cmd.Env, env...)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return stdout.String(), stderr.String(), code
 	}
 	sha256, sha1 := soap.ThumbprintSHA256(l.Server.Certificate()), soap.ThumbprintSHA1(l.Server.Certificate())
 	_, stderr, code := run(env)
@@ -207,4 +164,29 @@ func TestVCenterCertificate(t *testing.T) {
 	if code != exitHypervisor || !strings.Contains(stderr, `vCenter refused user "rekindle" with the password from GOVC_PASSWORD`) || strings.Contains(stderr, "s3cret-wrong") {
 		t.Fatalf("wrong password: exit %d\n%s", code, stderr)
 	}
+}
+
+// runVCEnv runs the binary with args in the test's environment less any
+// GOVC_ or REKINDLE_ variable, plus env: the vCenter settings a test names
+// are the only ones the command sees. It returns stdout, stderr and the
+// exit code.
+func runVCEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GOVC_") && !strings.HasPrefix(e, "REKINDLE_") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
 }
