@@ -26,6 +26,10 @@
 #   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
 #                   every test but --unsafe-writes (its own copy of the repository; an
 #                   extra A/B table)
+#   BENCH_B_IMPORT  1: rekindle-b's repository is written by rekindle-b itself (init and
+#                   backup import of the same disk) instead of a copy of rekindle's, for a
+#                   change in how chunks are stored; both repositories' stored sizes go
+#                   into results/import.txt
 #   BENCH_PROFILE   1: CPU-profile rekindle (REKINDLE_CPUPROFILE) into results/rekindle.TEST.*.pprof
 #                   (and its block and mutex profiles: .block.pprof, .mutex.pprof); rekindle is
 #                   restarted before every write and small-files test, so each has its own
@@ -45,8 +49,8 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}"
-export BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}" "${BENCH_B_IMPORT:=}"
+export BENCH_B_IMPORT BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -123,7 +127,7 @@ outer() {
 	cp "$W/repo/config.json" "$RES/repo-config.json"
 	log "rekindle backup import"
 	"$RK" backup import --repo "$W/repo" "$W/vms/$VM" 2>/dev/null | grep "^vm $VM:" >"$RES/import.txt" || true
-	local point
+	local point point_b=''
 	point=$("$RK" list points --repo "$W/repo" --json | jq -r --arg vm $VM '[.[] | select(.vm == $vm)][0].id')
 	[ -n "$point" ] && [ "$point" != null ] || die "no restore point after import"
 	"$RK" list points --repo "$W/repo" --json >"$RES/points.json"
@@ -137,7 +141,13 @@ outer() {
 	cp --sparse=always "$W/export/$DISKFILE" "$W/ganesha/export/w-flat.vmdk"
 	rm -rf "$W/export"
 	# rekindle-b serves its own copy: one repository takes one serve
-	if [ -n "$BENCH_BIN_B" ]; then cp -a "$W/repo" "$W/repo-b"; fi
+	if [ -n "$BENCH_BIN_B" ] && [ "$BENCH_B_IMPORT" = 1 ]; then
+		log "rekindle-b backup import (its own repository)"
+		"$RKB" init --repo "$W/repo-b" --chunk-size "$BENCH_CHUNK" >/dev/null
+		"$RKB" backup import --repo "$W/repo-b" "$W/vms/$VM" 2>/dev/null | grep "^vm $VM:" | sed 's/^/rekindle-b: /' >>"$RES/import.txt" || true
+		point_b=$("$RKB" list points --repo "$W/repo-b" --json | jq -r --arg vm $VM '[.[] | select(.vm == $vm)][0].id')
+		echo "stored bytes (du -sb chunks/): rekindle $(du -sb "$W/repo/chunks" | cut -f1), rekindle-b $(du -sb "$W/repo-b/chunks" | cut -f1)" >>"$RES/import.txt"
+	elif [ -n "$BENCH_BIN_B" ]; then cp -a "$W/repo" "$W/repo-b"; fi
 	{
 		echo "disk_bytes=$(stat -c %s "$W/vms/$VM/$DISKFILE")"
 		echo "disk_alloc=$(($(stat -c %b "$W/vms/$VM/$DISKFILE") * $(stat -c %B "$W/vms/$VM/$DISKFILE")))"
@@ -152,7 +162,7 @@ outer() {
 	echo "start_utc='$(date -u '+%Y-%m-%d %H:%M')' start_load='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$RES/data.env"
 
 	log "setup took $((SECONDS - t0)) s; measuring in private namespaces"
-	export BENCH_POINT=$point
+	export BENCH_POINT=$point BENCH_POINT_B=${point_b:-$point}
 	# --kill-child: when unshare dies, the namespace's init dies and the kernel kills
 	# everything in it (servers, fio). unshare ignores INT and TERM while it waits for
 	# its child, so a signal to this script kills it with KILL.
@@ -341,7 +351,7 @@ run_test() {
 		esac
 		case "$server:$dir" in
 		rekindle:read) url=$(rk_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
-		rekindle-b:read) url=$(rkb_url "/points/$VM/$BENCH_POINT") file=$DISKFILE ;;
+		rekindle-b:read) url=$(rkb_url "/points/$VM/$BENCH_POINT_B") file=$DISKFILE ;;
 		rekindle:write)
 			sid=$(publish rekindle)
 			url=$(rk_url "/rekindle/$sid/$VM") file=$DISKFILE ;;

@@ -207,7 +207,8 @@ func TestChunkFilesReplacedUnderneath(t *testing.T) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	readThrough(t, r, d, data, DefaultChunkSize+4<<DefaultFrameShift+100)
+	lo, _ := l.frameSpan(4)
+	readThrough(t, r, d, data, int64(DefaultChunkSize+lo+100))
 	if got, want := keptInode(t, r, c), pathInode(t, path); got != want || got == old {
 		t.Fatalf("after a failed read through the replaced file: kept inode %d, chunk file %d (old %d)", got, want, old)
 	}

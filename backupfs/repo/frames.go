@@ -215,8 +215,8 @@ func (r *Repo) openChunk(d Digest) (durablefs.File, error) {
 }
 
 // headRead is how much of a chunk file the first read takes: the header and
-// frame table of chunks up to 16 MiB at 32 KiB frames (a larger table takes
-// a second read), and the first frames when they are small. Linux reads
+// frame table of chunks up to 16 MiB at 32 KiB frames and up to 4 MiB at
+// 4 KiB frames (a larger table takes a second read), and the first frames when they are small. Linux reads
 // 16 KiB at the start of a file it has not read yet in any case (its
 // initial readahead), so the disk does the same work as for the header
 // alone, and a read of those frames needs no second read.

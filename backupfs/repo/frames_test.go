@@ -78,11 +78,34 @@ func TestColdSmallReadDecodesOneFrame(t *testing.T) {
 	}
 }
 
+// TestCorruptFrameIsNamed damages one frame of a chunk at a time, in a chunk
+// of 4 KiB frames as today's writer stores a chunk mostly of random bytes and
+// in the same chunk in 32 KiB frames as earlier releases stored it: a read
+// of the frame fails naming the chunk and the frame's bytes, the frames
+// around it still read, and a whole-chunk read and verify find it.
 func TestCorruptFrameIsNamed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		enc       func(Digest, []byte) []byte
+		frameSize int
+	}{
+		{"raw 4 KiB frames", nil, 1 << RawFrameShift},
+		{"32 KiB frames (earlier releases)", encodeChunkWide, 1 << DefaultFrameShift},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCorruptFrameIsNamed(t, tc.enc, tc.frameSize) })
+	}
+}
+
+func testCorruptFrameIsNamed(t *testing.T, enc func(Digest, []byte) []byte, frameSize int) {
 	r := newRepo(t, DefaultChunkSize)
 	data := testDisk(5, DefaultChunkSize)
 	copy(data[:64<<10], bytes.Repeat([]byte("text "), 64<<10/5+1)) // frames zstd and stored
-	d := storeBytes(t, r, data)
+	var d Digest
+	if enc == nil {
+		d = storeBytes(t, r, data)
+	} else {
+		d = storeBytesAs(t, r, data, enc)
+	}
 	x, _ := r.LoadIndex(d)
 	c := x.Chunks[0]
 	path := r.ChunkPath(c)
@@ -91,7 +114,16 @@ func TestCorruptFrameIsNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, frame := range []int{0, 3, len(l.frames) - 1} {
+	if l.frameSize != frameSize {
+		t.Fatalf("chunk stored in frames of %d bytes, want %d", l.frameSize, frameSize)
+	}
+	stored := -1 // a frame stored as it is, after the text
+	for i := len(l.frames) - 2; i > 0; i-- {
+		if l.frames[i].codec == codecStored {
+			stored = i
+		}
+	}
+	for _, frame := range []int{0, 3, stored, len(l.frames) - 1} {
 		b := bytes.Clone(good)
 		f := l.frames[frame]
 		b[f.off+f.size/2] ^= 0x10
@@ -115,8 +147,9 @@ func TestCorruptFrameIsNamed(t *testing.T) {
 		if _, err := r.GetChunk(c); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("frame %d ", frame)) {
 			t.Errorf("frame %d damaged: GetChunk: %v", frame, err)
 		}
-		if rep, _ := r.Verify(context.Background(), []*RestorePoint{pointOf(d, len(data))}, nil); rep == nil || rep.OK() {
-			t.Errorf("frame %d damaged: verify passed", frame)
+		if rep, _ := r.Verify(context.Background(), []*RestorePoint{pointOf(d, len(data))}, nil); rep == nil || len(rep.Problems) != 1 ||
+			rep.Problems[0].Digest != c || !strings.Contains(rep.Problems[0].Error, fmt.Sprintf("frame %d ", frame)) {
+			t.Errorf("frame %d damaged: verify found %+v, want chunk %s named with its frame", frame, rep, c)
 		}
 	}
 	// A damaged frame table is caught by the header checksum.
@@ -132,6 +165,109 @@ func TestCorruptFrameIsNamed(t *testing.T) {
 	dr = NewDiskReader(r, x, NewCache(CacheOptions{Readahead: -1}), "disk")
 	if _, err := dr.ReadAt(make([]byte, 10), int64(len(data)-10)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("truncated chunk: %v", err)
+	}
+}
+
+// TestRawChunksGet4KiBFrames checks the writer's choice of frame size: a
+// chunk that does not compress (random bytes, with or without zero runs) is
+// stored in 4 KiB frames, costing only its longer frame table; a chunk that
+// compresses keeps 32 KiB frames where 4 KiB ones would store it larger; no
+// choice stores a chunk in more than 1/64 more bytes than 32 KiB frames.
+func TestRawChunksGet4KiBFrames(t *testing.T) {
+	random := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		rand.NewChaCha8([32]byte{seed}).Read(b)
+		return b
+	}
+	// Words from a small vocabulary: compresses, but needs zstd's window.
+	words := func(n int) []byte {
+		rng := rand.New(rand.NewPCG(8, 8))
+		vocab := strings.Fields("the quick brown fox jumps over a lazy dog while rekindle serves its backup over nfs to a guest that boots and logs")
+		var b bytes.Buffer
+		for b.Len() < n {
+			b.WriteString(vocab[rng.IntN(len(vocab))])
+			b.WriteByte(" \n"[rng.IntN(2)])
+		}
+		return b.Bytes()[:n]
+	}
+	half := func(a, b []byte) []byte { return append(bytes.Clone(a[:len(a)/2]), b[len(b)/2:]...) }
+	cs := DefaultChunkSize
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		shift int
+	}{
+		{"random", random(cs, 1), RawFrameShift},
+		{"random, short last chunk", random(10000, 2), RawFrameShift},
+		{"random and zeros", half(random(cs, 3), make([]byte, cs)), RawFrameShift},
+		{"text", bytes.Repeat([]byte("a log line that repeats "), cs/24+1)[:cs], DefaultFrameShift},
+		{"words", words(cs), DefaultFrameShift},
+		{"words and random", half(words(cs), random(cs, 4)), DefaultFrameShift},
+	} {
+		d := Sum(tc.data)
+		enc, wide := EncodeChunk(d, tc.data), encodeChunkWide(d, tc.data)
+		l, err := parseLayout(enc, int64(len(enc)))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if l.frameSize != 1<<tc.shift {
+			t.Errorf("%s: frames of %d bytes (%d stored, 32 KiB frames: %d), want %d", tc.name, l.frameSize, len(enc), len(wide), 1<<tc.shift)
+		}
+		if len(enc) > len(wide)+len(wide)/64 {
+			t.Errorf("%s: %d bytes stored, 32 KiB frames %d: more than 1/64 larger", tc.name, len(enc), len(wide))
+		}
+		if l.frameSize == 1<<RawFrameShift && tc.name == "random" && len(enc)-len(wide) != (len(l.frames)-cs>>DefaultFrameShift)*frameEntrySize {
+			t.Errorf("random: 4 KiB frames cost %d bytes over 32 KiB ones, want only the longer table", len(enc)-len(wide))
+		}
+		if got, err := VerifyChunk(d, enc); err != nil || !bytes.Equal(got, tc.data) {
+			t.Errorf("%s: round trip: %v", tc.name, err)
+		}
+	}
+}
+
+// TestColdRawReadReads4KiB: a cold 4 KiB read of a chunk that does not
+// compress reads 4 KiB from its chunk file (8 KiB when it straddles two
+// frames), where the same chunk in 32 KiB frames, as earlier releases wrote
+// it and which still reads, costs a 32 KiB read.
+func TestColdRawReadReads4KiB(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		enc         func(Digest, []byte) []byte
+		aligned, un int64 // bytes read for an aligned and an unaligned 4 KiB read
+	}{
+		{"today's writer", nil, 4096, 8192},
+		{"32 KiB frames (earlier releases)", encodeChunkWide, 32 << 10, 32 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := &readLog{FS: durablefs.OS()}
+			r, err := InitFS(log, filepath.Join(t.TempDir(), "repo"), InitOptions{ChunkSize: DefaultChunkSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := make([]byte, 4*DefaultChunkSize)
+			rand.NewChaCha8([32]byte{6}).Read(data)
+			var d Digest
+			if tc.enc == nil {
+				d = storeBytes(t, r, data)
+			} else {
+				d = storeBytesAs(t, r, data, tc.enc)
+			}
+			for i, off := range []int64{2*DefaultChunkSize + 40<<10, DefaultChunkSize + 100<<10 + 1000} {
+				dr, err := r.OpenDisk(d, NewCache(CacheOptions{Readahead: -1}), "disk") // through its frame index
+				if err != nil {
+					t.Fatal(err)
+				}
+				log.take()
+				buf := make([]byte, 4096)
+				if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+					t.Fatalf("read at %d: %v", off, err)
+				}
+				want := []int64{tc.aligned, tc.un}[i]
+				if got := log.take(); len(got) != 1 || got[0].n != want {
+					t.Errorf("cold 4 KiB read at %d: reads %v, want one of %d bytes", off, got, want)
+				}
+			}
+		})
 	}
 }
 
@@ -289,6 +425,89 @@ func TestRepositoryVersion1Fixture(t *testing.T) {
 	}
 }
 
+// TestRepositoryVersion2Fixture reads testdata/repo-v2-32k, written by the
+// release before 4 KiB raw frames (every chunk in 32 KiB frames, its frame
+// index too; see its README.md), through today's code, which writes a chunk
+// of the same kind in 4 KiB frames beside them.
+func TestRepositoryVersion2Fixture(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	if err := os.CopyFS(dir, os.DirFS("testdata/repo-v2-32k")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.LatestPoint("old02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := r.LoadIndex(p.Disks[0].Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var random Digest // chunk 1: random bytes, stored frames
+	for i, c := range x.Chunks {
+		if c.IsZero() {
+			continue
+		}
+		raw, _ := r.ReadChunkRaw(c)
+		l, err := parseLayout(raw, int64(len(raw)))
+		if err != nil || l.frameSize != 1<<DefaultFrameShift {
+			t.Fatalf("fixture chunk %d: %v, frames of %d bytes: not the old writer's 32 KiB", i, err, l.frameSize)
+		}
+		if i == 1 {
+			random = c
+		}
+	}
+	if err := r.verifyFrameIndex(p.Disks[0].Index); err != nil {
+		t.Fatalf("the old release's frame index: %v", err)
+	}
+	const want = "cc1cb138b2751a0d32221ad40037e33e8e5bb528957bf58105b116c3812d7464"
+	for _, readahead := range []int{-1, 0} {
+		dr, err := r.OpenDisk(p.Disks[0].Index, NewCache(CacheOptions{ChunkSize: r.ChunkSize(), Readahead: readahead}), "disk old02")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		buf := make([]byte, 4096)
+		for off := int64(0); off < dr.Size(); off += int64(len(buf)) {
+			n, err := dr.ReadAt(buf, off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			h.Write(buf[:n])
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			t.Fatalf("disk reads as %s, want %s", got, want)
+		}
+	}
+	rep, err := r.Verify(context.Background(), []*RestorePoint{p}, nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	// Today's writer stores the random chunk's bytes in 4 KiB frames, and a
+	// new random chunk in this repository too; the old chunk stays as it is.
+	data, err := r.GetChunk(random)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := parseLayout(EncodeChunk(random, data), -1); l == nil || l.frameSize != 1<<RawFrameShift {
+		t.Fatal("today's writer keeps 32 KiB frames for the fixture's random chunk")
+	}
+	fresh := bytes.Clone(data)
+	fresh[0]++
+	if _, _, err := r.PutChunk(Sum(fresh), fresh); err != nil {
+		t.Fatal(err)
+	}
+	for c, size := range map[Digest]int{Sum(fresh): 1 << RawFrameShift, random: 1 << DefaultFrameShift} {
+		raw, _ := r.ReadChunkRaw(c)
+		if l, err := parseLayout(raw, int64(len(raw))); err != nil || l.frameSize != size {
+			t.Fatalf("chunk %s after a write into the fixture: %v, frames of %d bytes, want %d", c, err, l.frameSize, size)
+		}
+	}
+}
+
 // TestReadaheadRamps checks the readahead window grows with the stream: a
 // read that happens to follow another fetches 2 chunks ahead, a long
 // sequential reader the whole window.
@@ -313,10 +532,14 @@ func TestReadaheadRamps(t *testing.T) {
 	buf := make([]byte, 4096)
 	dr.ReadAt(buf, 10*64<<10)
 	dr.ReadAt(buf, 11*64<<10)
-	if n := settle(c); n != 4 {
-		t.Fatalf("two adjacent reads left %d chunks cached, want them and 2 ahead", n)
+	if n := settle(c); n != 2 {
+		t.Fatalf("two adjacent reads (a random reader's, as likely as a stream's start) left %d chunks cached, want only them", n)
 	}
-	for i := int64(12); i < 20; i++ {
+	dr.ReadAt(buf, 12*64<<10)
+	if n := settle(c); n != 5 {
+		t.Fatalf("three adjacent reads left %d chunks cached, want them and 2 ahead", n)
+	}
+	for i := int64(13); i < 20; i++ {
 		if _, err := dr.ReadAt(buf, i*64<<10); err != nil {
 			t.Fatal(err)
 		}
@@ -344,16 +567,18 @@ func TestCachedSlicesDoNoIO(t *testing.T) {
 	if parts, n, ok, err := dr.CachedSlices(2*64<<10+5, 100); !ok || err != nil || n != 100 || !bytes.Equal(bytes.Join(parts, nil), data[2*64<<10+5:2*64<<10+105]) {
 		t.Fatalf("zero chunk: ok %v, %d bytes, %v", ok, n, err)
 	}
-	dr.ReadAt(make([]byte, 10), 100) // decodes frame 0 of chunk 0
+	dr.ReadAt(make([]byte, 4096), 100) // decodes the frames holding it (random: 4 KiB frames, two)
+	e, _ := c.lru.Peek(x.Chunks[0])
+	first, last := e.framesOf(100, 4196)
 	parts, n, ok, err := dr.CachedSlices(100, 4096)
 	if !ok || err != nil || n != 4096 || !bytes.Equal(bytes.Join(parts, nil), data[100:4196]) {
-		t.Fatalf("cached frame: ok %v, %d bytes, %v", ok, n, err)
+		t.Fatalf("cached frames: ok %v, %d bytes, %v", ok, n, err)
 	}
 	if _, _, ok, _ := dr.CachedSlices(40<<10, 100); ok {
 		t.Fatal("CachedSlices of a frame not decoded answered")
 	}
-	if ready, _ := readyFrames(c, x.Chunks[0]); ready != 1 {
-		t.Fatalf("CachedSlices decoded frames: %d ready", ready)
+	if ready, _ := readyFrames(c, x.Chunks[0]); ready != last-first+1 {
+		t.Fatalf("CachedSlices decoded frames: %d ready, want %d", ready, last-first+1)
 	}
 }
 
@@ -413,7 +638,9 @@ func (l *readLog) take() []chunkRead {
 // the chunk's first 16 KiB (header and frame table, and the first frames
 // when they fit) and then the frame it needs, nothing else; once the frame
 // table is kept, a read of an evicted chunk is one read of its frame. The
-// frame tables count in the cache's bytes and stay within their share.
+// frame tables count in the cache's bytes and stay within their share. The
+// chunks are written as releases before 4 KiB raw frames wrote them (32 KiB
+// frames, encodeChunkWide): such repositories keep reading this way.
 func TestColdReadReadsOnlyItsFrame(t *testing.T) {
 	log := &readLog{FS: durablefs.OS()}
 	dir := filepath.Join(t.TempDir(), "repo")
@@ -426,7 +653,7 @@ func TestColdReadReadsOnlyItsFrame(t *testing.T) {
 	for i := range chunks { // no zero chunk: every chunk has a file
 		data[i*DefaultChunkSize] = 1
 	}
-	d := storeBytes(t, r, data)
+	d := storeBytesAs(t, r, data, encodeChunkWide)
 	x, _ := r.LoadIndex(d)
 	log.take()
 	// A cache bound of 5 frames: reading 8 chunks evicts the first.
@@ -484,7 +711,7 @@ func TestColdReadReadsOnlyItsFrame(t *testing.T) {
 	}
 	// Frame 0 lies in the first 16 KiB read when it compresses well.
 	copy(data[:DefaultChunkSize], bytes.Repeat([]byte("boot sector "), DefaultChunkSize/12+1))
-	d = storeBytes(t, r, data)
+	d = storeBytesAs(t, r, data, encodeChunkWide)
 	x, _ = r.LoadIndex(d)
 	log.take()
 	dr = NewDiskReader(r, x, NewCache(CacheOptions{Readahead: -1}), "disk")
@@ -505,7 +732,7 @@ func TestTableBound(t *testing.T) {
 	for i := range chunks {
 		data[i*DefaultChunkSize] = byte(i + 1)
 	}
-	d := storeBytes(t, r, data)
+	d := storeBytesAs(t, r, data, encodeChunkWide) // tables of one size
 	x, _ := r.LoadIndex(d)
 	k := DefaultChunkSize >> DefaultFrameShift
 	max := 10 * tableShare * layoutBytes(k) // room for 10 tables of this repository's chunks
@@ -545,7 +772,7 @@ func TestKeptTableOfARewrittenChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.lru.Remove(x.Chunks[0])
-	if err := os.WriteFile(r.ChunkPath(x.Chunks[0]), encodeChunkFrames(x.Chunks[0], data, 13), 0o600); err != nil {
+	if err := os.WriteFile(r.ChunkPath(x.Chunks[0]), encodeChunkFrames(x.Chunks[0], data, 13, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := dr.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {

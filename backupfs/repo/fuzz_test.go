@@ -11,7 +11,7 @@ func FuzzDecodeChunk(f *testing.F) {
 	f.Add(EncodeChunk(Sum([]byte{1, 2, 3}), []byte{1, 2, 3}))
 	f.Add(EncodeChunkV1(Sum(abc), abc))
 	long := testDisk(3, 100<<10)
-	f.Add(encodeChunkFrames(Sum(long), long, minFrameShift))
+	f.Add(encodeChunkFrames(Sum(long), long, minFrameShift, nil))
 	f.Add([]byte("RKC1\x01\x00\x00\x00\xff\xff\xff\xff"))
 	f.Add([]byte("RKC2\x0f\x00\x00\x00\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, raw []byte) {

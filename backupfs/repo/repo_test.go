@@ -40,6 +40,40 @@ func storeBytes(t testing.TB, r *Repo, data []byte) Digest {
 	return d
 }
 
+// encodeChunkWide is the chunk encoder of the releases before 4 KiB raw
+// frames: 32 KiB frames for every chunk, whatever it compresses to. Kept so
+// that tests read repositories as those releases wrote them.
+func encodeChunkWide(d Digest, data []byte) []byte {
+	return encodeChunkFrames(d, data, DefaultFrameShift, nil)
+}
+
+// storeBytesAs is storeBytes with the chunk files written by enc (an older
+// writer's encoder) instead of the repository's own.
+func storeBytesAs(t testing.TB, r *Repo, data []byte, enc func(Digest, []byte) []byte) Digest {
+	t.Helper()
+	x := NewIndex(r.ChunkSize(), int64(len(data)))
+	for i := range x.Chunks {
+		off := i * r.ChunkSize()
+		c := data[off : off+x.ChunkLen(i)]
+		if IsZero(c) {
+			continue
+		}
+		x.Chunks[i] = Sum(c)
+		p := r.ChunkPath(x.Chunks[i])
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, enc(x.Chunks[i], c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := r.PutIndex(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // testDisk returns size bytes: random, zero and repeated regions.
 func testDisk(seed uint64, size int) []byte {
 	rng := rand.New(rand.NewPCG(seed, 1))
