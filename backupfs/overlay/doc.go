@@ -92,7 +92,9 @@
 // missing data file means "nothing written yet" (size baseLimit, or 0 for a
 // file without origin). For a file with an origin, the data file holds real
 // bytes only in marked blocks and in the part at or beyond the base limit;
-// elsewhere it is a hole.
+// elsewhere it is a hole, or blocks a large write reserved ahead of writing
+// (fallocate, reading zeros) whose bits a crash kept from being set: what
+// reads the origin is the bitmap, never the data file's allocation.
 //
 // A bitmap file is a 16-byte header — the magic "RKOVBM01", the block size
 // as a little-endian uint32, four zero bytes — followed by one bit per block

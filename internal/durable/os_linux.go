@@ -23,6 +23,22 @@ func fdatasync(f *os.File) error {
 	return nil
 }
 
+// Allocate is fallocate(2) with FALLOC_FL_KEEP_SIZE (see Allocator).
+func (f osFile) Allocate(off, n int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, n) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
 // SyncAll is syncfs(2) on the filesystem holding dir.
 func (osFS) SyncAll(dir string) error {
 	f, err := os.Open(dir)

@@ -31,6 +31,13 @@ type RecordReader struct {
 	// fragment still announces), or an error to give up the record (a memory
 	// budget refusing). Nil grows with make and copy.
 	Grow func(b []byte, n, want int) ([]byte, error)
+	// Arrived, when set, returns how many bytes of the stream have arrived
+	// and wait to be read (a socket's receive queue): the buffer grows to
+	// hold them at once, within what the fragment announces, so a large
+	// record that is there already is read into one buffer instead of
+	// being copied through each doubling. The bound above holds: those
+	// bytes arrived.
+	Arrived func() int
 }
 
 // Append reads one record, appending it to dst. It returns the buffer it
@@ -64,6 +71,9 @@ func (rr *RecordReader) Append(dst []byte) ([]byte, error) {
 				// Doubling, so that many small fragments cost linear time;
 				// the last fragment needs no room past its end.
 				step := max(minGrow, len(rec)-base)
+				if rr.Arrived != nil {
+					step = max(step, min(rr.Arrived(), rem))
+				}
 				if last {
 					step = min(step, rem)
 				}
