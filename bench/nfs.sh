@@ -54,6 +54,7 @@ export BENCH_B_IMPORT BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
+EVICT=$root/bench/build/evict
 RK=$root/bin/rekindle
 RKB=$root/bin/rekindle-b
 RES=$root/bench/build/results
@@ -112,11 +113,12 @@ outer() {
 
 	local t0=$SECONDS
 	"$here/build-fio.sh"
-	log "go build bin/rekindle, bench/build/nfsfiles"
+	log "go build bin/rekindle, bench/build/nfsfiles, bench/build/evict"
 	mkdir -p "$(dirname "$RK")"
 	if [ -n "$BENCH_BIN" ]; then cp "$BENCH_BIN" "$RK"; else go build -o "$RK" ./cmd/rekindle; fi
 	if [ -n "$BENCH_BIN_B" ]; then cp "$BENCH_BIN_B" "$RKB"; fi
 	go build -tags libnfs -o "$NFSFILES" ./bench/nfsfiles
+	go build -o "$EVICT" ./bench/evict
 
 	rm -rf "$BENCH_WORK" "$RES"
 	mkdir -p "$BENCH_WORK" "$RES/json"
@@ -312,24 +314,21 @@ drop_caches() {
 	return 0
 }
 
-# reload_code PID...: read the files each process maps (its executable and
-# libraries) back into the page cache, so that a run after drop_caches
-# measures the server's I/O, not the faults of its own code (rekindle's
-# binary is 50 MiB: 11 MiB of it were read back during a 128 MiB write run)
-reload_code() {
-	local pid
-	for pid in "$@"; do
-		[ -n "$pid" ] && [ -r "/proc/$pid/maps" ] || continue
-		awk '$6 ~ /^\// { print $6 }' "/proc/$pid/maps" | sort -u | while IFS= read -r f; do
-			cat "$f" >/dev/null 2>&1 || true
-		done
+# evict_targets: every write run's targets out of the page cache (bench/evict):
+# Ganesha's and local's copy of the disk, rekindle's repositories (the backup
+# a session reads through; its own files are new in each run)
+evict_targets() {
+	local t=() p
+	for p in "$BENCH_WORK/ganesha/export/w-flat.vmdk" "$BENCH_WORK/local/w-flat.vmdk" "$BENCH_WORK/repo" "$BENCH_WORK/repo-b"; do
+		[ -e "$p" ] && t+=("$p")
 	done
+	"$EVICT" "${t[@]}" >/dev/null
 }
 
 # run_test TEST SERVER REP DIR UNIT EXPECT_BYTES SETUP -- FIO_ARGS...
 #   SERVER: rekindle, ganesha, local. DIR: read or write. UNIT: MiB/s or IOPS.
 #   SETUP: warm, cold (drop caches; restart rekindle) or write (fresh target, sync,
-#   drop caches).
+#   the targets evicted from the page cache).
 # Appends "TEST SERVER REP VALUE CPU_US_PER_REQ" to values.tsv. A run that fails,
 # times out or moves fewer bytes than asked is retried (3 attempts).
 run_test() {
@@ -374,10 +373,12 @@ run_test() {
 		# every write run starts as a restored VM's disk does: its target just
 		# made (Ganesha's and local's a copy of the disk, its blocks allocated
 		# where the disk has data; rekindle's a new session), on stable storage
-		# and out of the page cache, so no server overwrites pages it holds
+		# and out of the page cache, so no server overwrites pages it holds.
+		# Only the targets: a drop_caches would also empty the cache of the
+		# servers' own code and of every program beside the benchmark.
 		if [ "$dir" = write ]; then
-			drop_caches
-			reload_code "$RK_PID" "$RKB_PID" "$G_PID"
+			sync
+			evict_targets
 		fi
 		case $server in rekindle) pid=$RK_PID ;; rekindle-b) pid=$RKB_PID ;; ganesha) pid=$G_PID ;; *) pid='' ;; esac
 		c0=$(cpu_ticks "$pid") s0=$(storage_read "$pid")
@@ -714,11 +715,7 @@ report() {
 		echo
 		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Server CPU: the server process's utime+stime (all threads, \`/proc/PID/stat\`) over the run divided by fio's request count (per file for the small files); storage read: its \`/proc/PID/io\` read_bytes over the run, per request."
 		echo
-		if [ "${can_drop_caches:-0}" = 1 ]; then
-			echo "Write runs start from the same state on every server, the one a restored VM's disk is in when the VM starts writing: the target just made (Ganesha and local: a fresh sparse copy of the disk, blocks allocated where the disk has data, holes between; rekindle: a fresh session over the restore point, its data file new and sparse, nothing allocated), then \`sync; echo 3 > /proc/sys/vm/drop_caches\` (and the servers' own executables and libraries read back), so no server overwrites pages the page cache holds (before 2026-12-04 Ganesha's copy was made just before the run and stayed cached) and rekindle's fills read the backup from storage."
-		else
-			echo "Write runs start after \`sync\` only (/proc/sys/vm/drop_caches was not writable): Ganesha's and local's fresh copy of the disk is still in the page cache, rekindle's new session is not, so the write rows favour them."
-		fi
+		echo "Write runs start from the same state on every server, the one a restored VM's disk is in when the VM starts writing: the target just made (Ganesha and local: a fresh sparse copy of the disk, blocks allocated where the disk has data, holes between; rekindle: a fresh session over the restore point, its data file new and sparse, nothing allocated), then \`sync\` and the targets' pages evicted from the page cache (\`bench/evict\`: fdatasync and posix_fadvise DONTNEED of Ganesha's and local's copy and of rekindle's repositories, nothing else), so no server overwrites pages the page cache holds (before 2026-12-04 Ganesha's copy was made just before the run and stayed cached) and rekindle's fills read the backup from storage."
 		echo
 		echo "Durability, the same on both servers (the protocol's own): \`sync\` before every write run. \"COMMIT at end\": fio's UNSTABLE WRITEs (answered UNSTABLE by both, left in the page cache), then one COMMIT (\`end_fsync=1\`) that returns once everything written is on stable storage (rekindle: the session's data file and block bitmap fdatasynced; Ganesha: fsync). \"FILE_SYNC\": \`sync=1\`, the patched engine opens O_SYNC so libnfs sends every WRITE FILE_SYNC; each is on stable storage before its reply (rekindle: fdatasync of the data, then of the block bitmap where the WRITE redirected new blocks, shared by concurrent WRITEs where they can; Ganesha: fsync per WRITE; local: O_SYNC pwrite). Small files (\`bench/nfsfiles\`, one libnfs connection): per file CREATE (rekindle makes it durable before the reply, as RFC 1813 asks: an fdatasync of the session's metadata log; Ganesha's VFS FSAL does not sync it), WRITE 4 KiB UNSTABLE, COMMIT. \`--unsafe-writes\` (an extra row, \`BENCH_EXTRA=1\`) syncs nothing."
 		[ "${can_drop_caches:-0}" = 1 ] || echo "Cold tests skipped: /proc/sys/vm/drop_caches was not writable."
