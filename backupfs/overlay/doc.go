@@ -37,7 +37,7 @@
 //
 //	<upper>/LOCK            empty; locked while an Overlay has it open
 //	<upper>/meta            the checkpoint: the whole table as of log record logSeq
-//	<upper>/log             the changes since the checkpoint, appended
+//	<upper>/log             the changes since the checkpoint, then zeros
 //	<upper>/.meta.tmp-*     transient, while a checkpoint replaces meta
 //	<upper>/.log.tmp-*      transient, while a checkpoint starts an empty log
 //	<upper>/data/<id>       sparse data file of file node <id>, or an empty
@@ -82,11 +82,20 @@
 // first record cut short, zero-length or failing its CRC ends the log (a
 // torn tail from a crash mid-append; opening cuts it off). A record that
 // passes its CRC but does not decode, or a gap in seq, is corruption
-// (ErrCorruptMeta). When the log grows past max(4 MiB, twice the
-// checkpoint), the next change writes a new checkpoint instead of a record
-// (durable replace of meta, then of log with an empty one), so a change
-// costs one small append whether the session holds ten files or ten
-// thousand.
+// (ErrCorruptMeta). The log is written with zeros ahead of its records
+// (from 64 KiB, doubling with the log, in steps of at most 1 MiB), and
+// records overwrite them in place: an fdatasync of blocks already written,
+// at an unchanged size, needs no commit of the filesystem's journal (ext4),
+// where an append does. So a log ends with its last record, as logs of
+// earlier versions do, or with zeros after it, which read as its end
+// (earlier versions read such a log the same way). Opening keeps those
+// zeros and cuts anything else after the last good record (a torn record,
+// or a later one a crash kept), so that nothing unacknowledged is read
+// after the records written next. When the log's records grow past
+// max(4 MiB, twice the checkpoint), the next change writes a new
+// checkpoint instead of a record (durable replace of meta, then of log
+// with an empty one), so a change costs one small record whether the
+// session holds ten files or ten thousand.
 //
 // A data file's size is the file's size and its mtime the file's mtime; a
 // missing data file means "nothing written yet" (size baseLimit, or 0 for a
@@ -109,9 +118,11 @@
 // # Durability
 //
 // A metadata change (create, remove, rename, mkdir, chmod, chown, directory
-// times, truncation below the base limit) is appended to the log under the
+// times, truncation below the base limit) is written to the log under the
 // table's lock and fdatasynced before the call returns; concurrent changes
-// share one fdatasync. A change whose record cannot be written (a full
+// share one fdatasync. The zeros written ahead become durable with the
+// fdatasync of the record written after them; a disk without room for
+// them gets the record appended as it is. A change whose record cannot be written (a full
 // disk) is undone in memory and its call fails with the error (ENOSPC
 // stays visible to errors.Is): the rest of the session goes on, and the
 // same call succeeds once there is room. If an fdatasync of the log fails,

@@ -24,6 +24,16 @@ const (
 	recHeaderLen   = 8 // payload length, CRC-32C of the payload
 	maxRecord      = maxMetaSize
 	checkpointFrom = 4 << 20 // log bytes past which a commit writes a checkpoint
+	// The log is written with zeros ahead of its records. An fdatasync
+	// of a file that grew (ext4: a new size, new blocks) waits for a
+	// commit of the filesystem's journal; one of blocks already written,
+	// at an unchanged size, writes the blocks and flushes the disk's
+	// cache only. So the log grows in steps, by as much as it holds (from
+	// minLogStep, doubling, up to maxLogStep), and a CREATE's record
+	// overwrites zeros in place: 2000 CREATEs grow it four times, and a
+	// small session's log stays small.
+	minLogStep = 64 << 10
+	maxLogStep = 1 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -134,6 +144,7 @@ type journal struct {
 
 	f        durable.File // the log, open for writing at off
 	off      int64
+	size     int64  // the log file's size: [off, size) holds zeros written ahead
 	seq      uint64 // the last record appended (or included in the checkpoint)
 	metaSize int64
 	// broken: the log's tail cannot be trusted (a failed append could not be
@@ -176,18 +187,24 @@ func openJournal(fsys durable.FS, dir string, st *state, metaSize int64) (*journ
 		}
 		good = len(logMagic)
 	}
-	if good < len(b) {
-		// Cut the torn tail, so that new records follow the last good one.
+	size := max(int64(len(b)), int64(good))
+	if good < len(b) && !allZero(b[good:]) {
+		// Cut the torn tail, so that new records follow the last good one
+		// and nothing of an unacknowledged record (a later one may have
+		// reached the disk before a torn one) is read after them. The
+		// zeros written ahead of the records (extendLocked) are what a log
+		// ends with otherwise: they stay, to be overwritten.
 		if err := f.Truncate(int64(good)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s: cutting a torn tail: %w", name, err)
 		}
+		size = int64(good)
 	}
 	if err := f.DataSync(); err != nil {
 		f.Close()
 		return nil, err
 	}
-	j.f, j.off, j.seq = f, int64(good), st.logSeq
+	j.f, j.off, j.size, j.seq = f, int64(good), size, st.logSeq
 	j.g.marked.Store(j.seq)
 	j.g.synced.Store(j.seq)
 	return j, nil
@@ -201,16 +218,50 @@ func (j *journal) needsCheckpoint() bool { return j.broken.Load() || j.off > j.t
 // failure the log is cut back to its last good record and the error
 // returned; the record is not in the log.
 func (j *journal) appendLocked(rec []byte) error {
+	end := j.off + int64(len(rec))
+	if end > j.size {
+		j.extendLocked(end)
+	}
 	if _, err := j.f.WriteAt(rec, j.off); err != nil {
 		if terr := j.f.Truncate(j.off); terr != nil {
 			j.broken.Store(true)
 		}
+		j.size = j.off
 		return err
 	}
-	j.off += int64(len(rec))
+	j.off = end
+	j.size = max(j.size, end)
 	j.seq++
 	j.g.marked.Store(j.seq)
 	return nil
+}
+
+// extendLocked writes zeros from the log's end to a step boundary past
+// end, for the records to come to overwrite in place. They become durable
+// with the fdatasync of the record that follows (which waits for the
+// journal commit of the new size once per step). A disk without room for
+// them gets the record appended as it is: the zeros written are cut off
+// again, so a full disk fails no call the old log would not have.
+func (j *journal) extendLocked(end int64) {
+	step := min(max(j.size, minLogStep), maxLogStep)
+	to := (end + step - 1) / step * step
+	if _, err := j.f.WriteAt(make([]byte, to-j.size), j.size); err != nil {
+		if terr := j.f.Truncate(j.size); terr != nil {
+			j.broken.Store(true)
+		}
+		return
+	}
+	j.size = to
+}
+
+// allZero reports whether b holds zeros only.
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // sync makes the log durable up to record seq. Concurrent callers share
@@ -250,7 +301,7 @@ func (j *journal) checkpointLocked(st *state) error {
 		return err
 	}
 	j.f.Close()
-	j.f, j.off, j.metaSize = f, int64(len(logMagic)), int64(len(b))
+	j.f, j.off, j.size, j.metaSize = f, int64(len(logMagic)), int64(len(logMagic)), int64(len(b))
 	j.threshold = max(checkpointFrom, 2*j.metaSize)
 	j.g.synced.Store(j.seq)
 	j.broken.Store(false)
