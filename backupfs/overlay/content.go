@@ -95,6 +95,11 @@ func (o *Overlay) acquireLocked(id uint64, n *node, basePath string, bi os.FileI
 	if c == nil {
 		c = &content{o: o, id: id}
 		c.writes.Store(1)
+		if _, ok := o.synced[id]; ok {
+			// The last content of the file synced all it wrote.
+			delete(o.synced, id)
+			c.synced = 1
+		}
 		if n != nil {
 			c.upper, c.origin, c.baseLimit = true, n.Origin, n.BaseLimit
 		} else {
@@ -114,11 +119,25 @@ func (o *Overlay) release(c *content) {
 	evict := c.refs == 0 && (c.removed.Load() || len(o.contents) > maxCachedContents)
 	if evict && o.contents[c.id] == c {
 		delete(o.contents, c.id)
+		if c.upper && !c.removed.Load() && c.clean() {
+			o.synced[c.id] = struct{}{}
+		}
 	}
 	o.mu.Unlock()
 	if evict {
 		c.closeFiles()
 	}
+}
+
+// clean reports whether every write made through c was synced, its bits
+// included. o.mu is held and c unreferenced, so no write or sync runs.
+func (c *content) clean() bool {
+	c.mapMu.Lock()
+	defer c.mapMu.Unlock()
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	return c.dirtyLo == c.dirtyHi && c.syncErr == nil &&
+		c.synced == c.writes.Load() && c.persistedSeq == c.nextSeq
 }
 
 func (c *content) closeFiles() error {

@@ -142,7 +142,10 @@
 // in the session also makes empty spare data files for the next 64 nodes
 // (their ids follow a counter), so a small file's CREATE + WRITE + COMMIT
 // costs two syncs (the log's at CREATE, the data's at COMMIT) and the
-// folder one per 64 files. Closing the overlay (or evicting a file from its
+// folder one per 64 files. The cache of open files keeps 1024 files; one
+// evicted with everything written through it synced is remembered, so
+// that the next sync of it (libnfs's second COMMIT, past 1024 files)
+// syncs nothing either. Closing the overlay (or evicting a file from its
 // cache) syncs a file with bits not yet written. Data and bitmap files not
 // named by any node (spares never claimed, leftovers of a crash) are
 // deleted when the upper directory is opened, and the data folder is then

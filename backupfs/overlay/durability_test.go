@@ -108,11 +108,13 @@ func testPowerCut(t *testing.T, bs int) {
 }
 
 // TestSmallFilesSyncTwice creates small files as an NFS client does
-// (CREATE, WRITE, COMMIT, and the COMMIT libnfs sends again on close) on a
-// disk that forgets what was not synced, counts the syncs, cuts the power,
-// and checks every committed file is whole: a file costs the CREATE's log
-// sync and its COMMIT's data sync; the data folder is synced once per batch
-// of spare data files, and the second COMMIT syncs nothing.
+// (CREATE, WRITE, COMMIT, and the COMMIT libnfs sends again on close; the
+// server opens the file for each call) on a disk that forgets what was not
+// synced, counts the syncs, cuts the power, and checks every committed
+// file is whole: a file costs the CREATE's log sync and its COMMIT's data
+// sync; the data folder is synced once per batch of spare data files, and
+// the second COMMIT syncs nothing, also past maxCachedContents files
+// (where each call on a file finds a new content of it).
 func TestSmallFilesSyncTwice(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
@@ -120,23 +122,32 @@ func TestSmallFilesSyncTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 200
+	const n = maxCachedContents + 200
 	body := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 4096) }
 	before := pc.Syncs()
 	for i := range n {
-		f, err := o.Create(fmt.Sprintf("/web01/f%05d", i))
+		name := fmt.Sprintf("/web01/f%05d", i)
+		f, err := o.Create(name)
 		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if f, err = o.OpenFile(name, os.O_RDWR, 0); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := f.Write(body(i)); err != nil {
 			t.Fatal(err)
 		}
+		f.Close()
 		for range 2 {
+			if f, err = o.OpenFile(name, os.O_RDWR, 0); err != nil {
+				t.Fatal(err)
+			}
 			if err := f.(interface{ Sync() error }).Sync(); err != nil {
 				t.Fatal(err)
 			}
+			f.Close()
 		}
-		f.Close()
 	}
 	syncs := pc.Syncs() - before
 	batches := (n + spareBatch - 1) / spareBatch
@@ -213,6 +224,57 @@ func TestSyncAfterRestart(t *testing.T) {
 	}
 	defer o.Close()
 	checkContent(t, o, "/web01/log", []byte("unsynced before the restart"))
+}
+
+// TestSyncAfterEviction writes a file without syncing, with the cache of
+// open files full (more than maxCachedContents files opened), so that it
+// is evicted when closed; opens it again, syncs, and cuts the power: the
+// sync must sync what the evicted content wrote, though the new one wrote
+// nothing.
+func TestSyncAfterEviction(t *testing.T) {
+	fx := newFixture(t)
+	pc := powercut.New()
+	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string, sync bool) {
+		f, err := o.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte(body))
+		if sync {
+			if err := f.(interface{ Sync() error }).Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	// A content is evicted when it is released with the cache full.
+	for i := range maxCachedContents + 1 {
+		write(fmt.Sprintf("/web01/f%05d", i), "", false)
+	}
+	write("/web01/unsynced", "written, evicted, then synced", false)
+	write("/web01/synced", "written and synced, evicted", true)
+	for _, name := range []string{"/web01/unsynced", "/web01/synced"} {
+		f, err := o.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.(interface{ Sync() error }).Sync(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	pc = pc.Cut()
+	o.Close()
+	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	checkContent(t, o, "/web01/unsynced", []byte("written, evicted, then synced"))
+	checkContent(t, o, "/web01/synced", []byte("written and synced, evicted"))
 }
 
 // TestMetadataCostIsFlat checks a CREATE writes as much with 2000 files in

@@ -528,6 +528,7 @@ func (o *Overlay) dropNodeLocked(p string) gone {
 		return gone{}
 	}
 	g := gone{id: n.ID}
+	delete(o.synced, n.ID)
 	if c := o.contents[n.ID]; c != nil {
 		c.removed.Store(true)
 		c.refs++

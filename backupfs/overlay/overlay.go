@@ -112,7 +112,13 @@ type Overlay struct {
 	byID     map[uint64]string              // node id → path
 	kids     map[string]map[string]struct{} // directory → names of nodes in it
 	contents map[uint64]*content
-	tx       *txn // the change being made, until commitLocked
+	// synced: ids of files evicted from contents with every byte written
+	// through them synced (content.clean), so that the next content of
+	// the file needs no sync for what it did not write: libnfs COMMITs
+	// again on close, and past maxCachedContents files that second
+	// COMMIT finds a new content.
+	synced map[uint64]struct{}
+	tx     *txn // the change being made, until commitLocked
 
 	closed atomic.Bool
 	// names: the data folder's names made and synced (names.go).
@@ -214,6 +220,7 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		byID:      make(map[uint64]string, len(st.nodes)),
 		kids:      make(map[string]map[string]struct{}),
 		contents:  make(map[uint64]*content),
+		synced:    make(map[uint64]struct{}),
 		spares:    make(map[uint64]struct{}),
 		baseStats: make(map[string]os.FileInfo),
 		baseDirs:  make(map[string][]os.FileInfo),
