@@ -21,6 +21,11 @@ type chunkEntry struct {
 	layout *chunkLayout
 	frames [][]byte // frame i's bytes once ready[i]
 	ready  []atomic.Bool
+	// joined[i]: frames i and i+1 were decoded together into one buffer,
+	// frame i+1 right after frame i, so a read across them is lent as one
+	// slice (set before ready[i+1], never cleared). A 1 MiB read of chunks
+	// in 4 KiB frames is then a few slices, not 256 of them.
+	joined []bool
 
 	mu      sync.Mutex
 	loading []chan struct{} // per frame: closed when the reader decoding it is done
@@ -30,7 +35,7 @@ type chunkEntry struct {
 
 func newChunkEntry(l *chunkLayout) *chunkEntry {
 	k := len(l.frames)
-	return &chunkEntry{layout: l, frames: make([][]byte, k), ready: make([]atomic.Bool, k), loading: make([]chan struct{}, k)}
+	return &chunkEntry{layout: l, frames: make([][]byte, k), ready: make([]atomic.Bool, k), joined: make([]bool, k), loading: make([]chan struct{}, k)}
 }
 
 // evict marks e out of its cache and returns the bytes it held there.
@@ -56,14 +61,31 @@ func (e *chunkEntry) framesOf(lo, hi int) (int, int) {
 	return lo / e.layout.frameSize, (max(hi, lo+1) - 1) / e.layout.frameSize
 }
 
-// slices returns bytes [lo, hi) of the chunk as slices of its ready frames.
+// slices returns bytes [lo, hi) of the chunk as slices of its ready frames,
+// frames decoded together as one slice.
 func (e *chunkEntry) slices(lo, hi int) [][]byte {
 	first, last := e.framesOf(lo, hi)
-	fs := e.layout.frameSize
-	out := make([][]byte, 0, last-first+1)
+	n := 1
+	for i := first; i < last; i++ {
+		if !e.joined[i] {
+			n++
+		}
+	}
+	out := make([][]byte, 0, n)
 	for i := first; i <= last; i++ {
-		a, b := max(lo-i*fs, 0), min(hi-i*fs, len(e.frames[i]))
-		out = append(out, e.frames[i][a:b:b])
+		flo, fhi := e.layout.frameSpan(i)
+		a, b := max(lo-flo, 0), min(hi, fhi)-flo
+		if i > first && e.joined[i-1] {
+			// Frame i follows frame i-1 in the buffer the previous slice
+			// ends in, which runs on (e.frames keeps its capacity).
+			k := len(out) - 1
+			out[k] = out[k][:len(out[k])+b]
+			continue
+		}
+		out = append(out, e.frames[i][a:b])
+	}
+	for k, p := range out {
+		out[k] = p[:len(p):len(p)] // lent read-only: no append into the next frame
 	}
 	return out
 }
@@ -169,16 +191,28 @@ func (e *chunkEntry) decodeFrom(d Digest, f io.ReaderAt, frames []int) (int64, e
 	if err := readFull(f, raw, a.off); err != nil {
 		return 0, chunkErr(d, l.frameErr(frames[0], err))
 	}
+	// One buffer for all of them, in order: frames that follow each other
+	// are then lent as one slice (joined).
+	size := 0
 	for _, i := range frames {
+		lo, hi := l.frameSpan(i)
+		size += hi - lo
+	}
+	out := make([]byte, size)
+	for k, i := range frames {
 		fr := l.frames[i]
 		lo, hi := l.frameSpan(i)
-		buf := make([]byte, hi-lo)
+		buf := out[:hi-lo]
 		if err := l.decodeFrame(i, raw[fr.off-a.off:fr.off-a.off+fr.size], buf); err != nil {
 			return done, chunkErr(d, err)
 		}
-		e.frames[i] = buf
+		e.frames[i] = out // capacity to the buffer's end: see slices
+		if k > 0 && frames[k-1] == i-1 {
+			e.joined[i-1] = true
+		}
 		e.ready[i].Store(true)
-		done += int64(len(buf))
+		out = out[hi-lo:]
+		done += int64(hi - lo)
 	}
 	return done, nil
 }
@@ -326,15 +360,18 @@ func (r *Repo) loadChunkEntry(d Digest) (*chunkEntry, error) {
 		return nil, fmt.Errorf("chunk %s: %w: the file holds chunk %s", d, ErrCorrupt, l.name)
 	}
 	e := newChunkEntry(l)
+	out := make([]byte, l.n) // one buffer: the whole chunk lends as one slice
 	for i, f := range l.frames {
 		lo, hi := l.frameSpan(i)
-		buf := make([]byte, hi-lo)
-		if err := l.decodeFrame(i, raw[f.off:f.off+f.size], buf); err != nil {
+		if err := l.decodeFrame(i, raw[f.off:f.off+f.size], out[lo:hi]); err != nil {
 			return nil, chunkErr(d, err)
 		}
-		e.frames[i] = buf
+		e.frames[i] = out[lo:] // capacity to the buffer's end: see slices
+		if i > 0 {
+			e.joined[i-1] = true
+		}
 		e.ready[i].Store(true)
-		e.held += int64(len(buf))
 	}
+	e.held = int64(l.n)
 	return e, nil
 }

@@ -824,3 +824,46 @@ func TestFlatZstdFrames(t *testing.T) {
 		t.Error("a frame of compressed blocks decoded as flat")
 	}
 }
+
+// TestJoinedFramesLendOneSlice: frames decoded together (a whole chunk, or
+// the frames one cold read spans) are lent as one slice, so a large read of
+// a chunk in 4 KiB frames is not dozens of slices; frames decoded apart are
+// lent apart; every slice lent is capped at its own bytes.
+func TestJoinedFramesLendOneSlice(t *testing.T) {
+	r := newRepo(t, DefaultChunkSize)
+	data := make([]byte, 3*DefaultChunkSize)
+	rand.NewChaCha8([32]byte{9}).Read(data) // random: 4 KiB frames
+	d := storeBytes(t, r, data)
+	x, _ := r.LoadIndex(d)
+	c := NewCache(CacheOptions{Readahead: -1})
+	dr := NewDiskReader(r, x, c, "disk")
+	check := func(off int64, n, wantSlices int) {
+		t.Helper()
+		parts, got, err := dr.ReadSlices(off, n)
+		if err != nil || got != n || !bytes.Equal(bytes.Join(parts, nil), data[off:off+int64(n)]) {
+			t.Fatalf("ReadSlices(%d, %d): %d bytes, %v", off, n, got, err)
+		}
+		if len(parts) != wantSlices {
+			t.Errorf("ReadSlices(%d, %d): %d slices, want %d", off, n, len(parts), wantSlices)
+		}
+		for _, p := range parts {
+			if cap(p) != len(p) {
+				t.Errorf("ReadSlices(%d, %d): a slice of %d bytes with room for %d", off, n, len(p), cap(p))
+			}
+		}
+	}
+	// Chunk 0 whole (as readahead and verify read it): one slice.
+	if _, err := c.Get(r, x.Chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	check(100, DefaultChunkSize-200, 1)
+	// Chunk 1: one cold read of 20 KiB spans 6 frames, decoded together.
+	check(DefaultChunkSize+1000, 20<<10, 1)
+	// Two cold reads of frames 10 and 11 apart, then one across both.
+	base := int64(2*DefaultChunkSize + 10<<RawFrameShift)
+	check(base, 100, 1)
+	check(base+1<<RawFrameShift, 100, 1)
+	check(base+100, 1<<RawFrameShift, 2)
+	// A read spanning chunks 0 and 1: a slice per chunk.
+	check(DefaultChunkSize-4096, 8192+1000, 2)
+}
