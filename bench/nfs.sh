@@ -314,6 +314,22 @@ drop_caches() {
 	return 0
 }
 
+# reload_code PID...: read the files each process maps (its executable and
+# libraries) back into the page cache after a cold run's drop_caches, so that
+# the run measures the server's reads of the disk, not the faults of its own
+# code (rekindle, restarted before every cold run, has not yet mapped the
+# parts of its 50 MiB binary it did not run; Ganesha, running all along, keeps
+# its code mapped, and drop_caches leaves mapped pages)
+reload_code() {
+	local pid
+	for pid in "$@"; do
+		[ -n "$pid" ] && [ -r "/proc/$pid/maps" ] || continue
+		awk '$6 ~ /^\// { print $6 }' "/proc/$pid/maps" | sort -u | while IFS= read -r f; do
+			cat "$f" >/dev/null 2>&1 || true
+		done
+	done
+}
+
 # evict_targets: every write run's targets out of the page cache (bench/evict):
 # Ganesha's and local's copy of the disk, rekindle's repositories (the backup
 # a session reads through; its own files are new in each run)
@@ -345,11 +361,6 @@ run_test() {
 				stop_pid "$RKB_PID" rekindle-b
 				start_rekindle_b
 			fi
-			# rekindle was just restarted: the parts of its binary it has not
-			# run yet (the whole read path) are not mapped, so drop_caches
-			# drops them and the run would count their faults as storage
-			# reads of the READs (Ganesha, running all along, keeps its code
-			# mapped, and mapped pages are not dropped)
 			drop_caches
 			reload_code "$RK_PID" "$RKB_PID" "$G_PID" ;;
 		write) ;;
@@ -719,7 +730,7 @@ report() {
 			echo "| $(label "$t")${note:+ (${note# })} | $unit | $(fmt "$r" "$unit")$(spread "$t" rekindle) | $(fmt "$g" "$unit")$(spread "$t" ganesha) | $(fmt "$l" "$unit") | $(ratio "$r" "$g") | $(perrun "$t") | $(ratio "$r" "$l") | $(cpufmt "$rc") / $(cpufmt "$gc") | $(kib "$(med "$t" rekindle 6)") / $(kib "$(med "$t" ganesha 6)") |"
 		done <"$RES/tests.tsv"
 		echo
-		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) before every run and rekindle restarted (empty chunk cache); Ganesha keeps running (it has no data cache of its own). Server CPU: the server process's utime+stime (all threads, \`/proc/PID/stat\`) over the run divided by fio's request count (per file for the small files); storage read: its \`/proc/PID/io\` read_bytes over the run, per request."
+		echo "local = fio psync on the raw file (qd 1; also the ceiling of the qd 8 / qd 32 rows). Warm: after one full read through each server, so the page cache (and rekindle's chunk cache) hold the disk. Cold: rekindle restarted (empty chunk cache), then the page cache dropped (\`echo 3 > /proc/sys/vm/drop_caches\`) and the servers' own executables and libraries read back before every run; Ganesha keeps running (it has no data cache of its own). Server CPU: the server process's utime+stime (all threads, \`/proc/PID/stat\`) over the run divided by fio's request count (per file for the small files); storage read: its \`/proc/PID/io\` read_bytes over the run, per request."
 		echo
 		echo "Write runs start from the same state on every server, the one a restored VM's disk is in when the VM starts writing: the target just made (Ganesha and local: a fresh sparse copy of the disk, blocks allocated where the disk has data, holes between; rekindle: a fresh session over the restore point, its data file new and sparse, nothing allocated), then \`sync\` and the targets' pages evicted from the page cache (\`bench/evict\`: fdatasync and posix_fadvise DONTNEED of Ganesha's and local's copy and of rekindle's repositories, nothing else), so no server overwrites pages the page cache holds (before 2026-12-04 Ganesha's copy was made just before the run and stayed cached) and rekindle's fills read the backup from storage."
 		echo
