@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	bin "encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,12 +162,53 @@ func TestOperatorFlow(t *testing.T) {
 		return nil
 	})
 	b, _ := os.ReadFile(chunk)
+	good := bytes.Clone(b)
 	b[len(b)-1] ^= 0xff
 	os.WriteFile(chunk, b, 0o644)
 	out, stderr := run(t, true, "verify", "--repo", repoDir)
 	if !strings.Contains(out, filepath.Base(chunk)) || !strings.Contains(out, "needed by restore points") || !strings.Contains(stderr, "damaged or missing") {
 		t.Fatalf("verify after damage:\n%s\n%s", out, stderr)
 	}
+	os.WriteFile(chunk, good, 0o644)
+
+	// One byte inside a 4 KiB frame of a chunk that did not compress (its
+	// header's frame size byte is 12): export, which reads the point, fails
+	// naming the chunk and the frame's bytes, and verify names the chunk.
+	raw := ""
+	filepath.WalkDir(filepath.Join(repoDir, "chunks"), func(p string, d os.DirEntry, _ error) error {
+		if b, _ := os.ReadFile(p); raw == "" && len(b) > 64<<10 && string(b[:4]) == "RKC2" && b[4] == 12 {
+			raw = p
+		}
+		return nil
+	})
+	if raw == "" {
+		t.Fatal("no chunk in 4 KiB frames in the repository")
+	}
+	b, _ = os.ReadFile(raw)
+	good = bytes.Clone(b)
+	k := int(bin.LittleEndian.Uint32(b[44:]))
+	frame := 5
+	off := 56 + 16*k
+	for i := range frame {
+		off += int(bin.LittleEndian.Uint32(b[48+16*i:]))
+	}
+	b[off+1000] ^= 0x01
+	os.WriteFile(raw, b, 0o644)
+	out, stderr = run(t, true, "verify", "--repo", repoDir)
+	if !strings.Contains(out, filepath.Base(raw)) || !strings.Contains(out, fmt.Sprintf("frame %d ", frame)) || !strings.Contains(stderr, "damaged or missing") {
+		t.Fatalf("verify after damage inside a 4 KiB frame:\n%s\n%s", out, stderr)
+	}
+	owner := "" // a point verify says needs the chunk
+	for _, id := range ids {
+		if strings.Contains(out, id) {
+			owner = id
+		}
+	}
+	_, stderr = run(t, true, "export", "--repo", repoDir, "--point", owner, "--to", filepath.Join(dir, "out-damaged"), "-q")
+	if want := fmt.Sprintf("chunk %s: corrupt: frame %d (bytes %d–%d): checksum mismatch", filepath.Base(raw), frame, frame*4096, frame*4096+4095); !strings.Contains(stderr, want) {
+		t.Fatalf("export of a point with a damaged 4 KiB frame: stderr %s, want %q", stderr, want)
+	}
+	os.WriteFile(raw, good, 0o644)
 }
 
 func equal(a, b []string) bool {
