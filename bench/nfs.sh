@@ -26,6 +26,11 @@
 #   BENCH_BIN_B     a second rekindle binary, "rekindle-b", measured in the same run on
 #                   every test but --unsafe-writes (its own copy of the repository; an
 #                   extra A/B table)
+#   BENCH_COLD_KEEP_META 1: cold runs put only the files' data out of the page cache
+#                   (bench/evict on the repositories and Ganesha's disk) instead of
+#                   drop_caches: inodes and folders stay cached, as one file holding many
+#                   chunks would keep them; what cold reads cost without the per-chunk
+#                   files' metadata
 #   BENCH_B_IMPORT  1: rekindle-b's repository is written by rekindle-b itself (init and
 #                   backup import of the same disk) instead of a copy of rekindle's, for a
 #                   change in how chunks are stored; both repositories' stored sizes go
@@ -49,8 +54,8 @@ cd "$root"
 
 : "${BENCH_RUNS:=5}" "${BENCH_DISK:=1G}" "${BENCH_RAND_IO:=128M}" "${BENCH_COLD_RAND:=32M}"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
-: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}" "${BENCH_B_IMPORT:=}"
-export BENCH_B_IMPORT BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}" "${BENCH_B_IMPORT:=}" "${BENCH_COLD_KEEP_META:=}"
+export BENCH_COLD_KEEP_META BENCH_B_IMPORT BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -361,8 +366,15 @@ run_test() {
 				stop_pid "$RKB_PID" rekindle-b
 				start_rekindle_b
 			fi
-			drop_caches
-			reload_code "$RK_PID" "$RKB_PID" "$G_PID" ;;
+			if [ "$BENCH_COLD_KEEP_META" = 1 ]; then
+				sync
+				local keep=("$BENCH_WORK/repo" "$BENCH_WORK/ganesha/export/$DISKFILE")
+				[ -d "$BENCH_WORK/repo-b" ] && keep+=("$BENCH_WORK/repo-b")
+				"$EVICT" "${keep[@]}" >/dev/null
+			else
+				drop_caches
+				reload_code "$RK_PID" "$RKB_PID" "$G_PID"
+			fi ;;
 		write) ;;
 		esac
 		case "$server:$dir" in
