@@ -212,8 +212,7 @@ func (c *content) load() error {
 	if c.origin == "" {
 		// A spare for this id may be being made: wait until it is
 		// counted among the names the next folder sync covers.
-		o.spareMu.Lock()
-		o.spareMu.Unlock()
+		o.waitSpare(c.id)
 	}
 	f, err := o.fs.OpenFile(name, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -283,7 +282,10 @@ func (c *content) createData(name string) (durable.File, error) {
 	if c.origin == "" {
 		// A node created in the session: the next ones get spares,
 		// named durable by the same folder sync as this one.
-		o.makeSpares()
+		o.spareMu.Lock()
+		ids := o.reserveSparesLocked(spareBatch)
+		o.spareMu.Unlock()
+		o.makeSpares(ids)
 	}
 	if err := o.newName(); err != nil {
 		return nil, err

@@ -140,9 +140,10 @@
 // syncs nothing (clients COMMIT again on close). Concurrent syncs share one
 // fsync of the data folder, and the first data file made for a node created
 // in the session also makes empty spare data files for the next 64 nodes
-// (their ids follow a counter), so a small file's CREATE + WRITE + COMMIT
-// costs two syncs (the log's at CREATE, the data's at COMMIT) and the
-// folder one per 64 files. The cache of open files keeps 1024 files; one
+// (their ids follow a counter; when fewer than 32 are left, a CREATE starts
+// the next batch in the background), so a small file's CREATE + WRITE +
+// COMMIT costs two syncs (the log's at CREATE, the data's at COMMIT) and
+// the folder one per 64 files. The cache of open files keeps 1024 files; one
 // evicted with everything written through it synced is remembered, so
 // that the next sync of it (libnfs's second COMMIT, past 1024 files)
 // syncs nothing either. Closing the overlay (or evicting a file from its

@@ -124,11 +124,17 @@ type Overlay struct {
 	// names: the data folder's names made and synced (names.go).
 	names groupSync
 	// spareMu guards spares (empty data files made ahead for the ids of
-	// nodes not created yet, names.go) and spareEnd, the counter value
-	// below which spares were made.
-	spareMu  sync.Mutex
-	spares   map[uint64]struct{}
-	spareEnd uint64
+	// nodes not created yet, names.go), making (ids whose spare is being
+	// made; spareCond signals each one done), refilling (a batch is made
+	// in the background; refills counts those goroutines) and spareEnd,
+	// the counter value below which spares were made.
+	spareMu   sync.Mutex
+	spareCond *sync.Cond
+	spares    map[uint64]struct{}
+	making    map[uint64]struct{}
+	refilling bool
+	refills   sync.WaitGroup
+	spareEnd  uint64
 
 	cacheMu   sync.Mutex
 	baseStats map[string]os.FileInfo // nil value: no such base entry
@@ -222,10 +228,12 @@ func New(base billy.Filesystem, upperDir string, opts Options) (*Overlay, error)
 		contents:  make(map[uint64]*content),
 		synced:    make(map[uint64]struct{}),
 		spares:    make(map[uint64]struct{}),
+		making:    make(map[uint64]struct{}),
 		baseStats: make(map[string]os.FileInfo),
 		baseDirs:  make(map[string][]os.FileInfo),
 	}
 	o.blocks.New = func() any { b := make([]byte, o.bs); return &b }
+	o.spareCond = sync.NewCond(&o.spareMu)
 	metaSize := int64(0)
 	if fi, err := fsys.Stat(filepath.Join(upperDir, metaName)); err == nil {
 		metaSize = fi.Size()
