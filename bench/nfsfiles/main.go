@@ -43,9 +43,17 @@ type result struct {
 	CreateP90US    float64 `json:"create_p90_us"`
 	WriteMedianUS  float64 `json:"write_median_us"`
 	CommitMedianUS float64 `json:"commit_median_us"`
-	CreateFirstUS  float64 `json:"create_first_us"` // median over the first -edge files
-	CreateLastUS   float64 `json:"create_last_us"`  // median over the last -edge files
-	Edge           int     `json:"edge"`
+	// Means: files_per_second is 1e6 over their sum, where the medians
+	// leave out the stalls (a folder of spares made, a log grown, a
+	// scheduler that ran something else).
+	CreateMeanUS  float64 `json:"create_mean_us"`
+	WriteMeanUS   float64 `json:"write_mean_us"`
+	CommitMeanUS  float64 `json:"commit_mean_us"`
+	CloseMeanUS   float64 `json:"close_mean_us"` // libnfs COMMITs again on close
+	WriteP99US    float64 `json:"write_p99_us"`
+	CreateFirstUS float64 `json:"create_first_us"` // median over the first -edge files
+	CreateLastUS  float64 `json:"create_last_us"`  // median over the last -edge files
+	Edge          int     `json:"edge"`
 }
 
 func main() {
@@ -94,6 +102,7 @@ func run(url, dir, prefix string, n, size, edge int) (*result, error) {
 	creates := make([]time.Duration, n)
 	writes := make([]time.Duration, n)
 	commits := make([]time.Duration, n)
+	closes := make([]time.Duration, n)
 	t0 := time.Now()
 	for i := range n {
 		p := C.CString("/" + path.Join(dir, fmt.Sprintf("%s%05d", prefix, i)))
@@ -115,15 +124,19 @@ func run(url, dir, prefix string, n, size, edge int) (*result, error) {
 			return nil, fail(fmt.Sprintf("commit file %d", i))
 		}
 		commits[i] = time.Since(t)
+		t = time.Now()
 		if C.nfs_close(nfs, fh) != 0 {
 			return nil, fail(fmt.Sprintf("close file %d", i))
 		}
+		closes[i] = time.Since(t)
 	}
 	total := time.Since(t0)
 	return &result{
 		Files: n, Seconds: total.Seconds(), FilesPerSecond: float64(n) / total.Seconds(),
 		CreateMedianUS: pct(creates, 50), CreateP90US: pct(creates, 90),
 		WriteMedianUS: pct(writes, 50), CommitMedianUS: pct(commits, 50),
+		CreateMeanUS: mean(creates), WriteMeanUS: mean(writes), CommitMeanUS: mean(commits), CloseMeanUS: mean(closes),
+		WriteP99US:    pct(writes, 99),
 		CreateFirstUS: pct(creates[:edge], 50), CreateLastUS: pct(creates[n-edge:], 50), Edge: edge,
 	}, nil
 }
@@ -133,4 +146,13 @@ func pct(ds []time.Duration, p int) float64 {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return float64(s[(len(s)-1)*p/100].Nanoseconds()) / 1e3
+}
+
+// mean is the mean of ds, in µs.
+func mean(ds []time.Duration) float64 {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return float64(sum.Nanoseconds()) / 1e3 / float64(len(ds))
 }
