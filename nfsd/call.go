@@ -236,12 +236,14 @@ type callFS struct {
 	st *callState
 }
 
-func (c *callFS) file(f billy.File, err error) (billy.File, error) {
+// file wraps f, opened as name ("" when the caller did not name it: a
+// temporary file).
+func (c *callFS) file(name string, f billy.File, err error) (billy.File, error) {
 	c.st.note(err)
 	if err != nil {
 		return f, err
 	}
-	return &noteFile{File: f, st: c.st}, nil
+	return &noteFile{File: f, st: c.st, name: name}, nil
 }
 
 // Create makes a new file its caller's. A regular file already there (a
@@ -253,17 +255,19 @@ func (c *callFS) Create(name string) (billy.File, error) {
 	fi, statErr := c.exportFS.Lstat(name)
 	if statErr == nil && fi.Mode().IsRegular() {
 		if f, err := c.exportFS.Open(name); err == nil {
-			return c.file(f, nil)
+			return c.file(name, f, nil)
 		}
-		return c.file(c.exportFS.OpenFile(name, os.O_RDWR, 0))
+		f, err := c.exportFS.OpenFile(name, os.O_RDWR, 0)
+		return c.file(name, f, err)
 	}
 	var f billy.File
 	var err error
 	if m := c.st.createMode; m != nil {
-		f, err = c.file(c.exportFS.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, os.FileMode(*m)&os.ModePerm))
+		f, err = c.exportFS.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, os.FileMode(*m)&os.ModePerm)
 	} else {
-		f, err = c.file(c.exportFS.Create(name))
+		f, err = c.exportFS.Create(name)
 	}
+	f, err = c.file(name, f, err)
 	if err == nil && errors.Is(statErr, os.ErrNotExist) {
 		if err := c.own(name); err != nil {
 			f.Close()
@@ -284,11 +288,13 @@ func (c *callFS) own(name string) error {
 }
 
 func (c *callFS) Open(name string) (billy.File, error) {
-	return c.file(c.exportFS.Open(name))
+	f, err := c.exportFS.Open(name)
+	return c.file(name, f, err)
 }
 
 func (c *callFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, error) {
-	return c.file(c.exportFS.OpenFile(name, flag, perm))
+	f, err := c.exportFS.OpenFile(name, flag, perm)
+	return c.file(name, f, err)
 }
 
 func (c *callFS) Stat(name string) (os.FileInfo, error) {
@@ -316,7 +322,8 @@ func (c *callFS) Remove(name string) error {
 }
 
 func (c *callFS) TempFile(dir, prefix string) (billy.File, error) {
-	return c.file(c.exportFS.TempFile(dir, prefix))
+	f, err := c.exportFS.TempFile(dir, prefix)
+	return c.file("", f, err)
 }
 
 // MkdirAll makes a new directory its caller's (go-nfs makes one at a time).
@@ -362,10 +369,22 @@ func (c *callFS) ReadDir(name string) ([]os.FileInfo, error) {
 	return out, nil
 }
 
-// noteFile keeps the errors of a file's writes and close.
+// noteFile keeps the errors of a file's writes and close, and answers
+// Name with the export's path of the file: go-nfs's CREATE looks it up
+// (Lstat) for the reply's attributes, where the name a session overlay
+// gives is its own, without the session's folder (the lookup failed,
+// logged a warning per CREATE, and the reply went without attributes).
 type noteFile struct {
 	billy.File
-	st *callState
+	st   *callState
+	name string
+}
+
+func (f *noteFile) Name() string {
+	if f.name == "" {
+		return f.File.Name()
+	}
+	return f.name
 }
 
 func (f *noteFile) Write(p []byte) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +274,49 @@ func TestFolderWithoutRuleIsNobodys(t *testing.T) {
 	}
 	if st, _ := admin.mount("/rekindle/rk-norule"); st != mntAcces {
 		t.Errorf("admin: MNT of a folder without its rule: %d, want MNT3ERR_ACCES", st)
+	}
+}
+
+// TestCreateReplyHasAttributes: a CREATE in a session folder answers with
+// the new file's attributes (RFC 1813 post_op_attr), whether the client
+// mounted the session or the folder of sessions above it. go-nfs looks the
+// new file up by the name the open file gives; a session's overlay names
+// it without the session's folder, so the lookup failed (and logged a
+// warning per CREATE) until the server's file answered with the export's
+// path.
+func TestCreateReplyHasAttributes(t *testing.T) {
+	e := newEnv(t, "")
+	s, err := e.svc.Publish(context.Background(), PublishRequest{VMs: []PublishVM{{VM: "web01"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialFrom(t, "127.0.0.1", e.svc.NFSAddr())
+	_, sessions := c.mount("/rekindle")
+	_, session := c.mount("/rekindle/" + s.ID)
+	for i, m := range []struct {
+		name string
+		vm   []byte
+	}{
+		{"/rekindle", mustLookupPath(t, c, mustLookupPath(t, c, sessions, s.ID), "web01")},
+		{"/rekindle/" + s.ID, mustLookupPath(t, c, session, "web01")},
+	} {
+		name := "new" + strconv.Itoa(i) + ".log"
+		st, d := c.nfs3(procCreate, createArgs(m.vm, name))
+		if st != nfsStatOK {
+			t.Fatalf("CREATE under a mount of %s: %d", m.name, st)
+		}
+		if d.Bool() { // post_op_fh3
+			d.Opaque(64)
+		}
+		if !d.Bool() {
+			t.Errorf("CREATE under a mount of %s: no attributes of the new file in the reply", m.name)
+			continue
+		}
+		if typ := d.Uint32(); typ != 1 { // fattr3.type: NF3REG
+			t.Errorf("CREATE under a mount of %s: attributes of type %d, want a regular file (1)", m.name, typ)
+		}
+		if st, _ := c.lookup(m.vm, name); st != nfsStatOK {
+			t.Errorf("LOOKUP of the new file under a mount of %s: %d", m.name, st)
+		}
 	}
 }
