@@ -40,6 +40,8 @@
 #                   restarted before every write and small-files test, so each has its own
 #   BENCH_STRACE    1: count each server's fsync, fdatasync, pwrite64 and sync_file_range
 #                   calls during every fio run (strace -f -c) into results/json/*.strace
+#   BENCH_STRACE_ALL 1: with BENCH_STRACE, count every system call instead (syscalls per
+#                   request: divide by the run's request count)
 #
 # Everything runs as root inside private network, mount and PID namespaces: rpcbind,
 # Ganesha (NFS 2049, MOUNT 20048) and rekindle (NFS+MOUNT 20490, API 7480) bind
@@ -56,6 +58,8 @@ cd "$root"
 : "${BENCH_WRITE:=512M}" "${BENCH_WORK:=$root/bench/build/work}" "${BENCH_TIMEOUT:=60}" "${BENCH_SYNC_IO:=16M}"
 : "${BENCH_DOC=docs/benchmarks.md}" "${BENCH_FILES:=2000}" "${BENCH_ONLY:=}" "${BENCH_PROFILE:=}" "${BENCH_STRACE:=}" "${BENCH_BIN:=}" "${BENCH_CHUNK:=256K}" "${BENCH_BIN_B:=}" "${BENCH_EXTRA:=}" "${BENCH_B_IMPORT:=}" "${BENCH_COLD_KEEP_META:=}"
 export BENCH_COLD_KEEP_META BENCH_B_IMPORT BENCH_EXTRA BENCH_BIN_B BENCH_CHUNK BENCH_FILES BENCH_ONLY BENCH_PROFILE BENCH_STRACE BENCH_SYNC_IO BENCH_RUNS BENCH_DISK BENCH_RAND_IO BENCH_COLD_RAND BENCH_WRITE BENCH_WORK BENCH_TIMEOUT BENCH_DOC
+: "${BENCH_STRACE_ALL:=}"
+export BENCH_STRACE_ALL
 
 FIO=$root/bench/build/fio-nfs
 NFSFILES=$root/bench/build/nfsfiles
@@ -75,6 +79,8 @@ RKB_API=127.0.0.1:7482
 RK_TOKEN_FILE=$BENCH_WORK/repo/state/api-token
 RKB_TOKEN_FILE=$BENCH_WORK/repo-b/state/api-token
 G_PORT=2049
+STRACE_SET=fsync,fdatasync,pwrite64,sync_file_range
+[ "$BENCH_STRACE_ALL" = 1 ] && STRACE_SET=all
 G_MNT=20048
 
 # issue 11's benchmark, the default set: UNSTABLE 1 MiB writes with a COMMIT at the
@@ -414,7 +420,7 @@ run_test() {
 		rc=0
 		st=''
 		if [ "$BENCH_STRACE" = 1 ] && [ -n "$pid" ]; then
-			strace -f -c -e trace=fsync,fdatasync,pwrite64,sync_file_range -o "$out.strace" -p "$pid" 2>/dev/null &
+			strace -f -c -e trace="$STRACE_SET" -o "$out.strace" -p "$pid" 2>/dev/null &
 			st=$!
 			sleep 0.5 # attached to every thread before the client starts
 		fi
@@ -485,7 +491,7 @@ run_files() {
 		rc=0
 		st=''
 		if [ "$BENCH_STRACE" = 1 ] && [ -n "$pid" ]; then
-			strace -f -c -e trace=fsync,fdatasync,pwrite64,sync_file_range -o "$out.strace" -p "$pid" 2>/dev/null &
+			strace -f -c -e trace="$STRACE_SET" -o "$out.strace" -p "$pid" 2>/dev/null &
 			st=$!
 			sleep 0.5 # attached to every thread before the client starts
 		fi
