@@ -36,6 +36,7 @@ type clientConn struct {
 	// Under wmu: the pieces of the reply being written (wbuf, kept from
 	// reply to reply) and the vector writev consumes (wvec).
 	wbuf, wvec net.Buffers
+	wdeadSet   time.Time // when the write deadline was last set
 
 	mu       sync.Mutex
 	pipes    []*pipe
@@ -51,6 +52,8 @@ type clientConn struct {
 	running  chan struct{}
 
 	mem recordMem // the connection's record buffers in the budget
+
+	inlineHead [readHeadLen]byte // the head of a reply readInline builds
 
 	readEnd   chan struct{} // closed when the connection's reading ends
 	closed    chan struct{}
@@ -187,33 +190,66 @@ func (c *clientConn) close() {
 }
 
 // armedReader keeps a connection's read deadline: IdleTimeout while no record
-// is under way, RecordTimeout from the first byte of a record on, so that a
-// client may idle between calls (up to the idle timeout) but may not stall in
-// the middle of one.
+// is under way, RecordTimeout once a record has started, so that a client may
+// idle between calls (up to the idle timeout) but may not stall in the middle
+// of one. The deadline is set only when it must change, not twice per call:
+// the record deadline is set when a record that has started needs another
+// read (or must wait for memory), so a call that arrives whole in one read
+// never sets it; and the idle deadline, set IdleTimeout+IdleTimeout/16 ahead,
+// is moved at the end of a record only once IdleTimeout/16 has passed since
+// it was set (every connection is still given at least IdleTimeout of quiet
+// after its last record, and closed by IdleTimeout×17/16).
 type armedReader struct {
 	nc       net.Conn
 	idle     time.Duration
 	record   time.Duration
-	armed    bool
+	started  bool      // bytes of a record not finished yet have arrived
+	armed    bool      // the record deadline is set
 	deadline time.Time // of the record under way, once armed
+	idleSet  time.Time // when the idle deadline was last set
 }
 
 func (r *armedReader) Read(p []byte) (int, error) {
-	n, err := r.nc.Read(p)
-	if n > 0 && !r.armed {
+	if r.started && !r.armed {
 		r.arm()
+	}
+	n, err := r.nc.Read(p)
+	if n > 0 {
+		r.started = true
 	}
 	return n, err
 }
 
+// arm sets the record deadline, RecordTimeout from now.
 func (r *armedReader) arm() {
 	r.deadline = time.Now().Add(r.record)
 	r.nc.SetReadDeadline(r.deadline)
 	r.armed = true
 }
 
-func (r *armedReader) disarm() {
-	r.nc.SetReadDeadline(time.Now().Add(r.idle))
+// recordDeadline is the deadline of the record under way, which a wait for
+// memory keeps to; it arms it if it is not yet.
+func (r *armedReader) recordDeadline() time.Time {
+	if !r.armed {
+		r.arm()
+	}
+	return r.deadline
+}
+
+// recordDone ends a record: the next one starts with the bytes already
+// buffered (buffered > 0), or is waited for with the idle deadline.
+func (r *armedReader) recordDone(buffered bool) {
+	r.started = buffered
+	now := time.Now()
+	if r.armed || now.Sub(r.idleSet) > r.idle/16 {
+		r.setIdle(now)
+	}
+}
+
+// setIdle sets the idle deadline from now.
+func (r *armedReader) setIdle(now time.Time) {
+	r.nc.SetReadDeadline(now.Add(r.idle + r.idle/16))
+	r.idleSet = now
 	r.armed = false
 	r.deadline = time.Time{}
 }
@@ -234,11 +270,11 @@ func (c *clientConn) serve(ctx context.Context) {
 	}()
 
 	ar := &armedReader{nc: c.nc, idle: s.limits.IdleTimeout, record: s.limits.RecordTimeout}
-	ar.disarm()
-	r := &callReader{ar: ar, br: bufio.NewReaderSize(ar, readBufSize)}
+	ar.setIdle(time.Now())
+	r := &callReader{ar: ar, br: bufio.NewReaderSize(ar, readBufSize), deadline: ar.recordDeadline}
 	r.rr = rpc.RecordReader{
 		R: r.br, MaxSize: maxCallRecord + 4*s.limits.MaxFragments, MaxFragments: s.limits.MaxFragments,
-		Grow: func(b []byte, n, _ int) ([]byte, error) { return c.mem.grow(ctx, ar.deadline, b, n) },
+		Grow: func(b []byte, n, _ int) ([]byte, error) { return c.mem.grow(ctx, r.deadline, b, n) },
 	}
 	if inq := arrivedFunc(c.nc); inq != nil {
 		// What has arrived: in the read buffer, then in the socket.
@@ -251,9 +287,10 @@ func (c *clientConn) serve(ctx context.Context) {
 // callReader is the incoming side of a connection. One goroutine at a time
 // reads from it: serve's at first, then the goroutines readCalls hands it to.
 type callReader struct {
-	ar *armedReader
-	br *bufio.Reader
-	rr rpc.RecordReader
+	ar       *armedReader
+	br       *bufio.Reader
+	rr       rpc.RecordReader
+	deadline func() time.Time // ar.recordDeadline, made once
 }
 
 // readCalls reads and handles calls until the connection ends, then closes
@@ -264,9 +301,6 @@ type callReader struct {
 func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
 	s := c.s
 	for {
-		if r.br.Buffered() > 0 {
-			r.ar.arm()
-		}
 		rec, err := c.readCallRecord(ctx, r)
 		if err != nil {
 			c.mem.release(rec)
@@ -274,7 +308,7 @@ func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
 			timeout := errors.As(err, &ne) && ne.Timeout()
 			switch {
 			case timeout && !r.ar.armed && c.working():
-				r.ar.disarm() // quiet, but waiting for its replies: not idle
+				r.ar.setIdle(time.Now()) // quiet, but waiting for its replies: not idle
 				continue
 			case timeout && !r.ar.armed:
 				s.log.Debug("nfsd: idle connection closed", "client", c.client, "idle", s.limits.IdleTimeout)
@@ -293,7 +327,7 @@ func (c *clientConn) readCalls(ctx context.Context, r *callReader) {
 			close(c.readEnd)
 			return
 		}
-		r.ar.disarm()
+		r.ar.recordDone(r.br.Buffered() > 0)
 		work, ok := c.handleCall(ctx, rec)
 		if !ok {
 			close(c.readEnd)
@@ -346,7 +380,7 @@ func (c *clientConn) readCallRecord(ctx context.Context, r *callReader) ([]byte,
 	if n > first && r.rr.Arrived != nil {
 		first = max(first, r.rr.Arrived()-4)
 	}
-	dst, err := c.mem.grow(ctx, r.ar.deadline, nil, 4+min(n, first))
+	dst, err := c.mem.grow(ctx, r.deadline, nil, 4+min(n, first))
 	if err != nil {
 		return nil, err
 	}
@@ -421,13 +455,13 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 	if cached(call.Proc, &args) {
 		var dup *drcEntry
 		if drc, dup = s.drc.begin(c.client, call); dup != nil {
-			s.observe(nfsProcName(call.Proc), time.Since(start))
+			s.observeNFS(call.Proc, time.Since(start))
 			return nil, c.answerDuplicate(dup)
 		}
 	}
 	if st, reason := s.checkNFS(c.client, call.Cred, call.Proc, &args); st != nfs.NFSStatusOk {
 		s.m.refused.WithLabelValues(reason).Inc()
-		s.observe(nfsProcName(call.Proc), time.Since(start))
+		s.observeNFS(call.Proc, time.Since(start))
 		rec := nfsErrorReply(call.XID, call.Proc, st)
 		s.drc.finish(drc, rec)
 		return nil, c.reply(rec)
@@ -441,7 +475,7 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 	marked, cs := s.prepareForward(c.client, call.ArgsOffset, call.Proc, &args, framed)
 	if cap(marked) != cap(framed) || &marked[0] != &framed[0] {
 		// A rewritten record: the budget holds the new buffer, not the old.
-		if err := c.mem.charge(ctx, time.Time{}, int64(cap(marked))); err != nil {
+		if err := c.mem.charge(ctx, nil, int64(cap(marked))); err != nil {
 			s.finishCall(cs, nil)
 			s.m.refused.WithLabelValues(refusedMemory).Inc()
 			return nil, false
@@ -450,6 +484,12 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 		framed = marked
 	}
 	binary.BigEndian.PutUint32(framed[:4], uint32(len(framed)-4)|1<<31)
+	if call.Proc == procRead && !s.cfg.NoFastPath {
+		if a, ok := parseIOArgs(call.Proc, call.Args); ok {
+			handed = true
+			return c.startRead(ctx, fastCall{framed: framed, xid: call.XID, proc: call.Proc, args: a, start: start})
+		}
+	}
 	fc := &fwdCall{framed: framed, xid: call.XID, proc: call.Proc, start: start, st: cs, drc: drc}
 	if args.ordered {
 		fc.key = string(args.handles[0])
@@ -462,6 +502,28 @@ func (c *clientConn) handleCall(ctx context.Context, framed []byte) (work func()
 	}
 	handed = true
 	return c.dispatch(ctx, fc, fast)
+}
+
+// startRead starts a fast-path READ: answered at once on this goroutine
+// when its bytes are at hand (readInline), else returned as work. The call
+// is a value, copied to the heap only for the work: a warm READ allocates
+// nothing here.
+func (c *clientConn) startRead(ctx context.Context, fc fastCall) (work func(), ok bool) {
+	select {
+	case c.inflight <- struct{}{}:
+	case <-c.closed:
+		c.mem.release(fc.framed)
+		return nil, false
+	case <-ctx.Done():
+		c.mem.release(fc.framed)
+		return nil, false
+	}
+	if c.readInline(&fc) {
+		return nil, true
+	}
+	fast := new(fastCall)
+	*fast = fc
+	return func() { c.runFast(fast) }, true
 }
 
 // dispatch starts a call on the fast path (fast) or forwards it to go-nfs
@@ -480,12 +542,6 @@ func (c *clientConn) dispatch(ctx context.Context, fwd *fwdCall, fast *fastCall)
 		return nil, false
 	case <-ctx.Done():
 		return nil, false
-	}
-	if fwd.key == "" { // a READ
-		if c.readInline(fast) {
-			return nil, true
-		}
-		return func() { c.runFast(fast) }, true
 	}
 	c.mu.Lock()
 	h := c.ordered[fwd.key]
@@ -567,7 +623,7 @@ func (c *clientConn) forwardAndWait(fwd *fwdCall) {
 	}
 }
 
-// readInline answers a READ whose bytes are at hand (fastReadCached) on the
+// readInline answers a READ whose bytes are at hand (readFile, cachedOnly) on the
 // goroutine that read it: no new goroutine, no switch, for the warm small
 // reads that are most of a booted VM's. It returns false, having done
 // nothing, when the READ may have to wait.
@@ -580,7 +636,10 @@ func (c *clientConn) readInline(fc *fastCall) bool {
 	default:
 		return false
 	}
-	r, ok := c.s.fastReadCached(fc.xid, &fc.args)
+	// The reply's head is built in the connection's inlineHead: only the
+	// goroutine reading calls answers inline, and the reply has left before
+	// it reads the next call.
+	r, ok := c.s.readFile(fc.xid, &fc.args, true, c.inlineHead[:0])
 	<-c.running
 	if !ok {
 		return false
@@ -631,7 +690,7 @@ func (c *clientConn) answerFast(fc *fastCall, r fastReply) {
 	}
 	c.writeReply(&r)
 	r.free()
-	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
+	s.observeNFS(fc.proc, time.Since(fc.start))
 }
 
 // checkAuth admits AUTH_NONE and well-formed AUTH_UNIX credentials.
@@ -640,7 +699,7 @@ func checkAuth(call rpc.Call) rpc.AuthStat {
 	case rpc.AuthNone:
 		return rpc.AuthOK
 	case rpc.AuthUnix:
-		if _, err := rpc.ParseUnixCred(call.Cred.Body); err != nil {
+		if err := rpc.CheckUnixCred(call.Cred.Body); err != nil {
 			return rpc.AuthBadCred
 		}
 		return rpc.AuthOK
@@ -674,9 +733,15 @@ func (c *clientConn) writeReply(r *fastReply) bool {
 	return c.flushLocked()
 }
 
-// flushLocked writes wbuf with one vectored write (wmu held).
+// flushLocked writes wbuf with one vectored write (wmu held). A reply may
+// take writeTimeout to leave, up to writeTimeout×17/16: the write deadline
+// is moved only once writeTimeout/16 has passed since it was set, not at
+// every reply.
 func (c *clientConn) flushLocked() bool {
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if now := time.Now(); now.Sub(c.wdeadSet) > writeTimeout/16 {
+		c.nc.SetWriteDeadline(now.Add(writeTimeout + writeTimeout/16))
+		c.wdeadSet = now
+	}
 	c.wvec = c.wbuf // WriteTo consumes the vector it is given, and clears its pieces
 	if _, err := c.wvec.WriteTo(c.nc); err != nil {
 		c.close()
@@ -847,6 +912,6 @@ func (c *clientConn) relay(p *pipe, fc *fwdCall, buf []byte) ([]byte, bool) {
 	}
 	s.drc.finish(fc.drc, out)
 	ok := c.reply(out)
-	s.observe(nfsProcName(fc.proc), time.Since(fc.start))
+	s.observeNFS(fc.proc, time.Since(fc.start))
 	return rec[:0], ok
 }

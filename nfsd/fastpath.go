@@ -192,18 +192,16 @@ func putReadBuf(b *[]byte) {
 
 // fastRead answers a READ as go-nfs's onRead does.
 func (s *Server) fastRead(xid uint32, a *ioArgs) fastReply {
-	r, _ := s.readFile(xid, a, false)
+	r, _ := s.readFile(xid, a, false, nil)
 	return r
 }
 
-// fastReadCached is fastRead when it needs no I/O (CachedOpener,
-// CachedSliceReader); false when it would, and then it has done nothing:
-// errors, too, are left to fastRead.
-func (s *Server) fastReadCached(xid uint32, a *ioArgs) (fastReply, bool) {
-	return s.readFile(xid, a, true)
-}
-
-func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool) (fastReply, bool) {
+// readFile is fastRead (cachedOnly false), or fastRead when it needs no I/O
+// (cachedOnly: CachedOpener, CachedSliceReader), false when it would, and
+// then it has done nothing: errors, too, are left to fastRead. The reply's
+// head is built in head's array when it has room (readHeadLen), else in a
+// new one.
+func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool, head []byte) (fastReply, bool) {
 	efs, full, err := s.filePathOf(a.fh)
 	if err != nil {
 		return errorReply(xid, procRead, nfs.NFSStatusStale), !cachedOnly
@@ -263,8 +261,10 @@ func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool) (fastReply, bo
 	}
 	eof := errors.Is(err, io.EOF) || setEOF
 
-	head := make([]byte, 4, readHeadLen)
-	head = appendReplyHeader(head, xid)
+	if cap(head) < readHeadLen {
+		head = make([]byte, 0, readHeadLen)
+	}
+	head = appendReplyHeader(head[:4], xid)
 	head = binary.BigEndian.AppendUint32(head, uint32(nfs.NFSStatusOk))
 	head = binary.BigEndian.AppendUint32(head, 1) // attributes follow
 	head = appendFattr3(head, nfs.ToFileAttribute(info, full))

@@ -139,22 +139,37 @@ func (p *recordPools) get(n int) []byte {
 func (p *recordPools) put(b []byte) {
 	for i, c := range recordClasses {
 		if cap(b) == c {
-			b = b[:0]
-			p[i].Put(&b)
+			// A fresh pointer here, not &b: taking b's address would move
+			// the parameter to the heap on every call, pooled or not.
+			bp := new([]byte)
+			*bp = b[:0]
+			p[i].Put(bp)
 			return
 		}
 	}
 }
 
+// spareRecord is the size of a connection's spare record buffer: room for any
+// call but a WRITE's or a long name's (readCallRecord asks for 4+min(n, 512)
+// bytes first).
+const spareRecord = 4 + 512
+
 // recordMem is one connection's share of the budget.
 type recordMem struct {
 	s    *Server
 	held atomic.Int64
+	// spare is a record buffer for small calls that the connection reuses
+	// from call to call instead of allocating one per call (a warm READ's
+	// record is given back before the next call is read). It is charged to
+	// the budget like any other while in use; spareUsed says whether it is.
+	spare     [spareRecord]byte
+	spareUsed atomic.Bool
 }
 
 // grow is the connection's rpc.RecordReader.Grow: it charges the budget for a
-// buffer of at least n bytes, waiting for room until the record's deadline.
-func (m *recordMem) grow(ctx context.Context, deadline time.Time, b []byte, n int) ([]byte, error) {
+// buffer of at least n bytes, waiting for room until the record's deadline
+// (asked of deadline only if it must wait).
+func (m *recordMem) grow(ctx context.Context, deadline func() time.Time, b []byte, n int) ([]byte, error) {
 	size := n
 	if n > pooledRecordMin {
 		// The smallest pooled class that fits n.
@@ -165,13 +180,23 @@ func (m *recordMem) grow(ctx context.Context, deadline time.Time, b []byte, n in
 			}
 		}
 	}
+	spare := size <= spareRecord && m.spareUsed.CompareAndSwap(false, true)
+	if spare {
+		size = spareRecord // charged as what it is
+	}
 	if err := m.charge(ctx, deadline, int64(size)); err != nil {
+		if spare {
+			m.spareUsed.Store(false)
+		}
 		return b, err
 	}
 	var g []byte
-	if size > pooledRecordMin {
+	switch {
+	case spare:
+		g = m.spare[:0]
+	case size > pooledRecordMin:
 		g = m.s.recPools.get(size)
-	} else {
+	default:
 		g = make([]byte, 0, size)
 	}
 	g = append(g, b...)
@@ -179,13 +204,16 @@ func (m *recordMem) grow(ctx context.Context, deadline time.Time, b []byte, n in
 	return g, nil
 }
 
-func (m *recordMem) charge(ctx context.Context, deadline time.Time, n int64) error {
+// charge takes n bytes of the budget, waiting for room until deadline()
+// (nil: RecordTimeout from now).
+func (m *recordMem) charge(ctx context.Context, deadline func() time.Time, n int64) error {
 	bud := m.s.budget
 	if !bud.sem.TryAcquire(n) {
-		if deadline.IsZero() {
-			deadline = time.Now().Add(m.s.limits.RecordTimeout)
+		d := time.Now().Add(m.s.limits.RecordTimeout)
+		if deadline != nil {
+			d = deadline()
 		}
-		wctx, cancel := context.WithDeadline(ctx, deadline)
+		wctx, cancel := context.WithDeadline(ctx, d)
 		err := bud.sem.Acquire(wctx, n)
 		cancel()
 		if err != nil {
@@ -207,6 +235,10 @@ func (m *recordMem) release(b []byte) {
 	m.held.Add(-n)
 	m.s.budget.used.Add(-n)
 	m.s.budget.sem.Release(n)
+	if n == spareRecord && &b[:1][0] == &m.spare[0] {
+		m.spareUsed.Store(false) // after every use of it: the next grow may take it
+		return
+	}
 	m.s.recPools.put(b)
 }
 

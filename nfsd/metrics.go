@@ -3,6 +3,7 @@ package nfsd
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,6 +40,16 @@ type metrics struct {
 	duplicates prometheus.Counter
 	// acceptErrors counts transient accept errors, retried, by listener.
 	acceptErrors *prometheus.CounterVec
+	// nfs holds calls' and duration's series of each NFS procedure once a
+	// call of it was answered (Server.observeNFS); a series appears in
+	// /metrics at its first call, as through WithLabelValues.
+	nfs [len(nfsProcNames)]atomic.Pointer[procMetrics]
+}
+
+// procMetrics are one procedure's series.
+type procMetrics struct {
+	calls    prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -253,11 +253,23 @@ type UnixCred struct {
 }
 
 // ParseUnixCred decodes an AUTH_UNIX credential body.
-func ParseUnixCred(b []byte) (UnixCred, error) {
+func ParseUnixCred(b []byte) (UnixCred, error) { return parseUnixCred(b, true) }
+
+// CheckUnixCred is ParseUnixCred's check alone: it allocates nothing (no
+// machine name, no group list), for a server that checks every call's
+// credential but needs its fields for few calls.
+func CheckUnixCred(b []byte) error {
+	_, err := parseUnixCred(b, false)
+	return err
+}
+
+func parseUnixCred(b []byte, keep bool) (UnixCred, error) {
 	var u UnixCred
 	d := NewDecoder(b)
 	u.Stamp = d.Uint32()
-	u.MachineName = d.String(255)
+	if name := d.Opaque(255); keep {
+		u.MachineName = string(name)
+	}
 	u.UID = d.Uint32()
 	u.GID = d.Uint32()
 	n := d.Uint32()
@@ -265,7 +277,9 @@ func ParseUnixCred(b []byte) (UnixCred, error) {
 		return u, fmt.Errorf("%w: %d auxiliary groups", ErrGarbage, n)
 	}
 	for i := uint32(0); i < n && d.Err() == nil; i++ {
-		u.GIDs = append(u.GIDs, d.Uint32())
+		if gid := d.Uint32(); keep {
+			u.GIDs = append(u.GIDs, gid)
+		}
 	}
 	if err := d.Err(); err != nil {
 		return u, err

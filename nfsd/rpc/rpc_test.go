@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -125,7 +126,10 @@ func FuzzRPCCall(f *testing.F) {
 				t.Fatalf("args do not end the record")
 			}
 			if c.Cred.Flavor == AuthUnix {
-				ParseUnixCred(c.Cred.Body)
+				_, perr := ParseUnixCred(c.Cred.Body)
+				if cerr := CheckUnixCred(c.Cred.Body); (cerr == nil) != (perr == nil) {
+					t.Fatalf("CheckUnixCred says %v where ParseUnixCred says %v", cerr, perr)
+				}
 			}
 			reply := AcceptedReply(c.XID, Success).Bytes()
 			if pr, err := ParseReply(reply); err != nil || pr.XID != c.XID {
@@ -133,4 +137,28 @@ func FuzzRPCCall(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCheckUnixCred: CheckUnixCred refuses what ParseUnixCred refuses
+// (FuzzRPCCall compares them on any input) and allocates nothing.
+func TestCheckUnixCred(t *testing.T) {
+	good := UnixCredBody(UnixCred{Stamp: 9, MachineName: "esx01", UID: 5, GID: 6, GIDs: []uint32{1, 2}})
+	bad := [][]byte{
+		good[:len(good)-2], // cut
+		append(append([]byte{}, good...), 0, 0, 0, 0),                 // trailing bytes
+		UnixCredBody(UnixCred{MachineName: strings.Repeat("m", 256)}), // name over 255
+		UnixCredBody(UnixCred{GIDs: make([]uint32, 17)}),              // 17 groups
+	}
+	if err := CheckUnixCred(good); err != nil {
+		t.Fatalf("CheckUnixCred(good) = %v", err)
+	}
+	for i, b := range bad {
+		_, perr := ParseUnixCred(b)
+		if cerr := CheckUnixCred(b); cerr == nil || perr == nil {
+			t.Errorf("credential %d: CheckUnixCred %v, ParseUnixCred %v; want both to refuse it", i, cerr, perr)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { CheckUnixCred(good) }); n != 0 {
+		t.Errorf("CheckUnixCred allocates %.0f times", n)
+	}
 }
