@@ -42,7 +42,8 @@
 //	<upper>/.log.tmp-*      transient, while a checkpoint starts an empty log
 //	<upper>/data/<id>       sparse data file of file node <id>, or an empty
 //	                        spare made ahead for a node not created yet
-//	<upper>/data/<id>.map   block bitmap of a file node with an origin
+//	<upper>/data/<id>.map   block bitmap of a file node with an origin (and
+//	                        where its data file holds a record region)
 //	<upper>/data/*.tmp      transient, while a data or bitmap file is created
 //
 // <id> is the node's file id as 16 lowercase hex digits.
@@ -103,17 +104,62 @@
 // bytes only in marked blocks and in the part at or beyond the base limit;
 // elsewhere it is a hole, or blocks a large write reserved ahead of writing
 // (fallocate, reading zeros) whose bits a crash kept from being set: what
-// reads the origin is the bitmap, never the data file's allocation.
+// reads the origin is the bitmap (and the region's records), never the data
+// file's allocation. While its bitmap file (version 2) names a record
+// region, the data file also holds, from that offset on, the region's
+// records, and the file's size is the one the bitmap header gives (the
+// data file is longer).
 //
-// A bitmap file is a 16-byte header — the magic "RKOVBM01", the block size
-// as a little-endian uint32, four zero bytes — followed by one bit per block
-// (bit i%8 of byte i/8 is block i), covering the blocks below the base limit
-// at the time the file was made. Bits are only ever set. A missing or short
-// bitmap reads as unset bits. A crash can keep a bitmap's name and lose its
-// bytes, or keep a page of bits and lose the header's page: a header of
-// zeros is read as this overlay's block size (every bit was written after
-// the data it marks was synced), and the next write of bits writes the
-// header again.
+// A bitmap file is a header followed by one bit per block (bit i%8 of byte
+// i/8 is block i), covering the blocks below the base limit at the time the
+// file was made. Bits are only ever set; a missing or short bitmap reads as
+// unset bits. Version 2, written by this version, has a 64-byte header,
+// little-endian:
+//
+//	magic      8  "RKOVBM02"
+//	blockSize  4  the overlay's block size
+//	zero       4
+//	epoch      8  the epoch of the records not in the bits yet
+//	region     8  offset in the data file of the record region (a multiple
+//	              of 4096, at or past the file's size), 0 for none
+//	size       8  the file's size while there is a region
+//	crc        4  CRC-32C (Castagnoli) of the 40 bytes before it
+//	zero      20
+//
+// A version 2 file is only ever made whole (written and fsynced under a
+// temporary name, renamed into place, the folder synced) and its header
+// then rewritten in place, within its first sector. Version 1, written by
+// earlier versions, has a 16-byte header — the magic "RKOVBM01", the block
+// size, four zero bytes — and was written in place: a crash could keep its
+// name and lose its bytes, or keep a page of bits and lose the header's
+// page; a version 1 file of zeros reads as no bits, and one whose header is
+// zeros as bits at this overlay's block size (every bit was written after
+// the data it marks was synced). Version 1 files read unchanged; the first
+// sync that redirects a block rewrites the file as version 2.
+//
+// The record region is a sequence of records, each
+//
+//	length   4  length of the payload (never 0)
+//	crc      4  CRC-32C of the payload
+//	payload     epoch 8, seq 8, confirmed 8, runs 4, then per run:
+//	            first block 8, count 4, one CRC-32C per block 4×count
+//
+// A record names the blocks one sync redirected, each with the CRC-32C of
+// the block's content as written (its bytes below the base limit). Records
+// of the header's epoch are numbered 1, 2, ... from the region's start; the
+// first record cut short, zero-length, failing its CRC or of another epoch
+// ends them (a torn tail; records of older epochs are in the bits already).
+// One that passes its CRC but does not decode, names a block past the
+// bitmap, or breaks the numbering is corruption (ErrCorruptMeta).
+// confirmed is the last record known durable when this one was written
+// (its data sync had returned), 0 for none. Opening replays the records: a
+// block of a record at or below the highest confirmed of any record is
+// marked; a block of a later record (its data sync may not have finished
+// before a crash, and the disk may have kept the record and lost the data)
+// is marked only if its content in the data file matches its CRC, and keeps
+// the base's bytes otherwise (its write was never acknowledged). Then the
+// bits are written to the bitmap file, the epoch moved on and the region
+// cut back to its start (a checkpoint, below).
 //
 // # Durability
 //
@@ -129,14 +175,27 @@
 // the change stays (it may be on disk) and the next change writes a
 // checkpoint.
 //
-// With Options.Sync, a write is fdatasynced to its data file, and only then
-// is its bitmap updated and fdatasynced, so a marked block always holds
-// durable data. Without it (how sessions run: the NFS server syncs on
-// stable WRITEs and COMMIT), writes reach the page cache, new bitmap bits
-// are kept in memory, and File.Sync makes the data durable, then writes and
-// syncs the bits, then syncs the data folder if a data or bitmap file was
-// made since its last sync: a power cut before File.Sync leaves the base
-// bytes, never zeros. A File.Sync with nothing written since the last one
+// With Options.Sync, a write is synced as File.Sync syncs. Without it (how
+// sessions run: the NFS server syncs on stable WRITEs and COMMIT), writes
+// reach the page cache and new bitmap bits are kept in memory with the
+// CRC-32C of each new block, and File.Sync makes them durable with one
+// fdatasync, of the data file: it appends a record naming the blocks
+// redirected since the last one, then fdatasyncs the data and the record
+// together (a stable WRITE costs one fdatasync, as on a plain file), then
+// syncs the data folder if a data or bitmap file was made since its last
+// sync: a power cut before File.Sync leaves the base bytes, never zeros.
+// Records are written one at a time, so a sync returns once the blocks of
+// every sync that started before it are durable. A write to a block whose
+// record no durable record confirms yet first makes one durable (a record
+// and fdatasync): its new content would no longer match the CRC. A
+// checkpoint folds the records into the bitmap file: the data is
+// fdatasynced, then the bits written and fdatasynced, then the header's
+// epoch moved on and fdatasynced, and the region cut back; it runs off the
+// hot path: when the region passes 4 MiB or a sync would name more than
+// 65536 blocks, when the file is closed or evicted from the cache, and
+// before a file with a region grows or is truncated (the region then goes:
+// the data file is cut to the file's size and synced before the header says
+// there is none). A File.Sync with nothing written since the last one
 // syncs nothing (clients COMMIT again on close). Concurrent syncs share one
 // fsync of the data folder, and the first data file made for a node created
 // in the session also makes empty spare data files for the next 64 nodes
@@ -146,11 +205,10 @@
 // the folder one per 64 files. The cache of open files keeps 1024 files; one
 // evicted with everything written through it synced is remembered, so
 // that the next sync of it (libnfs's second COMMIT, past 1024 files)
-// syncs nothing either. Closing the overlay (or evicting a file from its
-// cache) syncs a file with bits not yet written. Data and bitmap files not
-// named by any node (spares never claimed, leftovers of a crash) are
-// deleted when the upper directory is opened, and the data folder is then
-// synced once, so the names found count as durable.
+// syncs nothing either. Data and bitmap files not named by any node
+// (spares never claimed, leftovers of a crash) are deleted when the upper
+// directory is opened, and the data folder is then synced once, so the
+// names found count as durable.
 //
 // The upper directory is written through a durable.FS (Options.FS), so a
 // test can put it on a powercut.FS and check what survives a power cut.

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -724,15 +725,16 @@ func FuzzReplayLog(f *testing.F) {
 
 var _ durable.FS = (*powercut.FS)(nil)
 
-// TestBitmapWithoutDurableHeader: a crash during a file's first sync can
-// leave its bitmap file's name durable with none of its bytes (ext4 commits
-// the rename with its journal while the file's pages are still unwritten;
-// another file's folder sync does the same): empty, or zeros at its size,
-// so no bit is durable. The next sync must write the header again, or the
-// bits it writes make the file unreadable at the next open
-// (ErrCorruptMeta). And a crash in the middle of a bitmap's fdatasync can
-// keep a page of bits without the header's page: a bit is written only
-// after the data it marks was synced, so those bits are good.
+// TestBitmapWithoutDurableHeader opens sessions made by earlier versions,
+// whose bitmap files (version 1) were written in place: a crash during a
+// file's first sync could leave its name durable with none of its bytes
+// (ext4 commits the rename with its journal while the file's pages are
+// still unwritten; another file's folder sync does the same): empty, or
+// zeros at its size, so no bit is durable. And a crash in the middle of a
+// bitmap's fdatasync could keep a page of bits without the header's page:
+// a bit was written only after the data it marks was synced, so those bits
+// are good. Each opens as that version wrote it, and the next sync makes
+// the bitmap file version 2, readable at the next open.
 func TestBitmapWithoutDurableHeader(t *testing.T) {
 	write := func(t *testing.T, o *Overlay, off int64, s string) {
 		t.Helper()
@@ -769,6 +771,7 @@ func TestBitmapWithoutDurableHeader(t *testing.T) {
 		{"empty", func([]byte) []byte { return nil }, false},
 		{"zeros", func(b []byte) []byte { return make([]byte, len(b)) }, false},
 		{"bits without header", func(b []byte) []byte { clear(b[:bitmapHeaderLen]); return b }, true},
+		{"whole", func(b []byte) []byte { return b }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fx := newFixture(t)
@@ -791,7 +794,11 @@ func TestBitmapWithoutDurableHeader(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(name, tc.crash(b), 0o600); err != nil {
+			// As an earlier version wrote it: a 16-byte header, then the bits.
+			v1 := binary.LittleEndian.AppendUint32([]byte(bitmapMagic), uint32(DefaultBlockSize))
+			v1 = append(v1, 0, 0, 0, 0)
+			v1 = append(v1, b[bitmapHeaderLen2:]...)
+			if err := os.WriteFile(name, tc.crash(v1), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			want := string(fx.disk[100000:100005])
@@ -804,8 +811,8 @@ func TestBitmapWithoutDurableHeader(t *testing.T) {
 			}
 			write(t, o, 300000, "SECOND")
 			o.Close()
-			if b, err := os.ReadFile(name); err != nil || len(b) < bitmapHeaderLen || string(b[:8]) != bitmapMagic {
-				t.Errorf("the bitmap file after the next sync has no header: %q %v", b[:min(len(b), bitmapHeaderLen)], err)
+			if b, err := os.ReadFile(name); err != nil || len(b) < bitmapHeaderLen2 || string(b[:8]) != bitmapMagic2 {
+				t.Errorf("the bitmap file after the next sync is not version 2: %q %v", b[:min(len(b), bitmapHeaderLen2)], err)
 			}
 			o = open()
 			defer o.Close()

@@ -51,12 +51,37 @@ func (o *Overlay) nodeInfo(name string, n node) (os.FileInfo, error) {
 	switch {
 	case err == nil:
 		fi.size, fi.mtime = st.Size(), st.ModTime()
+		if n.Origin != "" {
+			fi.size = o.fileSize(n.ID, fi.size)
+		}
 	case errors.Is(err, os.ErrNotExist):
 		fi.size = n.BaseLimit
 	default:
 		return nil, err
 	}
 	return fi, nil
+}
+
+// fileSize is the size of file id, whose data file is dataSize long: a
+// data file holding a record region past the file's end is longer (see
+// region.go). The size is the open content's, or else its bitmap header's.
+// The data file was stat-ed first: a region made after that started past
+// the size it found.
+func (o *Overlay) fileSize(id uint64, dataSize int64) int64 {
+	o.mu.Lock()
+	c := o.contents[id]
+	o.mu.Unlock()
+	if c != nil {
+		if s := c.regionSize.Load(); s != -2 {
+			c.stateMu.Lock()
+			defer c.stateMu.Unlock()
+			return c.size
+		}
+	}
+	if s, ok := o.regionSizeOf(id); ok {
+		return s
+	}
+	return dataSize
 }
 
 func (o *Overlay) baseInfo(name, p string, bi os.FileInfo) os.FileInfo {
