@@ -102,6 +102,7 @@ func (c *chunkFiles) get(r *Repo, d Digest) (*chunkFile, bool, error) {
 		return nil, false, err
 	}
 	c.opens.Add(1)
+	adviseRandom(file)
 	f := &chunkFile{File: file, refs: 1}
 	c.mu.Lock()
 	defer c.mu.Unlock()
