@@ -466,8 +466,11 @@ run_test() {
 
 # run_files TEST SERVER REP: BENCH_FILES small files (CREATE, WRITE 4 KiB UNSTABLE,
 # COMMIT each) into a fresh session's VM folder on rekindle, a fresh folder on
-# Ganesha, through libnfs (bench/nfsfiles). Appends "TEST SERVER REP FILES/S
-# CPU_US_PER_FILE" to values.tsv and the CREATE figures to files.tsv.
+# Ganesha, through libnfs (bench/nfsfiles). Each file's path is one folder below
+# the mount on both (rekindle: the session mounted, as a hypervisor mounts it;
+# the folder of sessions mounted instead cost rekindle one more LOOKUP per
+# CREATE, libnfs resolving the path again for every file). Appends "TEST SERVER
+# REP FILES/S CPU_US_PER_FILE" to values.tsv and the CREATE figures to files.tsv.
 run_files() {
 	local test=$1 server=$2 rep=$3 attempt out url dir sid pid c0 c1 rc st
 	for attempt in 1 2 3; do
@@ -476,10 +479,10 @@ run_files() {
 		case $server in
 		rekindle)
 			sid=$(publish rekindle)
-			url=$(rk_url /rekindle) dir=$sid/$VM pid=$RK_PID ;;
+			url=$(rk_url "/rekindle/$sid") dir=$VM pid=$RK_PID ;;
 		rekindle-b)
 			sid=$(publish rekindle-b)
-			url=$(rkb_url /rekindle) dir=$sid/$VM pid=$RKB_PID ;;
+			url=$(rkb_url "/rekindle/$sid") dir=$VM pid=$RKB_PID ;;
 		ganesha)
 			dir=files-$rep-$attempt
 			rm -rf "$BENCH_WORK/ganesha/export/$dir"
