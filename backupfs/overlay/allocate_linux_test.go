@@ -35,6 +35,16 @@ func TestLargeWriteAllocates(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := o.dataPath(id)
+	probe, err := os.CreateTemp(fx.upper, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferr := unix.Fallocate(int(probe.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
+	probe.Close()
+	os.Remove(probe.Name())
+	if ferr != nil {
+		t.Skipf("the upper directory's filesystem cannot fallocate: %v", ferr)
+	}
 	// Looked at right after the write: a sync of the machine in between
 	// would allocate delayed pages too, and hide a missing reservation.
 	var reserved int64
