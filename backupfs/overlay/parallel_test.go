@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -435,5 +436,84 @@ func TestABitWaitsForItsDataSync(t *testing.T) {
 	hooked.Store(false)
 	if got, want := block(pc.SyncedCopy(), 2), modelWrite(bytes.Clone(fx.disk[2*bs:3*bs]), 100, bytes.Repeat([]byte{'X'}, 4096)); !bytes.Equal(got, want) {
 		t.Error("block 2 after its sync returned: not its write over the base")
+	}
+}
+
+// slowLogFS is a powercut.FS whose log fdatasync takes a millisecond, as a
+// disk's does: long enough for concurrent changes to queue behind it.
+type slowLogFS struct {
+	*powercut.FS
+	logSyncs atomic.Int64
+}
+
+func (fsys *slowLogFS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
+	f, err := fsys.FS.OpenFile(name, flag, perm)
+	if err != nil || filepath.Base(name) != logName {
+		return f, err
+	}
+	return &slowLogFile{File: f, fsys: fsys}, nil
+}
+
+type slowLogFile struct {
+	durable.File
+	fsys *slowLogFS
+}
+
+func (f *slowLogFile) DataSync() error {
+	f.fsys.logSyncs.Add(1)
+	time.Sleep(time.Millisecond)
+	return f.File.DataSync()
+}
+
+// TestConcurrentCreatesShareLogSyncs: CREATEs from several clients at once
+// share the log's fdatasync (group commit: one sync covers every record
+// written before it started), and each is durable when it returns.
+func TestConcurrentCreatesShareLogSyncs(t *testing.T) {
+	fx := newFixture(t)
+	fsys := &slowLogFS{FS: powercut.New()}
+	o, err := New(fx.base, "/u", Options{Salt: "s", FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clients, each = 8, 40
+	before := fsys.logSyncs.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				f, err := o.Create("/web01/c" + strconv.Itoa(c) + "-" + strconv.Itoa(i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				f.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	syncs := fsys.logSyncs.Load() - before
+	t.Logf("%d CREATEs from %d clients: %d log syncs", clients*each, clients, syncs)
+	if syncs > clients*each/2 {
+		t.Errorf("%d concurrent CREATEs made %d log syncs, want at most %d (shared)", clients*each, syncs, clients*each/2)
+	}
+	cut := fsys.FS.Cut()
+	o.Close()
+	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: cut}); err != nil {
+		t.Fatalf("after the power cut: %v", err)
+	}
+	defer o.Close()
+	for c := range clients {
+		for i := range each {
+			if _, err := o.Stat("/web01/c" + strconv.Itoa(c) + "-" + strconv.Itoa(i)); err != nil {
+				t.Errorf("after the power cut: %v", err)
+			}
+		}
 	}
 }
