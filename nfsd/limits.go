@@ -33,7 +33,8 @@ type Limits struct {
 	// DefaultMaxConnsPerClient.
 	MaxConnsPerClient int
 	// IdleTimeout closes a connection on which nothing arrived, and no call was
-	// at work, for that long. Clients reconnect by themselves. Default
+	// at work, for that long (at most IdleTimeout/16 later: the deadline is not
+	// moved at every call). Clients reconnect by themselves. Default
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// RecordTimeout is how long a client may take to send a record once its
