@@ -169,7 +169,10 @@ func encodeChunkFrames(d Digest, data []byte, shift uint, raw func(i int) bool) 
 	fs := 1 << shift
 	k := (len(data) + fs - 1) / fs
 	tab := chunkHeaderV2 + frameEntrySize*k
-	out := make([]byte, tab+8, tab+8+len(data)/2)
+	// Room for every frame stored as it is (the most a chunk can take): no
+	// append ever grows it, which for a chunk that does not compress copied
+	// it several times over.
+	out := make([]byte, tab+8, tab+8+len(data))
 	copy(out, chunkMagicV2)
 	out[4] = byte(shift)
 	binary.LittleEndian.PutUint32(out[8:], uint32(len(data)))
@@ -182,6 +185,8 @@ func encodeChunkFrames(d Digest, data []byte, shift uint, raw func(i int) bool) 
 		if raw != nil && raw(i) {
 			out = append(out, frame...)
 			codec = codecStored
+		} else if z := zeroFrame(shift); len(frame) == 1<<shift && IsZero(frame) {
+			out = append(out, z...) // what the encoder makes of it, without the call
 		} else if out = zstdFrameEnc.EncodeAll(frame, out); !compresses(len(out)-start, len(frame)) {
 			out = append(out[:start], frame...)
 			codec = codecStored
@@ -193,6 +198,22 @@ func encodeChunkFrames(d Digest, data []byte, shift uint, raw func(i int) bool) 
 	}
 	binary.LittleEndian.PutUint64(out[tab:], xxhash.Sum64(out[:tab]))
 	return out
+}
+
+// zeroFrames holds, per frame shift, the zstd encoding of a whole frame of
+// zeros: zero runs inside chunks are common (a disk's unused blocks) and a
+// zstd call per 4 KiB frame of them cost more than the rest of the chunk.
+var zeroFrames [maxFrameShift + 1]struct {
+	once sync.Once
+	enc  []byte
+}
+
+// zeroFrame returns the zstd encoding (as zstdFrameEnc writes it) of 2^shift
+// zero bytes.
+func zeroFrame(shift uint) []byte {
+	z := &zeroFrames[shift]
+	z.once.Do(func() { z.enc = zstdFrameEnc.EncodeAll(make([]byte, 1<<shift), nil) })
+	return z.enc
 }
 
 // frameRef locates one frame in a chunk file.

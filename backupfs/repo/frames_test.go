@@ -867,3 +867,19 @@ func TestJoinedFramesLendOneSlice(t *testing.T) {
 	// A read spanning chunks 0 and 1: a slice per chunk.
 	check(DefaultChunkSize-4096, 8192+1000, 2)
 }
+
+// TestZeroFrameIsTheEncoders: the kept encoding of a frame of zeros is the
+// zstd encoder's own, and a chunk with zero runs decodes and verifies.
+func TestZeroFrameIsTheEncoders(t *testing.T) {
+	zstdCodecs()
+	for _, shift := range []uint{RawFrameShift, DefaultFrameShift} {
+		if got, want := zeroFrame(shift), zstdFrameEnc.EncodeAll(make([]byte, 1<<shift), nil); !bytes.Equal(got, want) {
+			t.Errorf("frames of 2^%d zeros: kept encoding %x, the encoder's %x", shift, got, want)
+		}
+	}
+	data := make([]byte, DefaultChunkSize)
+	rand.NewChaCha8([32]byte{13}).Read(data[:100<<10])
+	if got, err := VerifyChunk(Sum(data), EncodeChunk(Sum(data), data)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("chunk with zero frames: %v", err)
+	}
+}
