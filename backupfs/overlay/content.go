@@ -50,14 +50,12 @@ type content struct {
 	// pending are the blocks marked since the last record, each with the
 	// CRC-32C of its content as written: the next sync names them in a
 	// record (see region.go).
-	pending map[int64]uint32
+	pending pendingSet
 	// unconf are the blocks named by a record of this epoch that no
-	// durable record confirms yet (by record number; unconfBy lists them
-	// by record). Such a block counts at the next open only if its content
-	// still matches the record's CRC, so a write to it waits until it is
-	// confirmed (confirm).
-	unconf   map[int64]uint64
-	unconfBy map[uint64][]int64
+	// durable record confirms yet, by record. Such a block counts at the
+	// next open only if its content still matches the record's CRC, so a
+	// write to it waits until it is confirmed (confirm).
+	unconf unconfSet
 	// durSeq is the last record known durable (a data sync that started
 	// after it was written returned), durConf the last record a durable
 	// record confirms; both count in epoch recEpoch.
@@ -158,7 +156,7 @@ func (o *Overlay) release(c *content) {
 // so no write or sync runs.
 func (c *content) clean() bool {
 	c.stateMu.Lock()
-	pending := len(c.pending)
+	pending := c.pending.count()
 	c.stateMu.Unlock()
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
@@ -200,7 +198,7 @@ func (c *content) needsCheckpoint() bool {
 	}
 	c.stateMu.Lock()
 	defer c.stateMu.Unlock()
-	return len(c.pending) > 0 || c.recOff > 0
+	return c.pending.count() > 0 || c.recOff > 0
 }
 
 // lock takes the content exclusively, loading its upper state first.
@@ -278,7 +276,8 @@ func (c *content) load() error {
 	c.recOff, c.recSeq, c.lastConf = 0, 0, 0
 	c.stateMu.Lock()
 	c.size = size
-	c.pending, c.unconf, c.unconfBy = map[int64]uint32{}, map[int64]uint64{}, map[uint64][]int64{}
+	c.pending = pendingSet{bits: make([]byte, len(bits))}
+	c.unconf = unconfSet{bits: make([]byte, len(bits))}
 	c.durSeq, c.durConf, c.recEpoch = 0, 0, hdr.epoch
 	if c.rewritten == nil {
 		c.rewritten = sync.NewCond(&c.stateMu)
@@ -712,10 +711,10 @@ func (c *content) write(p []byte, off int64) (epoch, wait uint64, err error) {
 		if !c.marked(b) {
 			k = blockNew
 			fresh = true
-		} else if _, ok := c.pending[b]; ok {
+		} else if c.pending.has(b) {
 			k = blockPending
 			rewrites++
-		} else if s, ok := c.unconf[b]; ok && !removed {
+		} else if s, ok := c.unconf.seqOf(b); ok && !removed {
 			wait = max(wait, s)
 		}
 		kinds[b-first] = k
@@ -799,9 +798,10 @@ func (c *content) write(p []byte, off int64) (epoch, wait uint64, err error) {
 			newBits++
 		}
 		if !removed {
-			c.pending[b] = sums[b-first]
+			c.pending.add(b, sums[b-first])
 		}
 	}
+	c.pending.compactIfLong()
 	c.size = max(c.size, end)
 	c.stateMu.Unlock()
 	c.o.blocksRedirected.Add(newBits)
@@ -911,7 +911,7 @@ func (c *content) truncate(size int64) error {
 		// blocks up to the base limit: fold them, and bits not in a
 		// record yet, into the bitmap before either moves.
 		c.stateMu.Lock()
-		pending := len(c.pending) > 0
+		pending := c.pending.count() > 0
 		c.stateMu.Unlock()
 		if c.hdr.region > 0 || (pending && size < c.baseLimit) {
 			if err := c.checkpoint(c.hdr.region > 0); err != nil {
@@ -1050,13 +1050,8 @@ func (c *content) settle(ep, rec, conf uint64) {
 		return // a checkpoint came between: its bits are in the bitmap
 	}
 	c.durSeq = max(c.durSeq, rec)
-	for s := c.durConf + 1; s <= conf; s++ {
-		for _, b := range c.unconfBy[s] {
-			if c.unconf[b] == s {
-				delete(c.unconf, b)
-			}
-		}
-		delete(c.unconfBy, s)
+	if conf > c.durConf {
+		c.unconf.drop(conf, false)
 	}
 	c.durConf = max(c.durConf, conf)
 }
@@ -1071,7 +1066,7 @@ func (c *content) writeRecord(force bool) error {
 		return err
 	}
 	c.stateMu.Lock()
-	n := len(c.pending)
+	n := c.pending.count()
 	c.stateMu.Unlock()
 	if n > maxRecordBlocks || c.recOff >= checkpointAt {
 		return c.checkpoint(false)
@@ -1087,13 +1082,13 @@ func (c *content) writeRecord(force bool) error {
 // checkpoint.
 func (c *content) appendRecord(force bool) error {
 	c.stateMu.Lock()
-	n := len(c.pending)
+	n := c.pending.count()
 	c.stateMu.Unlock()
 	if c.removed.Load() {
 		// A removed file's bitmap is gone and not written.
 		if n > 0 {
 			c.stateMu.Lock()
-			clear(c.pending)
+			c.pending.reset()
 			c.stateMu.Unlock()
 		}
 		return nil
@@ -1117,18 +1112,12 @@ func (c *content) appendRecord(force bool) error {
 	for c.rewriting > 0 {
 		c.rewritten.Wait()
 	}
-	if len(c.pending) > maxRecordBlocks {
+	if c.pending.count() > maxRecordBlocks {
 		c.stateMu.Unlock()
 		return errExclusive
 	}
-	r := record{epoch: c.hdr.epoch, seq: c.recSeq + 1, confirmed: c.durSeq, blocks: sortedBlocks(c.pending)}
-	named := make([]int64, len(r.blocks))
-	for i, s := range r.blocks {
-		c.unconf[s.block] = r.seq
-		named[i] = s.block
-	}
-	c.unconfBy[r.seq] = named
-	clear(c.pending)
+	r := record{epoch: c.hdr.epoch, seq: c.recSeq + 1, confirmed: c.durSeq, blocks: c.pending.take()}
+	c.unconf.add(r.seq, r.blocks)
 	c.stateMu.Unlock()
 	b := appendRecord(nil, &r)
 	if err := c.keepMtime(func() error {
@@ -1137,11 +1126,10 @@ func (c *content) appendRecord(force bool) error {
 	}); err != nil {
 		// The blocks are pending again; the next record goes here.
 		c.stateMu.Lock()
+		c.unconf.drop(r.seq, true)
 		for _, s := range r.blocks {
-			delete(c.unconf, s.block)
-			c.pending[s.block] = s.sum
+			c.pending.add(s.block, s.sum)
 		}
-		delete(c.unconfBy, r.seq)
 		c.stateMu.Unlock()
 		return err
 	}
@@ -1170,8 +1158,7 @@ func (c *content) openRegion() error {
 	c.recOff, c.recSeq, c.lastConf = 0, 0, 0
 	c.stateMu.Lock()
 	c.recEpoch, c.durSeq, c.durConf = h.epoch, 0, 0
-	clear(c.unconf)
-	clear(c.unconfBy)
+	c.unconf.reset()
 	c.stateMu.Unlock()
 	c.regionSize.Store(size)
 	return nil
@@ -1271,9 +1258,8 @@ func (c *content) checkpoint(drop bool) error {
 	}
 	c.recOff, c.recSeq, c.lastConf = 0, 0, 0
 	c.stateMu.Lock()
-	clear(c.pending)
-	clear(c.unconf)
-	clear(c.unconfBy)
+	c.pending.reset()
+	c.unconf.reset()
 	c.durSeq, c.durConf, c.recEpoch = 0, 0, h.epoch
 	c.stateMu.Unlock()
 	return c.o.syncNames()

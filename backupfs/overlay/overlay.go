@@ -25,7 +25,8 @@ import (
 const DefaultBlockSize = 64 << 10
 
 // maxBitmapBlocks is the most blocks BlockSizeFor gives a file's bitmap
-// (2 MiB of bits, held twice in memory while the file is open), as a
+// (2 MiB of bits, held four times in memory while the file is open: the
+// bits, those in the bitmap file, the pending and the unconfirmed), as a
 // 1 TiB file has at DefaultBlockSize.
 const maxBitmapBlocks = 1 << 24
 

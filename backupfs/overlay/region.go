@@ -183,12 +183,118 @@ func decodeRecords(b []byte, epoch uint64, nblocks int64) ([]record, error) {
 	return recs, nil
 }
 
-// sortedBlocks returns pending's blocks in order.
-func sortedBlocks(pending map[int64]uint32) []blockSum {
-	out := make([]blockSum, 0, len(pending))
-	for b, s := range pending {
-		out = append(out, blockSum{b, s})
+// pendingSet is the blocks marked since the last record, each with its
+// CRC: a bit per block says which, and the entries are kept in the order
+// they were added (a block written again adds an entry; its last counts),
+// so a write adds without hashing.
+type pendingSet struct {
+	bits      []byte
+	list      []blockSum
+	compacted int // len(list) after the last compaction
+}
+
+func (p *pendingSet) has(b int64) bool { return p.bits[b>>3]&(1<<(b&7)) != 0 }
+
+func (p *pendingSet) add(b int64, sum uint32) {
+	p.bits[b>>3] |= 1 << (b & 7)
+	p.list = append(p.list, blockSum{b, sum})
+}
+
+// count is at least the number of blocks (entries of rewritten blocks
+// count again).
+func (p *pendingSet) count() int { return len(p.list) }
+
+// take empties the set and returns its blocks in order, each once with
+// its last CRC.
+func (p *pendingSet) take() []blockSum {
+	out := p.sorted()
+	for _, s := range out {
+		p.bits[s.block>>3] &^= 1 << (s.block & 7)
 	}
-	slices.SortFunc(out, func(a, b blockSum) int { return cmp.Compare(a.block, b.block) })
+	p.list, p.compacted = nil, 0
 	return out
+}
+
+// compactIfLong drops the entries a later one of the same block
+// overrides once the list is long (and twice what the last compaction
+// left), so blocks rewritten many times between syncs do not grow it.
+func (p *pendingSet) compactIfLong() {
+	if n := len(p.list); n >= 1<<20 && n >= 2*p.compacted {
+		p.list = p.sorted()
+		p.compacted = len(p.list)
+	}
+}
+
+// sorted returns the entries in block order, each block's last only, in
+// the list's own array.
+func (p *pendingSet) sorted() []blockSum {
+	l := p.list
+	slices.SortStableFunc(l, func(a, b blockSum) int { return cmp.Compare(a.block, b.block) })
+	out := l[:0]
+	for i, s := range l {
+		if i+1 < len(l) && l[i+1].block == s.block {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (p *pendingSet) reset() {
+	clear(p.bits)
+	p.list, p.compacted = nil, 0
+}
+
+// unconfSet is the blocks of records not confirmed yet, by record (in
+// the order written): a bit per block, and each record's blocks in order.
+type unconfSet struct {
+	bits []byte
+	recs []unconfRec
+}
+
+type unconfRec struct {
+	seq    uint64
+	blocks []blockSum
+}
+
+// seqOf returns the record that names block b, if it is not confirmed.
+func (u *unconfSet) seqOf(b int64) (uint64, bool) {
+	if u.bits[b>>3]&(1<<(b&7)) == 0 {
+		return 0, false
+	}
+	for _, r := range u.recs {
+		if _, ok := slices.BinarySearchFunc(r.blocks, b, func(s blockSum, b int64) int { return cmp.Compare(s.block, b) }); ok {
+			return r.seq, true
+		}
+	}
+	return 0, false
+}
+
+func (u *unconfSet) add(seq uint64, blocks []blockSum) {
+	for _, s := range blocks {
+		u.bits[s.block>>3] |= 1 << (s.block & 7)
+	}
+	u.recs = append(u.recs, unconfRec{seq, blocks})
+}
+
+// drop forgets the records at or below seq (confirm) or, with only, just
+// record seq (a record that was not written).
+func (u *unconfSet) drop(seq uint64, only bool) {
+	keep := u.recs[:0]
+	for _, r := range u.recs {
+		if r.seq == seq || (!only && r.seq < seq) {
+			for _, s := range r.blocks {
+				u.bits[s.block>>3] &^= 1 << (s.block & 7)
+			}
+			continue
+		}
+		keep = append(keep, r)
+	}
+	clear(u.recs[len(keep):])
+	u.recs = keep
+}
+
+func (u *unconfSet) reset() {
+	clear(u.bits)
+	u.recs = nil
 }

@@ -427,3 +427,41 @@ func TestSyncWaitsForARewriteOfAPendingBlock(t *testing.T) {
 		t.Errorf("block 1 as synced by the sync: %s", kind)
 	}
 }
+
+// TestPendingAndUnconfSets: a block added again counts once with its last
+// CRC, compaction keeps that, and records' blocks leave the unconfirmed
+// set when confirmed, or alone when their record was not written.
+func TestPendingAndUnconfSets(t *testing.T) {
+	p := pendingSet{bits: make([]byte, 1<<18)}
+	for i := range 3 << 19 { // 1.5 Mi entries over 1000 blocks: compacts
+		p.add(int64(i%1000)*7, uint32(i))
+		p.compactIfLong()
+	}
+	if p.count() >= 3<<19 {
+		t.Errorf("%d entries after compacting, want fewer", p.count())
+	}
+	got := p.take()
+	if len(got) != 1000 || p.count() != 0 || p.has(7) {
+		t.Fatalf("took %d blocks, %d left, block 7 pending %v", len(got), p.count(), p.has(7))
+	}
+	for i, s := range got {
+		last := (3<<19 - 1) - ((3<<19 - 1 - i) % 1000) // the last i added for block i*7
+		if s.block != int64(i)*7 || s.sum != uint32(last) {
+			t.Fatalf("entry %d: %+v, want block %d sum %d", i, s, i*7, last)
+		}
+	}
+	u := unconfSet{bits: make([]byte, 16)}
+	u.add(1, []blockSum{{3, 0}, {9, 0}})
+	u.add(2, []blockSum{{4, 0}})
+	u.add(3, []blockSum{{10, 0}})
+	if s, ok := u.seqOf(9); !ok || s != 1 {
+		t.Errorf("block 9: record %d %v, want 1", s, ok)
+	}
+	u.drop(3, true)
+	u.drop(1, false)
+	for b, want := range map[int64]bool{3: false, 9: false, 4: true, 10: false} {
+		if _, ok := u.seqOf(b); ok != want {
+			t.Errorf("block %d unconfirmed: %v, want %v", b, ok, want)
+		}
+	}
+}
