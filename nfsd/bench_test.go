@@ -238,3 +238,37 @@ func BenchmarkReadGoNFSClient(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteSession writes into a session's base file through the
+// datastore's stack (sessionStack: MountFS, overlay, MountFS, Writable),
+// UNSTABLE (the cost is the server's, no sync) and FILE_SYNC 4 KiB, with
+// the WRITE's attributes from the open file (openstat) and from path
+// Stats (pathstat), one after the other in one run.
+func BenchmarkWriteSession(b *testing.B) {
+	disk := make([]byte, benchFileSize)
+	rand.NewChaCha8([32]byte{4}).Read(disk)
+	ts, n, root, _ := sessionStack(b, disk)
+	fh := n.mustLookup(n.mustLookup(n.mustLookup(root, "s"), "vm"), "disk")
+	n.c.Close()
+	defer pathStats.Store(false)
+	for _, c := range []struct {
+		name   string
+		size   int
+		stable uint32
+	}{{"unstable4KiB", 4 << 10, unstable}, {"unstable1MiB", 1 << 20, unstable}, {"filesync4KiB", 4 << 10, fileSync}} {
+		data := make([]byte, c.size)
+		blocks := benchFileSize / c.size
+		args := make([][]byte, blocks)
+		for i := range args {
+			args[i] = benchWriteCall(writeArgsHow(fh, uint64(i*c.size), uint32(c.size), c.stable, data))
+		}
+		for _, attrs := range []string{"openstat", "pathstat"} {
+			b.Run(c.name+"/"+attrs, func(b *testing.B) {
+				pathStats.Store(attrs == "pathstat")
+				p := dialPipeClient(b, ts.Addr())
+				b.SetBytes(int64(c.size))
+				p.runBench(b, 1, func(i int) []byte { return args[i%blocks] })
+			})
+		}
+	}
+}

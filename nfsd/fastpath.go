@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	billy "github.com/go-git/go-billy/v5"
@@ -84,6 +85,21 @@ type SliceReader interface {
 type CachedOpener interface {
 	OpenCached(name string) (billy.File, bool)
 }
+
+// OpenStater may be implemented by an export's filesystem that can describe
+// a file it opened, as its Stat and Lstat of the file's name would, from
+// the open file (ok false: it cannot, and the name is stat-ed): a WRITE
+// then takes its pre- and post-op attributes without two lookups of the
+// name through every layer of the export. A filesystem whose Stat changes
+// what the one below says (names, modes) implements it only if it does the
+// same to what StatOpen returns.
+type OpenStater interface {
+	StatOpen(name string, f billy.File) (os.FileInfo, bool)
+}
+
+// pathStats makes WRITEs take their attributes from path Stats only: for
+// benchmarks that compare the two.
+var pathStats atomic.Bool
 
 // CachedSliceReader is SliceReader without I/O: ok false when the bytes are
 // not at hand, and then it has done nothing.
@@ -298,21 +314,12 @@ func (s *Server) fastWrite(xid uint32, a *ioArgs) fastReply {
 		return errorReply(xid, procWrite, nfs.NFSStatusROFS)
 	}
 	full := efs.Join(parts...)
-	info, err := efs.Stat(full)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return errorReply(xid, procWrite, nfs.NFSStatusNoEnt)
-		}
-		return errorReply(xid, procWrite, nfs.NFSStatusAccess)
-	}
-	if !info.Mode().IsRegular() {
-		return errorReply(xid, procWrite, nfs.NFSStatusInval)
+	f, info, st := openForWrite(efs, full)
+	if st != nfs.NFSStatusOk {
+		return errorReply(xid, procWrite, st)
 	}
 	pre := nfs.ToFileAttribute(info, full)
-	f, err := efs.OpenFile(full, os.O_RDWR, info.Mode().Perm())
-	if err != nil {
-		return errorReply(xid, procWrite, nfs.NFSStatusAccess)
-	}
+	opened := f
 	// The export's sync-after-every-write wrapper is for go-nfs, which
 	// answers every WRITE FILE_SYNC: here the reply says what was done.
 	syncFn := func() error { return nil }
@@ -337,6 +344,8 @@ func (s *Server) fastWrite(xid uint32, a *ioArgs) fastReply {
 		s.log.Warn("nfsd: write failed", "export", efs.exp.Path, "path", full, "err", err)
 		return errorReply(xid, procWrite, writeErrorStatus(err))
 	}
+	// The post-op attributes before the close, which changes none of them.
+	post, postOK := efs.statOpen(full, opened)
 	if err := f.Close(); err != nil {
 		s.log.Warn("nfsd: write failed at close", "export", efs.exp.Path, "path", full, "err", err)
 		return errorReply(xid, procWrite, writeErrorStatus(err))
@@ -352,7 +361,10 @@ func (s *Server) fastWrite(xid uint32, a *ioArgs) fastReply {
 	head = be.AppendUint32(head, pre.Mtime.Nseconds)
 	head = be.AppendUint32(head, pre.Ctime.Seconds)
 	head = be.AppendUint32(head, pre.Ctime.Nseconds)
-	if post, err := efs.Lstat(full); err == nil && post != nil {
+	if !postOK {
+		post, err = efs.Lstat(full)
+	}
+	if err == nil && post != nil {
 		head = be.AppendUint32(head, 1)
 		head = appendFattr3(head, nfs.ToFileAttribute(post, full))
 	} else {
@@ -363,6 +375,37 @@ func (s *Server) fastWrite(xid uint32, a *ioArgs) fastReply {
 	head = be.AppendUint32(head, a.stable) // committed: what was asked, and done
 	head = append(head, s.nfs.ID[:]...)
 	return fastReply{head: head, n: uint64(n)}
+}
+
+// openForWrite opens the file at full for a WRITE and describes it as
+// efs.Stat does. A filesystem that can describe a file it opened
+// (OpenStater) is asked after the open, which saves a lookup of the name;
+// any other, or any failure there, takes the path: Stat, then open (as
+// go-nfs does), which also tells the failures apart for the reply.
+func openForWrite(efs *exportFS, full string) (billy.File, os.FileInfo, nfs.NFSStatus) {
+	if _, ok := efs.Filesystem.(OpenStater); ok && !pathStats.Load() {
+		if f, err := efs.OpenFile(full, os.O_RDWR, 0); err == nil {
+			if info, ok := efs.statOpen(full, f); ok && info.Mode().IsRegular() {
+				return f, info, nfs.NFSStatusOk
+			}
+			f.Close()
+		}
+	}
+	info, err := efs.Stat(full)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil, nfs.NFSStatusNoEnt
+		}
+		return nil, nil, nfs.NFSStatusAccess
+	}
+	if !info.Mode().IsRegular() {
+		return nil, nil, nfs.NFSStatusInval
+	}
+	f, err := efs.OpenFile(full, os.O_RDWR, info.Mode().Perm())
+	if err != nil {
+		return nil, nil, nfs.NFSStatusAccess
+	}
+	return f, info, nfs.NFSStatusOk
 }
 
 // fastCommit answers a COMMIT: every WRITE of the file answered before it
@@ -379,6 +422,10 @@ func (s *Server) fastCommit(xid uint32, a *ioArgs) fastReply {
 		return errorReply(xid, procCommit, nfs.NFSStatusStale)
 	}
 	full := efs.Join(parts...)
+	var (
+		post   os.FileInfo
+		postOK bool
+	)
 	if !efs.unsafe && billy.CapabilityCheck(efs, billy.WriteCapability) {
 		// Opened read-only: opening a base file for writing would record
 		// it as changed in an overlay.
@@ -391,6 +438,9 @@ func (s *Server) fastCommit(xid uint32, a *ioArgs) fastReply {
 		}
 		if syncFn := syncerOf(f); syncFn != nil {
 			err = s.commits.sync(string(a.fh), 1, syncFn)
+		}
+		if err == nil {
+			post, postOK = efs.statOpen(full, f)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -405,7 +455,10 @@ func (s *Server) fastCommit(xid uint32, a *ioArgs) fastReply {
 	be := binary.BigEndian
 	head = be.AppendUint32(head, uint32(nfs.NFSStatusOk))
 	head = be.AppendUint32(head, 0) // no pre-op attributes
-	if post, err := efs.Lstat(full); err == nil && post != nil {
+	if !postOK {
+		post, err = efs.Lstat(full)
+	}
+	if err == nil && post != nil {
 		head = be.AppendUint32(head, 1)
 		head = appendFattr3(head, nfs.ToFileAttribute(post, full))
 	} else {

@@ -101,6 +101,20 @@ func (fs *exportFS) Stat(name string) (os.FileInfo, error) {
 	return fs.Filesystem.Stat(name)
 }
 
+// statOpen is Stat of f, a file fs opened as name, from the open file when
+// the export's filesystem can tell it (OpenStater), saving the lookup of
+// the name; ok false: stat the path.
+func (fs *exportFS) statOpen(name string, f billy.File) (os.FileInfo, bool) {
+	so, ok := fs.Filesystem.(OpenStater)
+	if !ok || pathStats.Load() || fs.check("stat", name) != nil {
+		return nil, false
+	}
+	if sf, ok := f.(*syncFile); ok {
+		f = sf.File
+	}
+	return so.StatOpen(name, f)
+}
+
 func (fs *exportFS) Lstat(name string) (os.FileInfo, error) {
 	if err := fs.check("lstat", name); err != nil {
 		return nil, err

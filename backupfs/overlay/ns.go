@@ -48,6 +48,12 @@ func (o *Overlay) nodeInfo(name string, n node) (os.FileInfo, error) {
 		return fi, nil
 	}
 	st, err := o.fs.Stat(o.dataPath(n.ID))
+	return o.fileNodeInfo(fi, n, st, err)
+}
+
+// fileNodeInfo completes fi, a file node's description, from st, its data
+// file's (err: its data file's Stat's error).
+func (o *Overlay) fileNodeInfo(fi *fileInfo, n node, st os.FileInfo, err error) (os.FileInfo, error) {
 	switch {
 	case err == nil:
 		fi.size, fi.mtime = st.Size(), st.ModTime()
@@ -86,6 +92,57 @@ func (o *Overlay) fileSize(id uint64, dataSize int64) int64 {
 
 func (o *Overlay) baseInfo(name, p string, bi os.FileInfo) os.FileInfo {
 	return &fileInfo{name: name, size: bi.Size(), mode: bi.Mode(), mtime: bi.ModTime(), id: o.baseID(p)}
+}
+
+// StatOpen is Stat (and Lstat) of name for f, a file o opened as name,
+// taken from f's content: its node, looked up by id, and its data file's
+// descriptor, without the lookups of the path in the base and in o.fs.
+// ok is false when f cannot tell (not o's, a directory, a base file without
+// a node, an error): the caller stats the path then. It is what Stat says
+// unless name changed (renamed, removed) since f was opened.
+func (o *Overlay) StatOpen(name string, f billy.File) (fi os.FileInfo, ok bool) {
+	of, isOurs := f.(*file)
+	if !isOurs || of.o != o || of.c == nil || of.closed.Load() || o.check() != nil {
+		return nil, false
+	}
+	p, err := cleanPath(name)
+	if err != nil {
+		return nil, false
+	}
+	fi, err = of.c.stat(path.Base(p))
+	return fi, err == nil
+}
+
+// stat is the overlay's Stat of c's file, named name (the last element).
+func (c *content) stat(name string) (os.FileInfo, error) {
+	o := c.o
+	o.mu.Lock()
+	var n node
+	p, ok := o.byID[c.id]
+	if ok && o.st.nodes[p] != nil {
+		n = *o.st.nodes[p]
+	} else {
+		ok = false
+	}
+	o.mu.Unlock()
+	if !ok || n.Kind != kindFile {
+		return nil, os.ErrNotExist // a base file without a node, or gone
+	}
+	fi := &fileInfo{name: name, mode: n.Mode, id: n.ID, uid: n.UID, gid: n.GID, mtime: time.Unix(0, n.MTime)}
+	// The descriptor is the data file at its path: it is made whole
+	// before it is opened (createData) and never replaced while loaded.
+	c.mu.RLock()
+	var (
+		st  os.FileInfo
+		err error
+	)
+	if c.loaded && c.data != nil {
+		st, err = c.data.Stat()
+	} else {
+		st, err = o.fs.Stat(o.dataPath(n.ID))
+	}
+	c.mu.RUnlock()
+	return o.fileNodeInfo(fi, n, st, err)
 }
 
 // Stat describes the file or directory at name.

@@ -202,6 +202,27 @@ func (m *MountFS) Stat(f string) (os.FileInfo, error) {
 
 func (m *MountFS) Lstat(f string) (os.FileInfo, error) { return m.Stat(f) }
 
+// openStater is a filesystem that can describe a file it opened as its
+// Stat of the file's name would, without looking the name up (nfsd's
+// OpenStater; the overlay's StatOpen).
+type openStater interface {
+	StatOpen(name string, f billy.File) (os.FileInfo, bool)
+}
+
+// StatOpen is Stat of f, a file m opened as name, when the filesystem
+// mounted there can tell it from the open file (ok false: stat the path).
+// A mount's root is shown renamed: it is never a file, and is left to Stat.
+func (m *MountFS) StatOpen(name string, f billy.File) (os.FileInfo, bool) {
+	fs, _, rest, err := m.resolve("stat", name)
+	if err != nil || fs == nil || rest == "/" {
+		return nil, false
+	}
+	if os, ok := fs.(openStater); ok {
+		return os.StatOpen(rest, f)
+	}
+	return nil, false
+}
+
 // renamed is a mounted filesystem's root seen under its mount name.
 type renamed struct {
 	os.FileInfo
