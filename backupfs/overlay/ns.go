@@ -131,17 +131,22 @@ func (c *content) stat(name string) (os.FileInfo, error) {
 	fi := &fileInfo{name: name, mode: n.Mode, id: n.ID, uid: n.UID, gid: n.GID, mtime: time.Unix(0, n.MTime)}
 	// The descriptor is the data file at its path: it is made whole
 	// before it is opened (createData) and never replaced while loaded.
-	c.mu.RLock()
+	// While the content is held (or wanted) exclusively, by a sync's
+	// checkpoint say, the path is stat-ed instead of waiting for it, as
+	// Stat does.
 	var (
 		st  os.FileInfo
 		err error
 	)
-	if c.loaded && c.data != nil {
-		st, err = c.data.Stat()
-	} else {
+	if c.mu.TryRLock() {
+		if c.loaded && c.data != nil {
+			st, err = c.data.Stat()
+		}
+		c.mu.RUnlock()
+	}
+	if st == nil && err == nil {
 		st, err = o.fs.Stat(o.dataPath(n.ID))
 	}
-	c.mu.RUnlock()
 	return o.fileNodeInfo(fi, n, st, err)
 }
 
