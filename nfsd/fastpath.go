@@ -242,9 +242,11 @@ func (s *Server) readFile(xid uint32, a *ioArgs, cachedOnly bool, head []byte) (
 		return errorReply(xid, procRead, nfs.NFSStatusAccess), true
 	}
 	defer f.Close()
-	info, err := efs.Stat(full)
-	if err != nil {
-		return errorReply(xid, procRead, nfs.NFSStatusAccess), !cachedOnly
+	info, ok := efs.statOpen(full, f)
+	if !ok {
+		if info, err = efs.Stat(full); err != nil {
+			return errorReply(xid, procRead, nfs.NFSStatusAccess), !cachedOnly
+		}
 	}
 	count, setEOF := a.count, false
 	if int64(a.offset) >= info.Size() {

@@ -42,7 +42,7 @@ func sessionStack(t testing.TB, disk []byte) (*testServer, *nfsClient, []byte, *
 	return ts, n, n.mustMount("/rekindle"), ov
 }
 
-// TestWriteAttributesFromOpenFile checks that a WRITE (and a COMMIT) whose
+// TestWriteAttributesFromOpenFile checks that a WRITE (a READ, a COMMIT) whose
 // attributes come from the open file (OpenStater) answers byte for byte
 // what the path Stat before it and the path Lstat after it give: for a
 // base file's first write, a session file before and after it has a data
@@ -104,6 +104,24 @@ func TestWriteAttributesFromOpenFile(t *testing.T) {
 		want = append(want, s.nfs.ID[:]...)
 		if !bytes.Equal(r.head, want) {
 			t.Errorf("%s: WRITE reply\n got %x\nwant %x\n(pre %+v, post size %d)", what, r.head, want, pre, post.Size())
+		}
+
+		// A READ of the file: its attributes are the path Stat's too.
+		xid++
+		r = s.fastRead(xid, &ioArgs{fh: fh, offset: off, count: uint32(len(data))})
+		if r.buf != nil {
+			defer putReadBuf(r.buf)
+		}
+		info, err := efs.Stat(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = appendReplyHeader(make([]byte, 4), xid)
+		want = be.AppendUint32(want, uint32(nfs.NFSStatusOk))
+		want = be.AppendUint32(want, 1)
+		want = appendFattr3(want, nfs.ToFileAttribute(info, full))
+		if len(r.head) < len(want) || !bytes.Equal(r.head[:len(want)], want) {
+			t.Errorf("%s: READ reply\n got %x\nwant %x...", what, r.head, want)
 		}
 
 		xid++
