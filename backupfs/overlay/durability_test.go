@@ -153,8 +153,13 @@ func TestSmallFilesSyncTwice(t *testing.T) {
 	syncs := pc.Syncs() - before
 	batches := (n + spareBatch - 1) / spareBatch
 	t.Logf("%d files: %d syncs (%.2f per file)", n, syncs, float64(syncs)/n)
-	if want := 2*n + batches + 1; syncs > want {
-		t.Errorf("%d files made %d syncs, want at most %d (log and data per file, the data folder per batch of %d)",
+	// Besides two per file: the data folder per batch, and the log's
+	// extensions (zeros written ahead) beside them; a batch made in the
+	// background while a sync runs can cost the next sync one more folder
+	// sync, so the count moves by a few from run to run (2468-2470 at 1224
+	// files). Without the second COMMIT's skip it is about 2667.
+	if want := 2*n + 2*batches; syncs > want {
+		t.Errorf("%d files made %d syncs, want at most %d (log and data per file, at most two more per batch of %d spares)",
 			n, syncs, want, spareBatch)
 	}
 	// Closing removes the spares never claimed, not the files' own.
