@@ -453,15 +453,7 @@ func TestWriteOrderAcrossPaths(t *testing.T) {
 				pending = append(pending, p)
 			}
 		}
-		for _, p := range pending {
-			r, err := p.Wait(testCtx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st := binary.BigEndian.Uint32(r.Body); st != 0 {
-				t.Fatalf("round %d: a call failed: %v", round, nfs.NFSStatus(st))
-			}
-		}
+		waitAllOK(t, pending, fmt.Sprintf("round %d: a call", round))
 		for i := range files {
 			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%d", i)))
 			if string(b) != want {

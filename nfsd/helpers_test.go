@@ -2,6 +2,7 @@ package nfsd
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -247,3 +248,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 var errTimeout = errors.New("timeout")
+
+// waitAllOK waits for every pending NFS call and fails the test, naming what
+// (e.g. "round 2: a WRITE"), on the first that fails or answers other than
+// NFS3_OK.
+func waitAllOK(t *testing.T, pending []*rpc.Pending, what string) {
+	t.Helper()
+	for _, p := range pending {
+		r, err := p.Wait(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := binary.BigEndian.Uint32(r.Body); st != 0 {
+			t.Fatalf("%s failed: %v", what, nfs.NFSStatus(st))
+		}
+	}
+}

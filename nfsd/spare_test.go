@@ -1,7 +1,6 @@
 package nfsd
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/go-git/go-billy/v5/osfs"
-	nfs "github.com/willscott/go-nfs"
 
 	"github.com/rekindle/rekindle/nfsd/rpc"
 )
@@ -49,15 +47,7 @@ func TestSmallRecordsKeepTheirBytes(t *testing.T) {
 				pending = append(pending, p)
 			}
 		}
-		for _, p := range pending {
-			r, err := p.Wait(testCtx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st := binary.BigEndian.Uint32(r.Body); st != 0 {
-				t.Fatalf("round %d: a WRITE failed: %v", round, nfs.NFSStatus(st))
-			}
-		}
+		waitAllOK(t, pending, fmt.Sprintf("round %d: a WRITE", round))
 		for f := range files {
 			var want []byte
 			for b := range blocks {

@@ -119,10 +119,7 @@ func testPowerCut(t *testing.T, bs int) {
 func TestSmallFilesSyncTwice(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	const n = maxCachedContents + 200
 	body := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 4096) }
 	before := pc.Syncs()
@@ -166,18 +163,13 @@ func TestSmallFilesSyncTwice(t *testing.T) {
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	for i := range n {
 		checkContent(t, o, fmt.Sprintf("/web01/f%05d", i), body(i))
 	}
 	o.Close()
 	pc = pc.Cut()
-	o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatalf("after the power cut: %v", err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	for i := range n {
 		checkContent(t, o, fmt.Sprintf("/web01/f%05d", i), body(i))
@@ -200,10 +192,7 @@ func TestSmallFilesSyncTwice(t *testing.T) {
 func TestSparesMadeAhead(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	const n = 5*spareBatch + 7
 	body := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 4096) }
 	for i := range n {
@@ -229,9 +218,7 @@ func TestSparesMadeAhead(t *testing.T) {
 	}
 	pc = pc.Cut()
 	o.Close()
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatalf("after the power cut: %v", err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	for i := range n {
 		checkContent(t, o, fmt.Sprintf("/web01/f%05d", i), body(i))
@@ -245,10 +232,7 @@ func TestSparesMadeAhead(t *testing.T) {
 func TestSyncAfterRestart(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	f, err := o.Create("/web01/log")
 	if err != nil {
 		t.Fatal(err)
@@ -256,10 +240,7 @@ func TestSyncAfterRestart(t *testing.T) {
 	f.Write([]byte("unsynced before the restart"))
 	f.Close()
 	o.Close()
-	o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	f, err = o.Open("/web01/log")
 	if err != nil {
 		t.Fatal(err)
@@ -270,10 +251,7 @@ func TestSyncAfterRestart(t *testing.T) {
 	f.Close()
 	pc = pc.Cut()
 	o.Close()
-	o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	checkContent(t, o, "/web01/log", []byte("unsynced before the restart"))
 }
@@ -286,10 +264,7 @@ func TestSyncAfterRestart(t *testing.T) {
 func TestSyncAfterEviction(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	write := func(name, body string, sync bool) {
 		f, err := o.Create(name)
 		if err != nil {
@@ -321,9 +296,7 @@ func TestSyncAfterEviction(t *testing.T) {
 	}
 	pc = pc.Cut()
 	o.Close()
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	checkContent(t, o, "/web01/unsynced", []byte("written, evicted, then synced"))
 	checkContent(t, o, "/web01/synced", []byte("written and synced, evicted"))
@@ -334,10 +307,7 @@ func TestSyncAfterEviction(t *testing.T) {
 func TestMetadataCostIsFlat(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	defer o.Close()
 	size := func(name string) int64 {
 		if name == "/u/log" {
@@ -383,10 +353,7 @@ func TestMetadataCostIsFlat(t *testing.T) {
 func TestCheckpointAndTornTail(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	o.j.threshold = 4096 // checkpoint often
 	for i := range 100 {
 		f, err := o.Create(fmt.Sprintf("/web01/f%03d", i))
@@ -409,10 +376,7 @@ func TestCheckpointAndTornTail(t *testing.T) {
 	rec, _ := encodeRecord(&logRecord{Seq: 1 << 40, Put: []metaNode{{Path: "/torn", ID: idString(99), Kind: "file"}}})
 	f.WriteAt(rec[:len(rec)-3], end)
 	f.Close()
-	o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	ents, err := o.ReadDir("/web01")
 	if err != nil {
@@ -437,10 +401,7 @@ func TestCheckpointAndTornTail(t *testing.T) {
 		f.Close()
 	}
 	o.Close()
-	o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	if _, err := o.Stat("/web01/after"); err != nil {
 		t.Errorf("a record appended after a torn tail was lost: %v", err)
 	}
@@ -453,10 +414,7 @@ func TestCheckpointAndTornTail(t *testing.T) {
 func TestLogWrittenAhead(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	size := func() int64 {
 		fi, err := pc.Stat("/u/log")
 		if err != nil {
@@ -487,9 +445,7 @@ func TestLogWrittenAhead(t *testing.T) {
 	// Records overwrite the zeros; all of them are read back, after a
 	// power cut too.
 	pc = pc.Cut()
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatalf("after the power cut: %v", err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	ents, err := o.ReadDir("/web01")
 	if err != nil {
@@ -512,10 +468,7 @@ func TestLogWrittenAhead(t *testing.T) {
 func TestLogOfEarlierVersion(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	writeFile(t, o, "/web01/old", []byte("made by an earlier version"))
 	end := o.j.off
 	o.Close()
@@ -533,9 +486,7 @@ func TestLogOfEarlierVersion(t *testing.T) {
 	checkContent(t, o, "/web01/old", []byte("made by an earlier version"))
 	writeFile(t, o, "/web01/new", []byte("made by this one"))
 	o.Close()
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	checkContent(t, o, "/web01/old", []byte("made by an earlier version"))
 	checkContent(t, o, "/web01/new", []byte("made by this one"))
@@ -549,10 +500,7 @@ func TestLogOfEarlierVersion(t *testing.T) {
 func TestTornTailCutBeforeOverwrite(t *testing.T) {
 	fx := newFixture(t)
 	pc := powercut.New()
-	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := openCut(t, fx, pc)
 	writeFile(t, o, "/web01/kept", []byte("acknowledged"))
 	end, seq := o.j.off, o.j.seq
 	o.Close()
@@ -565,9 +513,7 @@ func TestTornTailCutBeforeOverwrite(t *testing.T) {
 	}
 	f.WriteAt(append(torn, later...), end)
 	f.Close()
-	if o, err = New(fx.base, "/u", Options{Salt: "s", FS: pc}); err != nil {
-		t.Fatal(err)
-	}
+	o = openCut(t, fx, pc)
 	defer o.Close()
 	b, err := durable.ReadFile(pc, "/u/log")
 	if err != nil {
@@ -829,4 +775,15 @@ func TestBitmapWithoutDurableHeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openCut opens the session of fx's base in /u on pc, as a server starting
+// (again) on the power-cut disk does.
+func openCut(t *testing.T, fx *fixture, pc *powercut.FS) *Overlay {
+	t.Helper()
+	o, err := New(fx.base, "/u", Options{Salt: "s", FS: pc})
+	if err != nil {
+		t.Fatalf("opening the session on the power-cut disk: %v", err)
+	}
+	return o
 }

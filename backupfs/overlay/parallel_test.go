@@ -320,7 +320,7 @@ type heldDataSyncFS struct {
 
 func (f heldDataSyncFS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
 	file, err := f.FS.OpenFile(name, flag, perm)
-	if err != nil || strings.HasSuffix(name, ".map") || strings.HasSuffix(name, ".tmp") || filepath.Base(filepath.Dir(name)) != "data" {
+	if err != nil || !isDataFile(name) {
 		return file, err
 	}
 	return heldDataSyncFile{file, f.hook}, nil
@@ -516,4 +516,10 @@ func TestConcurrentCreatesShareLogSyncs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// isDataFile says whether name is a session's data file: in the data folder,
+// neither a bitmap (.map) nor a temporary file.
+func isDataFile(name string) bool {
+	return !strings.HasSuffix(name, ".map") && !strings.HasSuffix(name, ".tmp") && filepath.Base(filepath.Dir(name)) == "data"
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -336,7 +334,7 @@ type heldWriteFS struct {
 
 func (f heldWriteFS) OpenFile(name string, flag int, perm os.FileMode) (durable.File, error) {
 	file, err := f.FS.OpenFile(name, flag, perm)
-	if err != nil || strings.HasSuffix(name, ".map") || strings.HasSuffix(name, ".tmp") || filepath.Base(filepath.Dir(name)) != "data" {
+	if err != nil || !isDataFile(name) {
 		return file, err
 	}
 	return heldWriteFile{file, f.hold}, nil
