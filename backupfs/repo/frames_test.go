@@ -386,16 +386,7 @@ func TestRepositoryVersion1Fixture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := sha256.New()
-		buf := make([]byte, 4096) // small reads, as a guest makes them
-		for off := int64(0); off < dr.Size(); off += int64(len(buf)) {
-			n, err := dr.ReadAt(buf, off)
-			if err != nil && !errors.Is(err, io.EOF) {
-				t.Fatal(err)
-			}
-			h.Write(buf[:n])
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		if got := diskSHA256(t, dr); got != want {
 			t.Fatalf("disk reads as %s, want %s", got, want)
 		}
 	}
@@ -469,16 +460,7 @@ func TestRepositoryVersion2Fixture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := sha256.New()
-		buf := make([]byte, 4096)
-		for off := int64(0); off < dr.Size(); off += int64(len(buf)) {
-			n, err := dr.ReadAt(buf, off)
-			if err != nil && !errors.Is(err, io.EOF) {
-				t.Fatal(err)
-			}
-			h.Write(buf[:n])
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		if got := diskSHA256(t, dr); got != want {
 			t.Fatalf("disk reads as %s, want %s", got, want)
 		}
 	}
@@ -882,4 +864,20 @@ func TestZeroFrameIsTheEncoders(t *testing.T) {
 	if got, err := VerifyChunk(Sum(data), EncodeChunk(Sum(data), data)); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("chunk with zero frames: %v", err)
 	}
+}
+
+// diskSHA256 reads dr whole in 4 KiB reads, as a guest makes them, and
+// returns the SHA-256 of its bytes in hex.
+func diskSHA256(t *testing.T, dr *DiskReader) string {
+	t.Helper()
+	h := sha256.New()
+	buf := make([]byte, 4096)
+	for off := int64(0); off < dr.Size(); off += int64(len(buf)) {
+		n, err := dr.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		h.Write(buf[:n])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -18,26 +18,10 @@ import (
 // index digest.
 func storeBytes(t testing.TB, r *Repo, data []byte) Digest {
 	t.Helper()
-	x := NewIndex(r.ChunkSize(), int64(len(data)))
-	for i := range x.Chunks {
-		off := i * r.ChunkSize()
-		c := data[off : off+x.ChunkLen(i)]
-		if IsZero(c) {
-			continue
-		}
-		x.Chunks[i] = Sum(c)
-		if _, _, err := r.PutChunk(x.Chunks[i], c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := r.PutIndex(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return storeChunks(t, r, data, func(d Digest, c []byte) error {
+		_, _, err := r.PutChunk(d, c)
+		return err
+	}, r.Sync)
 }
 
 // encodeChunkWide is the chunk encoder of the releases before 4 KiB raw
@@ -51,6 +35,19 @@ func encodeChunkWide(d Digest, data []byte) []byte {
 // writer's encoder) instead of the repository's own.
 func storeBytesAs(t testing.TB, r *Repo, data []byte, enc func(Digest, []byte) []byte) Digest {
 	t.Helper()
+	return storeChunks(t, r, data, func(d Digest, c []byte) error {
+		p := r.ChunkPath(d)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, enc(d, c), 0o644)
+	}, nil)
+}
+
+// storeChunks cuts data into r's chunks, stores each that is not all zeros
+// with put, calls sync (if any) and writes the index.
+func storeChunks(t testing.TB, r *Repo, data []byte, put func(Digest, []byte) error, sync func() error) Digest {
+	t.Helper()
 	x := NewIndex(r.ChunkSize(), int64(len(data)))
 	for i := range x.Chunks {
 		off := i * r.ChunkSize()
@@ -59,11 +56,12 @@ func storeBytesAs(t testing.TB, r *Repo, data []byte, enc func(Digest, []byte) [
 			continue
 		}
 		x.Chunks[i] = Sum(c)
-		p := r.ChunkPath(x.Chunks[i])
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := put(x.Chunks[i], c); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, enc(x.Chunks[i], c), 0o644); err != nil {
+	}
+	if sync != nil {
+		if err := sync(); err != nil {
 			t.Fatal(err)
 		}
 	}
